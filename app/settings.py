@@ -1,0 +1,47 @@
+"""Service settings, read from FACESEARCH_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _default_threads() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FACESEARCH_", extra="ignore")
+
+    data_dir: Path = Path("data")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    # Comma-separated list in the environment; empty means auth off (and loopback only).
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_upload_mb: float = Field(10.0, gt=0, le=200)
+    max_pixels: int = Field(40_000_000, gt=0, description="Decoded pixel limit (decompression bombs).")
+    detect_max_side: int = Field(1024, ge=160, description="Photos are downscaled to this for detection.")
+    min_face_size: int = Field(20, ge=10)
+    max_faces: int = Field(20, ge=1, le=100)
+    checkpoint: Path | None = Field(None, description="Encoder checkpoint; default: the shipped weights.")
+    index_kind: Literal["exact", "hnsw"] = "exact"
+    search_fpir: float = Field(0.01, gt=0, lt=1)
+    torch_threads: int = Field(default_factory=_default_threads, ge=1)
+    workers: int = Field(2, ge=1, le=64, description="Threads for decode/detect/search.")
+    batch_wait_ms: float = Field(3.0, ge=0, le=100)
+    max_batch: int = Field(64, ge=1, le=1024)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [k.strip() for k in v.split(",") if k.strip()]
+        return v
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)

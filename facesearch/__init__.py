@@ -1,0 +1,1 @@
+"""FaceSearch command line."""

@@ -1,0 +1,45 @@
+"""`facesearch` command: a thin front over the functions the service, trainer and gallery use.
+
+Each subcommand imports its module only when run, so `facesearch serve` never loads training code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+COMMANDS = {
+    "serve": ("facesearch.serve", "run the HTTP service (uvicorn, one worker)"),
+    "align": ("model.train.align", "detect + align a dataset tree once, cache the crops"),
+    "train": ("model.train.train", "train the triplet-loss encoder"),
+    "evaluate": ("model.train.evaluate", "LFW View 2 evaluation of a checkpoint"),
+    "export": ("model.train.export", "package a trained checkpoint + its evaluation as shipped weights"),
+    "gallery": ("index.cli", "gallery maintenance: stats, export, import, rebuild-index, verify"),
+    "enroll": ("facesearch.enroll", "bulk-enroll an identity-per-folder tree"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: facesearch <command> [options]", "", "commands:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Run `facesearch <command> --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"facesearch: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,145 @@
+"""FAISS index over L2-normalised float32 vectors (inner product = cosine), with on-disk snapshots.
+
+Kinds: ``exact`` (IndexIDMap2 over IndexFlatIP) and ``hnsw`` (IndexIDMap2 over IndexHNSWFlat). HNSW cannot
+remove vectors: removed ids become tombstones, filtered out of every search at once, until a rebuild.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+import faiss
+import numpy as np
+
+Kind = Literal["exact", "hnsw"]
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_SEARCH = 96
+
+
+class SnapshotError(Exception):
+    """A snapshot that is missing, corrupt or does not fit; the caller rebuilds from the store."""
+
+
+class VectorIndex:
+    def __init__(self, dim: int, kind: Kind = "exact") -> None:
+        self.dim = dim
+        self.kind: Kind = kind
+        if kind == "exact":
+            base: faiss.Index = faiss.IndexFlatIP(dim)
+        elif kind == "hnsw":
+            base = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+            base.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+            base.hnsw.efSearch = HNSW_EF_SEARCH
+        else:
+            raise ValueError(f"unknown index kind {kind!r}")
+        self.index = faiss.IndexIDMap2(base)
+        self.tombstones: set[int] = set()
+
+    @property
+    def live(self) -> int:
+        """Number of searchable vectors."""
+        return int(self.index.ntotal) - len(self.tombstones)
+
+    @property
+    def tombstone_fraction(self) -> float:
+        return len(self.tombstones) / max(1, int(self.index.ntotal))
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """ids: int64 (n,); vectors: float32 (n, dim), L2-normalised."""
+        if len(ids):
+            self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
+                                    np.ascontiguousarray(ids, dtype=np.int64))
+
+    def remove(self, ids: np.ndarray) -> None:
+        if not len(ids):
+            return
+        if self.kind == "exact":
+            self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
+        else:
+            self.tombstones.update(int(i) for i in ids)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """queries: float32 (n, dim) -> (similarities float32 (n, k), ids int64 (n, k); -1 where none)."""
+        k = max(1, min(k, self.live)) if self.live else 1
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        if self.live == 0:
+            return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+        if self.tombstones:
+            sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.fromiter(self.tombstones, dtype=np.int64)))
+            params = faiss.SearchParametersHNSW(sel=sel, efSearch=max(HNSW_EF_SEARCH, k))
+            sims, ids = self.index.search(q, k, params=params)
+        elif self.kind == "hnsw":
+            params = faiss.SearchParametersHNSW(efSearch=max(HNSW_EF_SEARCH, k))
+            sims, ids = self.index.search(q, k, params=params)
+        else:
+            sims, ids = self.index.search(q, k)
+        return sims, ids
+
+    def ids(self) -> np.ndarray:
+        """All live ids, int64, sorted."""
+        all_ids = faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        if self.tombstones:
+            all_ids = all_ids[~np.isin(all_ids, np.fromiter(self.tombstones, dtype=np.int64))]
+        return np.sort(all_ids)
+
+    # --- snapshots -----------------------------------------------------------------------------------
+    def save(self, folder: Path, seq: int, model_version: str) -> None:
+        """Write index + meta atomically (temp file, fsync, rename); meta carries the file's SHA-256."""
+        folder.mkdir(parents=True, exist_ok=True)
+        data = faiss.serialize_index(self.index)
+        blob = np.asarray(data).tobytes()
+        _atomic_write(folder / "vectors.faiss", blob)
+        meta = {
+            "seq": seq, "kind": self.kind, "dim": self.dim, "model_version": model_version,
+            "ntotal": int(self.index.ntotal), "tombstones": sorted(self.tombstones),
+            "sha256": hashlib.sha256(blob).hexdigest(),
+        }
+        _atomic_write(folder / "meta.json", json.dumps(meta).encode())
+        _fsync_dir(folder)
+
+    @classmethod
+    def load(cls, folder: Path, *, dim: int, kind: Kind, model_version: str) -> tuple[VectorIndex, int]:
+        """Load a snapshot; returns (index, the store change counter it reflects). Raises SnapshotError."""
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+            blob = (folder / "vectors.faiss").read_bytes()
+        except (OSError, ValueError) as e:
+            raise SnapshotError(f"no readable snapshot: {e}") from e
+        if not isinstance(meta, dict) or meta.get("sha256") != hashlib.sha256(blob).hexdigest():
+            raise SnapshotError("snapshot checksum mismatch")
+        if meta.get("dim") != dim or meta.get("kind") != kind or meta.get("model_version") != model_version:
+            raise SnapshotError("snapshot made for another dimension, kind or model")
+        try:
+            index = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
+        except RuntimeError as e:
+            raise SnapshotError(f"cannot deserialize snapshot: {e}") from e
+        if index.d != dim or index.ntotal != meta.get("ntotal"):
+            raise SnapshotError("snapshot does not match its meta")
+        obj = cls.__new__(cls)
+        obj.dim, obj.kind, obj.index = dim, kind, index
+        if kind == "hnsw":
+            faiss.downcast_index(obj.index.index).hnsw.efSearch = HNSW_EF_SEARCH
+        obj.tombstones = {int(t) for t in meta.get("tombstones", [])}
+        return obj, int(meta["seq"])
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

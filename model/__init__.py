@@ -1,0 +1,1 @@
+"""Pixels -> faces -> embeddings (inference side). Training and evaluation live in model.train."""

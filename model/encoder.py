@@ -1,0 +1,169 @@
+"""The face encoder, its self-describing checkpoint, and the one function that builds model + preprocessing.
+
+Serving and evaluation both call :func:`load_encoder`; training writes checkpoints with
+:func:`save_checkpoint`. Embeddings are float32, shape (N, D), L2-normalised.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.errors import CheckpointError
+from model.faces import ARCFACE_TEMPLATE_112
+
+CHECKPOINT_FORMAT = "facesearch-encoder/1"
+SHIPPED_CHECKPOINT = Path(__file__).parent / "weights" / "encoder.pt"
+SHIPPED_CARD = Path(__file__).parent / "weights" / "model_card.json"
+
+_BACKBONES: dict[str, tuple[str, str, int]] = {
+    # name: (torchvision builder, weights enum, feature channels)
+    "mobilenet_v2": ("mobilenet_v2", "MobileNet_V2_Weights", 1280),
+}
+
+
+@dataclass
+class EncoderConfig:
+    arch: str = "mobilenet_v2"
+    embedding_size: int = 128
+    input_size: int = 112
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    template: list[list[float]] = field(default_factory=lambda: ARCFACE_TEMPLATE_112.tolist())
+    model_version: str = "untrained"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EncoderConfig:
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        cfg = cls(**known)
+        cfg.mean = tuple(cfg.mean)  # type: ignore[assignment]
+        cfg.std = tuple(cfg.std)  # type: ignore[assignment]
+        return cfg
+
+
+class Encoder(nn.Module):
+    """ImageNet backbone -> global average pool -> linear -> batch norm -> L2 normalisation."""
+
+    def __init__(self, config: EncoderConfig, *, imagenet_init: bool = False) -> None:
+        super().__init__()
+        if config.arch not in _BACKBONES:
+            raise CheckpointError(f"unknown encoder architecture {config.arch!r}")
+        import torchvision
+
+        builder, weights_enum, channels = _BACKBONES[config.arch]
+        weights = getattr(torchvision.models, weights_enum).IMAGENET1K_V1 if imagenet_init else None
+        backbone = getattr(torchvision.models, builder)(weights=weights)
+        self.config = config
+        self.features = backbone.features
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(0.2)
+        self.head = nn.Linear(channels, config.embedding_size)
+        self.bn = nn.BatchNorm1d(config.embedding_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: float (N, 3, S, S) normalised -> float (N, D) unit vectors."""
+        f = self.pool(self.features(x)).flatten(1)
+        return F.normalize(self.bn(self.head(self.dropout(f))), dim=1)
+
+
+class Preprocess:
+    """uint8 aligned crops (N, S, S, 3) -> normalised float tensor (N, 3, S, S), channels_last."""
+
+    def __init__(self, config: EncoderConfig) -> None:
+        self.size = config.input_size
+        self.mean = torch.tensor(config.mean).view(1, 3, 1, 1) * 255.0
+        self.std = torch.tensor(config.std).view(1, 3, 1, 1) * 255.0
+
+    def __call__(self, crops: np.ndarray) -> torch.Tensor:
+        if crops.ndim != 4 or crops.shape[1:] != (self.size, self.size, 3):
+            raise ValueError(f"expected crops of shape (N, {self.size}, {self.size}, 3), got {crops.shape}")
+        x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
+        return ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+
+
+class Embedder:
+    """Inference wrapper: batched, inference_mode, channels_last, optional mirror averaging."""
+
+    def __init__(self, model: Encoder, preprocess: Preprocess, *, flip: bool = False,
+                 max_batch: int = 64) -> None:
+        self.model = model.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.preprocess = preprocess
+        self.config = model.config
+        self.flip = flip
+        self.max_batch = max_batch
+
+    @property
+    def dim(self) -> int:
+        return self.config.embedding_size
+
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        """crops: uint8 (N, S, S, 3) aligned faces -> float32 (N, D) L2-normalised embeddings."""
+        if len(crops) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(crops), self.max_batch):
+                x = self.preprocess(crops[i : i + self.max_batch])
+                e = self.model(x)
+                if self.flip:
+                    e = F.normalize(e + self.model(torch.flip(x, dims=[3])), dim=1)
+                out.append(e.float().numpy())
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+
+def save_checkpoint(path: Path, model: Encoder, card: dict[str, Any] | None = None,
+                    extra: dict[str, Any] | None = None) -> None:
+    """Write atomically: config + weights (+ model card, + training state in ``extra``)."""
+    payload: dict[str, Any] = {
+        "format": CHECKPOINT_FORMAT,
+        "config": asdict(model.config),
+        "state_dict": model.state_dict(),
+        "card": card or {},
+    }
+    if extra:
+        payload.update(extra)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"encoder checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises a zoo of types for corrupt files
+        raise CheckpointError(f"cannot read encoder checkpoint {path}: {e}") from e
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
+    return ckpt
+
+
+def load_encoder(path: Path | None = None, *, flip: bool = False,
+                 max_batch: int = 64) -> tuple[Embedder, dict[str, Any]]:
+    """Build the encoder and its preprocessing from a checkpoint; returns (embedder, model card).
+
+    The card is the checkpoint's own, or the JSON beside the shipped weights when that is newer.
+    """
+    path = Path(path) if path is not None else SHIPPED_CHECKPOINT
+    ckpt = read_checkpoint(path)
+    config = EncoderConfig.from_dict(ckpt["config"])
+    model = Encoder(config)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(f"weights in {path} do not fit {config.arch}: {e}") from e
+    card = dict(ckpt.get("card") or {})
+    card.setdefault("model_version", config.model_version)
+    return Embedder(model, Preprocess(config), flip=flip, max_batch=max_batch), card

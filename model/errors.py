@@ -1,0 +1,21 @@
+"""Plain exceptions of the face pipeline; the HTTP layer maps them to status codes."""
+
+
+class ImageError(ValueError):
+    """Base class for problems with an input image."""
+
+
+class InvalidImage(ImageError):
+    """The bytes are not a decodable image (empty, truncated, corrupt, not an image)."""
+
+
+class UnsupportedImageType(ImageError):
+    """A real file, but not an image format we accept (e.g. a zip, a PDF)."""
+
+
+class ImageTooLarge(ImageError):
+    """Too many bytes or too many pixels (decompression bombs)."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is missing, unreadable, or of an unknown format."""

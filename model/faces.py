@@ -1,0 +1,160 @@
+"""Face detection (MTCNN), 5-point alignment onto a canonical template, and quality figures."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+# The common ArcFace 112x112 template: left eye, right eye, nose tip, left and right mouth corners
+# (left/right as seen in the photo).
+ARCFACE_TEMPLATE_112 = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+    dtype=np.float64,
+)
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face. box: [x1, y1, x2, y2] and landmarks: (5, 2), in the original photo's pixels."""
+
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray
+
+    @property
+    def size(self) -> float:
+        """Face size in pixels: the shorter side of the box."""
+        return float(min(self.box[2] - self.box[0], self.box[3] - self.box[1]))
+
+    @property
+    def area(self) -> float:
+        return float((self.box[2] - self.box[0]) * (self.box[3] - self.box[1]))
+
+
+class FaceDetector:
+    """MTCNN (facenet-pytorch's bundled weights) returning every face with box, score and landmarks.
+
+    Photos larger than ``max_side`` are downscaled for detection; results are mapped back to the
+    original photo's coordinates. MTCNN modules are not re-entrant, so calls are serialised.
+    """
+
+    def __init__(self, *, min_face_size: int = 20, max_side: int = 1024, min_score: float = 0.9) -> None:
+        from facenet_pytorch import MTCNN
+
+        self.max_side = max_side
+        self.min_face_size = min_face_size
+        self.min_score = min_score
+        self._mtcnn = MTCNN(keep_all=True, min_face_size=min_face_size, device=torch.device("cpu"),
+                            post_process=False)
+        self._lock = threading.Lock()
+
+    def detect(self, rgb: np.ndarray) -> list[Face]:
+        """rgb: uint8 (H, W, 3). Returns faces sorted largest first."""
+        h, w = rgb.shape[:2]
+        scale = min(1.0, self.max_side / max(h, w))
+        img = Image.fromarray(rgb)
+        if scale < 1.0:
+            img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+        if min(img.size) < 12:  # below MTCNN's smallest pyramid level
+            return []
+        with self._lock, torch.inference_mode():
+            boxes, probs, points = self._mtcnn.detect(img, landmarks=True)
+        if boxes is None:
+            return []
+        faces = []
+        for box, prob, pts in zip(boxes, probs, points, strict=True):
+            if prob is None or prob < self.min_score:
+                continue
+            box = np.asarray(box, dtype=np.float64) / scale
+            box[[0, 2]] = box[[0, 2]].clip(0, w)
+            box[[1, 3]] = box[[1, 3]].clip(0, h)
+            face = Face(box=box, score=float(prob), landmarks=np.asarray(pts, dtype=np.float64) / scale)
+            if face.size >= self.min_face_size * 0.8:
+                faces.append(face)
+        faces.sort(key=lambda f: f.area, reverse=True)
+        return faces
+
+
+def central_face(faces: list[Face], width: int, height: int) -> Face | None:
+    """The face whose box centre is nearest the photo's centre (LFW's convention for the subject)."""
+    if not faces:
+        return None
+    cx, cy = width / 2, height / 2
+    return min(faces, key=lambda f: (f.box[0] + f.box[2] - 2 * cx) ** 2 + (f.box[1] + f.box[3] - 2 * cy) ** 2)
+
+
+def template(size: int) -> np.ndarray:
+    """The ArcFace template scaled to a square crop of ``size`` pixels, shape (5, 2)."""
+    return ARCFACE_TEMPLATE_112 * (size / 112.0)
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity transform (Umeyama) mapping src (N, 2) onto dst (N, 2); returns (2, 3)."""
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    sc, dc = src - mu_s, dst - mu_d
+    cov = dc.T @ sc / len(src)
+    u, s, vt = np.linalg.svd(cov)
+    d = np.ones(2)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        d[-1] = -1.0
+    rot = u @ np.diag(d) @ vt
+    var_s = (sc**2).sum() / len(src)
+    scale = float((s * d).sum() / var_s) if var_s > 0 else 1.0
+    t = mu_d - scale * rot @ mu_s
+    return np.hstack([scale * rot, t[:, None]])
+
+
+def align(rgb: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
+    """Warp the face with these 5 landmarks onto the template; returns uint8 (size, size, 3)."""
+    m = similarity_transform(landmarks, template(size))
+    a = m[:, :2]
+    a_inv = np.linalg.inv(a)
+    t_inv = -a_inv @ m[:, 2]
+    # PIL maps each output pixel (x, y) to the input pixel (a x + b y + c, d x + e y + f).
+    coeffs = (a_inv[0, 0], a_inv[0, 1], t_inv[0], a_inv[1, 0], a_inv[1, 1], t_inv[1])
+    out = Image.fromarray(rgb).transform((size, size), Image.AFFINE, data=coeffs, resample=Image.BILINEAR)
+    return np.asarray(out, dtype=np.uint8)
+
+
+def fallback_landmarks(width: int, height: int, face_fraction: float = 0.45) -> np.ndarray:
+    """Template landmarks placed on a centred square covering ``face_fraction`` of the photo.
+
+    Used only for dataset photos where detection failed (LFW's subject is centred).
+    """
+    side = face_fraction * min(width, height)
+    x0, y0 = (width - side) / 2, (height - side) / 2
+    return template(112) / 112.0 * side + np.array([x0, y0])
+
+
+@dataclass(frozen=True)
+class Quality:
+    face_size: float  # pixels, shorter side of the box
+    blur: float  # variance of the Laplacian of the aligned crop (higher = sharper)
+    yaw: float  # degrees, estimated from the landmarks (0 = frontal)
+
+
+def blur_score(crop: np.ndarray) -> float:
+    """Variance of the 4-neighbour Laplacian of the greyscale crop (uint8 (H, W, 3))."""
+    g = crop.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    lap = -4 * g[1:-1, 1:-1] + g[:-2, 1:-1] + g[2:, 1:-1] + g[1:-1, :-2] + g[1:-1, 2:]
+    return float(lap.var())
+
+
+def yaw_estimate(landmarks: np.ndarray) -> float:
+    """Yaw in degrees from where the nose sits between the eyes (a coarse, monotonic estimate)."""
+    le, re, nose = landmarks[0], landmarks[1], landmarks[2]
+    eye_span = re[0] - le[0]
+    if abs(eye_span) < 1e-6:
+        return 90.0
+    ratio = (nose[0] - le[0]) / eye_span  # 0.5 when frontal
+    return float(np.degrees(np.arcsin(np.clip(2.0 * ratio - 1.0, -1.0, 1.0))))
+
+
+def quality(face: Face, crop: np.ndarray) -> Quality:
+    return Quality(face_size=face.size, blur=blur_score(crop), yaw=yaw_estimate(face.landmarks))

@@ -1,0 +1,1 @@
+"""Training and evaluation (needs the `train` extra). Serving code never imports this package."""

@@ -1,0 +1,69 @@
+"""Aligned-crop datasets for training: load cached crops into memory, augment batches."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+from tqdm import tqdm
+
+from model.train.align import align_tree, read_index
+
+log = logging.getLogger(__name__)
+
+
+def cache_dir_for(root: Path, cache: Path) -> Path:
+    return cache / root.name
+
+
+def load_crops(roots: list[Path], cache: Path, *, exclude: set[str] | None = None, size: int = 112,
+               workers: int = 2, min_images: int = 1) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Align (if not cached yet) and load every detected face of the trees.
+
+    Returns crops uint8 (N, S, S, 3), labels int64 (N,), and the identity name of each label
+    (``<tree>/<person>``). People in ``exclude`` (LFW names) and photos without a detected face are left out.
+    """
+    exclude = exclude or set()
+    files: list[tuple[Path, str]] = []
+    for root in roots:
+        out = cache_dir_for(root, cache)
+        align_tree(root, out, size=size, workers=workers)
+        for rel, status in sorted(read_index(out).items()):
+            person = rel.split("/", 1)[0]
+            if status == "detected" and person not in exclude:
+                files.append((out / rel, f"{root.name}/{person}"))
+    names = sorted({n for _, n in files})
+    counts: dict[str, int] = {}
+    for _, n in files:
+        counts[n] = counts.get(n, 0) + 1
+    names = [n for n in names if counts[n] >= min_images]
+    label_of = {n: i for i, n in enumerate(names)}
+    files = [(p, n) for p, n in files if n in label_of]
+    crops = np.empty((len(files), size, size, 3), dtype=np.uint8)
+    for i, (p, _) in enumerate(tqdm(files, desc="load crops")):
+        crops[i] = np.asarray(Image.open(p).convert("RGB"))
+    labels = np.array([label_of[n] for _, n in files], dtype=np.int64)
+    log.info("loaded %d crops of %d people", len(files), len(names))
+    return crops, labels, names
+
+
+class Augment:
+    """Per-sample flip, small affine jitter and colour changes on uint8 crops -> uint8 (N, S, S, 3)."""
+
+    def __init__(self, *, seed: int = 0) -> None:
+        self.t = v2.Compose([
+            v2.RandomHorizontalFlip(),
+            v2.RandomApply([v2.RandomAffine(degrees=8, translate=(0.04, 0.04), scale=(0.92, 1.08))], p=0.7),
+            v2.RandomApply([v2.ColorJitter(0.3, 0.3, 0.3, 0.03)], p=0.7),
+            v2.RandomGrayscale(p=0.1),
+        ])
+        torch.manual_seed(seed)
+
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(crops).permute(0, 3, 1, 2)
+        out = torch.stack([self.t(img) for img in x])
+        return out.permute(0, 2, 3, 1).numpy()

@@ -1,0 +1,273 @@
+"""`facesearch train`: FaceNet-style triplet training of the encoder on aligned, cached crops.
+
+P identities x K images per batch, online semi-hard negatives, triplet loss (margin 0.2) on squared
+distances of unit vectors; optionally an auxiliary CosFace identity head beside it. A checkpoint
+every epoch (``OUT/last.pt``, resumable), a CSV log and a curve PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import random
+import shlex
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pytorch_metric_learning.losses import CosFaceLoss
+from pytorch_metric_learning.samplers import MPerClassSampler
+from tqdm import tqdm
+
+from model.encoder import Embedder, Encoder, EncoderConfig, Preprocess, read_checkpoint, save_checkpoint
+from model.train.data import Augment, cache_dir_for, load_crops
+from model.train.lfw import parse_folds, people_in_folds, read_pairs
+from model.train.losses import triplet_loss
+from model.train.metrics import kfold_accuracy
+
+log = logging.getLogger(__name__)
+
+CSV_FIELDS = ["epoch", "step", "seconds", "lr", "loss", "triplet_loss", "cosface_loss", "active_fraction",
+              "mining", "heldout_accuracy"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="facesearch train", description=__doc__)
+    p.add_argument("--data", type=Path, action="append", required=True, help="identity-per-folder tree (repeat)")
+    p.add_argument("--cache", type=Path, default=Path("cache/aligned"), help="aligned-crop cache folder")
+    p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, log, curves)")
+    p.add_argument("--exclude-pairs", type=Path, help="LFW pairs.txt whose fold people are kept out")
+    p.add_argument("--exclude-folds", default="1-2")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--steps-per-epoch", type=int, default=200)
+    p.add_argument("--identities", "-P", type=int, default=32, help="identities per batch (P)")
+    p.add_argument("--per-identity", "-K", type=int, default=4, help="images per identity (K)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--warmup-steps", type=int, default=200)
+    p.add_argument("--margin", type=float, default=0.2)
+    p.add_argument("--mining", choices=["semihard", "hard", "all"], default="semihard")
+    p.add_argument("--hard-after", type=float, default=1.0,
+                   help="fraction of training after which mining switches to hard negatives (1 = never)")
+    p.add_argument("--cosface-weight", type=float, default=0.0, help="auxiliary CosFace identity loss weight")
+    p.add_argument("--embedding-size", type=int, default=128)
+    p.add_argument("--input-size", type=int, default=112)
+    p.add_argument("--arch", default="mobilenet_v2")
+    p.add_argument("--no-imagenet", action="store_true", help="random init (tests only)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
+    p.add_argument("--max-minutes", type=float, default=0.0, help="stop (and checkpoint) after this long")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def lr_at(step: int, total: int, base: float, warmup: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def heldout_pairs(args: argparse.Namespace) -> tuple[list[Path], np.ndarray, np.ndarray, np.ndarray] | None:
+    """Cached crops of the excluded LFW folds' pairs, for a per-epoch accuracy figure."""
+    if not args.exclude_pairs:
+        return None
+    lfw = [r for r in args.data if (r / read_pairs(args.exclude_pairs)[0].files[0]).exists()]
+    if not lfw:
+        return None
+    folds = parse_folds(args.exclude_folds)
+    pairs = [p for p in read_pairs(args.exclude_pairs) if p.fold in folds]
+    cache = cache_dir_for(lfw[0], args.cache)
+    files: list[Path] = []
+    index: dict[Path, int] = {}
+    ij = []
+    for p in pairs:
+        row = []
+        for f in p.files:
+            path = (cache / f).with_suffix(".png")
+            if path not in index:
+                index[path] = len(files)
+                files.append(path)
+            row.append(index[path])
+        ij.append(row)
+    same = np.array([p.same for p in pairs])
+    fold = np.array([p.fold for p in pairs])
+    return files, np.array(ij), same, fold
+
+
+def evaluate_heldout(model: Encoder, held: tuple[list[Path], np.ndarray, np.ndarray, np.ndarray]) -> float:
+    from PIL import Image
+
+    files, ij, same, fold = held
+    if not all(f.exists() for f in files):
+        return float("nan")
+    crops = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+    model.eval()
+    emb = Embedder(model, Preprocess(model.config))(crops)
+    model.train()
+    model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    dist = np.linalg.norm(emb[ij[:, 0]] - emb[ij[:, 1]], axis=1)
+    acc, _, _ = kfold_accuracy(dist, same, fold)
+    return acc
+
+
+def plot_curves(log_path: Path, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(log_path.open()))
+    if not rows:
+        return
+    step = [int(r["step"]) for r in rows]
+    fig, ax = plt.subplots(1, 3, figsize=(14, 4))
+    ax[0].plot(step, [float(r["loss"]) for r in rows], label="total")
+    ax[0].plot(step, [float(r["triplet_loss"]) for r in rows], label="triplet")
+    ax[0].set_title("loss")
+    ax[0].legend()
+    ax[1].plot(step, [float(r["active_fraction"]) for r in rows])
+    ax[1].set_title("active triplet fraction")
+    acc = [(int(r["step"]), float(r["heldout_accuracy"])) for r in rows if r["heldout_accuracy"] not in ("", "nan")]
+    if acc:
+        ax[2].plot(*zip(*acc, strict=True), marker="o")
+    ax[2].set_title("held-out LFW accuracy (per epoch)")
+    for a in ax:
+        a.set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+
+    exclude: set[str] = set()
+    if args.exclude_pairs:
+        exclude = people_in_folds(read_pairs(args.exclude_pairs), parse_folds(args.exclude_folds))
+    crops, labels, names = load_crops(args.data, args.cache, exclude=exclude, size=args.input_size)
+    if len(names) < 2:
+        raise SystemExit("need at least two identities to train")
+    log.info("training on %d photos of %d people (%d people excluded)", len(crops), len(names), len(exclude))
+
+    config = EncoderConfig(arch=args.arch, embedding_size=args.embedding_size, input_size=args.input_size)
+    model = Encoder(config, imagenet_init=not args.no_imagenet)
+    cosface = CosFaceLoss(num_classes=len(names), embedding_size=args.embedding_size) \
+        if args.cosface_weight > 0 else None
+    params = list(model.parameters()) + (list(cosface.parameters()) if cosface else [])
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    total_steps = args.epochs * args.steps_per_epoch
+    start_epoch, step = 0, 0
+    if args.resume and (out / "last.pt").exists():
+        ckpt = read_checkpoint(out / "last.pt")
+        model.load_state_dict(ckpt["state_dict"])
+        state = ckpt["train_state"]
+        opt.load_state_dict(state["optimizer"])
+        if cosface is not None and "cosface" in state:
+            cosface.load_state_dict(state["cosface"])
+        start_epoch, step = int(state["epoch"]), int(state["step"])
+        torch.manual_seed(args.seed + start_epoch)
+        log.info("resumed from epoch %d, step %d", start_epoch, step)
+
+    preprocess = Preprocess(config)
+    augment = Augment(seed=args.seed)
+    held = heldout_pairs(args)
+    batch = args.identities * args.per_identity
+    k = min(args.per_identity, batch)
+    log_path = out / "log.csv"
+    new_log = not log_path.exists() or not args.resume
+    log_file = log_path.open("w" if new_log else "a", newline="")
+    writer = csv.DictWriter(log_file, fieldnames=CSV_FIELDS)
+    if new_log:
+        writer.writeheader()
+    command = "facesearch train " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[2:]))
+    t0 = time.time()
+    model.train()
+    stop = False
+    for epoch in range(start_epoch, args.epochs):
+        sampler = MPerClassSampler(labels, m=k, batch_size=batch,
+                                   length_before_new_iter=args.steps_per_epoch * batch)
+        order = np.fromiter(iter(sampler), dtype=np.int64)
+        sums = {"loss": 0.0, "triplet_loss": 0.0, "cosface_loss": 0.0, "active_fraction": 0.0}
+        n = 0
+        mining = args.mining
+        bar = tqdm(range(args.steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", leave=False)
+        for i in bar:
+            idx = order[i * batch : (i + 1) * batch]
+            if len(idx) < batch:
+                break
+            mining = "hard" if step >= args.hard_after * total_steps else args.mining
+            lr = lr_at(step, total_steps, args.lr, args.warmup_steps)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x = preprocess(augment(crops[idx]))
+            y = torch.from_numpy(labels[idx])
+            emb = model(x)
+            t_loss, stats = triplet_loss(emb, y, args.margin, mining)
+            loss = t_loss
+            c_loss = torch.zeros(())
+            if cosface is not None:
+                c_loss = cosface(emb, y)
+                loss = t_loss + args.cosface_weight * c_loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            n += 1
+            sums["loss"] += float(loss)
+            sums["triplet_loss"] += float(t_loss)
+            sums["cosface_loss"] += float(c_loss)
+            sums["active_fraction"] += stats["active_fraction"]
+            bar.set_postfix(loss=f"{float(loss):.3f}", active=f"{stats['active_fraction']:.2f}")
+            if args.max_minutes and time.time() - t0 > args.max_minutes * 60:
+                stop = True
+                break
+        acc = evaluate_heldout(model, held) if held else float("nan")
+        row = {"epoch": epoch + 1, "step": step, "seconds": round(time.time() - t0, 1), "lr": f"{lr:.2e}",
+               "mining": mining, "heldout_accuracy": f"{acc:.4f}"}
+        row.update({key: f"{v / max(n, 1):.4f}" for key, v in sums.items()})
+        writer.writerow(row)
+        log_file.flush()
+        log.info("epoch %d: %s", epoch + 1, row)
+        train_state: dict[str, Any] = {"optimizer": opt.state_dict(), "epoch": epoch + 1, "step": step}
+        if cosface is not None:
+            train_state["cosface"] = cosface.state_dict()
+        card = {
+            "training": {
+                "command": command,
+                "data": [str(d) for d in args.data],
+                "excluded_pairs": str(args.exclude_pairs) if args.exclude_pairs else None,
+                "excluded_folds": parse_folds(args.exclude_folds) if args.exclude_pairs else [],
+                "people": len(names),
+                "photos": int(len(crops)),
+                "epochs": epoch + 1,
+                "steps": step,
+                "batch": f"{args.identities} identities x {args.per_identity} images",
+                "loss": f"triplet (margin {args.margin}, squared L2 on unit vectors, {args.mining} mining"
+                        + (f", hard after {args.hard_after:.0%} of steps" if args.hard_after < 1 else "")
+                        + ")"
+                        + (f" + {args.cosface_weight} x CosFace identity head (auxiliary)" if cosface else ""),
+                "config": asdict(config),
+            }
+        }
+        save_checkpoint(out / "last.pt", model, card=card, extra={"train_state": train_state})
+        plot_curves(log_path, out / "curves.png")
+        (out / "card.json").write_text(json.dumps(card, indent=2))
+        if stop:
+            break
+    log_file.close()
+    return 0
