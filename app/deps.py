@@ -1,0 +1,86 @@
+"""Dependencies shared by the routers, as Annotated aliases."""
+
+from __future__ import annotations
+
+import functools
+import secrets
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import anyio
+from fastapi import Depends, Request, UploadFile
+
+from app.errors import NOT_MULTIPART, NOT_READY, TOO_LARGE, UNAUTHORIZED, ApiError
+from app.settings import Settings
+from app.state import AppState
+from index.gallery import Gallery
+from model.pipeline import FacePipeline
+
+T = TypeVar("T")
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.fs
+    return state
+
+
+State = Annotated[AppState, Depends(get_state)]
+
+
+def get_settings(state: State) -> Settings:
+    return state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def require_api_key(request: Request, state: State) -> None:
+    keys = state.settings.api_keys
+    if not keys:
+        return
+    given = request.headers.get("x-api-key", "")
+    # compare against every key, so timing does not reveal which one nearly matched
+    ok = False
+    for key in keys:
+        ok |= secrets.compare_digest(given.encode(), key.encode())
+    if not ok:
+        raise ApiError(401, "unauthorized", UNAUTHORIZED)
+
+
+def get_pipeline(state: State) -> FacePipeline:
+    if state.pipeline is None:
+        raise ApiError(503, "not_ready", NOT_READY)
+    return state.pipeline
+
+
+def get_gallery(state: State) -> Gallery:
+    if state.gallery is None:
+        raise ApiError(503, "not_ready", NOT_READY)
+    return state.gallery
+
+
+Pipeline = Annotated[FacePipeline, Depends(get_pipeline)]
+GalleryDep = Annotated[Gallery, Depends(get_gallery)]
+
+
+async def run_cpu(state: AppState, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run CPU work in the bounded worker pool, never on the event loop."""
+    return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), limiter=state.limiter)
+
+
+async def read_upload(upload: UploadFile, settings: Settings) -> bytes:
+    """Read an uploaded file, refusing more than the configured limit."""
+    limit = settings.max_upload_bytes
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise ApiError(413, "too_large", f"{TOO_LARGE} ({settings.max_upload_mb:g} MB)")
+    return data
+
+
+def require_multipart(request: Request) -> None:
+    """Uploads must be multipart/form-data; anything else is 415, not a confusing 422."""
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        raise ApiError(415, "unsupported_media_type", NOT_MULTIPART)
+
+
+Multipart = Depends(require_multipart)

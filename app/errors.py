@@ -1,0 +1,80 @@
+"""Map plain exceptions from model/ and index/ to JSON errors: {"detail": ..., "code": ...}."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from index.errors import Conflict, GalleryMismatch, InvalidKey, InvalidVector, NotFound
+from model.errors import ImageTooLarge, InvalidImage, UnsupportedImageType
+
+log = logging.getLogger(__name__)
+
+# Messages are constants so tests can assert them.
+NO_FACE = "no face found in the image"
+MULTIPLE_FACES = "the image holds more than one face; send face=largest to enroll the largest"
+UNAUTHORIZED = "missing or invalid API key (X-API-Key header)"
+NOT_READY = "the service is still loading"
+TOO_LARGE = "upload exceeds the size limit"
+NOT_MULTIPART = "send the image as multipart/form-data (field 'image')"
+INTERNAL = "internal error"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, detail: str, extra: dict[str, object] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail, self.extra = status, code, detail, extra or {}
+
+
+def error_response(status: int, code: str, detail: object, **extra: object) -> JSONResponse:
+    return JSONResponse({"detail": detail, "code": code, **extra}, status_code=status)
+
+
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
+               422: "validation_error", 429: "too_many_requests", 503: "not_ready"}
+
+_MAPPED: list[tuple[type[Exception], int, str]] = [
+    (InvalidImage, 400, "invalid_image"),
+    (UnsupportedImageType, 415, "unsupported_media_type"),
+    (ImageTooLarge, 413, "too_large"),
+    (NotFound, 404, "not_found"),
+    (Conflict, 409, "conflict"),
+    (InvalidKey, 422, "invalid_identity"),
+    (InvalidVector, 422, "invalid_vector"),
+    (GalleryMismatch, 409, "gallery_mismatch"),
+]
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api(_: Request, e: ApiError) -> JSONResponse:
+        return error_response(e.status, e.code, e.detail, **e.extra)
+
+    for exc, status, code in _MAPPED:
+        def make(status: int = status, code: str = code):  # bind loop variables
+            async def handler(_: Request, e: Exception) -> JSONResponse:
+                return error_response(status, code, str(e))
+            return handler
+        app.add_exception_handler(exc, make())
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, e: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "")), "type": err.get("type")}
+                  for err in e.errors()]
+        return error_response(422, "validation_error", errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, e: StarletteHTTPException) -> JSONResponse:
+        return error_response(e.status_code, _HTTP_CODES.get(e.status_code, "error"), e.detail,
+                              ) if not e.headers else JSONResponse(
+            {"detail": e.detail, "code": _HTTP_CODES.get(e.status_code, "error")}, e.status_code, headers=e.headers)
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, e: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return error_response(500, "internal", INTERNAL)

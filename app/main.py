@@ -1,0 +1,109 @@
+"""The app factory: create_app(settings) with a lifespan that loads the model and gallery once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from fastapi import APIRouter, Depends, FastAPI
+
+from app import __version__, errors
+from app.deps import require_api_key
+from app.routes import embed, faces, health, identities, info, search, verify
+from app.settings import Settings
+from app.state import AppState
+from index.gallery import Gallery
+from model.pipeline import FacePipeline
+
+log = logging.getLogger(__name__)
+SNAPSHOT_EVERY_S = 60.0
+
+
+class StartupError(RuntimeError):
+    """The service cannot start; the message says why in one line."""
+
+
+def _check_data_dir(settings: Settings) -> None:
+    d = settings.data_dir
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StartupError(f"data folder {d} cannot be created: {e.strerror}") from e
+    if not os.access(d, os.R_OK | os.W_OK | os.X_OK):
+        raise StartupError(f"data folder {d} is not readable and writable by this user")
+
+
+def load(state: AppState) -> None:
+    """Load the encoder and open the gallery (blocking; run in a worker thread)."""
+    s = state.settings
+    _check_data_dir(s)
+    try:
+        pipeline = FacePipeline(checkpoint=s.checkpoint, min_face_size=s.min_face_size,
+                                detect_max_side=s.detect_max_side, max_pixels=s.max_pixels,
+                                torch_threads=s.torch_threads, max_batch=s.max_batch, batch_wait_ms=s.batch_wait_ms,
+                                on_batch=state.metrics.batch_size.observe)
+    except Exception as e:
+        raise StartupError(f"cannot load the encoder: {e}") from e
+    try:
+        gallery = Gallery(s.data_dir, dim=pipeline.dim, model_version=pipeline.model_version, kind=s.index_kind)
+    except Exception as e:
+        pipeline.close()
+        raise StartupError(f"cannot open the gallery in {s.data_dir}: {e}") from e
+    pipeline.warm_up()
+    state.pipeline, state.gallery = pipeline, gallery
+
+
+async def _snapshot_loop(gallery: Gallery) -> None:
+    while True:
+        await asyncio.sleep(SNAPSHOT_EVERY_S)
+        try:
+            await anyio.to_thread.run_sync(gallery.snapshot)
+        except Exception:  # a failed snapshot only costs a longer replay at the next start
+            log.exception("index snapshot failed")
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state: AppState = app.state.fs
+    state.limiter = anyio.CapacityLimiter(state.settings.workers)
+    try:
+        await anyio.to_thread.run_sync(load, state)
+    except StartupError as e:
+        log.error("FaceSearch cannot start: %s", e)
+        raise
+    assert state.gallery is not None and state.pipeline is not None
+    if not state.settings.api_keys:
+        log.warning("FACESEARCH_API_KEYS is not set: the API is open; serve on 127.0.0.1 only")
+    task = asyncio.create_task(_snapshot_loop(state.gallery))
+    log.info("ready: model %s, %d faces in the gallery", state.pipeline.model_version, state.gallery.index.live)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        gallery, pipeline = state.gallery, state.pipeline
+        state.gallery = state.pipeline = None
+        await anyio.to_thread.run_sync(gallery.close)
+        pipeline.close()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    app = FastAPI(title="FaceSearch", version=__version__, lifespan=lifespan,
+                  description="Face similarity search: enroll, search (with an honest 'unknown') and verify.")
+    state = AppState(settings=settings)
+    app.state.fs = state
+    errors.install(app)
+    app.middleware("http")(state.metrics.middleware)
+    app.include_router(health.router)
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
+    for module in (info, identities, faces, search, verify, embed):
+        v1.include_router(module.router)
+    app.include_router(v1)
+    return app

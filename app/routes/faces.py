@@ -1,0 +1,26 @@
+"""Single faces: thumbnail (the aligned crop) and delete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
+
+from app import schemas
+from app.deps import GalleryDep, State, run_cpu
+
+router = APIRouter(prefix="/faces", tags=["faces"])
+FaceId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
+
+@router.get("/{face_id}/thumbnail", response_class=Response,
+            responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "not_found"}})
+async def thumbnail(face_id: FaceId, state: State, gallery: GalleryDep) -> Response:
+    data = await run_cpu(state, gallery.thumbnail, face_id)
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+
+@router.delete("/{face_id}")
+async def delete_face(face_id: FaceId, state: State, gallery: GalleryDep) -> schemas.Deleted:
+    identity = await run_cpu(state, gallery.delete_face, face_id)
+    return schemas.Deleted(identity=identity, face_id=face_id, faces_deleted=1)

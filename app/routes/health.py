@@ -1,0 +1,34 @@
+"""Liveness, readiness and Prometheus metrics (open even when API keys are set)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app import schemas
+from app.deps import State
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health/live")
+def live() -> schemas.Health:
+    return schemas.Health(status="alive")
+
+
+@router.get("/health/ready", responses={503: {"model": schemas.Health}})
+def ready(state: State, response: Response) -> schemas.Health:
+    if not state.ready:
+        response.status_code = 503
+        return schemas.Health(status="loading")
+    assert state.pipeline is not None and state.gallery is not None
+    return schemas.Health(status="ready", model=state.pipeline.model_version, gallery_faces=state.gallery.index.live)
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics(state: State) -> Response:
+    if state.gallery is not None:
+        identities, faces = state.gallery.count()
+        state.metrics.gallery_faces.set(faces)
+        state.metrics.gallery_identities.set(identities)
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

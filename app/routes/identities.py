@@ -1,0 +1,125 @@
+"""Identities: enroll photos, list, show, rename, delete."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, File, Form, Path, Query, UploadFile
+
+from app import schemas, service
+from app.deps import Multipart, GalleryDep, Pipeline, SettingsDep, State, read_upload, run_cpu
+from app.errors import MULTIPLE_FACES, NO_FACE, ApiError
+from index.gallery import FaceRecord, IdentityRecord, validate_key
+
+router = APIRouter(prefix="/identities", tags=["identities"])
+IdentityPath = Annotated[str, Path(description="the app's own key: 1-128 printable characters, no '/'")]
+
+
+def identity_out(r: IdentityRecord) -> schemas.Identity:
+    return schemas.Identity(identity=r.key, metadata=r.metadata, faces=r.faces, created_at=r.created_at)
+
+
+def face_out(f: FaceRecord) -> schemas.StoredFace:
+    return schemas.StoredFace(face_id=f.id, identity=f.identity, box=f.box, detection_score=f.score,
+                              sha256=f.sha256, model_version=f.model_version, created_at=f.created_at,
+                              thumbnail_url=f"/v1/faces/{f.id}/thumbnail" if f.has_thumbnail else None)
+
+
+def parse_metadata(raw: str | None) -> dict[str, Any] | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        meta = json.loads(raw)
+    except ValueError as e:
+        raise ApiError(422, "validation_error", "metadata must be a JSON object") from e
+    if not isinstance(meta, dict):
+        raise ApiError(422, "validation_error", "metadata must be a JSON object")
+    if len(raw) > 16_384:
+        raise ApiError(422, "validation_error", "metadata is limited to 16 KiB")
+    return meta
+
+
+@router.post("/{identity}/faces", status_code=201, dependencies=[Multipart], responses={
+    400: {"description": "invalid_image"}, 413: {"description": "too_large"},
+    415: {"description": "unsupported_media_type"}, 422: {"description": "no_face, multiple_faces, validation"}})
+async def enroll(
+    identity: IdentityPath,
+    state: State,
+    pipeline: Pipeline,
+    gallery: GalleryDep,
+    settings: SettingsDep,
+    image: Annotated[list[UploadFile], File(description="one or more photos; all enroll or none")],
+    face: Annotated[Literal["single", "largest"], Form(description="'largest' accepts photos with several faces")]
+    = "single",
+    metadata: Annotated[str | None, Form(description="JSON object stored with the identity")] = None,
+) -> schemas.EnrollResponse:
+    validate_key(identity)
+    meta = parse_metadata(metadata)
+    if len(image) > 32:
+        raise ApiError(422, "validation_error", "at most 32 photos per request")
+    blobs = [await read_upload(f, settings) for f in image]
+    analyses = [await run_cpu(state, pipeline.analyze, b) for b in blobs]
+    chosen = []
+    for i, a in enumerate(analyses):
+        state.metrics.faces_detected.inc(a.faces_found)
+        if not a.faces:
+            raise ApiError(422, "no_face", NO_FACE, {"file_index": i})
+        if a.faces_found > 1 and face == "single":
+            raise ApiError(422, "multiple_faces", MULTIPLE_FACES,
+                           {"file_index": i, "boxes": [service.detected(f)["box"] for f in a.faces]})
+        chosen.append(a.faces[0])
+    shas = [service.sha256_of(b) for b in blobs]
+
+    def write() -> list[schemas.EnrolledFace]:
+        warnings = [service.enrollment_warnings(gallery, identity, f, s) for f, s in zip(chosen, shas, strict=True)]
+        ids = gallery.add_many([(identity, service.new_face(f, s)) for f, s in zip(chosen, shas, strict=True)],
+                               metadata={identity: meta} if meta is not None else None)
+        return [schemas.EnrolledFace(face_id=i, sha256=s, warnings=w, **service.detected(f))
+                for i, s, w, f in zip(ids, shas, warnings, chosen, strict=True)]
+
+    faces = await run_cpu(state, write)
+    return schemas.EnrollResponse(identity=identity, faces=faces, model=pipeline.model_version)
+
+
+@router.get("")
+async def list_identities(
+    state: State, gallery: GalleryDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    prefix: Annotated[str, Query(max_length=128)] = "",
+) -> schemas.IdentityList:
+    items, total = await run_cpu(state, lambda: gallery.list_identities(limit=limit, offset=offset, prefix=prefix))
+    return schemas.IdentityList(items=[identity_out(r) for r in items], total=total)
+
+
+@router.get("/{identity}")
+async def get_identity(
+    identity: IdentityPath, state: State, gallery: GalleryDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
+) -> schemas.IdentityDetail:
+    def read() -> schemas.IdentityDetail:
+        r = gallery.get_identity(identity)
+        faces, total = gallery.list_faces(identity, limit=limit, offset=offset)
+        return schemas.IdentityDetail(**identity_out(r).model_dump(),
+                                      face_list=schemas.FaceList(items=[face_out(f) for f in faces], total=total))
+
+    return await run_cpu(state, read)
+
+
+@router.patch("/{identity}")
+async def update_identity(identity: IdentityPath, body: schemas.IdentityPatch, state: State,
+                          gallery: GalleryDep) -> schemas.Identity:
+    if body.identity is not None and "/" in body.identity:
+        raise ApiError(422, "invalid_identity", "identity must not contain '/'")
+    if body.metadata is not None and len(json.dumps(body.metadata)) > 16_384:
+        raise ApiError(422, "validation_error", "metadata is limited to 16 KiB")
+    r = await run_cpu(state, lambda: gallery.update_identity(identity, new_key=body.identity, metadata=body.metadata))
+    return identity_out(r)
+
+
+@router.delete("/{identity}")
+async def delete_identity(identity: IdentityPath, state: State, gallery: GalleryDep) -> schemas.Deleted:
+    n = await run_cpu(state, gallery.delete_identity, identity)
+    return schemas.Deleted(identity=identity, faces_deleted=n)

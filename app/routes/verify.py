@@ -1,0 +1,72 @@
+"""1:1 verification: two photos, or a photo against an enrolled identity."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, File, Form, UploadFile
+
+from app import schemas, service
+from app.deps import Multipart, GalleryDep, Pipeline, SettingsDep, State, read_upload, run_cpu
+from app.errors import NO_FACE, ApiError
+from model.pipeline import Analysis
+
+router = APIRouter(tags=["verify"])
+USAGE = "send image1 + image2, or image + identity"
+
+
+def _face(a: Analysis, source: str) -> tuple[np.ndarray, schemas.VerifyFace]:
+    if not a.faces:
+        raise ApiError(422, "no_face", NO_FACE, {"source": source})
+    f = a.faces[0]
+    assert f.embedding is not None
+    return f.embedding, schemas.VerifyFace(source=source, box=service.detected(f)["box"],
+                                           detection_score=f.face.score, faces_in_image=a.faces_found,
+                                           note=service.largest_face_note(a.faces_found))
+
+
+@router.post("/verify", dependencies=[Multipart], responses={400: {"description": "invalid_image"}, 404: {"description": "not_found"},
+                                   413: {"description": "too_large"}, 422: {"description": "no_face"}})
+async def verify(
+    state: State,
+    pipeline: Pipeline,
+    gallery: GalleryDep,
+    settings: SettingsDep,
+    image1: Annotated[UploadFile | None, File()] = None,
+    image2: Annotated[UploadFile | None, File()] = None,
+    image: Annotated[UploadFile | None, File()] = None,
+    identity: Annotated[str | None, Form(min_length=1, max_length=128)] = None,
+    threshold: Annotated[float | None, Form(ge=0, le=2, allow_inf_nan=False)] = None,
+) -> schemas.VerifyResponse:
+    t0 = time.perf_counter()
+    pair = image1 is not None and image2 is not None and image is None and identity is None
+    against = image is not None and identity is not None and image1 is None and image2 is None
+    if not (pair or against):
+        raise ApiError(422, "validation_error", USAGE)
+    thr = service.verify_threshold(pipeline, threshold)
+    matched_face = None
+    if pair:
+        assert image1 is not None and image2 is not None
+        a1 = await run_cpu(state, pipeline.analyze, await read_upload(image1, settings), max_faces=1)
+        a2 = await run_cpu(state, pipeline.analyze, await read_upload(image2, settings), max_faces=1)
+        e1, f1 = _face(a1, "image1")
+        e2, f2 = _face(a2, "image2")
+        distance = float(np.linalg.norm(e1 - e2))
+        faces = [f1, f2]
+    else:
+        assert image is not None and identity is not None
+        ids, vecs = await run_cpu(state, gallery.embeddings, identity)
+        if not len(ids):
+            raise ApiError(404, "not_found", f"identity {identity!r} has no faces")
+        a = await run_cpu(state, pipeline.analyze, await read_upload(image, settings), max_faces=1)
+        e, f = _face(a, "image")
+        d = np.linalg.norm(vecs - e[None, :], axis=1)
+        best = int(np.argmin(d))
+        distance, matched_face = float(d[best]), int(ids[best])
+        faces = [f]
+    return schemas.VerifyResponse(
+        same_person=distance <= thr.distance, distance=distance, similarity=service.distance_to_similarity(distance),
+        threshold=thr, faces=faces, identity=identity, matched_face_id=matched_face, model=pipeline.model_version,
+        took_ms=round((time.perf_counter() - t0) * 1000, 2))

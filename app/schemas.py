@@ -1,0 +1,163 @@
+"""Typed request and response bodies."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class Quality(BaseModel):
+    face_size: float = Field(description="shorter side of the face box, pixels")
+    blur: float = Field(description="variance of the Laplacian of the aligned crop; higher is sharper")
+    yaw: float = Field(description="head turn estimated from the landmarks, degrees (0 = frontal)")
+
+
+class DetectedFace(BaseModel):
+    box: list[float] = Field(description="[x1, y1, x2, y2] in the original photo's pixels")
+    landmarks: list[list[float]] = Field(description="5 points: eyes, nose, mouth corners")
+    detection_score: float
+    quality: Quality
+
+
+class EnrolledFace(DetectedFace):
+    face_id: int
+    sha256: str
+    warnings: list[str]
+
+
+class EnrollResponse(BaseModel):
+    identity: str
+    faces: list[EnrolledFace]
+    model: str
+
+
+class Identity(BaseModel):
+    identity: str
+    metadata: dict[str, Any]
+    faces: int
+    created_at: float
+
+
+class IdentityList(BaseModel):
+    items: list[Identity]
+    total: int
+
+
+class StoredFace(BaseModel):
+    face_id: int
+    identity: str
+    box: list[float] | None
+    detection_score: float | None
+    sha256: str | None
+    model_version: str
+    created_at: float
+    thumbnail_url: str | None
+
+
+class FaceList(BaseModel):
+    items: list[StoredFace]
+    total: int
+
+
+class IdentityDetail(Identity):
+    face_list: FaceList
+
+
+class IdentityPatch(BaseModel):
+    model_config = {"extra": "forbid"}
+    identity: str | None = Field(None, description="new identity key (rename)")
+    metadata: dict[str, Any] | None = Field(None, description="replaces the metadata")
+
+
+class Deleted(BaseModel):
+    deleted: bool = True
+    identity: str | None = None
+    face_id: int | None = None
+    faces_deleted: int
+
+
+class Candidate(BaseModel):
+    identity: str
+    face_id: int
+    similarity: float
+    distance: float
+
+
+class Threshold(BaseModel):
+    distance: float = Field(description="a match needs distance <= this (Euclidean between unit vectors)")
+    similarity: float = Field(description="the same threshold on the cosine scale")
+    source: Literal["fpir", "verification", "request"]
+    target_fpir: float | None = None
+    expected_fpir: float | None = Field(None, description="chance a stranger matches someone, for this gallery")
+    far: float | None = Field(None, description="false-accept rate of one comparison at this threshold")
+    gallery_faces: int | None = None
+
+
+class SearchFace(DetectedFace):
+    decision: Literal["match", "unknown"]
+    identity: str | None
+    similarity: float | None
+    distance: float | None
+    candidates: list[Candidate]
+
+
+class Size(BaseModel):
+    width: int
+    height: int
+
+
+class SearchResponse(BaseModel):
+    faces: list[SearchFace]
+    faces_found: int
+    image: Size
+    threshold: Threshold
+    model: str
+    took_ms: float
+
+
+class VerifyFace(BaseModel):
+    source: str
+    box: list[float] | None
+    detection_score: float | None
+    faces_in_image: int
+    note: str | None = None
+
+
+class VerifyResponse(BaseModel):
+    same_person: bool
+    distance: float
+    similarity: float
+    threshold: Threshold
+    faces: list[VerifyFace]
+    identity: str | None = None
+    matched_face_id: int | None = None
+    model: str
+    took_ms: float
+
+
+class EmbeddedFace(DetectedFace):
+    embedding: list[float]
+
+
+class EmbedResponse(BaseModel):
+    faces: list[EmbeddedFace]
+    faces_found: int
+    image: Size
+    dim: int
+    model: str
+    took_ms: float
+
+
+class Health(BaseModel):
+    status: str
+    model: str | None = None
+    gallery_faces: int | None = None
+
+
+class Info(BaseModel):
+    service: str
+    version: str
+    auth: bool
+    model: dict[str, Any] | None
+    gallery: dict[str, Any] | None

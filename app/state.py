@@ -1,0 +1,25 @@
+"""What the lifespan loads once and every request shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import anyio
+
+from app.metrics import Metrics
+from app.settings import Settings
+from index.gallery import Gallery
+from model.pipeline import FacePipeline
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    metrics: Metrics = field(default_factory=Metrics)
+    pipeline: FacePipeline | None = None
+    gallery: Gallery | None = None
+    limiter: anyio.CapacityLimiter | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.pipeline is not None and self.gallery is not None

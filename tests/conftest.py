@@ -1,0 +1,67 @@
+"""Shared fixtures: real faces from ../shared/datasets, apps on tmp data folders."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FACESEARCH_SHARED", ROOT.parent / "shared"))
+ORL = SHARED / "datasets" / "orl"
+LFW = SHARED / "datasets" / "lfw" / "lfw-deepfunneled"
+
+os.environ.setdefault("FACESEARCH_TORCH_THREADS", "2")
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        pytest.fail(f"test data missing: {path} (the tests read ../shared/datasets)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def orl() -> Path:
+    return _require(ORL)
+
+
+@pytest.fixture(scope="session")
+def lfw() -> Path:
+    return _require(LFW)
+
+
+def jpeg_bytes(path: Path, quality: int = 95) -> bytes:
+    buf = io.BytesIO()
+    Image.open(path).convert("RGB").save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def orl_photo(person: int, index: int, scale: int = 2) -> bytes:
+    """An ORL face (92x112 greyscale) upscaled, as JPEG bytes: MTCNN wants faces > 20 px."""
+    img = Image.open(_require(ORL / f"s{person}" / f"{index}.pgm")).convert("RGB")
+    img = img.resize((img.width * scale, img.height * scale), Image.BICUBIC)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def lfw_photo(name: str, index: int = 1) -> bytes:
+    return (_require(LFW) / name / f"{name}_{index:04d}.jpg").read_bytes()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture(scope="session")
+def pipeline() -> Iterator[object]:
+    from model.pipeline import FacePipeline
+
+    p = FacePipeline(torch_threads=2)
+    yield p
+    p.close()

@@ -1,0 +1,256 @@
+"""Gallery on real SQLite and FAISS files: search against brute force, identity aggregation, paging,
+deletes, renames, export/import, snapshots, concurrency."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from index import Conflict, Gallery, GalleryMismatch, InvalidKey, InvalidVector, NewFace, NotFound
+
+DIM = 16
+
+
+def unit(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
+    v = rng.normal(size=(n, dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def fill(g: Gallery, vecs: np.ndarray, people: int) -> list[int]:
+    return g.add_many([(f"person-{i % people:03d}", NewFace(v, sha256=f"h{i}")) for i, v in enumerate(vecs)])
+
+
+@pytest.fixture
+def gallery(tmp_path: Path):
+    g = Gallery(tmp_path, dim=DIM, model_version="m1")
+    yield g
+    g.close()
+
+
+def test_exact_search_equals_brute_force(gallery: Gallery) -> None:
+    rng = np.random.default_rng(0)
+    vecs = unit(rng, 500)
+    ids = np.array(fill(gallery, vecs, people=100))
+    queries = unit(rng, 20)
+    results = gallery.search(queries, k=5, k_faces=10)
+    sims = queries @ vecs.T
+    for q, res in enumerate(results):
+        order = np.argsort(-sims[q])[:10]
+        assert [h.face_id for h in res.faces] == ids[order].tolist()
+        np.testing.assert_allclose([h.similarity for h in res.faces], sims[q][order], atol=1e-5)
+        np.testing.assert_allclose([h.distance for h in res.faces],
+                                   np.sqrt(np.maximum(0, 2 - 2 * sims[q][order])), atol=1e-4)
+        # identities: scored by their best face, each once, best first
+        best: dict[str, float] = {}
+        for i in np.argsort(-sims[q]):
+            best.setdefault(f"person-{i % 100:03d}", float(sims[q][i]))
+        expected = sorted(best.items(), key=lambda kv: -kv[1])[:5]
+        assert [h.identity for h in res.identities] == [k for k, _ in expected]
+        assert len({h.identity for h in res.identities}) == len(res.identities)
+
+
+def test_identity_hit_lists_matched_faces_and_threshold(gallery: Gallery) -> None:
+    rng = np.random.default_rng(1)
+    base = unit(rng, 1)[0]
+    near = base + 0.05 * unit(rng, 3)
+    near /= np.linalg.norm(near, axis=1, keepdims=True)
+    gallery.add_faces("alice", [NewFace(v) for v in near])
+    gallery.add_faces("bob", [NewFace(v) for v in unit(rng, 3)])
+    hit = gallery.search(base, k=2, threshold=0.3)[0].identities[0]
+    assert hit.identity == "alice" and hit.match is True
+    assert sorted(hit.matched_faces) == [1, 2, 3]
+    other = gallery.search(base, k=2, threshold=0.3)[0].identities[1]
+    assert other.identity == "bob" and other.match is False
+
+
+def test_empty_gallery_returns_empty_results(gallery: Gallery) -> None:
+    res = gallery.search(unit(np.random.default_rng(2), 3), k=5)
+    assert [r.faces for r in res] == [[], [], []]
+
+
+def test_refuses_bad_vectors_and_keys(gallery: Gallery) -> None:
+    with pytest.raises(InvalidVector):
+        gallery.add_faces("a", [NewFace(np.ones(DIM + 1, np.float32))])
+    bad = np.ones(DIM, np.float32)
+    bad[3] = np.nan
+    with pytest.raises(InvalidVector):
+        gallery.add_faces("a", [NewFace(bad)])
+    with pytest.raises(InvalidVector):
+        gallery.search(np.full(DIM, np.inf, np.float32))
+    for key in ["", "x" * 129, "tab\there", "nul\x00"]:
+        with pytest.raises(InvalidKey):
+            gallery.add_faces(key, [NewFace(np.ones(DIM, np.float32))])
+    assert gallery.count() == (0, 0)
+    gallery.add_faces("Zoë 李 x" * 10, [NewFace(np.ones(DIM, np.float32))])  # 80 printable chars, any script
+
+
+def test_paging_prefix_rename_metadata_and_deletes(gallery: Gallery) -> None:
+    rng = np.random.default_rng(3)
+    fill(gallery, unit(rng, 60), people=30)
+    page, total = gallery.list_identities(limit=10, offset=25)
+    assert total == 30 and [r.key for r in page] == [f"person-{i:03d}" for i in range(25, 30)]
+    page, total = gallery.list_identities(prefix="person-01")
+    assert total == 10
+    faces, total = gallery.list_faces("person-001", limit=1)
+    assert total == 2 and len(faces) == 1
+    r = gallery.update_identity("person-001", new_key="renamed", metadata={"team": "blue"})
+    assert r.key == "renamed" and r.metadata == {"team": "blue"} and r.faces == 2
+    with pytest.raises(Conflict):
+        gallery.update_identity("renamed", new_key="person-002")
+    with pytest.raises(NotFound):
+        gallery.get_identity("person-001")
+    hit = gallery.search(gallery.embeddings("renamed")[1][0], k=1)[0].identities[0]
+    assert hit.identity == "renamed"
+    face_id = int(gallery.embeddings("renamed")[0][0])
+    assert gallery.delete_face(face_id) == "renamed"
+    with pytest.raises(NotFound):
+        gallery.delete_face(face_id)
+    assert gallery.delete_identity("renamed") == 1
+    assert gallery.count() == (29, 58)
+    assert gallery.verify()["ok"]
+    for res in gallery.search(unit(rng, 5), k=30, k_faces=60):
+        assert "renamed" not in {h.identity for h in res.identities}
+
+
+def test_export_import_round_trip(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    a = Gallery(tmp_path / "a", dim=DIM, model_version="m1")
+    fill(a, unit(rng, 40), people=8)
+    a.update_identity("person-003", metadata={"note": "x"})
+    a.export(tmp_path / "export.db")
+    b = Gallery(tmp_path / "b", dim=DIM, model_version="m1")
+    assert b.import_(tmp_path / "export.db") == (8, 40)
+    assert b.import_(tmp_path / "export.db") == (0, 0)  # idempotent: same identity + image hash skipped
+    assert b.count() == (8, 40)
+    assert b.get_identity("person-003").metadata == {"note": "x"}
+    q = unit(rng, 5)
+    assert [[h.identity for h in r.identities] for r in a.search(q, k=3)] == \
+        [[h.identity for h in r.identities] for r in b.search(q, k=3)]
+    c = Gallery(tmp_path / "c", dim=DIM, model_version="other")
+    with pytest.raises(GalleryMismatch):
+        c.import_(tmp_path / "export.db")
+    for g in (a, b, c):
+        g.close()
+
+
+def test_refuses_store_of_another_model(tmp_path: Path) -> None:
+    Gallery(tmp_path, dim=DIM, model_version="m1").close()
+    with pytest.raises(GalleryMismatch, match="Re-embed"):
+        Gallery(tmp_path, dim=DIM, model_version="m2")
+    with pytest.raises(GalleryMismatch):
+        Gallery(tmp_path, dim=DIM * 2, model_version="m1")
+
+
+def test_reembed_from_stored_crops(tmp_path: Path) -> None:
+    g = Gallery(tmp_path, dim=DIM, model_version="m1")
+    g.add_faces("a", [NewFace(np.ones(DIM, np.float32), thumbnail=b"crop-a")])
+    g.close()
+    g = Gallery(tmp_path, dim=4, model_version="m2", allow_mismatch=True)
+    assert g.needs_reembed
+    assert g.reembed(lambda blobs: np.tile(np.array([1, 0, 0, 0], np.float32), (len(blobs), 1))) == 1
+    g.close()
+    g = Gallery(tmp_path, dim=4, model_version="m2")
+    assert g.search(np.array([1, 0, 0, 0], np.float32), k=1)[0].identities[0].identity == "a"
+    g.close()
+
+
+def test_snapshot_replay_and_corruption(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    g = Gallery(tmp_path, dim=DIM, model_version="m1")
+    fill(g, unit(rng, 100), people=10)
+    g.snapshot()
+    meta = json.loads((tmp_path / "index" / "meta.json").read_text())
+    assert meta["seq"] == 100 and meta["ntotal"] == 100
+    # changes after the snapshot are replayed on open (no close: simulates a crash)
+    fill(g, unit(rng, 10), people=2)
+    g.delete_identity("person-005")
+    g.store.close()
+    g = Gallery(tmp_path, dim=DIM, model_version="m1")
+    assert g._loaded_seq == 100 and g.verify()["ok"] and g.index.live == 100
+    g.close()
+    # a corrupt snapshot is detected and rebuilt from the store
+    blob = bytearray((tmp_path / "index" / "vectors.faiss").read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    (tmp_path / "index" / "vectors.faiss").write_bytes(bytes(blob))
+    g = Gallery(tmp_path, dim=DIM, model_version="m1")
+    assert g._loaded_seq == -1 and g.verify()["ok"] and g.index.live == 100
+    g.close()
+    # truncated
+    (tmp_path / "index" / "vectors.faiss").write_bytes(bytes(blob[:100]))
+    g = Gallery(tmp_path, dim=DIM, model_version="m1")
+    assert g._loaded_seq == -1 and g.verify()["ok"]
+    g.close()
+
+
+def test_hnsw_recall_tombstones_and_kind_switch(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    centres = unit(rng, 200)
+    vecs = centres[rng.integers(0, 200, 5000)] + 0.15 * unit(rng, 5000)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    exact = Gallery(tmp_path / "e", dim=DIM, model_version="m1")
+    hnsw = Gallery(tmp_path / "h", dim=DIM, model_version="m1", kind="hnsw")
+    fill(exact, vecs, people=1000)
+    fill(hnsw, vecs, people=1000)
+    q = vecs[rng.integers(0, 5000, 200)] + 0.1 * unit(rng, 200)
+    truth = exact.search(q, k=10, k_faces=10)
+    got = hnsw.search(q, k=10, k_faces=10)
+    recall = np.mean([len({h.face_id for h in a.faces} & {h.face_id for h in b.faces}) / 10
+                      for a, b in zip(truth, got, strict=True)])
+    assert recall >= 0.98
+    # deletes are filtered at once
+    gone = {h.face_id for h in got[0].faces}
+    for f in gone:
+        hnsw.delete_face(f)
+    assert not gone & {h.face_id for h in hnsw.search(q[:1], k=10, k_faces=10)[0].faces}
+    hnsw.close()
+    # switching an existing gallery's kind rebuilds the index from the store
+    switched = Gallery(tmp_path / "h", dim=DIM, model_version="m1", kind="exact")
+    assert switched.index.kind == "exact" and switched.verify()["ok"] and switched.index.live == 5000 - len(gone)
+    switched.close()
+    exact.close()
+
+
+def test_concurrent_readers_and_writers(gallery: Gallery) -> None:
+    rng = np.random.default_rng(7)
+    fill(gallery, unit(rng, 200), people=20)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    added: list[int] = []
+
+    def reader(seed: int) -> None:
+        r = np.random.default_rng(seed)
+        try:
+            while not stop.is_set():
+                for res in gallery.search(unit(r, 4), k=5):
+                    assert all(h.identity.startswith(("person-", "w")) for h in res.identities)
+        except BaseException as e:
+            errors.append(e)
+
+    def writer(seed: int) -> None:
+        r = np.random.default_rng(seed)
+        try:
+            for i in range(60):
+                ids = gallery.add_faces(f"w{seed}-{i % 5}", [NewFace(v) for v in unit(r, 3)])
+                added.extend(ids)
+                if i % 4 == 0:
+                    gallery.delete_face(ids[0])
+                    added.remove(ids[0])
+        except BaseException as e:
+            errors.append(e)
+
+    readers = [threading.Thread(target=reader, args=(s,)) for s in range(4)]
+    writers = [threading.Thread(target=writer, args=(100 + s,)) for s in range(2)]
+    for t in readers + writers:
+        t.start()
+    for t in writers:
+        t.join()
+    stop.set()
+    for t in readers:
+        t.join()
+    assert not errors
+    assert gallery.verify()["ok"]
+    assert gallery.count()[1] == 200 + len(added)
