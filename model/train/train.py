@@ -228,11 +228,11 @@ def main(argv: list[str] | None = None) -> int:
             opt.step()
             step += 1
             n += 1
-            sums["loss"] += float(loss)
-            sums["triplet_loss"] += float(t_loss)
-            sums["cosface_loss"] += float(c_loss)
+            sums["loss"] += loss.item()
+            sums["triplet_loss"] += t_loss.item()
+            sums["cosface_loss"] += c_loss.item()
             sums["active_fraction"] += stats["active_fraction"]
-            bar.set_postfix(loss=f"{float(loss):.3f}", active=f"{stats['active_fraction']:.2f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", active=f"{stats['active_fraction']:.2f}")
             if args.max_minutes and time.time() - t0 > args.max_minutes * 60:
                 stop = True
                 break

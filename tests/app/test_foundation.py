@@ -1,0 +1,142 @@
+"""The installable service: health, readiness, docs, settings from the environment, the CLI, and the
+container files read against the README."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_live_always_and_ready_only_after_the_lifespan_loaded(data_dir: Path) -> None:
+    app = create_app(Settings(data_dir=data_dir))
+    plain = TestClient(app)  # no context manager: the lifespan has not run
+    assert plain.get("/health/live").status_code == 200
+    r = plain.get("/health/ready")
+    assert r.status_code == 503 and r.json()["status"] == "loading"
+    assert plain.get("/v1/identities").json()["code"] == "not_ready"
+    with TestClient(app) as client:
+        r = client.get("/health/ready")
+        assert r.status_code == 200
+        body = r.json()
+        assert body["status"] == "ready" and body["gallery_faces"] == 0 and body["model"]
+        info = client.get("/v1/info").json()
+        assert info["service"] == "facesearch" and info["version"]
+        assert info["model"]["embedding_size"] == 128
+        assert client.get("/docs").status_code == 200
+        assert "/v1/search" in client.get("/openapi.json").json()["paths"]
+        assert "facesearch_requests_total" in client.get("/metrics").text
+
+
+def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("FACESEARCH_DATA_DIR", str(tmp_path / "d"))
+    monkeypatch.setenv("FACESEARCH_PORT", "9123")
+    monkeypatch.setenv("FACESEARCH_API_KEYS", "alpha, beta ,")
+    monkeypatch.setenv("FACESEARCH_MAX_UPLOAD_MB", "2.5")
+    monkeypatch.setenv("FACESEARCH_INDEX_KIND", "hnsw")
+    s = Settings()
+    assert s.data_dir == tmp_path / "d" and s.port == 9123 and s.api_keys == ["alpha", "beta"]
+    assert s.max_upload_bytes == int(2.5 * 1024 * 1024) and s.index_kind == "hnsw"
+    monkeypatch.setenv("FACESEARCH_PORT", "99999")
+    with pytest.raises(ValueError):
+        Settings()
+
+
+def test_cli_help() -> None:
+    exe = shutil.which("facesearch", path=str(Path(sys.executable).parent)) or "facesearch"
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("serve", "train", "evaluate", "align", "gallery", "enroll", "export"):
+        assert re.search(rf"^\s+{command}\s", out, re.M), command
+    out = subprocess.run([exe, "serve", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "--port" in out and "--host" in out
+    bad = subprocess.run([exe, "nope"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown command" in bad.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_starts_a_real_server(tmp_path: Path) -> None:
+    port = _free_port()
+    exe = shutil.which("facesearch", path=str(Path(sys.executable).parent)) or "facesearch"
+    env = {**os.environ, "FACESEARCH_DATA_DIR": str(tmp_path / "data"), "FACESEARCH_PORT": str(port)}
+    proc = subprocess.Popen([exe, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "server did not become ready"
+            time.sleep(0.5)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/docs", timeout=5) as r:
+            assert r.status == 200 and b"swagger" in r.read().lower()
+        assert (tmp_path / "data" / "gallery.db").exists()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _readme_commands() -> dict[str, str]:
+    text = (ROOT / "README.md").read_text()
+    found = dict(re.findall(r"<!-- (\w+-command) -->\s*```bash\n(.+?)\n```", text))
+    return found
+
+
+def test_readme_opens_with_the_two_commands() -> None:
+    cmds = _readme_commands()
+    assert "facesearch serve" in cmds["serve-command"] and "pip install ." in cmds["serve-command"]
+    assert "pytest" in cmds["test-command"] and "[dev" in cmds["test-command"]
+    head = (ROOT / "README.md").read_text()[:1500]
+    assert "serve-command" in head and "test-command" in head
+
+
+def test_dockerfile_matches_the_readme_install() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM\s+(\S+)(?:\s+AS\s+(\w+))?", text, re.M)
+    assert len(stages) >= 2 and all("slim" in image for image, _ in stages)
+    assert "download.pytorch.org/whl/cpu" in text
+    assert re.search(r"^RUN pip install \.$", text, re.M), "the image installs the project as the README does"
+    users = re.findall(r"^USER\s+(\S+)", text, re.M)
+    assert users and users[-1] not in ("root", "0")
+    health = re.search(r"^HEALTHCHECK.*\n?.*", text, re.M)
+    assert health and "urllib" in text.split("HEALTHCHECK", 1)[1].split("\n\n")[0] and "/health/live" in text
+    assert re.search(r'^CMD \["facesearch", "serve"\]', text, re.M)
+    assert re.search(r"^VOLUME", text, re.M)
+
+
+def test_compose_file_is_valid() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    svc = compose["services"]["facesearch"]
+    assert "facesearch-data" in compose["volumes"]
+    assert any(v.startswith("facesearch-data:") for v in svc["volumes"])
+    assert "urllib" in " ".join(svc["healthcheck"]["test"])
+    assert "FACESEARCH_API_KEY" in str(svc["environment"]["FACESEARCH_API_KEYS"])
+    exe = shutil.which("docker-compose")
+    assert exe, "docker-compose is needed to validate the compose file (.ci/run installs it)"
+    env = {**os.environ, "FACESEARCH_API_KEY": "test-key"}
+    r = subprocess.run([exe, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"], capture_output=True,
+                       text=True, env=env)
+    assert r.returncode == 0, r.stderr
