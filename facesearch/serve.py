@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
                     settings.host)
         settings.host = "127.0.0.1"
 
-    def factory():  # type: ignore[no-untyped-def]
+    def factory():  # noqa: ANN202 (uvicorn calls it)
         from app.main import create_app
 
         return create_app(settings)

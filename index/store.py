@@ -6,6 +6,7 @@ sequence number is the change counter that index snapshots record.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -34,7 +35,9 @@ CREATE TABLE IF NOT EXISTS faces(
 );
 CREATE INDEX IF NOT EXISTS faces_identity ON faces(identity_id);
 CREATE INDEX IF NOT EXISTS faces_sha256 ON faces(sha256);
-CREATE TABLE IF NOT EXISTS changes(seq INTEGER PRIMARY KEY AUTOINCREMENT, face_id INTEGER NOT NULL, op INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS changes(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, face_id INTEGER NOT NULL, op INTEGER NOT NULL
+);
 """
 
 ADD, DELETE = 1, -1
@@ -91,9 +94,7 @@ class Store:
     def close(self) -> None:
         with self._lock:
             for c in self._all:
-                try:
+                with contextlib.suppress(sqlite3.Error):
                     c.close()
-                except sqlite3.Error:
-                    pass
             self._all.clear()
         self._local = threading.local()

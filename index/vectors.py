@@ -10,15 +10,16 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-import faiss
+import faiss  # its bundled stubs are partial: the index objects are typed Any here
 import numpy as np
 
 Kind = Literal["exact", "hnsw"]
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 96
+_HNSW_PARAMS: Any = faiss.SearchParametersHNSW  # missing from faiss's stubs
 
 
 class SnapshotError(Exception):
@@ -30,14 +31,14 @@ class VectorIndex:
         self.dim = dim
         self.kind: Kind = kind
         if kind == "exact":
-            base: faiss.Index = faiss.IndexFlatIP(dim)
+            base: Any = faiss.IndexFlatIP(dim)
         elif kind == "hnsw":
             base = faiss.IndexHNSWFlat(dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
             base.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
             base.hnsw.efSearch = HNSW_EF_SEARCH
         else:
             raise ValueError(f"unknown index kind {kind!r}")
-        self.index = faiss.IndexIDMap2(base)
+        self.index: Any = faiss.IndexIDMap2(base)
         self.tombstones: set[int] = set()
 
     @property
@@ -71,10 +72,10 @@ class VectorIndex:
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
         if self.tombstones:
             sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.fromiter(self.tombstones, dtype=np.int64)))
-            params = faiss.SearchParametersHNSW(sel=sel, efSearch=max(HNSW_EF_SEARCH, k))
+            params = _HNSW_PARAMS(sel=sel, efSearch=max(HNSW_EF_SEARCH, k))
             sims, ids = self.index.search(q, k, params=params)
         elif self.kind == "hnsw":
-            params = faiss.SearchParametersHNSW(efSearch=max(HNSW_EF_SEARCH, k))
+            params = _HNSW_PARAMS(efSearch=max(HNSW_EF_SEARCH, k))
             sims, ids = self.index.search(q, k, params=params)
         else:
             sims, ids = self.index.search(q, k)
@@ -115,15 +116,13 @@ class VectorIndex:
         if meta.get("dim") != dim or meta.get("kind") != kind or meta.get("model_version") != model_version:
             raise SnapshotError("snapshot made for another dimension, kind or model")
         try:
-            index = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
+            index: Any = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
         except RuntimeError as e:
             raise SnapshotError(f"cannot deserialize snapshot: {e}") from e
         if index.d != dim or index.ntotal != meta.get("ntotal"):
             raise SnapshotError("snapshot does not match its meta")
         obj = cls.__new__(cls)
         obj.dim, obj.kind, obj.index = dim, kind, index
-        if kind == "hnsw":
-            faiss.downcast_index(obj.index.index).hnsw.efSearch = HNSW_EF_SEARCH
         obj.tombstones = {int(t) for t in meta.get("tombstones", [])}
         return obj, int(meta["seq"])
 

@@ -94,7 +94,7 @@ class Embedder:
 
     def __init__(self, model: Encoder, preprocess: Preprocess, *, flip: bool = False,
                  max_batch: int = 64) -> None:
-        self.model = model.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.model = model.eval().to(memory_format=torch.channels_last)
         self.preprocess = preprocess
         self.config = model.config
         self.flip = flip

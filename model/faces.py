@@ -58,7 +58,7 @@ class FaceDetector:
         scale = min(1.0, self.max_side / max(h, w))
         img = Image.fromarray(rgb)
         if scale < 1.0:
-            img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+            img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR)
         if min(img.size) < 12:  # below MTCNN's smallest pyramid level
             return []
         with self._lock, torch.inference_mode():
@@ -118,7 +118,8 @@ def align(rgb: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
     t_inv = -a_inv @ m[:, 2]
     # PIL maps each output pixel (x, y) to the input pixel (a x + b y + c, d x + e y + f).
     coeffs = (a_inv[0, 0], a_inv[0, 1], t_inv[0], a_inv[1, 0], a_inv[1, 1], t_inv[1])
-    out = Image.fromarray(rgb).transform((size, size), Image.AFFINE, data=coeffs, resample=Image.BILINEAR)
+    out = Image.fromarray(rgb).transform((size, size), Image.Transform.AFFINE, data=coeffs,
+                                     resample=Image.Resampling.BILINEAR)
     return np.asarray(out, dtype=np.uint8)
 
 

@@ -30,7 +30,7 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img: Image.Image = Image.open(io.BytesIO(data))
             if img.format not in ACCEPTED_FORMATS:
                 raise UnsupportedImageType(f"unsupported image format {img.format}")
             w, h = img.size

@@ -135,9 +135,9 @@ class FacePipeline:
         found = self.detector.detect(rgb)
         size = self.embedder.config.input_size
         faces = []
-        for f in found[:max_faces]:
-            crop = align(rgb, f.landmarks, size)
-            faces.append(AnalyzedFace(face=f, crop=crop, quality=quality(f, crop)))
+        for det in found[:max_faces]:
+            crop = align(rgb, det.landmarks, size)
+            faces.append(AnalyzedFace(face=det, crop=crop, quality=quality(det, crop)))
         if embed and faces:
             emb = self.batcher.embed(np.stack([f.crop for f in faces]))
             for f, e in zip(faces, emb, strict=True):

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, File, Form, Path, Query, UploadFile
 
 from app import schemas, service
-from app.deps import Multipart, GalleryDep, Pipeline, SettingsDep, State, read_upload, run_cpu
+from app.deps import GalleryDep, Multipart, Pipeline, SettingsDep, State, read_upload, run_cpu
 from app.errors import MULTIPLE_FACES, NO_FACE, ApiError
 from index.gallery import FaceRecord, IdentityRecord, validate_key
 

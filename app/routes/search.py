@@ -9,12 +9,13 @@ import numpy as np
 from fastapi import APIRouter, File, Form, UploadFile
 
 from app import schemas, service
-from app.deps import Multipart, GalleryDep, Pipeline, SettingsDep, State, read_upload, run_cpu
+from app.deps import GalleryDep, Multipart, Pipeline, SettingsDep, State, read_upload, run_cpu
 
 router = APIRouter(tags=["search"])
 
 
-@router.post("/search", dependencies=[Multipart], responses={400: {"description": "invalid_image"}, 413: {"description": "too_large"},
+@router.post("/search", dependencies=[Multipart],
+             responses={400: {"description": "invalid_image"}, 413: {"description": "too_large"},
                                    415: {"description": "unsupported_media_type"}})
 async def search(
     state: State,

@@ -9,7 +9,7 @@ import numpy as np
 from fastapi import APIRouter, File, Form, UploadFile
 
 from app import schemas, service
-from app.deps import Multipart, GalleryDep, Pipeline, SettingsDep, State, read_upload, run_cpu
+from app.deps import GalleryDep, Multipart, Pipeline, SettingsDep, State, read_upload, run_cpu
 from app.errors import NO_FACE, ApiError
 from model.pipeline import Analysis
 
@@ -27,7 +27,8 @@ def _face(a: Analysis, source: str) -> tuple[np.ndarray, schemas.VerifyFace]:
                                            note=service.largest_face_note(a.faces_found))
 
 
-@router.post("/verify", dependencies=[Multipart], responses={400: {"description": "invalid_image"}, 404: {"description": "not_found"},
+@router.post("/verify", dependencies=[Multipart],
+             responses={400: {"description": "invalid_image"}, 404: {"description": "not_found"},
                                    413: {"description": "too_large"}, 422: {"description": "no_face"}})
 async def verify(
     state: State,

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from model.encoder import Embedder, load_encoder
 from model.faces import FaceDetector, align, central_face, fallback_landmarks
-from model.train.lfw import parse_folds, people_in_folds, photo_path, read_pairs
+from model.train.lfw import parse_folds, people_in_folds, read_pairs
 from model.train.metrics import eer, kfold_accuracy, roc_auc, roc_curve, val_at_far
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def plot(dist: np.ndarray, same: np.ndarray, threshold: float, out: Path, title:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    bins = np.linspace(0, 2, 81)
+    bins = np.linspace(0, 2, 81).tolist()
     ax.hist(dist[same], bins, alpha=0.6, label="same person")
     ax.hist(dist[~same], bins, alpha=0.6, label="different people")
     ax.axvline(threshold, color="k", ls="--", label=f"threshold {threshold:.3f}")

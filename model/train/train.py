@@ -29,7 +29,7 @@ from tqdm import tqdm
 from model.encoder import Embedder, Encoder, EncoderConfig, Preprocess, read_checkpoint, save_checkpoint
 from model.train.data import Augment, cache_dir_for, load_crops
 from model.train.lfw import parse_folds, people_in_folds, read_pairs
-from model.train.losses import triplet_loss
+from model.train.losses import Mining, triplet_loss
 from model.train.metrics import kfold_accuracy
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def evaluate_heldout(model: Encoder, held: tuple[list[Path], np.ndarray, np.ndar
     model.eval()
     emb = Embedder(model, Preprocess(model.config))(crops)
     model.train()
-    model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+    model.to(memory_format=torch.contiguous_format)
     dist = np.linalg.norm(emb[ij[:, 0]] - emb[ij[:, 1]], axis=1)
     acc, _, _ = kfold_accuracy(dist, same, fold)
     return acc
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         order = np.fromiter(iter(sampler), dtype=np.int64)
         sums = {"loss": 0.0, "triplet_loss": 0.0, "cosface_loss": 0.0, "active_fraction": 0.0}
         n = 0
-        mining = args.mining
+        mining: Mining = args.mining
         bar = tqdm(range(args.steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", leave=False)
         for i in bar:
             idx = order[i * batch : (i + 1) * batch]

@@ -1,0 +1,140 @@
+"""Gallery speed on synthetic L2-normalised 128-d vectors in clusters (numpy + faiss + sqlite only).
+
+    python bench/gallery.py [--quick] [--json PATH] [--dir DIR]
+
+Figures: exact search p50/p99 (one query) and queries/s (batches of 32) at 100k and 1M faces, beside a
+plain numpy matrix product; HNSW p50 and recall@10 at 1M; bulk add rate (batches of 1,000) and single-face
+add latency (with its fsync); start-up from the snapshot and from SQLite alone; bytes per face.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from index import Gallery, NewFace
+
+DIM = 128
+
+
+def vectors(rng: np.random.Generator, n: int, people: int) -> tuple[np.ndarray, np.ndarray]:
+    centres = rng.normal(size=(people, DIM)).astype(np.float32)
+    who = rng.integers(0, people, n)
+    v = centres[who] / np.sqrt(DIM) + 0.05 * rng.normal(size=(n, DIM)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True), who
+
+
+def fill(g: Gallery, n: int, rng: np.random.Generator, batch: int = 1000) -> float:
+    """Add n faces in batches; returns faces/s."""
+    v, who = vectors(rng, n, max(1, n // 5))
+    t = time.perf_counter()
+    for i in range(0, n, batch):
+        g.add_many([(f"id-{w:07d}", NewFace(x)) for x, w in zip(v[i : i + batch], who[i : i + batch], strict=True)])
+    return n / (time.perf_counter() - t)
+
+
+def latency(fn, queries: np.ndarray) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    times = []
+    for q in queries:
+        t = time.perf_counter()
+        fn(q[None, :])
+        times.append(time.perf_counter() - t)
+    times.sort()
+    return statistics.median(times) * 1000, times[int(0.99 * (len(times) - 1))] * 1000
+
+
+def bench_size(folder: Path, n: int, rng: np.random.Generator, out: dict[str, float], label: str,
+               hnsw: bool) -> None:
+    g = Gallery(folder, dim=DIM, model_version="bench")
+    rate = fill(g, n, rng)
+    out[f"bulk_add_per_s_{label}"] = rate
+    q, _ = vectors(np.random.default_rng(123), 200, 1000)
+    p50, p99 = latency(lambda x: g.index.search(x, 10), q)
+    out[f"exact_p50_ms_{label}"], out[f"exact_p99_ms_{label}"] = p50, p99
+    batches = np.array_split(np.concatenate([q] * 2)[:320], 10)
+    t = time.perf_counter()
+    for b in batches:
+        g.index.search(b, 10)
+    out[f"exact_qps_b32_{label}"] = 320 / (time.perf_counter() - t)
+    # the full gallery path: search + identity grouping + id resolution in SQLite
+    p50g, _ = latency(lambda x: g.search(x, k=5), q[:100])
+    out[f"gallery_search_p50_ms_{label}"] = p50g
+    # plain numpy on the same vectors
+    flat = faiss.downcast_index(g.index.index.index)
+    mat = faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * DIM).reshape(-1, DIM).copy()
+    p50n, _ = latency(lambda x: np.argpartition(-(x @ mat.T), 10, axis=1)[:, :10], q[:50])
+    out[f"numpy_p50_ms_{label}"] = p50n
+    out[f"numpy_ratio_{label}"] = p50n / p50
+    t = time.perf_counter()
+    g.close()
+    out[f"snapshot_s_{label}"] = time.perf_counter() - t
+    db = folder / "gallery.db"
+    out["bytes_per_face_db"] = db.stat().st_size / n
+    out["bytes_per_face_index"] = (folder / "index" / "vectors.faiss").stat().st_size / n
+    t = time.perf_counter()
+    g = Gallery(folder, dim=DIM, model_version="bench")
+    out[f"startup_{label}_s"] = time.perf_counter() - t
+    g.store.close()
+    shutil.rmtree(folder / "index")
+    t = time.perf_counter()
+    g = Gallery(folder, dim=DIM, model_version="bench")
+    out[f"startup_{label}_from_store_s"] = time.perf_counter() - t
+    if hnsw:
+        t = time.perf_counter()
+        h = Gallery(folder, dim=DIM, model_version="bench", kind="hnsw")
+        out["hnsw_build_s"] = time.perf_counter() - t
+        p50h, _ = latency(lambda x: h.index.search(x, 10), q)
+        _, exact_ids = g.index.search(q, 10)
+        _, hnsw_ids = h.index.search(q, 10)
+        out["hnsw_p50_ms"] = p50h
+        out["hnsw_recall_at_10"] = float(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(exact_ids, hnsw_ids,
+                                                                                              strict=True)]))
+        h.close()
+    # single-face adds, each its own fsynced transaction
+    v, _ = vectors(rng, 50, 10)
+    times = []
+    for x in v:
+        t0 = time.perf_counter()
+        g.add_faces("single", [NewFace(x)])
+        times.append(time.perf_counter() - t0)
+    out[f"single_add_p50_ms_{label}"] = statistics.median(times) * 1000
+    g.close()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--quick", action="store_true", help="10k and 50k faces instead of 100k and 1M")
+    p.add_argument("--json", type=Path)
+    p.add_argument("--dir", type=Path, help="work folder (default: a temp folder, removed afterwards)")
+    a = p.parse_args()
+    faiss.omp_set_num_threads(2)
+    small, large = (10_000, 50_000) if a.quick else (100_000, 1_000_000)
+    work = a.dir or Path(tempfile.mkdtemp(prefix="fs-bench-"))
+    out: dict[str, float] = {"faces_small": small, "faces_large": large}
+    rng = np.random.default_rng(0)
+    try:
+        bench_size(work / "small", small, rng, out, "100k", hnsw=False)
+        bench_size(work / "large", large, rng, out, "1m", hnsw=True)
+    finally:
+        if a.dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    out["bulk_add_per_s"] = out["bulk_add_per_s_1m"]
+    out["single_add_p50_ms"] = out["single_add_p50_ms_1m"]
+    out["startup_1m_s"] = out["startup_1m_s"]
+    out["bytes_per_face"] = out["bytes_per_face_db"] + out["bytes_per_face_index"]
+    for k, v in out.items():
+        print(f"{k:34s} {v:,.3f}")
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
