@@ -19,7 +19,7 @@ Kind = Literal["exact", "hnsw"]
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 96
-_HNSW_PARAMS: Any = faiss.SearchParametersHNSW  # missing from faiss's stubs
+_HNSW_PARAMS: Any = getattr(faiss, "SearchParametersHNSW")  # noqa: B009 (missing from faiss's stubs)
 
 
 class SnapshotError(Exception):
