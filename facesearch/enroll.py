@@ -1,0 +1,139 @@
+"""`facesearch enroll DIR`: bulk-enroll an identity-per-folder tree (the LFW layout).
+
+In-process (opens the gallery under --data-dir with the shipped encoder) or against a running server
+(--url, --api-key). Resumable: photos whose SHA-256 is already enrolled for that identity are skipped.
+Photos with several faces enroll the largest. Prints a summary of photos without a face.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+log = logging.getLogger(__name__)
+SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".pgm"}
+
+
+def photos(root: Path) -> list[tuple[str, Path]]:
+    return sorted((p.parent.name, p) for p in root.glob("*/*") if p.suffix.lower() in SUFFIXES)
+
+
+class Remote:
+    def __init__(self, url: str, api_key: str | None) -> None:
+        self.url = url.rstrip("/")
+        self.headers = {"X-API-Key": api_key} if api_key else {}
+
+    def _call(self, method: str, path: str, body: bytes | None = None, ctype: str | None = None
+              ) -> tuple[int, dict[str, Any]]:
+        headers = dict(self.headers)
+        if ctype:
+            headers["Content-Type"] = ctype
+        req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=120) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"{}")
+
+    def enrolled(self, identity: str) -> set[str]:
+        status, body = self._call("GET", f"/v1/identities/{urllib.parse.quote(identity, safe='')}?limit=1000")
+        if status != 200:
+            return set()
+        items = body.get("face_list", {}).get("items", [])
+        return {f["sha256"] for f in items if f.get("sha256")}
+
+    def enroll(self, identity: str, data: bytes, filename: str) -> tuple[int, dict[str, Any]]:
+        boundary = uuid.uuid4().hex
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"face\"\r\n\r\nlargest\r\n"
+                f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{filename}\"\r\n"
+                "Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        return self._call("POST", f"/v1/identities/{urllib.parse.quote(identity, safe='')}/faces", body,
+                          f"multipart/form-data; boundary={boundary}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="facesearch enroll", description=__doc__)
+    p.add_argument("dir", type=Path)
+    p.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8000 (default: in-process)")
+    p.add_argument("--api-key")
+    p.add_argument("--data-dir", type=Path, help="in-process: gallery folder (default: FACESEARCH_DATA_DIR)")
+    p.add_argument("--limit-per-identity", type=int, default=0, help="enroll at most this many photos each")
+    a = p.parse_args(argv)
+    items = photos(a.dir)
+    if a.limit_per_identity:
+        seen: dict[str, int] = {}
+        kept = []
+        for ident, path in items:
+            seen[ident] = seen.get(ident, 0) + 1
+            if seen[ident] <= a.limit_per_identity:
+                kept.append((ident, path))
+        items = kept
+    counts = {"enrolled": 0, "skipped": 0, "no_face": 0, "failed": 0}
+    no_face: list[str] = []
+    if a.url:
+        remote = Remote(a.url, a.api_key)
+        known: dict[str, set[str]] = {}
+        for ident, path in tqdm(items, desc="enroll"):
+            data = path.read_bytes()
+            if ident not in known:
+                known[ident] = remote.enrolled(ident)
+            if hashlib.sha256(data).hexdigest() in known[ident]:
+                counts["skipped"] += 1
+                continue
+            status, body = remote.enroll(ident, data, path.name)
+            if status == 201:
+                counts["enrolled"] += 1
+            elif body.get("code") == "no_face":
+                counts["no_face"] += 1
+                no_face.append(str(path))
+            else:
+                counts["failed"] += 1
+                log.warning("%s: %s %s", path, status, body.get("detail"))
+    else:
+        from app.service import new_face, sha256_of
+        from app.settings import Settings
+        from index.gallery import Gallery
+        from model.errors import ImageError
+        from model.pipeline import FacePipeline
+
+        s = Settings(**({"data_dir": a.data_dir} if a.data_dir else {}))
+        pipeline = FacePipeline(checkpoint=s.checkpoint, min_face_size=s.min_face_size,
+                                detect_max_side=s.detect_max_side, max_pixels=s.max_pixels,
+                                torch_threads=s.torch_threads)
+        gallery = Gallery(s.data_dir, dim=pipeline.dim, model_version=pipeline.model_version, kind=s.index_kind)
+        try:
+            for ident, path in tqdm(items, desc="enroll"):
+                data = path.read_bytes()
+                sha = sha256_of(data)
+                if any(f.identity == ident for f in gallery.faces_with_sha256(sha)):
+                    counts["skipped"] += 1
+                    continue
+                try:
+                    analysis = pipeline.analyze(data, max_faces=1)
+                except ImageError as e:
+                    counts["failed"] += 1
+                    log.warning("%s: %s", path, e)
+                    continue
+                if not analysis.faces:
+                    counts["no_face"] += 1
+                    no_face.append(str(path))
+                    continue
+                gallery.add_faces(ident, [new_face(analysis.faces[0], sha)])
+                counts["enrolled"] += 1
+        finally:
+            gallery.close()
+            pipeline.close()
+    print(json.dumps(counts))
+    for path_str in no_face[:50]:
+        print(f"no face: {path_str}")
+    return 0 if counts["failed"] == 0 else 1
