@@ -1,0 +1,127 @@
+"""End-to-end /v1/search speed with the server in its own process, beside dlib's pipeline on the same photos.
+
+    python bench/api.py [--people N] [--probes 200] [--json PATH] [--data-dir DIR]
+
+Gallery: LFW people enrolled with one photo each (in-process `facesearch enroll`, resumable); the next
+photos of people with several are the probes. Reports p50/p99 latency for one client, photos/s with 8
+concurrent clients, and face_recognition (dlib: HOG + ResNet + linear scan) photos/s on the same probes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+LFW = ROOT.parent / "shared" / "datasets" / "lfw" / "lfw-deepfunneled"
+
+
+def post_search(url: str, data: bytes) -> float:
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"p.jpg\"\r\n"
+            "Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    req = urllib.request.Request(url + "/v1/search", data=body, method="POST",
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    t = time.perf_counter()
+    with urllib.request.urlopen(req, timeout=60) as r:
+        r.read()
+        assert r.status == 200
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--people", type=int, default=0, help="enroll only the first N people (0: all)")
+    p.add_argument("--probes", type=int, default=200)
+    p.add_argument("--data-dir", type=Path)
+    p.add_argument("--json", type=Path)
+    p.add_argument("--no-dlib", action="store_true")
+    a = p.parse_args()
+    people = sorted(d.name for d in LFW.iterdir() if d.is_dir())
+    if a.people:
+        people = people[: a.people]
+    work = a.data_dir or Path(tempfile.mkdtemp(prefix="fs-api-"))
+    tree = work / "tree"
+    if not tree.exists():
+        tree.mkdir(parents=True)
+        for name in people:
+            (tree / name).mkdir()
+            os.symlink(LFW / name / f"{name}_0001.jpg", tree / name / f"{name}_0001.jpg")
+    env = {**os.environ, "FACESEARCH_DATA_DIR": str(work / "data")}
+    exe = str(Path(sys.executable).parent / "facesearch")
+    subprocess.run([exe, "enroll", str(tree)], env=env, check=True)
+    probes = [LFW / n / f"{n}_0002.jpg" for n in people if (LFW / n / f"{n}_0002.jpg").exists()][: a.probes]
+    blobs = [x.read_bytes() for x in probes]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen([exe, "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    out: dict[str, float] = {}
+    try:
+        for _ in range(240):
+            try:
+                with urllib.request.urlopen(url + "/health/ready", timeout=2) as r:
+                    info = json.loads(r.read())
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        out["gallery_faces"] = info["gallery_faces"]
+        for b in blobs[:10]:
+            post_search(url, b)
+        lat = sorted(post_search(url, b) for b in blobs)
+        out["search_p50_ms"] = statistics.median(lat) * 1000
+        out["search_p99_ms"] = lat[int(0.99 * (len(lat) - 1))] * 1000
+        t = time.perf_counter()
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda b: post_search(url, b), blobs))
+        out["photos_per_s_c8"] = len(blobs) / (time.perf_counter() - t)
+    finally:
+        server.terminate()
+        server.wait(30)
+    if not a.no_dlib:
+        try:
+            import face_recognition
+        except ImportError:
+            print("dlib (face_recognition) not installed: reference skipped")
+        else:
+            gallery = []
+            for name in people[: max(1, len(people))]:
+                img = face_recognition.load_image_file(str(LFW / name / f"{name}_0001.jpg"))
+                enc = face_recognition.face_encodings(img, model="small")
+                if enc:
+                    gallery.append(enc[0])
+            g = np.stack(gallery)
+            t = time.perf_counter()
+            for x in probes:
+                img = face_recognition.load_image_file(str(x))
+                for e in face_recognition.face_encodings(img, model="small"):
+                    np.argsort(np.linalg.norm(g - e, axis=1))[:5]
+            out["dlib_photos_per_s"] = len(probes) / (time.perf_counter() - t)
+            out["ratio_c8_vs_dlib"] = out["photos_per_s_c8"] / out["dlib_photos_per_s"]
+    for k, v in out.items():
+        print(f"{k:24s} {v:,.2f}")
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=2))
+    if a.data_dir is None:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

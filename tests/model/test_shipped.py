@@ -1,0 +1,77 @@
+"""The shipped checkpoint itself: loads with weights_only, carries its card, and verifies real faces."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from model.calibration import Calibration
+from model.encoder import SHIPPED_CHECKPOINT, load_encoder
+from model.faces import FaceDetector, align
+from model.train.metrics import kfold_accuracy
+from tests.conftest import ORL
+
+
+def test_checkpoint_is_self_describing_and_loads_weights_only() -> None:
+    raw = torch.load(SHIPPED_CHECKPOINT, map_location="cpu", weights_only=True)
+    assert raw["format"] == "facesearch-encoder/1"
+    cfg = raw["config"]
+    assert cfg["embedding_size"] == 128 and cfg["input_size"] == 112 and len(cfg["template"]) == 5
+    card = raw["card"]
+    assert card["model_version"] == cfg["model_version"]
+    assert card["training"]["excluded_folds"] == [1, 2]
+    assert 0.0 < card["thresholds"]["verification"] < 2.0
+    assert card["evaluation"]["pairs"] == 1200
+    assert SHIPPED_CHECKPOINT.stat().st_size < 25 * 1024 * 1024
+
+
+def test_orl_verification_accuracy() -> None:
+    """Every genuine ORL pair and as many impostor pairs, 10-fold accuracy: >= 0.9."""
+    embedder, _ = load_encoder()
+    detector = FaceDetector()
+    from PIL import Image
+
+    crops, people = [], []
+    failures = 0
+    for person in range(1, 41):
+        for i in range(1, 11):
+            img = Image.open(ORL / f"s{person}" / f"{i}.pgm").convert("RGB")
+            rgb = np.asarray(img.resize((img.width * 2, img.height * 2), Image.Resampling.BICUBIC))
+            faces = detector.detect(rgb)
+            if not faces:
+                failures += 1
+                continue
+            crops.append(align(rgb, faces[0].landmarks, embedder.config.input_size))
+            people.append(person)
+    assert failures <= 20, f"{failures} of 400 ORL faces not detected"
+    emb = embedder(np.stack(crops))
+    people_arr = np.array(people)
+    rng = np.random.default_rng(0)
+    iu, ju = np.triu_indices(len(emb), 1)
+    same = people_arr[iu] == people_arr[ju]
+    impostor = rng.choice(np.flatnonzero(~same), same.sum(), replace=False)
+    pick = np.concatenate([np.flatnonzero(same), impostor])
+    dist = np.linalg.norm(emb[iu[pick]] - emb[ju[pick]], axis=1)
+    folds = rng.integers(0, 10, len(pick))
+    acc, _, _ = kfold_accuracy(dist, same[pick], folds)
+    assert acc >= 0.9, f"ORL verification accuracy {acc:.3f}"
+
+
+def test_calibration_reads_the_card() -> None:
+    _, card = load_encoder()
+    cal = Calibration(card)
+    assert cal.has_distribution and cal.impostor_pairs > 1_000_000
+    t3, t4 = cal.threshold_for_far(1e-3), cal.threshold_for_far(1e-4)
+    assert t4 <= t3 and cal.far_at(t3) <= 1e-3 and cal.far_at(t4) <= 1e-4
+    # the search threshold tightens as the gallery grows, and never exceeds verification's
+    small, _ = cal.search_threshold(0.01, 10)
+    large, expected = cal.search_threshold(0.01, 100_000)
+    assert large <= small <= cal.verify_threshold
+    assert expected == pytest.approx(1 - (1 - cal.far_at(large)) ** 100_000)
+
+
+def test_per_comparison_far_for_a_target_fpir() -> None:
+    p = Calibration.per_comparison_far(0.01, 1000)
+    assert 1 - (1 - p) ** 1000 == pytest.approx(0.01, rel=1e-9)
+    assert Calibration.per_comparison_far(0.01, 1) == pytest.approx(0.01)
