@@ -30,13 +30,11 @@ class Calibration:
         return self.impostor_pairs > 0 and len(self.edges) == len(self.impostor_cdf) + 1
 
     def far_at(self, threshold: float) -> float:
-        """Fraction of impostor comparisons at distance <= threshold (bin resolution)."""
+        """Fraction of impostor comparisons at distance <= threshold (linear within a bin)."""
         if not self.has_distribution:
             return float("nan")
-        k = int(np.searchsorted(self.edges, threshold, side="right")) - 1
-        if k < 0:
-            return 0.0
-        return float(self.impostor_cdf[min(k, len(self.impostor_cdf) - 1)])
+        cdf = np.concatenate([[0.0], self.impostor_cdf])  # cdf[i]: fraction below edges[i]
+        return float(np.interp(threshold, self.edges, cdf))
 
     def threshold_for_far(self, far: float) -> float:
         """The largest bin edge whose impostor FAR does not exceed ``far``."""

@@ -134,6 +134,7 @@ def save_checkpoint(path: Path, model: Encoder, card: dict[str, Any] | None = No
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
     torch.save(payload, tmp)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600: the service may run as another user
     os.replace(tmp, path)
 
 

@@ -62,16 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", default="mobilenet_v2")
     p.add_argument("--no-imagenet", action="store_true", help="random init (tests only)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
-    p.add_argument("--max-minutes", type=float, default=0.0, help="stop (and checkpoint) after this long")
+    p.add_argument("--max-minutes", type=float, default=0.0,
+                   help="time budget over all resumes: the learning-rate schedule follows whichever of steps or "
+                        "time is further along, and training stops (with a checkpoint) when the budget is spent")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--seed", type=int, default=0)
     return p
 
 
-def lr_at(step: int, total: int, base: float, warmup: int) -> float:
+def lr_at(step: int, total: int, base: float, warmup: int, time_progress: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay over the steps or the time budget, whichever is further along."""
     if step < warmup:
         return base * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
+    progress = max((step - warmup) / max(1, total - warmup), time_progress)
     return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
@@ -171,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     params = list(model.parameters()) + (list(cosface.parameters()) if cosface else [])
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     total_steps = args.epochs * args.steps_per_epoch
-    start_epoch, step = 0, 0
+    start_epoch, step, seconds_before = 0, 0, 0.0
     if args.resume and (out / "last.pt").exists():
         ckpt = read_checkpoint(out / "last.pt")
         model.load_state_dict(ckpt["state_dict"])
@@ -180,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         if cosface is not None and "cosface" in state:
             cosface.load_state_dict(state["cosface"])
         start_epoch, step = int(state["epoch"]), int(state["step"])
+        seconds_before = float(state.get("seconds", 0.0))
         torch.manual_seed(args.seed + start_epoch)
         log.info("resumed from epoch %d, step %d", start_epoch, step)
 
@@ -211,7 +215,9 @@ def main(argv: list[str] | None = None) -> int:
             if len(idx) < batch:
                 break
             mining = "hard" if step >= args.hard_after * total_steps else args.mining
-            lr = lr_at(step, total_steps, args.lr, args.warmup_steps)
+            elapsed = seconds_before + time.time() - t0
+            budget = args.max_minutes * 60
+            lr = lr_at(step, total_steps, args.lr, args.warmup_steps, elapsed / budget if budget else 0.0)
             for g in opt.param_groups:
                 g["lr"] = lr
             x = preprocess(augment(crops[idx]))
@@ -233,17 +239,18 @@ def main(argv: list[str] | None = None) -> int:
             sums["cosface_loss"] += c_loss.item()
             sums["active_fraction"] += stats["active_fraction"]
             bar.set_postfix(loss=f"{loss.item():.3f}", active=f"{stats['active_fraction']:.2f}")
-            if args.max_minutes and time.time() - t0 > args.max_minutes * 60:
+            if budget and seconds_before + time.time() - t0 > budget:
                 stop = True
                 break
         acc = evaluate_heldout(model, held) if held else float("nan")
-        row = {"epoch": epoch + 1, "step": step, "seconds": round(time.time() - t0, 1), "lr": f"{lr:.2e}",
-               "mining": mining, "heldout_accuracy": f"{acc:.4f}"}
+        row = {"epoch": epoch + 1, "step": step, "seconds": round(seconds_before + time.time() - t0, 1),
+               "lr": f"{lr:.2e}", "mining": mining, "heldout_accuracy": f"{acc:.4f}"}
         row.update({key: f"{v / max(n, 1):.4f}" for key, v in sums.items()})
         writer.writerow(row)
         log_file.flush()
         log.info("epoch %d: %s", epoch + 1, row)
-        train_state: dict[str, Any] = {"optimizer": opt.state_dict(), "epoch": epoch + 1, "step": step}
+        train_state: dict[str, Any] = {"optimizer": opt.state_dict(), "epoch": epoch + 1, "step": step,
+                                       "seconds": seconds_before + time.time() - t0}
         if cosface is not None:
             train_state["cosface"] = cosface.state_dict()
         card = {
