@@ -11,10 +11,11 @@ from contextlib import asynccontextmanager
 
 import anyio
 from fastapi import APIRouter, Depends, FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from app import __version__, errors
 from app.deps import require_api_key
-from app.routes import embed, faces, health, identities, info, search, verify
+from app.routes import embed, faces, health, identities, info, search, verify, web
 from app.settings import Settings
 from app.state import AppState
 from index.gallery import Gallery
@@ -102,6 +103,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     app.middleware("http")(state.metrics.middleware)
     app.include_router(health.router)
+    app.include_router(web.router)
+    app.mount("/static", StaticFiles(directory=web.STATIC), name="static")
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
     for module in (info, identities, faces, search, verify, embed):
         v1.include_router(module.router)

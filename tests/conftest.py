@@ -65,3 +65,65 @@ def pipeline() -> Iterator[object]:
     p = FacePipeline(torch_threads=2)
     yield p
     p.close()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """`facesearch serve` as a real subprocess on a loopback port."""
+
+    def __init__(self, data_dir: Path, **env: str) -> None:
+        import shutil
+        import subprocess
+        import sys
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        exe = shutil.which("facesearch", path=str(Path(sys.executable).parent)) or "facesearch"
+        full_env = {**os.environ, "FACESEARCH_DATA_DIR": str(data_dir), "FACESEARCH_PORT": str(self.port), **env}
+        self.proc = subprocess.Popen([exe, "serve"], env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True)
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        import time
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(self.url + "/health/ready", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            if self.proc.poll() is not None:
+                out = self.proc.stdout.read() if self.proc.stdout else ""
+                raise AssertionError(f"server exited with {self.proc.returncode}:\n{out}")
+            if time.monotonic() > deadline:
+                raise AssertionError("server did not become ready")
+            time.sleep(0.3)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def server_factory() -> Iterator[object]:
+    servers: list[Server] = []
+
+    def make(data_dir: Path, **env: str) -> Server:
+        s = Server(data_dir, **env)
+        servers.append(s)
+        return s
+
+    yield make
+    for s in servers:
+        s.stop()

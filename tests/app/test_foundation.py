@@ -6,10 +6,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -68,35 +66,14 @@ def test_cli_help() -> None:
     assert bad.returncode == 2 and "unknown command" in bad.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def test_serve_starts_a_real_server(tmp_path: Path) -> None:
-    port = _free_port()
-    exe = shutil.which("facesearch", path=str(Path(sys.executable).parent)) or "facesearch"
-    env = {**os.environ, "FACESEARCH_DATA_DIR": str(tmp_path / "data"), "FACESEARCH_PORT": str(port)}
-    proc = subprocess.Popen([exe, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.5)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/docs", timeout=5) as r:
-            assert r.status == 200 and b"swagger" in r.read().lower()
-        assert (tmp_path / "data" / "gallery.db").exists()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+def test_serve_starts_a_real_server(tmp_path: Path, server_factory) -> None:  # type: ignore[no-untyped-def]
+    server = server_factory(tmp_path / "data")
+    server.wait_ready()
+    with urllib.request.urlopen(server.url + "/docs", timeout=5) as r:
+        assert r.status == 200 and b"swagger" in r.read().lower()
+    with urllib.request.urlopen(server.url + "/", timeout=5) as r:
+        assert r.status == 200 and b"FaceSearch" in r.read()
+    assert (tmp_path / "data" / "gallery.db").exists()
 
 
 def _readme_commands() -> dict[str, str]:

@@ -1,0 +1,104 @@
+"""The demo page in a real browser (Debian's Chromium driven by Playwright) against a real server process:
+enroll two people, search and see the right name first, verify, delete, and an error case.
+Screenshots of each view go to artifacts/screenshots (not committed)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import LFW, ROOT
+
+CHROMIUM = os.environ.get("FACESEARCH_CHROMIUM", "/usr/bin/chromium")
+SHOTS = Path(os.environ.get("FACESEARCH_ARTIFACTS", ROOT / "artifacts")) / "screenshots"
+
+
+@pytest.fixture
+def page(tmp_path: Path, server_factory):  # type: ignore[no-untyped-def]
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} missing: apt-get install chromium (.ci/run does)"
+    server = server_factory(tmp_path / "data")
+    server.wait_ready()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run"])
+        pg = browser.new_page(viewport={"width": 1100, "height": 900})
+        pg.set_default_timeout(60_000)
+        pg.goto(server.url + "/")
+        yield pg
+        browser.close()
+
+
+def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def photo(name: str, i: int) -> str:
+    return str(LFW / name / f"{name}_{i:04d}.jpg")
+
+
+def test_enroll_search_verify_delete_and_error(page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # gallery: enroll two people, two photos each
+    page.click("#tab-gallery")
+    for name in ("Tony_Blair", "Hugo_Chavez"):
+        page.fill("#enroll-name", name)
+        page.set_input_files("#enroll-files", [photo(name, 1), photo(name, 2)])
+        page.click("#enroll-form button[type=submit]")
+        page.wait_for_function("document.querySelectorAll('#enroll-results li').length == 2 && "
+                               "![...document.querySelectorAll('#enroll-results li')]"
+                               ".some(li => li.textContent.includes('enrolling'))")
+        assert page.locator("#enroll-results li", has_text="enrolled as face").count() == 2
+    page.wait_for_selector("#gallery-list .identity >> text=Hugo_Chavez")
+    page.wait_for_function("document.querySelectorAll('#gallery-list img.thumb[src^=blob]').length >= 4")
+    assert "2 identities" in page.text_content("#gallery-total")
+    shot(page, "gallery")
+
+    # search: the right name first
+    page.click("#tab-search")
+    page.set_input_files("#search-file", photo("Tony_Blair", 3))
+    page.wait_for_selector("#search-matches .card")
+    shot(page, "search")
+    first = page.locator("#search-matches .card strong").first.text_content()
+    assert first == "Tony_Blair"
+    assert "found in" in page.text_content("#search-status")
+    assert page.locator("#search-photo .box").count() >= 1
+
+    # verify: same person and different people
+    page.click("#tab-verify")
+    page.set_input_files("#verify-file1", photo("Hugo_Chavez", 3))
+    page.set_input_files("#verify-file2", photo("Hugo_Chavez", 4))
+    page.click("#verify-run")
+    page.wait_for_selector("#verify-result .scale")
+    assert page.text_content("#verify-result .decision") == "Same person"
+    shot(page, "verify")
+    page.set_input_files("#verify-file2", photo("Tony_Blair", 4))
+    page.click("#verify-run")
+    page.wait_for_selector("#verify-result .decision >> text=Different people")
+
+    # delete an identity (with confirmation)
+    page.click("#tab-gallery")
+    page.wait_for_selector("#gallery-list .identity >> text=Hugo_Chavez")
+    page.once("dialog", lambda d: d.accept())
+    page.locator(".identity", has_text="Hugo_Chavez").locator("button", has_text="Delete").click()
+    page.wait_for_function("!document.querySelector('#gallery-list').textContent.includes('Hugo_Chavez')")
+    assert "1 identity" in page.text_content("#gallery-total")
+
+    # an error in words: a text file is not a photo
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("this is not a photo")
+    page.click("#tab-search")
+    page.set_input_files("#search-file", str(bad))
+    page.wait_for_selector("#error:not([hidden])")
+    assert "could not be read as an image" in page.text_content("#error")
+    shot(page, "error")
+
+    # phone-sized screen: the layout still works
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.click("#tab-gallery")
+    page.wait_for_selector("#gallery-list .identity")
+    shot(page, "gallery-phone")
