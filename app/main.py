@@ -8,6 +8,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 from fastapi import APIRouter, Depends, FastAPI
@@ -94,6 +95,28 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         pipeline.close()
 
 
+class OneLineStartupFailure:
+    """Reports a failed start-up as the StartupError's one line instead of a traceback (uvicorn logs
+    whatever message the lifespan sends)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_short(message: Any) -> None:
+            if message.get("type") == "lifespan.startup.failed":
+                lines = [ln for ln in str(message.get("message", "")).splitlines() if ln.strip()]
+                last = lines[-1] if lines else "start-up failed"
+                message = {**message, "message": "FaceSearch cannot start: " + last.split(": ", 1)[-1]}
+            await send(message)
+
+        await self.app(scope, receive, send_short)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     app = FastAPI(title="FaceSearch", version=__version__, lifespan=lifespan,
@@ -109,4 +132,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (info, identities, faces, search, verify, embed):
         v1.include_router(module.router)
     app.include_router(v1)
+    app.add_middleware(OneLineStartupFailure)
     return app

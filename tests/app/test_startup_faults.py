@@ -1,0 +1,72 @@
+"""Start-up faults: the service refuses to start with one clear log line and changes nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from index import Gallery, NewFace
+
+EXE = shutil.which("facesearch", path=str(Path(sys.executable).parent)) or "facesearch"
+
+
+def serve(data_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    from tests.conftest import free_port
+
+    full = {**os.environ, "FACESEARCH_DATA_DIR": str(data_dir), "FACESEARCH_PORT": str(free_port()), **env}
+    return subprocess.run([EXE, "serve"], env=full, capture_output=True, text=True, timeout=120)
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def assert_refused(r: subprocess.CompletedProcess[str], needle: str) -> None:
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    lines = [ln for ln in out.splitlines() if "FaceSearch cannot start" in ln]
+    assert lines and any(needle in ln for ln in lines), out
+    assert "Traceback" not in out, out
+
+
+def test_data_dir_that_cannot_be_created(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert_refused(serve(blocker / "data"), "data folder")
+    assert blocker.read_text() == "not a folder"
+
+
+def test_corrupt_database_file(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "gallery.db").write_bytes(b"this is not sqlite" * 100)
+    before = digest(data)
+    assert_refused(serve(data), "gallery")
+    assert digest(data) == before
+
+
+def test_missing_model_file(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    assert_refused(serve(data, FACESEARCH_CHECKPOINT=str(tmp_path / "missing.pt")), "encoder")
+
+
+def test_gallery_of_another_model_version(tmp_path: Path) -> None:
+    from model.encoder import load_encoder
+
+    _, card = load_encoder()
+    data = tmp_path / "data"
+    g = Gallery(data, dim=128, model_version="some-older-model")
+    g.add_faces("alice", [NewFace(np.ones(128, np.float32))])
+    g.close()
+    before = digest(data)
+    r = serve(data)
+    assert_refused(r, "some-older-model")
+    assert card["model_version"] in r.stdout + r.stderr
+    assert digest(data) == before
