@@ -1,0 +1,107 @@
+"""Soak: mixed enroll/search/verify/delete at concurrency 16 against a real server. Zero 5xx, zero lost
+writes, bounded memory; latency percentiles written to artifacts/soak.json.
+
+CI runs one minute (FACESEARCH_SOAK_S, default 60); the slow run takes ten."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.app.client import call, quote
+from tests.conftest import LFW, ROOT
+
+NAMES = sorted(d.name for d in LFW.iterdir() if (d / f"{d.name}_0003.jpg").exists())[:200]
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def soak(tmp_path: Path, server_factory, seconds: float) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    server = server_factory(tmp_path / "data")
+    server.wait_ready()
+    photos = {n: [(LFW / n / f"{n}_{k:04d}.jpg").read_bytes() for k in (1, 2, 3)] for n in NAMES}
+    lock = threading.Lock()
+    live: dict[str, int] = {}  # identity -> acknowledged faces not deleted
+    latencies: dict[str, list[float]] = {"enroll": [], "search": [], "verify": [], "delete": []}
+    errors: list[str] = []
+    counts = {"requests": 0, "5xx": 0}
+    deadline = time.monotonic() + seconds
+    warm_at = time.monotonic() + min(20.0, seconds / 3)
+    rss: dict[str, int] = {}
+
+    def worker(seed: int) -> None:
+        rnd = random.Random(seed)
+        while time.monotonic() < deadline:
+            name = rnd.choice(NAMES)
+            op = rnd.choices(["enroll", "search", "verify", "delete"], [3, 5, 2, 1])[0]
+            ident = f"{name}-{seed % 4}"
+            t = time.perf_counter()
+            if op == "enroll":
+                status, body = call(f"{server.url}/v1/identities/{quote(ident)}/faces", "POST",
+                                    fields={"face": "largest"}, files=[("image", photos[name][0])])
+                if status == 201:
+                    with lock:
+                        live[ident] = live.get(ident, 0) + 1
+            elif op == "search":
+                status, body = call(f"{server.url}/v1/search", "POST", files=[("image", photos[name][2])])
+            elif op == "verify":
+                status, body = call(f"{server.url}/v1/verify", "POST",
+                                    files=[("image1", photos[name][1]), ("image2", photos[name][2])])
+            else:
+                with lock:
+                    status, body = call(f"{server.url}/v1/identities/{quote(ident)}", "DELETE")
+                    if status == 200:
+                        live.pop(ident, None)
+            with lock:
+                latencies[op].append(time.perf_counter() - t)
+                counts["requests"] += 1
+                if status >= 500:
+                    counts["5xx"] += 1
+                    errors.append(f"{op} {status} {body}")
+            if "warm" not in rss and time.monotonic() > warm_at:
+                rss.setdefault("warm", rss_kb(server.proc.pid))
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rss["end"] = rss_kb(server.proc.pid)
+    # zero lost writes: every acknowledged face that was not deleted is there
+    for ident, n in live.items():
+        status, body = call(f"{server.url}/v1/identities/{quote(ident)}")
+        assert status == 200 and body["faces"] >= n, (ident, n, body)
+    report: dict[str, float] = {"seconds": seconds, "concurrency": 16, "requests": counts["requests"],
+                                "5xx": counts["5xx"], "rss_growth": rss["end"] / rss["warm"] - 1}
+    for op, xs in latencies.items():
+        if xs:
+            xs.sort()
+            report[f"{op}_p50_ms"] = statistics.median(xs) * 1000
+            report[f"{op}_p99_ms"] = xs[int(0.99 * (len(xs) - 1))] * 1000
+    out = Path(os.environ.get("FACESEARCH_ARTIFACTS", ROOT / "artifacts"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"soak-{int(seconds)}s.json").write_text(json.dumps(report, indent=2))
+    assert not errors, errors[:5]
+    assert report["rss_growth"] < 0.10, report
+    return report
+
+
+def test_soak(tmp_path: Path, server_factory) -> None:  # type: ignore[no-untyped-def]
+    soak(tmp_path, server_factory, float(os.environ.get("FACESEARCH_SOAK_S", "60")))
+
+
+@pytest.mark.slow
+def test_soak_ten_minutes(tmp_path: Path, server_factory) -> None:  # type: ignore[no-untyped-def]
+    soak(tmp_path, server_factory, 600)
