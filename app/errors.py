@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -50,6 +51,15 @@ _MAPPED: list[tuple[type[Exception], int, str]] = [
 ]
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the OpenAPI document lists for this path."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\\\{[^}/]+\\\}", "[^/]+", re.escape(template)), request.url.path):
+            methods |= {m.upper() for m in operations}
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(_: Request, e: ApiError) -> JSONResponse:
@@ -69,10 +79,13 @@ def install(app: FastAPI) -> None:
         return error_response(422, "validation_error", errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, e: StarletteHTTPException) -> JSONResponse:
-        return error_response(e.status_code, _HTTP_CODES.get(e.status_code, "error"), e.detail,
-                              ) if not e.headers else JSONResponse(
-            {"detail": e.detail, "code": _HTTP_CODES.get(e.status_code, "error")}, e.status_code, headers=e.headers)
+    async def _http(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        headers = dict(e.headers or {})
+        if e.status_code == 405:
+            # Starlette names only the first route whose path matched; list every method of the path
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return JSONResponse({"detail": e.detail, "code": _HTTP_CODES.get(e.status_code, "error")}, e.status_code,
+                            headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, e: Exception) -> JSONResponse:

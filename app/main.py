@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from app import __version__, errors
 from app.deps import require_api_key
 from app.routes import embed, faces, health, identities, info, search, verify, web
+from app.schemas import ERROR_RESPONSES
 from app.settings import Settings
 from app.state import AppState
 from index.gallery import Gallery
@@ -91,8 +92,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await task
         gallery, pipeline = state.gallery, state.pipeline
         state.gallery = state.pipeline = None
-        await anyio.to_thread.run_sync(gallery.close)
-        pipeline.close()
+        if gallery is not None:
+            await anyio.to_thread.run_sync(gallery.close)
+        if pipeline is not None:
+            pipeline.close()
 
 
 class OneLineStartupFailure:
@@ -128,7 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=web.STATIC), name="static")
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
     for module in (info, identities, faces, search, verify, embed):
         v1.include_router(module.router)
     app.include_router(v1)

@@ -7,6 +7,22 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 
+class ErrorBody(BaseModel):
+    """Every error: a message (or, for request validation, the list of problems) and a stable code."""
+
+    model_config = {"extra": "allow"}
+    detail: str | list[dict[str, Any]]
+    code: str
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description} for status, description in [
+        (400, "invalid_image"), (401, "unauthorized"), (404, "not_found"), (409, "conflict, gallery_mismatch"),
+        (413, "too_large"), (415, "unsupported_media_type"),
+        (422, "validation_error, invalid_identity, no_face, multiple_faces"), (503, "not_ready")]
+}
+
+
 class Quality(BaseModel):
     face_size: float = Field(description="shorter side of the face box, pixels")
     blur: float = Field(description="variance of the Laplacian of the aligned crop; higher is sharper")

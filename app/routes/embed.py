@@ -13,8 +13,7 @@ from app.deps import Multipart, Pipeline, SettingsDep, State, read_upload, run_c
 router = APIRouter(tags=["embed"])
 
 
-@router.post("/embed", dependencies=[Multipart],
-             responses={400: {"description": "invalid_image"}, 413: {"description": "too_large"}})
+@router.post("/embed", dependencies=[Multipart])
 async def embed(
     state: State, pipeline: Pipeline, settings: SettingsDep,
     image: Annotated[UploadFile, File()],

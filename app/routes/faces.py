@@ -14,7 +14,7 @@ FaceId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 @router.get("/{face_id}/thumbnail", response_class=Response,
-            responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "not_found"}})
+            responses={200: {"content": {"image/jpeg": {}}, "description": "the aligned crop"}})
 async def thumbnail(face_id: FaceId, state: State, gallery: GalleryDep) -> Response:
     data = await run_cpu(state, gallery.thumbnail, face_id)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})

@@ -40,16 +40,15 @@ def parse_metadata(raw: str | None) -> dict[str, Any] | None:
     return meta
 
 
-@router.post("/{identity}/faces", status_code=201, dependencies=[Multipart], responses={
-    400: {"description": "invalid_image"}, 413: {"description": "too_large"},
-    415: {"description": "unsupported_media_type"}, 422: {"description": "no_face, multiple_faces, validation"}})
+@router.post("/{identity}/faces", status_code=201, dependencies=[Multipart])
 async def enroll(
     identity: IdentityPath,
     state: State,
     pipeline: Pipeline,
     gallery: GalleryDep,
     settings: SettingsDep,
-    image: Annotated[list[UploadFile], File(description="one or more photos; all enroll or none")],
+    image: Annotated[list[UploadFile], File(min_length=1, max_length=32,
+                                            description="one or more photos; all enroll or none")],
     face: Annotated[Literal["single", "largest"], Form(description="'largest' accepts photos with several faces")]
     = "single",
     metadata: Annotated[str | None, Form(description="JSON object stored with the identity")] = None,

@@ -14,9 +14,7 @@ from app.deps import GalleryDep, Multipart, Pipeline, SettingsDep, State, read_u
 router = APIRouter(tags=["search"])
 
 
-@router.post("/search", dependencies=[Multipart],
-             responses={400: {"description": "invalid_image"}, 413: {"description": "too_large"},
-                                   415: {"description": "unsupported_media_type"}})
+@router.post("/search", dependencies=[Multipart])
 async def search(
     state: State,
     pipeline: Pipeline,

@@ -27,9 +27,7 @@ def _face(a: Analysis, source: str) -> tuple[np.ndarray, schemas.VerifyFace]:
                                            note=service.largest_face_note(a.faces_found))
 
 
-@router.post("/verify", dependencies=[Multipart],
-             responses={400: {"description": "invalid_image"}, 404: {"description": "not_found"},
-                                   413: {"description": "too_large"}, 422: {"description": "no_face"}})
+@router.post("/verify", dependencies=[Multipart])
 async def verify(
     state: State,
     pipeline: Pipeline,
