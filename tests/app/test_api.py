@@ -229,3 +229,20 @@ def test_orl_faces_enroll_and_match(client: TestClient) -> None:
     hits = [client.post("/v1/search", files=files(orl_photo(p, 7))).json()["faces"][0]["candidates"][0]["identity"]
             for p in range(1, 6)]
     assert sum(h == f"orl-{p}" for p, h in zip(range(1, 6), hits, strict=True)) >= 4, hits
+
+
+def test_concurrent_requests_share_encoder_batches(data_dir: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    photos = [lfw_photo(n, 1) for n in PEOPLE]
+    with TestClient(create_app(Settings(data_dir=data_dir, batch_wait_ms=60, workers=8))) as c:
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(lambda p: c.post("/v1/embed", files=files(p)).status_code, photos * 2))
+        assert statuses == [200] * len(photos) * 2
+        metrics = c.get("/metrics").text
+    count = float(next(ln.split()[-1] for ln in metrics.splitlines()
+                        if ln.startswith("facesearch_embed_batch_size_count")))
+    faces = float(next(ln.split()[-1] for ln in metrics.splitlines()
+                        if ln.startswith("facesearch_embed_batch_size_sum")))
+    # the warm-up batch holds one face; with the requests' faces gathered, batches hold more than one on average
+    assert faces > count, metrics
