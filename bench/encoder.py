@@ -45,7 +45,7 @@ def main() -> None:
     paths = sorted(LFW.glob("*/*_0001.jpg"))[: a.photos]
     photos = [np.asarray(Image.open(x).convert("RGB")) for x in paths]
     detector = FaceDetector()
-    embedder, card = load_encoder(a.checkpoint)
+    embedder, card = load_encoder(a.checkpoint, flip=False)
     flip_embedder, _ = load_encoder(a.checkpoint, flip=True)
     size = embedder.config.input_size
 

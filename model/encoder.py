@@ -39,6 +39,7 @@ class EncoderConfig:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     template: list[list[float]] = field(default_factory=lambda: ARCFACE_TEMPLATE_112.tolist())
     model_version: str = "untrained"
+    flip: bool = False  # average each face's embedding with its mirror image's (test-time augmentation)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EncoderConfig:
@@ -151,11 +152,12 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return ckpt
 
 
-def load_encoder(path: Path | None = None, *, flip: bool = False,
+def load_encoder(path: Path | None = None, *, flip: bool | None = None,
                  max_batch: int = 64) -> tuple[Embedder, dict[str, Any]]:
     """Build the encoder and its preprocessing from a checkpoint; returns (embedder, model card).
 
-    The card is the checkpoint's own, or the JSON beside the shipped weights when that is newer.
+    ``flip`` (mirror averaging) defaults to what the checkpoint's config says, so serving and
+    evaluation embed the same way.
     """
     path = Path(path) if path is not None else SHIPPED_CHECKPOINT
     ckpt = read_checkpoint(path)
@@ -167,4 +169,5 @@ def load_encoder(path: Path | None = None, *, flip: bool = False,
         raise CheckpointError(f"weights in {path} do not fit {config.arch}: {e}") from e
     card = dict(ckpt.get("card") or {})
     card.setdefault("model_version", config.model_version)
-    return Embedder(model, Preprocess(config), flip=flip, max_batch=max_batch), card
+    use_flip = config.flip if flip is None else flip
+    return Embedder(model, Preprocess(config), flip=use_flip, max_batch=max_batch), card

@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", type=Path, help="default: the shipped weights")
     p.add_argument("--folds", help="e.g. 1-2; default: the folds the checkpoint's card kept out of training")
     p.add_argument("--force", action="store_true", help="allow folds whose people were trained on")
-    p.add_argument("--flip", action="store_true", help="average each face's embedding with its mirror image")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="average each face's embedding with its mirror image (default: as the checkpoint says)")
     p.add_argument("--distributions", action="store_true",
                    help="also measure genuine/impostor distances over all photos of the folds' people")
     p.add_argument("--reference", choices=["dlib"], help="evaluate a reference model on the same pairs")
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "model_version": card.get("model_version"),
         "checkpoint": str(a.checkpoint or "shipped"),
-        "flip": a.flip,
+        "flip": embedder.flip,
         **pair_metrics(dist, same, fold),
         "folds": folds,
         "pairs": len(pairs),

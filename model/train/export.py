@@ -25,7 +25,7 @@ def build_card(config: EncoderConfig, training: dict[str, Any], report: dict[str
     return {
         "model_version": config.model_version,
         "architecture": f"{config.arch} (ImageNet-initialised, torchvision) -> linear -> BN -> L2 norm",
-        "input": {"size": config.input_size, "mean": config.mean, "std": config.std,
+        "input": {"size": config.input_size, "mean": config.mean, "std": config.std, "mirror_averaging": config.flip,
                   "alignment": "5-point similarity transform onto the ArcFace 112x112 template, scaled"},
         "embedding_size": config.embedding_size,
         "distance": "Euclidean between unit vectors (0..2); similarity = 1 - d^2/2",
@@ -54,10 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     buf = io.BytesIO()
     torch.save(ckpt["state_dict"], buf)
     digest = hashlib.sha256(buf.getvalue()).hexdigest()[:8]
+    report = json.loads(a.report.read_text())
+    config.flip = bool(report.get("flip", False))  # serve exactly as the report measured
     config.model_version = f"fs-{config.arch}-{config.embedding_size}d-{dt.date.today():%Y%m%d}-{digest}"
+    if config.flip:
+        config.model_version += "-flip"
     model = Encoder(config)
     model.load_state_dict(ckpt["state_dict"])
-    report = json.loads(a.report.read_text())
     card = build_card(config, (ckpt.get("card") or {}).get("training", {}), report)
     save_checkpoint(a.out / "encoder.pt", model, card=card)
     (a.out / "model_card.json").write_text(json.dumps(card, indent=2))
