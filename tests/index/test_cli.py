@@ -1,0 +1,33 @@
+"""`facesearch gallery` on a real gallery folder: stats, verify, rebuild-index, export and import."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from index import Gallery, NewFace
+from index.cli import main
+
+
+def test_gallery_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(0)
+    g = Gallery(tmp_path / "a", dim=8, model_version="m1")
+    g.add_many([(f"p{i % 3}", NewFace(v, sha256=f"s{i}")) for i, v in enumerate(rng.normal(size=(9, 8)))])
+    g.close()
+    common = ["--dim", "8", "--model-version", "m1"]
+    assert main(["stats", "--data-dir", str(tmp_path / "a"), *common]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["identities"] == 3 and stats["faces"] == 9 and stats["indexed"] == 9
+    assert main(["verify", "--data-dir", str(tmp_path / "a"), *common]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
+    (tmp_path / "a" / "index" / "vectors.faiss").write_bytes(b"garbage")
+    assert main(["rebuild-index", "--data-dir", str(tmp_path / "a"), *common]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
+    assert main(["export", str(tmp_path / "g.db"), "--data-dir", str(tmp_path / "a"), *common]) == 0
+    assert main(["import", str(tmp_path / "g.db"), "--data-dir", str(tmp_path / "b"), *common]) == 0
+    assert "imported 9 faces of 3 identities" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["export", "--data-dir", str(tmp_path / "a"), *common])  # no file given
