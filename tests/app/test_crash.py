@@ -4,6 +4,7 @@ answers equal those of an index rebuilt from SQLite alone."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -17,7 +18,7 @@ import pytest
 from index import Gallery
 from model.encoder import load_encoder
 from tests.app.client import call, quote
-from tests.conftest import LFW
+from tests.conftest import LFW, ROOT
 
 NAMES = sorted(d.name for d in LFW.iterdir() if (d / f"{d.name}_0002.jpg").exists())[:300]
 
@@ -83,6 +84,10 @@ def run_rounds(tmp_path: Path, server_factory, rounds: int) -> None:  # type: ig
             out.append([(c["identity"], c["face_id"], round(c["distance"], 5)) for c in body["faces"][0]["candidates"]])
         return out
 
+    out = Path(os.environ.get("FACESEARCH_ARTIFACTS", ROOT / "artifacts"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"crash-{rounds}-kills.json").write_text(json.dumps(
+        {"kills": rounds, "acknowledged_enrollments_checked": len(acked), "identities_after": len(counts)}))
     before = answers()
     server.stop()
     _, card = load_encoder()
