@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-import numpy as np
-
 from app import schemas
 from index.gallery import Gallery, IdentityHit, NewFace
 from model.pipeline import AnalyzedFace, FacePipeline
@@ -117,6 +115,3 @@ def largest_face_note(n: int) -> str | None:
         return None
     return f"{n} faces found; the largest was used"
 
-
-def stack(embs: list[np.ndarray]) -> np.ndarray:
-    return np.stack(embs).astype(np.float32)

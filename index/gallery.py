@@ -173,7 +173,6 @@ class Gallery:
                 f"{self.model_version} ({self.dim}-d). Re-embed it (`facesearch gallery reembed`) or use the "
                 f"model that made it."
             )
-        self.stored_model_version = version
 
     @property
     def needs_reembed(self) -> bool:
