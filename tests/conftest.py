@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,8 +88,10 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         exe = shutil.which("facesearch", path=str(Path(sys.executable).parent)) or "facesearch"
         full_env = {**os.environ, "FACESEARCH_DATA_DIR": str(data_dir), "FACESEARCH_PORT": str(self.port), **env}
-        self.proc = subprocess.Popen([exe, "serve"], env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True)
+        # the log goes to a file: an unread pipe fills up and blocks the server's event loop
+        self.log_path = Path(tempfile.mkdtemp(prefix="facesearch-server-")) / "server.log"
+        self._log = self.log_path.open("w")
+        self.proc = subprocess.Popen([exe, "serve"], env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 120) -> None:
         import time
@@ -103,8 +106,7 @@ class Server:
             except OSError:
                 pass
             if self.proc.poll() is not None:
-                out = self.proc.stdout.read() if self.proc.stdout else ""
-                raise AssertionError(f"server exited with {self.proc.returncode}:\n{out}")
+                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
             if time.monotonic() > deadline:
                 raise AssertionError("server did not become ready")
             time.sleep(0.3)
@@ -112,7 +114,8 @@ class Server:
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait(timeout=30)
+            self.proc.wait(timeout=60)
+        self._log.close()
 
 
 @pytest.fixture

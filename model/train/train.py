@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("need at least two identities to train")
     log.info("training on %d photos of %d people (%d people excluded)", len(crops), len(names), len(exclude))
 
-    config = EncoderConfig(arch=args.arch, embedding_size=args.embedding_size, input_size=args.input_size)
+    config = EncoderConfig(arch=args.arch, embedding_size=args.embedding_size, input_size=args.input_size,
+                           model_version=f"training-run-{out.name}")
     model = Encoder(config, imagenet_init=not args.no_imagenet)
     cosface = CosFaceLoss(num_classes=len(names), embedding_size=args.embedding_size) \
         if args.cosface_weight > 0 else None
