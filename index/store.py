@@ -10,6 +10,7 @@ import contextlib
 import json
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,13 +44,18 @@ CREATE TABLE IF NOT EXISTS changes(
 ADD, DELETE = 1, -1
 
 
+class _Connection(sqlite3.Connection):
+    """A connection that can be weakly referenced, so a finished thread's connection is closed with it."""
+
+
 class Store:
     """Thread-local connections over one database file; the caller serialises writes."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        # weak: worker threads come and go (anyio retires idle ones); their connections must go with them
+        self._all: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._lock = threading.Lock()
         conn = self.conn
         conn.executescript(SCHEMA)
@@ -58,13 +64,14 @@ class Store:
     def conn(self) -> sqlite3.Connection:
         c = getattr(self._local, "conn", None)
         if c is None:
-            c = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            c = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30,
+                                factory=_Connection)
             c.execute("PRAGMA journal_mode=WAL")
             c.execute("PRAGMA synchronous=FULL")
             c.execute("PRAGMA foreign_keys=ON")
             self._local.conn = c
             with self._lock:
-                self._all.append(c)
+                self._all.add(c)
         return c
 
     @contextmanager
@@ -93,8 +100,8 @@ class Store:
 
     def close(self) -> None:
         with self._lock:
-            for c in self._all:
+            for c in list(self._all):
                 with contextlib.suppress(sqlite3.Error):
                     c.close()
-            self._all.clear()
+            self._all = weakref.WeakSet()
         self._local = threading.local()
