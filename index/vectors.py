@@ -73,10 +73,10 @@ class VectorIndex:
         if self.tombstones:
             sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.fromiter(self.tombstones, dtype=np.int64)))
             params = _HNSW_PARAMS(sel=sel, efSearch=max(HNSW_EF_SEARCH, k))
-            sims, ids = self.index.search(q, k, params=params)
+            sims, ids = _search(self.index, q, k, params)
         elif self.kind == "hnsw":
             params = _HNSW_PARAMS(efSearch=max(HNSW_EF_SEARCH, k))
-            sims, ids = self.index.search(q, k, params=params)
+            sims, ids = _search(self.index, q, k, params)
         else:
             sims, ids = self.index.search(q, k)
         return sims, ids
@@ -125,6 +125,13 @@ class VectorIndex:
         obj.dim, obj.kind, obj.index = dim, kind, index
         obj.tombstones = {int(t) for t in meta.get("tombstones", [])}
         return obj, int(meta["seq"])
+
+
+def _search(index: Any, q: np.ndarray, k: int, params: Any) -> tuple[np.ndarray, np.ndarray]:
+    # faiss.contrib.torch_utils (imported by pytorch-metric-learning) swaps Index.search for a version
+    # without `params` and keeps the numpy one as search_numpy
+    search = getattr(index, "search_numpy", index.search)
+    return search(q, k, params=params)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
