@@ -112,10 +112,7 @@ def evaluate_heldout(model: Encoder, held: tuple[list[Path], np.ndarray, np.ndar
     if not all(f.exists() for f in files):
         return float("nan")
     crops = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
-    model.eval()
-    emb = Embedder(model, Preprocess(model.config))(crops)
-    model.train()
-    model.to(memory_format=torch.contiguous_format)
+    emb = Embedder(model, Preprocess(model.config))(crops)  # embeds with a fused eval-mode copy
     dist = np.linalg.norm(emb[ij[:, 0]] - emb[ij[:, 1]], axis=1)
     acc, _, _ = kfold_accuracy(dist, same, fold)
     return acc

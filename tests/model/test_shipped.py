@@ -75,3 +75,31 @@ def test_per_comparison_far_for_a_target_fpir() -> None:
     p = Calibration.per_comparison_far(0.01, 1000)
     assert 1 - (1 - p) ** 1000 == pytest.approx(0.01, rel=1e-9)
     assert Calibration.per_comparison_far(0.01, 1) == pytest.approx(0.01)
+
+
+def test_embedder_matches_the_unfused_model_with_and_without_mirror_averaging() -> None:
+    """The serving path folds batch norms into the convolutions and embeds a photo and its mirror image
+    in one pass; both must give what the training-time module gives."""
+    from model.encoder import Embedder, Encoder, EncoderConfig, Preprocess, read_checkpoint
+
+    ckpt = read_checkpoint(SHIPPED_CHECKPOINT)
+    model = Encoder(EncoderConfig.from_dict(ckpt["config"]))
+    model.load_state_dict(ckpt["state_dict"])
+    model.train()
+    Embedder(model, Preprocess(model.config))  # a fused copy: the training module stays in training mode
+    assert model.training
+    model.eval()
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, size=(5, 112, 112, 3), dtype=np.uint8)
+    for flip in (False, True):
+        embedder, _ = load_encoder(flip=flip)
+        x = embedder.preprocess(crops)
+        with torch.inference_mode():
+            ref = model(x)
+            if flip:
+                ref = torch.nn.functional.normalize(ref + model(torch.flip(x, dims=[3])), dim=1)
+        got = embedder(crops)
+        assert got.shape == (5, ckpt["config"]["embedding_size"])
+        np.testing.assert_allclose(got, ref.numpy(), atol=1e-4)
+        np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in embedder.model.modules())
