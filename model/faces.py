@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +38,8 @@ class FaceDetector:
     """MTCNN (facenet-pytorch's bundled weights) returning every face with box, score and landmarks.
 
     Photos larger than ``max_side`` are downscaled for detection; results are mapped back to the
-    original photo's coordinates. MTCNN modules are not re-entrant, so calls are serialised.
+    original photo's coordinates. Thread-safe: MTCNN's three networks are stateless eval-mode modules and
+    facenet-pytorch's detect_face keeps no shared state, so concurrent requests detect in parallel.
     """
 
     def __init__(self, *, min_face_size: int = 20, max_side: int = 1024, min_score: float = 0.9) -> None:
@@ -50,7 +50,6 @@ class FaceDetector:
         self.min_score = min_score
         self._mtcnn = MTCNN(keep_all=True, min_face_size=min_face_size, device=torch.device("cpu"),
                             post_process=False)
-        self._lock = threading.Lock()
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """rgb: uint8 (H, W, 3). Returns faces sorted largest first."""
@@ -61,7 +60,7 @@ class FaceDetector:
             img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR)
         if min(img.size) < 12:  # below MTCNN's smallest pyramid level
             return []
-        with self._lock, torch.inference_mode():
+        with torch.inference_mode():
             boxes, probs, points = self._mtcnn.detect(img, landmarks=True)
         if boxes is None:
             return []

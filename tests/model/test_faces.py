@@ -93,3 +93,18 @@ def test_quality_figures() -> None:
     turned = frontal.copy()
     turned[2, 0] += 15  # nose towards the right eye
     assert yaw_estimate(turned) > 20
+
+
+def test_concurrent_detection_gives_the_sequential_answers(detector: FaceDetector) -> None:
+    """The service detects in several worker threads at once, without a lock."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    photos = [orl_rgb(p, 1) for p in range(1, 9)]
+    expected = [detector.detect(p) for p in photos]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            got = list(pool.map(detector.detect, photos))
+            for e, g in zip(expected, got, strict=True):
+                assert len(e) == len(g) == 1
+                np.testing.assert_allclose(g[0].box, e[0].box, atol=1e-3)
+                np.testing.assert_allclose(g[0].landmarks, e[0].landmarks, atol=1e-3)
