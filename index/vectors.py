@@ -64,21 +64,24 @@ class VectorIndex:
         else:
             self.tombstones.update(int(i) for i in ids)
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """queries: float32 (n, dim) -> (similarities float32 (n, k), ids int64 (n, k); -1 where none)."""
+    def search(self, queries: np.ndarray, k: int, *, ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """queries: float32 (n, dim) -> (similarities float32 (n, k), ids int64 (n, k); -1 where none).
+
+        ``ef_search``: HNSW's search breadth (default HNSW_EF_SEARCH; never below k)."""
+        ef = max(ef_search or HNSW_EF_SEARCH, k)
         k = max(1, min(k, self.live)) if self.live else 1
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if self.live == 0:
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
         if self.tombstones:
             sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.fromiter(self.tombstones, dtype=np.int64)))
-            params = _HNSW_PARAMS(sel=sel, efSearch=max(HNSW_EF_SEARCH, k))
+            params = _HNSW_PARAMS(sel=sel, efSearch=ef)
             sims, ids = _search(self.index, q, k, params)
         elif self.kind == "hnsw":
-            params = _HNSW_PARAMS(efSearch=max(HNSW_EF_SEARCH, k))
+            params = _HNSW_PARAMS(efSearch=ef)
             sims, ids = _search(self.index, q, k, params)
         else:
-            sims, ids = self.index.search(q, k)
+            sims, ids = _search(self.index, q, k, None)
         return sims, ids
 
     def ids(self) -> np.ndarray:
@@ -131,7 +134,18 @@ def _search(index: Any, q: np.ndarray, k: int, params: Any) -> tuple[np.ndarray,
     # faiss.contrib.torch_utils (imported by pytorch-metric-learning) swaps Index.search for a version
     # without `params` and keeps the numpy one as search_numpy
     search = getattr(index, "search_numpy", index.search)
-    return search(q, k, params=params)
+    if len(q) >= 8:
+        return search(q, k, params=params)
+    # HNSW spreads queries over OpenMP threads: a few queries gain nothing from a thread team, and on a
+    # busy machine (the encoder using every core) waiting for the team costs a scheduler slice (8 ms
+    # instead of 0.2 ms measured). omp_set_num_threads applies to the calling thread only (OpenMP's
+    # nthreads-var is per thread), so concurrent searches do not interfere.
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        return search(q, k, params=params)
+    finally:
+        faiss.omp_set_num_threads(threads)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
