@@ -70,3 +70,28 @@ def test_gallery_of_another_model_version(tmp_path: Path) -> None:
     assert_refused(r, "some-older-model")
     assert card["model_version"] in r.stdout + r.stderr
     assert digest(data) == before
+
+
+def test_read_only_data_folder(tmp_path: Path) -> None:
+    """A data folder the service cannot write: as root (CI), a read-only bind mount in a private mount
+    namespace, since root ignores file modes; otherwise the folder's mode."""
+    data = tmp_path / "data"
+    g = Gallery(data, dim=128, model_version="m")
+    g.add_faces("alice", [NewFace(np.ones(128, np.float32))])
+    g.close()
+    before = digest(data)
+    if os.geteuid() == 0:
+        from tests.conftest import free_port
+
+        env = {**os.environ, "FACESEARCH_DATA_DIR": str(data), "FACESEARCH_PORT": str(free_port())}
+        script = 'mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" && exec "$2" serve'
+        r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh",
+                            str(data), EXE], env=env, capture_output=True, text=True, timeout=120)
+    else:
+        data.chmod(0o555)
+        try:
+            r = serve(data)
+        finally:
+            data.chmod(0o755)
+    assert_refused(r, "not readable and writable")
+    assert digest(data) == before
