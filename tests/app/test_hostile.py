@@ -4,10 +4,7 @@ stays up and its memory stays bounded."""
 from __future__ import annotations
 
 import io
-import struct
 import threading
-import zipfile
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,35 +16,8 @@ from PIL import Image
 from app.main import create_app
 from app.settings import Settings
 from tests.conftest import lfw_photo
-
-
-def enc(img: Image.Image, fmt: str, **kw: Any) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **kw)
-    return buf.getvalue()
-
-
-def chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def png_claiming(w: int, h: int) -> bytes:
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 99)) + chunk(b"IEND", b"")
-
-
-def zip_bytes() -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("a.txt", "hello" * 100)
-    return buf.getvalue()
-
-
-def gif_animated() -> bytes:
-    frames = [Image.new("RGB", (64, 64), c) for c in [(255, 0, 0), (0, 255, 0), (0, 0, 255)]]
-    buf = io.BytesIO()
-    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], loop=0)
-    return buf.getvalue()
+from tests.images import encode as enc
+from tests.images import gif_animated, png_claiming, zip_bytes
 
 
 def huge_exif_jpeg(face: bytes) -> bytes:

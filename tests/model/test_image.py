@@ -2,36 +2,15 @@
 
 from __future__ import annotations
 
-import io
-import struct
-import zipfile
-import zlib
-
 import numpy as np
 import pytest
 from PIL import Image
 
 from model.errors import ImageTooLarge, InvalidImage, UnsupportedImageType
 from model.image import decode_image
+from tests.images import encode, gif_animated, png_claiming, zip_bytes
 
 LIMIT = 40_000_000
-
-
-def encode(img: Image.Image, fmt: str, **kw: object) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **kw)
-    return buf.getvalue()
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def png_header_claiming(w: int, h: int) -> bytes:
-    """A tiny PNG whose header claims w x h pixels (the data is a few bytes)."""
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-            + _chunk(b"IEND", b""))
 
 
 @pytest.mark.parametrize("mode,fmt", [("RGB", "JPEG"), ("L", "PNG"), ("RGBA", "PNG"), ("P", "GIF"),
@@ -52,15 +31,12 @@ def test_exif_orientation_is_applied() -> None:
 
 
 def test_animated_gif_gives_first_frame() -> None:
-    frames = [Image.new("RGB", (10, 10), c) for c in [(255, 0, 0), (0, 0, 255)]]
-    buf = io.BytesIO()
-    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
-    out = decode_image(buf.getvalue(), max_pixels=LIMIT)
+    out = decode_image(gif_animated(10), max_pixels=LIMIT)
     assert out[0, 0, 0] > 200 and out[0, 0, 2] < 50
 
 
 @pytest.mark.parametrize("data", [b"", b"hello", b"<html></html>", b"\xff\xd8\xff\xe0" + b"\x00" * 10,
-                                  png_header_claiming(10, 10)])
+                                  png_claiming(10, 10)])
 def test_garbage_is_invalid(data: bytes) -> None:
     with pytest.raises(InvalidImage):
         decode_image(data, max_pixels=LIMIT)
@@ -75,12 +51,9 @@ def test_truncated_jpeg_is_invalid() -> None:
 
 def test_decompression_bomb_is_too_large() -> None:
     with pytest.raises(ImageTooLarge):
-        decode_image(png_header_claiming(50_000, 50_000), max_pixels=LIMIT)
+        decode_image(png_claiming(50_000, 50_000), max_pixels=LIMIT)
 
 
 def test_zip_is_unsupported() -> None:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("a.txt", "x")
     with pytest.raises(UnsupportedImageType):
-        decode_image(buf.getvalue(), max_pixels=LIMIT)
+        decode_image(zip_bytes(), max_pixels=LIMIT)
