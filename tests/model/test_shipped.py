@@ -90,7 +90,7 @@ def test_embedder_matches_the_unfused_model_with_and_without_mirror_averaging() 
     assert model.training
     model.eval()
     rng = np.random.default_rng(0)
-    crops = rng.integers(0, 256, size=(5, 112, 112, 3), dtype=np.uint8)
+    crops = rng.integers(0, 256, size=(7, 112, 112, 3), dtype=np.uint8)  # one pass padded to 8
     for flip in (False, True):
         embedder, _ = load_encoder(flip=flip)
         x = embedder.preprocess(crops)
@@ -99,7 +99,23 @@ def test_embedder_matches_the_unfused_model_with_and_without_mirror_averaging() 
             if flip:
                 ref = torch.nn.functional.normalize(ref + model(torch.flip(x, dims=[3])), dim=1)
         got = embedder(crops)
-        assert got.shape == (5, ckpt["config"]["embedding_size"])
+        assert got.shape == (7, ckpt["config"]["embedding_size"])
         np.testing.assert_allclose(got, ref.numpy(), atol=1e-4)
         np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in embedder.model.modules())
+
+
+def test_batch_plan_covers_every_face_once_in_a_few_shapes() -> None:
+    from model.encoder import batch_plan
+
+    shapes = set()
+    for max_batch in (64, 48, 1):
+        for total in range(1, 200):
+            plan = batch_plan(total, max_batch)
+            covered = [i for start, n, _ in plan for i in range(start, start + n)]
+            assert covered == list(range(total))
+            for _, n, size in plan:
+                assert n <= size <= max_batch and size - n <= size // 4
+                if max_batch == 64:
+                    shapes.add(size)
+    assert shapes == {1, 2, 4, 8, 16, 32, 64}
