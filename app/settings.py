@@ -10,8 +10,20 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
-def _default_threads() -> int:
+def _cores() -> int:
     return max(1, os.cpu_count() or 1)
+
+
+# MTCNN gains almost nothing from intra-op threads (search p50 60 ms with 1 torch thread, 61 ms with 2 on the
+# 2-core machine) while requests detected in parallel use every core (photos/s at concurrency 8: 25.8-26.8 with
+# 1 thread and 2-4 workers, 20.2-22.5 with 2 threads): so few torch threads and more request workers.
+# `python bench/api.py` with FACESEARCH_TORCH_THREADS / FACESEARCH_WORKERS set measures other choices.
+def _default_torch_threads() -> int:
+    return max(1, _cores() // 4)
+
+
+def _default_workers() -> int:
+    return min(64, max(2, 2 * _cores()))
 
 
 class Settings(BaseSettings):
@@ -30,8 +42,8 @@ class Settings(BaseSettings):
     checkpoint: Path | None = Field(None, description="Encoder checkpoint; default: the shipped weights.")
     index_kind: Literal["exact", "hnsw"] = "exact"
     search_fpir: float = Field(0.01, gt=0, lt=1)
-    torch_threads: int = Field(default_factory=_default_threads, ge=1)
-    workers: int = Field(2, ge=1, le=64, description="Threads for decode/detect/search.")
+    torch_threads: int = Field(default_factory=_default_torch_threads, ge=1)
+    workers: int = Field(default_factory=_default_workers, ge=1, le=64, description="Threads for decode/detect/search.")
     batch_wait_ms: float = Field(3.0, ge=0, le=100)
     max_batch: int = Field(64, ge=1, le=1024)
 

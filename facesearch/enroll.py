@@ -15,6 +15,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -111,25 +112,36 @@ def main(argv: list[str] | None = None) -> int:
                                 detect_max_side=s.detect_max_side, max_pixels=s.max_pixels,
                                 torch_threads=s.torch_threads)
         gallery = Gallery(s.data_dir, dim=pipeline.dim, model_version=pipeline.model_version, kind=s.index_kind)
+
+        def prepare(item: tuple[str, Path]) -> tuple[str, str, Path, Any]:
+            """Read, hash, detect and embed in a worker thread; the gallery writes stay in this thread."""
+            ident, path = item
+            data = path.read_bytes()
+            sha = sha256_of(data)
+            if any(f.identity == ident for f in gallery.faces_with_sha256(sha)):
+                return "skipped", sha, path, None
+            try:
+                return "analyzed", sha, path, pipeline.analyze(data, max_faces=1)
+            except ImageError as e:
+                return "failed", sha, path, e
+
+        added: set[tuple[str, str]] = set()  # (identity, sha256) enrolled by this run
         try:
-            for ident, path in tqdm(items, desc="enroll"):
-                data = path.read_bytes()
-                sha = sha256_of(data)
-                if any(f.identity == ident for f in gallery.faces_with_sha256(sha)):
-                    counts["skipped"] += 1
-                    continue
-                try:
-                    analysis = pipeline.analyze(data, max_faces=1)
-                except ImageError as e:
-                    counts["failed"] += 1
-                    log.warning("%s: %s", path, e)
-                    continue
-                if not analysis.faces:
-                    counts["no_face"] += 1
-                    no_face.append(str(path))
-                    continue
-                gallery.add_faces(ident, [new_face(analysis.faces[0], sha)])
-                counts["enrolled"] += 1
+            with ThreadPoolExecutor(s.workers) as pool:
+                for (ident, _), (kind, sha, path, result) in tqdm(
+                        zip(items, pool.map(prepare, items), strict=True), total=len(items), desc="enroll"):
+                    if kind == "skipped" or (ident, sha) in added:
+                        counts["skipped"] += 1
+                    elif kind == "failed":
+                        counts["failed"] += 1
+                        log.warning("%s: %s", path, result)
+                    elif not result.faces:
+                        counts["no_face"] += 1
+                        no_face.append(str(path))
+                    else:
+                        gallery.add_faces(ident, [new_face(result.faces[0], sha)])
+                        added.add((ident, sha))
+                        counts["enrolled"] += 1
         finally:
             gallery.close()
             pipeline.close()
