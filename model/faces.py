@@ -50,6 +50,10 @@ class FaceDetector:
         self.min_score = min_score
         self._mtcnn = MTCNN(keep_all=True, min_face_size=min_face_size, device=torch.device("cpu"),
                             post_process=False)
+        # channels_last: CPU max pooling on NCHW tensors with few channels is 4-13x slower than on NHWC,
+        # and it dominated detection (41.6 -> 26.1 ms per 250x250 LFW photo on one thread, same boxes)
+        for net in (self._mtcnn.pnet, self._mtcnn.rnet, self._mtcnn.onet):
+            net.to(memory_format=torch.channels_last)
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """rgb: uint8 (H, W, 3). Returns faces sorted largest first."""
