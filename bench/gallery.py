@@ -116,7 +116,7 @@ def bench_size(folder: Path, n: int, rng: np.random.Generator, out: dict[str, fl
         strangers = photos(qrng, people(qrng, 200))
         _, truth_probes = g.index.search(probes, 10)
         _, truth_strangers = g.index.search(strangers, 10)
-        for ef in (64, 96, 128, 192, 256):
+        for ef in (64, 96, 128, 192, 256, 384, 512):
             p50h, _ = latency(lambda x, ef=ef: h.index.search(x, 10, ef_search=ef), probes)
             rp = recall(h.index.search(probes, 10, ef_search=ef)[1], truth_probes)
             rs = recall(h.index.search(strangers, 10, ef_search=ef)[1], truth_strangers)

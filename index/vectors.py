@@ -18,7 +18,7 @@ import numpy as np
 Kind = Literal["exact", "hnsw"]
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
-HNSW_EF_SEARCH = 96
+HNSW_EF_SEARCH = 192
 _HNSW_PARAMS: Any = getattr(faiss, "SearchParametersHNSW")  # noqa: B009 (missing from faiss's stubs)
 
 
