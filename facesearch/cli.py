@@ -14,6 +14,7 @@ COMMANDS = {
     "align": ("model.train.align", "detect + align a dataset tree once, cache the crops"),
     "train": ("model.train.train", "train the triplet-loss encoder"),
     "evaluate": ("model.train.evaluate", "LFW View 2 evaluation of a checkpoint"),
+    "average": ("model.train.average", "average the weights of checkpoints from one training run"),
     "export": ("model.train.export", "package a trained checkpoint + its evaluation as shipped weights"),
     "gallery": ("index.cli", "gallery maintenance: stats, export, import, rebuild-index, verify"),
     "enroll": ("facesearch.enroll", "bulk-enroll an identity-per-folder tree"),
