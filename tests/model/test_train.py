@@ -5,10 +5,13 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
 import torch
 
-from model.encoder import load_encoder, read_checkpoint
+from model.encoder import Encoder, EncoderConfig, load_encoder, read_checkpoint, save_checkpoint
+from model.errors import CheckpointError
 from model.train import train
+from model.train.average import main as average_main
 from model.train.lfw import parse_folds, people_in_folds, read_pairs
 from tests.conftest import LFW, ORL
 
@@ -43,3 +46,22 @@ def test_exclude_folds_drops_every_person_of_those_folds() -> None:
     rest = people_in_folds(pairs, parse_folds("3-10"))
     assert held and not held & rest  # LFW folds share no people
     assert parse_folds("1-2,5") == [1, 2, 5]
+
+
+def test_average_of_two_checkpoints(tmp_path: Path) -> None:
+
+    torch.manual_seed(0)
+    a, b = Encoder(EncoderConfig()), Encoder(EncoderConfig())
+    save_checkpoint(tmp_path / "a.pt", a, card={"training": {"steps": 1}})
+    save_checkpoint(tmp_path / "b.pt", b)
+    assert average_main([str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--out", str(tmp_path / "avg.pt")]) == 0
+    avg = read_checkpoint(tmp_path / "avg.pt")
+    for key, v in avg["state_dict"].items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, (a.state_dict()[key] + b.state_dict()[key]) / 2)
+    assert avg["card"]["training"]["weight_average_of"] == [str(tmp_path / "a.pt"), str(tmp_path / "b.pt")]
+    load_encoder(tmp_path / "avg.pt")  # loads like any checkpoint
+    other = Encoder(EncoderConfig(embedding_size=64))
+    save_checkpoint(tmp_path / "c.pt", other)
+    with pytest.raises(CheckpointError):
+        average_main([str(tmp_path / "a.pt"), str(tmp_path / "c.pt"), "--out", str(tmp_path / "bad.pt")])
