@@ -116,17 +116,16 @@ def bench_size(folder: Path, n: int, rng: np.random.Generator, out: dict[str, fl
         strangers = photos(qrng, people(qrng, 200))
         _, truth_probes = g.index.search(probes, 10)
         _, truth_strangers = g.index.search(strangers, 10)
-        for ef in (64, 96, 128, 192, 256, 384, 512):
+        for ef in sorted({64, 96, 128, 192, 256, 384, 512, HNSW_EF_SEARCH}):
             p50h, _ = latency(lambda x, ef=ef: h.index.search(x, 10, ef_search=ef), probes)
             rp = recall(h.index.search(probes, 10, ef_search=ef)[1], truth_probes)
             rs = recall(h.index.search(strangers, 10, ef_search=ef)[1], truth_strangers)
             out[f"hnsw_ef{ef}_p50_ms"], out[f"hnsw_ef{ef}_recall_at_10"] = p50h, rp
             out[f"hnsw_ef{ef}_recall_at_10_strangers"] = rs
-        ef = HNSW_EF_SEARCH
-        out["hnsw_ef_search"] = ef
-        out["hnsw_p50_ms"] = latency(lambda x: h.index.search(x, 10), probes)[0]
-        out["hnsw_recall_at_10"] = recall(h.index.search(probes, 10)[1], truth_probes)
-        out["hnsw_recall_at_10_strangers"] = recall(h.index.search(strangers, 10)[1], truth_strangers)
+        # the headline figures: the service's default efSearch, from the sweep
+        out["hnsw_ef_search"] = HNSW_EF_SEARCH
+        for key in ("p50_ms", "recall_at_10", "recall_at_10_strangers"):
+            out[f"hnsw_{key}"] = out[f"hnsw_ef{HNSW_EF_SEARCH}_{key}"]
         h.close()
     # single-face adds, each its own fsynced transaction
     v, _ = vectors(rng, 50, 10)
