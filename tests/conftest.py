@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,9 +87,11 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         exe = shutil.which("facesearch", path=str(Path(sys.executable).parent)) or "facesearch"
         full_env = {**os.environ, "FACESEARCH_DATA_DIR": str(data_dir), "FACESEARCH_PORT": str(self.port), **env}
-        # the log goes to a file: an unread pipe fills up and blocks the server's event loop
-        self.log_path = Path(tempfile.mkdtemp(prefix="facesearch-server-")) / "server.log"
-        self._log = self.log_path.open("w")
+        # the log goes to a file (an unread pipe fills up and blocks the server's event loop), beside the
+        # data folder, i.e. in the test's own temporary folder
+        self.log_path = Path(data_dir).parent / f"server-{self.port}.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("a")
         self.proc = subprocess.Popen([exe, "serve"], env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 120) -> None:
