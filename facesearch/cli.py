@@ -12,6 +12,7 @@ import sys
 COMMANDS = {
     "serve": ("facesearch.serve", "run the HTTP service (uvicorn, one worker)"),
     "align": ("model.train.align", "detect + align a dataset tree once, cache the crops"),
+    "teacher": ("model.train.teacher", "dlib embeddings of the training photos (distillation targets)"),
     "train": ("model.train.train", "train the triplet-loss encoder"),
     "evaluate": ("model.train.evaluate", "LFW View 2 evaluation of a checkpoint"),
     "average": ("model.train.average", "average the weights of checkpoints from one training run"),

@@ -21,14 +21,17 @@ def cache_dir_for(root: Path, cache: Path) -> Path:
 
 
 def load_crops(roots: list[Path], cache: Path, *, exclude: set[str] | None = None, size: int = 112,
-               workers: int = 2, min_images: int = 1) -> tuple[np.ndarray, np.ndarray, list[str]]:
+               workers: int = 2, min_images: int = 1
+               ) -> tuple[np.ndarray, np.ndarray, list[str], list[tuple[str, str]]]:
     """Align (if not cached yet) and load every detected face of the trees.
 
-    Returns crops uint8 (N, S, S, 3), labels int64 (N,), and the identity name of each label
-    (``<tree>/<person>``). People in ``exclude`` (LFW names) and photos without a detected face are left out.
+    Returns crops uint8 (N, S, S, 3), labels int64 (N,), the identity name of each label
+    (``<tree>/<person>``) and each crop's key (tree name, path relative to its cache folder).
+    People in ``exclude`` (LFW names) and photos without a detected face are left out.
     """
     exclude = exclude or set()
     files: list[tuple[Path, str]] = []
+    keys: list[tuple[str, str]] = []
     for root in roots:
         out = cache_dir_for(root, cache)
         align_tree(root, out, size=size, workers=workers)
@@ -36,19 +39,21 @@ def load_crops(roots: list[Path], cache: Path, *, exclude: set[str] | None = Non
             person = rel.split("/", 1)[0]
             if status == "detected" and person not in exclude:
                 files.append((out / rel, f"{root.name}/{person}"))
+                keys.append((root.name, rel))
     names = sorted({n for _, n in files})
     counts: dict[str, int] = {}
     for _, n in files:
         counts[n] = counts.get(n, 0) + 1
     names = [n for n in names if counts[n] >= min_images]
     label_of = {n: i for i, n in enumerate(names)}
-    files = [(p, n) for p, n in files if n in label_of]
+    keep = [i for i, (_, n) in enumerate(files) if n in label_of]
+    files, keys = [files[i] for i in keep], [keys[i] for i in keep]
     crops = np.empty((len(files), size, size, 3), dtype=np.uint8)
     for i, (p, _) in enumerate(tqdm(files, desc="load crops")):
         crops[i] = np.asarray(Image.open(p).convert("RGB"))
     labels = np.array([label_of[n] for _, n in files], dtype=np.int64)
     log.info("loaded %d crops of %d people", len(files), len(names))
-    return crops, labels, names
+    return crops, labels, names, keys
 
 
 class Augment:

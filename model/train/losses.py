@@ -73,3 +73,14 @@ def triplet_loss(emb: torch.Tensor, labels: torch.Tensor, margin: float = 0.2,
     active = float((losses > 0).sum().item())
     stats = {"triplets": float(len(a)), "active_fraction": active / max(num_pairs, 1)}
     return losses.mean(), stats
+
+
+def distillation_loss(emb: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared distance between the student's unit vectors and the teacher's, over rows in ``mask``.
+
+    Embedding matching (a teacher's vector per photo as the target): the teacher's geometry, learned
+    from millions of faces, is carried into the student photo by photo. 0 when no row has a target.
+    """
+    if not bool(mask.any()):
+        return emb.sum() * 0.0
+    return ((emb[mask] - target[mask]) ** 2).sum(dim=1).mean()

@@ -1,7 +1,9 @@
 """`facesearch train`: FaceNet-style triplet training of the encoder on aligned, cached crops.
 
 P identities x K images per batch, online semi-hard negatives, triplet loss (margin 0.2) on squared
-distances of unit vectors; optionally an auxiliary CosFace identity head beside it. A checkpoint
+distances of unit vectors; optionally an auxiliary CosFace identity head beside it, and a teacher's
+embedding of each photo as a second target (``--teacher``: dlib's vectors from ``facesearch teacher``,
+centred over the training set and put back on the unit sphere, matched by squared distance). A checkpoint
 every epoch (``OUT/last.pt``, resumable), a CSV log and a curve PNG.
 """
 
@@ -29,13 +31,14 @@ from tqdm import tqdm
 from model.encoder import Embedder, Encoder, EncoderConfig, Preprocess, read_checkpoint, save_checkpoint
 from model.train.data import Augment, cache_dir_for, load_crops
 from model.train.lfw import parse_folds, people_in_folds, read_pairs
-from model.train.losses import Mining, triplet_loss
+from model.train.losses import Mining, distillation_loss, triplet_loss
 from model.train.metrics import kfold_accuracy
+from model.train.teacher import read_teacher
 
 log = logging.getLogger(__name__)
 
-CSV_FIELDS = ["epoch", "step", "seconds", "lr", "loss", "triplet_loss", "cosface_loss", "active_fraction",
-              "mining", "heldout_accuracy"]
+CSV_FIELDS = ["epoch", "step", "seconds", "lr", "loss", "triplet_loss", "cosface_loss", "distill_loss",
+              "active_fraction", "mining", "heldout_accuracy"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hard-after", type=float, default=1.0,
                    help="fraction of training after which mining switches to hard negatives (1 = never)")
     p.add_argument("--cosface-weight", type=float, default=0.0, help="auxiliary CosFace identity loss weight")
+    p.add_argument("--teacher", type=Path, help="folder of teacher embeddings (facesearch teacher --out)")
+    p.add_argument("--distill-weight", type=float, default=1.0, help="weight of the teacher-matching loss")
+    p.add_argument("--init", type=Path, help="start from this checkpoint's weights (same architecture)")
     p.add_argument("--embedding-size", type=int, default=128)
     p.add_argument("--input-size", type=int, default=112)
     p.add_argument("--arch", default="mobilenet_v2")
@@ -118,6 +124,30 @@ def evaluate_heldout(model: Encoder, held: tuple[list[Path], np.ndarray, np.ndar
     return acc
 
 
+def teacher_targets(folder: Path, roots: list[Path], keys: list[tuple[str, str]],
+                    size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher vector per crop (zeros where none) and a mask of the crops that have one.
+
+    dlib's vectors crowd into a narrow cone (strangers' cosine about 0.8); subtracting their mean over
+    the training set and renormalising spreads them over the sphere, where the triplet margin applies.
+    """
+    tables = {root.name: read_teacher(folder, root) for root in roots}
+    target = np.zeros((len(keys), size), np.float32)
+    has = np.zeros(len(keys), bool)
+    for i, (tree, rel) in enumerate(keys):
+        vec = tables[tree].get(rel)
+        if vec is not None:
+            if len(vec) != size:
+                raise SystemExit(f"teacher vectors have {len(vec)} dimensions, the encoder {size}")
+            target[i], has[i] = vec, True
+    if not has.any():
+        raise SystemExit(f"no teacher embeddings for the training photos in {folder}: run facesearch teacher")
+    target[has] -= target[has].mean(axis=0)
+    target[has] /= np.linalg.norm(target[has], axis=1, keepdims=True).clip(1e-12)
+    log.info("teacher targets for %d of %d photos", int(has.sum()), len(keys))
+    return torch.from_numpy(target), torch.from_numpy(has)
+
+
 def plot_curves(log_path: Path, out: Path) -> None:
     import matplotlib
 
@@ -131,6 +161,8 @@ def plot_curves(log_path: Path, out: Path) -> None:
     fig, ax = plt.subplots(1, 3, figsize=(14, 4))
     ax[0].plot(step, [float(r["loss"]) for r in rows], label="total")
     ax[0].plot(step, [float(r["triplet_loss"]) for r in rows], label="triplet")
+    if any(float(r.get("distill_loss") or 0) for r in rows):
+        ax[0].plot(step, [float(r.get("distill_loss") or 0) for r in rows], label="teacher")
     ax[0].set_title("loss")
     ax[0].legend()
     ax[1].plot(step, [float(r["active_fraction"]) for r in rows])
@@ -159,14 +191,19 @@ def main(argv: list[str] | None = None) -> int:
     exclude: set[str] = set()
     if args.exclude_pairs:
         exclude = people_in_folds(read_pairs(args.exclude_pairs), parse_folds(args.exclude_folds))
-    crops, labels, names = load_crops(args.data, args.cache, exclude=exclude, size=args.input_size)
+    crops, labels, names, keys = load_crops(args.data, args.cache, exclude=exclude, size=args.input_size)
     if len(names) < 2:
         raise SystemExit("need at least two identities to train")
     log.info("training on %d photos of %d people (%d people excluded)", len(crops), len(names), len(exclude))
 
     config = EncoderConfig(arch=args.arch, embedding_size=args.embedding_size, input_size=args.input_size,
                            model_version=f"training-run-{out.name}")
-    model = Encoder(config, imagenet_init=not args.no_imagenet)
+    model = Encoder(config, imagenet_init=not args.no_imagenet and not args.init)
+    if args.init:
+        init = read_checkpoint(args.init)
+        model.load_state_dict(init["state_dict"])
+        log.info("initialised from %s", args.init)
+    targets = teacher_targets(args.teacher, args.data, keys, args.embedding_size) if args.teacher else None
     cosface = CosFaceLoss(num_classes=len(names), embedding_size=args.embedding_size) \
         if args.cosface_weight > 0 else None
     params = list(model.parameters()) + (list(cosface.parameters()) if cosface else [])
@@ -204,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         sampler = MPerClassSampler(labels, m=k, batch_size=batch,
                                    length_before_new_iter=args.steps_per_epoch * batch)
         order = np.fromiter(iter(sampler), dtype=np.int64)
-        sums = {"loss": 0.0, "triplet_loss": 0.0, "cosface_loss": 0.0, "active_fraction": 0.0}
+        sums = {"loss": 0.0, "triplet_loss": 0.0, "cosface_loss": 0.0, "distill_loss": 0.0, "active_fraction": 0.0}
         n = 0
         mining: Mining = args.mining
         bar = tqdm(range(args.steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", leave=False)
@@ -224,9 +261,14 @@ def main(argv: list[str] | None = None) -> int:
             t_loss, stats = triplet_loss(emb, y, args.margin, mining)
             loss = t_loss
             c_loss = torch.zeros(())
+            d_loss = torch.zeros(())
+            if targets is not None:
+                target, has = targets
+                d_loss = distillation_loss(emb, target[idx], has[idx])
+                loss = loss + args.distill_weight * d_loss
             if cosface is not None:
                 c_loss = cosface(emb, y)
-                loss = t_loss + args.cosface_weight * c_loss
+                loss = loss + args.cosface_weight * c_loss
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -235,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             sums["loss"] += loss.item()
             sums["triplet_loss"] += t_loss.item()
             sums["cosface_loss"] += c_loss.item()
+            sums["distill_loss"] += d_loss.item()
             sums["active_fraction"] += stats["active_fraction"]
             bar.set_postfix(loss=f"{loss.item():.3f}", active=f"{stats['active_fraction']:.2f}")
             if budget and seconds_before + time.time() - t0 > budget:
@@ -265,7 +308,10 @@ def main(argv: list[str] | None = None) -> int:
                 "loss": f"triplet (margin {args.margin}, squared L2 on unit vectors, {args.mining} mining"
                         + (f", hard after {args.hard_after:.0%} of steps" if args.hard_after < 1 else "")
                         + ")"
-                        + (f" + {args.cosface_weight} x CosFace identity head (auxiliary)" if cosface else ""),
+                        + (f" + {args.cosface_weight} x CosFace identity head (auxiliary)" if cosface else "")
+                        + (f" + {args.distill_weight} x squared distance to dlib's embedding of the photo "
+                           "(teacher, CC0; centred, unit length)" if targets is not None else ""),
+                "initialised_from": str(args.init) if args.init else "ImageNet",
                 "config": asdict(config),
             }
         }

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from model.train.losses import mine_triplets, squared_distances, triplet_loss
+from model.train.losses import distillation_loss, mine_triplets, squared_distances, triplet_loss
 
 
 def emb_2d(points: list[tuple[float, float]]) -> torch.Tensor:
@@ -85,3 +85,15 @@ def test_pk_sampler_batches_hold_p_identities_with_k_images() -> None:
     for b in range(0, 160, 16):
         _, counts = np.unique(labels[idx[b : b + 16]], return_counts=True)
         assert len(counts) == 4 and set(counts) == {4}
+
+
+def test_distillation_loss_hand_computed_and_masked() -> None:
+    emb = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]], requires_grad=True)
+    target = torch.tensor([[0.0, 1.0], [0.0, 1.0], [-1.0, 0.0]])
+    # rows 0 and 1: squared distances 2 and 0 -> mean 1; row 2 has no target and is ignored
+    loss = distillation_loss(emb, target, torch.tensor([True, True, False]))
+    assert loss.item() == pytest.approx(1.0)
+    loss.backward()
+    assert emb.grad is not None and emb.grad[2].abs().sum() == 0
+    none = distillation_loss(emb, target, torch.zeros(3, dtype=torch.bool))
+    assert none.item() == 0.0 and none.requires_grad

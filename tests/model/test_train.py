@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -13,6 +14,8 @@ from model.errors import CheckpointError
 from model.train import train
 from model.train.average import main as average_main
 from model.train.lfw import parse_folds, people_in_folds, read_pairs
+from model.train.teacher import main as teacher_main
+from model.train.teacher import read_teacher
 from tests.conftest import LFW, ORL
 
 
@@ -65,3 +68,52 @@ def test_average_of_two_checkpoints(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "c.pt", other)
     with pytest.raises(CheckpointError):
         average_main([str(tmp_path / "a.pt"), str(tmp_path / "c.pt"), "--out", str(tmp_path / "bad.pt")])
+
+
+def small_orl(tmp_path: Path, people: int = 6, photos: int = 4) -> Path:
+    """An identity-per-folder tree of links to a few real ORL people."""
+    root = tmp_path / "orl-small"
+    for s in range(1, people + 1):
+        (root / f"s{s}").mkdir(parents=True)
+        for i in range(1, photos + 1):
+            (root / f"s{s}" / f"{i}.pgm").symlink_to(ORL / f"s{s}" / f"{i}.pgm")
+    return root
+
+
+def test_teacher_embeds_each_photo_once_and_separates_people(tmp_path: Path) -> None:
+    root = small_orl(tmp_path)
+    out = tmp_path / "teacher"
+    assert teacher_main(["--data", str(root), "--out", str(out), "--workers", "1"]) == 0
+    table = read_teacher(out, root)
+    assert sorted(table) == sorted(f"s{s}/{i}.png" for s in range(1, 7) for i in range(1, 5))  # crop keys
+    emb = np.stack(list(table.values()))
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    person = np.array([k.split("/")[0] for k in table])
+    d = np.linalg.norm(emb[:, None] - emb[None], axis=2)
+    same = (person[:, None] == person[None]) & ~np.eye(len(person), dtype=bool)
+    assert d[same].mean() < d[person[:, None] != person[None]].mean()
+    # a rerun embeds nothing again; a new photo is added to the same file
+    (root / "s1" / "5.pgm").symlink_to(ORL / "s1" / "5.pgm")
+    before = (out / "orl-small.npz").stat().st_mtime_ns
+    assert teacher_main(["--data", str(root), "--out", str(out), "--workers", "1"]) == 0
+    assert len(read_teacher(out, root)) == 25
+    np.testing.assert_array_equal(read_teacher(out, root)["s2/1.png"], table["s2/1.png"])
+    assert (out / "orl-small.npz").stat().st_mtime_ns != before
+
+
+def test_training_with_a_teacher_from_a_checkpoint(tmp_path: Path) -> None:
+    root = small_orl(tmp_path)
+    assert teacher_main(["--data", str(root), "--out", str(tmp_path / "teacher"), "--workers", "1"]) == 0
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "init.pt", Encoder(EncoderConfig(), imagenet_init=False))
+    args = ["--data", str(root), "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "run"),
+            "--steps-per-epoch", "2", "-P", "3", "-K", "4", "--threads", "2", "--warmup-steps", "1",
+            "--epochs", "1", "--teacher", str(tmp_path / "teacher"), "--init", str(tmp_path / "init.pt")]
+    assert train.main(args) == 0
+    rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
+    assert float(rows[-1]["distill_loss"]) > 0
+    card = read_checkpoint(tmp_path / "run" / "last.pt")["card"]["training"]
+    assert "dlib" in card["loss"] and card["initialised_from"] == str(tmp_path / "init.pt")
+    # a teacher folder without this tree's vectors is an error, not a silent run without distillation
+    with pytest.raises(SystemExit, match="no teacher embeddings"):
+        train.main([*args[:-4], "--teacher", str(tmp_path / "empty"), "--out", str(tmp_path / "run2")])
