@@ -39,7 +39,9 @@ def build_card(config: EncoderConfig, training: dict[str, Any], report: dict[str
         },
         "distributions": report.get("distributions"),
         "licenses": "Weights trained on LFW (research use) and CelebA (non-commercial research use only); "
-                    "backbone initialised from torchvision's ImageNet MobileNetV2 (BSD-3-Clause).",
+                    "backbone initialised from torchvision's ImageNet MobileNetV2 (BSD-3-Clause)"
+                    + ("; distilled from dlib's face recognition ResNet (public domain, CC0)."
+                       if training.get("teacher") else "."),
     }
 
 

@@ -3,7 +3,7 @@
 P identities x K images per batch, online semi-hard negatives, triplet loss (margin 0.2) on squared
 distances of unit vectors; optionally an auxiliary CosFace identity head beside it, and a teacher's
 embedding of each photo as a second target (``--teacher``: dlib's vectors from ``facesearch teacher``,
-centred over the training set and put back on the unit sphere, matched by squared distance). A checkpoint
+half-centred over the training set and put back on the unit sphere, matched by squared distance). A checkpoint
 every epoch (``OUT/last.pt``, resumable), a CSV log and a curve PNG.
 """
 
@@ -36,6 +36,7 @@ from model.train.metrics import kfold_accuracy
 from model.train.teacher import read_teacher
 
 log = logging.getLogger(__name__)
+TEACHER_CENTRING = 0.5  # share of the teacher vectors' mean taken out (see teacher_targets)
 
 CSV_FIELDS = ["epoch", "step", "seconds", "lr", "loss", "triplet_loss", "cosface_loss", "distill_loss",
               "active_fraction", "mining", "heldout_accuracy"]
@@ -128,8 +129,10 @@ def teacher_targets(folder: Path, roots: list[Path], keys: list[tuple[str, str]]
                     size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Teacher vector per crop (zeros where none) and a mask of the crops that have one.
 
-    dlib's vectors crowd into a narrow cone (strangers' cosine about 0.8); subtracting their mean over
-    the training set and renormalising spreads them over the sphere, where the triplet margin applies.
+    dlib's vectors crowd into a narrow cone (strangers 0.58 apart, the same person 0.29); subtracting half
+    their mean over the training set and renormalising spreads them (0.94 and 0.48) to where the triplet
+    margin acts, and keeps their ranking (same/different accuracy over 2,000 LFW training photos 0.9948 ->
+    0.9946; subtracting the whole mean costs 0.4 points).
     """
     tables = {root.name: read_teacher(folder, root) for root in roots}
     target = np.zeros((len(keys), size), np.float32)
@@ -142,7 +145,7 @@ def teacher_targets(folder: Path, roots: list[Path], keys: list[tuple[str, str]]
             target[i], has[i] = vec, True
     if not has.any():
         raise SystemExit(f"no teacher embeddings for the training photos in {folder}: run facesearch teacher")
-    target[has] -= target[has].mean(axis=0)
+    target[has] -= TEACHER_CENTRING * target[has].mean(axis=0)
     target[has] /= np.linalg.norm(target[has], axis=1, keepdims=True).clip(1e-12)
     log.info("teacher targets for %d of %d photos", int(has.sum()), len(keys))
     return torch.from_numpy(target), torch.from_numpy(has)
@@ -310,8 +313,16 @@ def main(argv: list[str] | None = None) -> int:
                         + ")"
                         + (f" + {args.cosface_weight} x CosFace identity head (auxiliary)" if cosface else "")
                         + (f" + {args.distill_weight} x squared distance to dlib's embedding of the photo "
-                           "(teacher, CC0; centred, unit length)" if targets is not None else ""),
+                           "(teacher, CC0; half its mean taken out, unit length)" if targets is not None else ""),
                 "initialised_from": str(args.init) if args.init else "ImageNet",
+                "teacher": None if targets is None else {
+                    "model": "dlib_face_recognition_resnet_model_v1 (dlib's ResNet, public domain: CC0)",
+                    "pipeline": "dlib HOG detector + 5-point chip on the original photo (facesearch teacher)",
+                    "embeddings": str(args.teacher),
+                    "photos_with_target": int(targets[1].sum()),
+                    "weight": args.distill_weight,
+                    "centring": TEACHER_CENTRING,
+                },
                 "config": asdict(config),
             }
         }
