@@ -84,3 +84,16 @@ def distillation_loss(emb: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
     if not bool(mask.any()):
         return emb.sum() * 0.0
     return ((emb[mask] - target[mask]) ** 2).sum(dim=1).mean()
+
+
+def relational_distillation_loss(emb: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference between the student's and the teacher's squared distances, over all pairs
+    of rows in ``mask``: the teacher's geometry without asking the student to rotate into its space.
+    0 when fewer than two rows have a target.
+    """
+    if int(mask.sum()) < 2:
+        return emb.sum() * 0.0
+    d_s = squared_distances(emb[mask])
+    d_t = squared_distances(target[mask])
+    n = d_s.shape[0]
+    return ((d_s - d_t) ** 2).sum() / (n * (n - 1))

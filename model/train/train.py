@@ -31,7 +31,7 @@ from tqdm import tqdm
 from model.encoder import Embedder, Encoder, EncoderConfig, Preprocess, read_checkpoint, save_checkpoint
 from model.train.data import Augment, cache_dir_for, load_crops
 from model.train.lfw import parse_folds, people_in_folds, read_pairs
-from model.train.losses import Mining, distillation_loss, triplet_loss
+from model.train.losses import Mining, distillation_loss, relational_distillation_loss, triplet_loss
 from model.train.metrics import kfold_accuracy
 from model.train.teacher import read_teacher
 
@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cosface-weight", type=float, default=0.0, help="auxiliary CosFace identity loss weight")
     p.add_argument("--teacher", type=Path, help="folder of teacher embeddings (facesearch teacher --out)")
     p.add_argument("--distill-weight", type=float, default=1.0, help="weight of the teacher-matching loss")
+    p.add_argument("--distill", choices=["embedding", "relational"], default="embedding",
+                   help="match the teacher's vector per photo, or its squared distances between the batch's photos")
     p.add_argument("--init", type=Path, help="start from this checkpoint's weights (same architecture)")
     p.add_argument("--embedding-size", type=int, default=128)
     p.add_argument("--input-size", type=int, default=112)
@@ -267,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
             d_loss = torch.zeros(())
             if targets is not None:
                 target, has = targets
-                d_loss = distillation_loss(emb, target[idx], has[idx])
+                distill = distillation_loss if args.distill == "embedding" else relational_distillation_loss
+                d_loss = distill(emb, target[idx], has[idx])
                 loss = loss + args.distill_weight * d_loss
             if cosface is not None:
                 c_loss = cosface(emb, y)
@@ -312,8 +315,10 @@ def main(argv: list[str] | None = None) -> int:
                         + (f", hard after {args.hard_after:.0%} of steps" if args.hard_after < 1 else "")
                         + ")"
                         + (f" + {args.cosface_weight} x CosFace identity head (auxiliary)" if cosface else "")
-                        + (f" + {args.distill_weight} x squared distance to dlib's embedding of the photo "
-                           "(teacher, CC0; half its mean taken out, unit length)" if targets is not None else ""),
+                        + (f" + {args.distill_weight} x " + (
+                            "squared distance to dlib's embedding of the photo" if args.distill == "embedding"
+                            else "squared error of the batch's squared distances against dlib's")
+                           + " (teacher, CC0; half its mean taken out, unit length)" if targets is not None else ""),
                 "initialised_from": str(args.init) if args.init else "ImageNet",
                 "teacher": None if targets is None else {
                     "model": "dlib_face_recognition_resnet_model_v1 (dlib's ResNet, public domain: CC0)",
@@ -321,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
                     "embeddings": str(args.teacher),
                     "photos_with_target": int(targets[1].sum()),
                     "weight": args.distill_weight,
+                    "matching": args.distill,
                     "centring": TEACHER_CENTRING,
                 },
                 "config": asdict(config),

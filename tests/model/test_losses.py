@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from model.train.losses import distillation_loss, mine_triplets, squared_distances, triplet_loss
+from model.train.losses import (
+    distillation_loss,
+    mine_triplets,
+    relational_distillation_loss,
+    squared_distances,
+    triplet_loss,
+)
 
 
 def emb_2d(points: list[tuple[float, float]]) -> torch.Tensor:
@@ -97,3 +103,17 @@ def test_distillation_loss_hand_computed_and_masked() -> None:
     assert emb.grad is not None and emb.grad[2].abs().sum() == 0
     none = distillation_loss(emb, target, torch.zeros(3, dtype=torch.bool))
     assert none.item() == 0.0 and none.requires_grad
+
+
+def test_relational_distillation_is_zero_for_a_rotated_teacher_and_masks_rows() -> None:
+    torch.manual_seed(0)
+    emb = torch.nn.functional.normalize(torch.randn(6, 8), dim=1)
+    q, _ = torch.linalg.qr(torch.randn(8, 8))
+    mask = torch.ones(6, dtype=torch.bool)
+    # the same geometry in another orientation costs nothing: only distances are matched
+    assert relational_distillation_loss(emb, emb @ q, mask).item() == pytest.approx(0.0, abs=1e-6)
+    # hand-computed: two rows at squared distance 2 against a teacher at 0 -> (2 - 0)^2 on both ordered pairs / 2
+    two = torch.tensor([[1.0, 0.0], [0.0, 1.0], [5.0, 5.0]])
+    same = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 0.0]])
+    assert relational_distillation_loss(two, same, torch.tensor([True, True, False])).item() == pytest.approx(4.0)
+    assert relational_distillation_loss(two, same, torch.tensor([True, False, False])).item() == 0.0

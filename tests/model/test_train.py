@@ -114,6 +114,12 @@ def test_training_with_a_teacher_from_a_checkpoint(tmp_path: Path) -> None:
     assert float(rows[-1]["distill_loss"]) > 0
     card = read_checkpoint(tmp_path / "run" / "last.pt")["card"]["training"]
     assert "dlib" in card["loss"] and card["initialised_from"] == str(tmp_path / "init.pt")
+    assert card["teacher"]["photos_with_target"] == 24 and card["teacher"]["matching"] == "embedding"
+    # the relational variant matches distances instead of vectors
+    assert train.main([*args, "--distill", "relational", "--out", str(tmp_path / "rel")]) == 0
+    rows = list(csv.DictReader((tmp_path / "rel" / "log.csv").open()))
+    assert float(rows[-1]["distill_loss"]) > 0
+    assert read_checkpoint(tmp_path / "rel" / "last.pt")["card"]["training"]["teacher"]["matching"] == "relational"
     # a teacher folder without this tree's vectors is an error, not a silent run without distillation
     with pytest.raises(SystemExit, match="no teacher embeddings"):
         train.main([*args[:-4], "--teacher", str(tmp_path / "empty"), "--out", str(tmp_path / "run2")])
