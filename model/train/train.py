@@ -37,6 +37,11 @@ from model.train.teacher import read_teacher
 
 log = logging.getLogger(__name__)
 TEACHER_CENTRING = 0.5  # share of the teacher vectors' mean taken out (see teacher_targets)
+# --distill: the loss and how the model card words it
+DISTILL = {
+    "embedding": (distillation_loss, "squared distance to dlib's embedding of the photo"),
+    "relational": (relational_distillation_loss, "squared error of the batch's squared distances against dlib's"),
+}
 
 CSV_FIELDS = ["epoch", "step", "seconds", "lr", "loss", "triplet_loss", "cosface_loss", "distill_loss",
               "active_fraction", "mining", "heldout_accuracy"]
@@ -209,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         model.load_state_dict(init["state_dict"])
         log.info("initialised from %s", args.init)
     targets = teacher_targets(args.teacher, args.data, keys, args.embedding_size) if args.teacher else None
+    distill, distill_words = DISTILL[args.distill]
     cosface = CosFaceLoss(num_classes=len(names), embedding_size=args.embedding_size) \
         if args.cosface_weight > 0 else None
     params = list(model.parameters()) + (list(cosface.parameters()) if cosface else [])
@@ -268,9 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             c_loss = torch.zeros(())
             d_loss = torch.zeros(())
             if targets is not None:
-                target, has = targets
-                distill = distillation_loss if args.distill == "embedding" else relational_distillation_loss
-                d_loss = distill(emb, target[idx], has[idx])
+                d_loss = distill(emb, targets[0][idx], targets[1][idx])
                 loss = loss + args.distill_weight * d_loss
             if cosface is not None:
                 c_loss = cosface(emb, y)
@@ -315,10 +319,8 @@ def main(argv: list[str] | None = None) -> int:
                         + (f", hard after {args.hard_after:.0%} of steps" if args.hard_after < 1 else "")
                         + ")"
                         + (f" + {args.cosface_weight} x CosFace identity head (auxiliary)" if cosface else "")
-                        + (f" + {args.distill_weight} x " + (
-                            "squared distance to dlib's embedding of the photo" if args.distill == "embedding"
-                            else "squared error of the batch's squared distances against dlib's")
-                           + " (teacher, CC0; half its mean taken out, unit length)" if targets is not None else ""),
+                        + (f" + {args.distill_weight} x {distill_words} (teacher, CC0; half its mean taken out, "
+                           "unit length)" if targets is not None else ""),
                 "initialised_from": str(args.init) if args.init else "ImageNet",
                 "teacher": None if targets is None else {
                     "model": "dlib_face_recognition_resnet_model_v1 (dlib's ResNet, public domain: CC0)",
