@@ -40,6 +40,8 @@ class EncoderConfig:
     template: list[list[float]] = field(default_factory=lambda: ARCFACE_TEMPLATE_112.tolist())
     model_version: str = "untrained"
     flip: bool = False  # average each face's embedding with its mirror image's (test-time augmentation)
+    output_stride: int = 32  # 16: the last stride-2 block keeps its resolution (7x7 features at 112, MobileFaceNet)
+    pool: str = "avg"  # "gdc": a learned weight per channel and position (global depthwise conv) instead of the mean
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EncoderConfig:
@@ -50,8 +52,17 @@ class EncoderConfig:
         return cfg
 
 
+_POOLS = ("avg", "gdc")
+_LAST_STRIDE_BLOCK = {"mobilenet_v2": 14}  # features[i]: the block whose depthwise conv halves 7x7 -> 4x4
+
+
 class Encoder(nn.Module):
-    """ImageNet backbone -> global average pool -> linear -> batch norm -> L2 normalisation."""
+    """ImageNet backbone -> global pool (average, or depthwise over the feature map) -> linear -> batch norm
+    -> L2 normalisation.
+
+    The global depthwise pool ("gdc", MobileFaceNet, arXiv 1804.07573) starts as the exact average, so a
+    checkpoint trained with average pooling loads into it unchanged (see :meth:`load_pool_compatible`).
+    """
 
     def __init__(self, config: EncoderConfig, *, imagenet_init: bool = False) -> None:
         super().__init__()
@@ -64,7 +75,18 @@ class Encoder(nn.Module):
         backbone = getattr(torchvision.models, builder)(weights=weights)
         self.config = config
         self.features = backbone.features
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        if config.output_stride not in (16, 32):
+            raise CheckpointError(f"output_stride must be 16 or 32, not {config.output_stride}")
+        if config.pool not in _POOLS:
+            raise CheckpointError(f"unknown pool {config.pool!r} (one of {', '.join(_POOLS)})")
+        if config.output_stride == 16:
+            self.features[_LAST_STRIDE_BLOCK[config.arch]].conv[1][0].stride = (1, 1)
+        side = -(-config.input_size // config.output_stride)  # the feature map's side
+        if config.pool == "gdc":
+            self.pool = nn.Conv2d(channels, channels, side, groups=channels, bias=False)
+            nn.init.constant_(self.pool.weight, 1.0 / (side * side))
+        else:
+            self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(0.2)
         self.head = nn.Linear(channels, config.embedding_size)
         self.bn = nn.BatchNorm1d(config.embedding_size)
@@ -73,6 +95,17 @@ class Encoder(nn.Module):
         """x: float (N, 3, S, S) normalised -> float (N, D) unit vectors."""
         f = self.pool(self.features(x)).flatten(1)
         return F.normalize(self.bn(self.head(self.dropout(f))), dim=1)
+
+    def load_pool_compatible(self, state: dict[str, torch.Tensor]) -> list[str]:
+        """Load weights trained with another pool: a "gdc" pool missing from ``state`` keeps its
+        average-pooling start. Anything else that does not fit is an error. Returns the keys kept."""
+        try:
+            missing, unexpected = self.load_state_dict(state, strict=False)
+        except RuntimeError as e:  # a tensor of another shape
+            raise CheckpointError(f"weights do not fit: {e}") from e
+        if unexpected or set(missing) - {"pool.weight"}:
+            raise CheckpointError(f"weights do not fit: missing {missing}, unexpected {unexpected}")
+        return missing
 
 
 class Preprocess:

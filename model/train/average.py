@@ -20,7 +20,7 @@ from model.errors import CheckpointError
 def average(paths: list[Path], out: Path) -> None:
     ckpts = [read_checkpoint(p) for p in paths]
     config = EncoderConfig.from_dict(ckpts[0]["config"])
-    shape = ("arch", "embedding_size", "input_size", "mean", "std", "template")
+    shape = ("arch", "embedding_size", "input_size", "mean", "std", "template", "output_stride", "pool")
     for p, c in zip(paths[1:], ckpts[1:], strict=True):
         other = EncoderConfig.from_dict(c["config"])
         if any(getattr(other, k) != getattr(config, k) for k in shape):

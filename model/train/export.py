@@ -24,7 +24,9 @@ def build_card(config: EncoderConfig, training: dict[str, Any], report: dict[str
     evaluation = {k: v for k, v in report.items() if k not in ("distributions", "checkpoint")}
     return {
         "model_version": config.model_version,
-        "architecture": f"{config.arch} (ImageNet-initialised, torchvision) -> linear -> BN -> L2 norm",
+        "architecture": f"{config.arch} (ImageNet-initialised, torchvision; output stride {config.output_stride}) -> "
+                        + ("global depthwise pool" if config.pool == "gdc" else "average pool")
+                        + " -> linear -> BN -> L2 norm",
         "input": {"size": config.input_size, "mean": config.mean, "std": config.std, "mirror_averaging": config.flip,
                   "alignment": "5-point similarity transform onto the ArcFace 112x112 template, scaled"},
         "embedding_size": config.embedding_size,

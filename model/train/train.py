@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedding-size", type=int, default=128)
     p.add_argument("--input-size", type=int, default=112)
     p.add_argument("--arch", default="mobilenet_v2")
+    p.add_argument("--output-stride", type=int, choices=[16, 32], default=32,
+                   help="16: the last stride-2 block keeps its resolution (7x7 features at 112; about 1.4x the compute)")
+    p.add_argument("--pool", choices=["avg", "gdc"], default="avg",
+                   help="gdc: a learned global depthwise pool (starts as the average)")
     p.add_argument("--no-imagenet", action="store_true", help="random init (tests only)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     p.add_argument("--max-minutes", type=float, default=0.0,
@@ -207,12 +211,11 @@ def main(argv: list[str] | None = None) -> int:
     log.info("training on %d photos of %d people (%d people excluded)", len(crops), len(names), len(exclude))
 
     config = EncoderConfig(arch=args.arch, embedding_size=args.embedding_size, input_size=args.input_size,
-                           model_version=f"training-run-{out.name}")
+                           output_stride=args.output_stride, pool=args.pool, model_version=f"training-run-{out.name}")
     model = Encoder(config, imagenet_init=not args.no_imagenet and not args.init)
     if args.init:
-        init = read_checkpoint(args.init)
-        model.load_state_dict(init["state_dict"])
-        log.info("initialised from %s", args.init)
+        kept = model.load_pool_compatible(read_checkpoint(args.init)["state_dict"])
+        log.info("initialised from %s%s", args.init, " (pool starts as the average)" if kept else "")
     targets = teacher_targets(args.teacher, args.data, keys, args.embedding_size) if args.teacher else None
     distill, distill_words = DISTILL[args.distill]
     cosface = CosFaceLoss(num_classes=len(names), embedding_size=args.embedding_size) \
