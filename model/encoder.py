@@ -98,7 +98,7 @@ class Encoder(nn.Module):
 
     def load_pool_compatible(self, state: dict[str, torch.Tensor]) -> list[str]:
         """Load weights trained with another pool: a "gdc" pool missing from ``state`` keeps its
-        average-pooling start. Anything else that does not fit is an error. Returns the keys kept."""
+        average-pooling start. Anything else that does not fit is an error. Returns the keys left at their start."""
         try:
             missing, unexpected = self.load_state_dict(state, strict=False)
         except RuntimeError as e:  # a tensor of another shape
