@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=int, default=112)
     p.add_argument("--arch", default="mobilenet_v2")
     p.add_argument("--output-stride", type=int, choices=[16, 32], default=32,
-                   help="16: the last stride-2 block keeps its resolution (7x7 features at 112; about 1.4x the compute)")
+                   help="16: the last stride-2 block keeps its resolution (7x7 features at 112; 0.76x the speed)")
     p.add_argument("--pool", choices=["avg", "gdc"], default="avg",
                    help="gdc: a learned global depthwise pool (starts as the average)")
     p.add_argument("--no-imagenet", action="store_true", help="random init (tests only)")
