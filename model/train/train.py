@@ -213,8 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     config = EncoderConfig(arch=args.arch, embedding_size=args.embedding_size, input_size=args.input_size,
                            output_stride=args.output_stride, pool=args.pool, model_version=f"training-run-{out.name}")
     model = Encoder(config, imagenet_init=not args.no_imagenet and not args.init)
+    init_from = "ImageNet"
     if args.init:
-        kept = model.load_pool_compatible(read_checkpoint(args.init)["state_dict"])
+        init = read_checkpoint(args.init)
+        kept = model.load_pool_compatible(init["state_dict"])
+        init_from = f"{args.init} ({init['config'].get('model_version', 'unversioned')})"  # the path may change
         log.info("initialised from %s%s", args.init, " (pool starts as the average)" if kept else "")
     targets = teacher_targets(args.teacher, args.data, keys, args.embedding_size) if args.teacher else None
     distill, distill_words = DISTILL[args.distill]
@@ -324,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
                         + (f" + {args.cosface_weight} x CosFace identity head (auxiliary)" if cosface else "")
                         + (f" + {args.distill_weight} x {distill_words} (teacher, CC0; half its mean taken out, "
                            "unit length)" if targets is not None else ""),
-                "initialised_from": str(args.init) if args.init else "ImageNet",
+                "initialised_from": init_from,
                 "teacher": None if targets is None else {
                     "model": "dlib_face_recognition_resnet_model_v1 (dlib's ResNet, public domain: CC0)",
                     "pipeline": "dlib HOG detector + 5-point chip on the original photo (facesearch teacher)",

@@ -113,7 +113,7 @@ def test_training_with_a_teacher_from_a_checkpoint(tmp_path: Path) -> None:
     rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
     assert float(rows[-1]["distill_loss"]) > 0
     card = read_checkpoint(tmp_path / "run" / "last.pt")["card"]["training"]
-    assert "dlib" in card["loss"] and card["initialised_from"] == str(tmp_path / "init.pt")
+    assert "dlib" in card["loss"] and card["initialised_from"] == f"{tmp_path / 'init.pt'} (untrained)"
     assert card["teacher"]["photos_with_target"] == 24 and card["teacher"]["matching"] == "embedding"
     # the relational variant matches distances instead of vectors
     assert train.main([*args, "--distill", "relational", "--out", str(tmp_path / "rel")]) == 0
