@@ -11,23 +11,22 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
 
-from model.encoder import Encoder, EncoderConfig, fuse_for_inference
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from encoder import timed  # noqa: E402
+
+from model.encoder import Encoder, EncoderConfig, fuse_for_inference  # noqa: E402
 
 HEADS = [(32, "avg"), (32, "gdc"), (16, "avg"), (16, "gdc")]
 
 
 def seconds(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
     fn()  # warm-up
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return statistics.median(timed(fn, repeat))
 
 
 def main() -> None:

@@ -52,7 +52,8 @@ class EncoderConfig:
         return cfg
 
 
-_POOLS = ("avg", "gdc")
+POOLS = ("avg", "gdc")
+OUTPUT_STRIDES = (16, 32)
 _LAST_STRIDE_BLOCK = {"mobilenet_v2": 14}  # features[i]: the block whose depthwise conv halves 7x7 -> 4x4
 
 
@@ -75,10 +76,10 @@ class Encoder(nn.Module):
         backbone = getattr(torchvision.models, builder)(weights=weights)
         self.config = config
         self.features = backbone.features
-        if config.output_stride not in (16, 32):
+        if config.output_stride not in OUTPUT_STRIDES:
             raise CheckpointError(f"output_stride must be 16 or 32, not {config.output_stride}")
-        if config.pool not in _POOLS:
-            raise CheckpointError(f"unknown pool {config.pool!r} (one of {', '.join(_POOLS)})")
+        if config.pool not in POOLS:
+            raise CheckpointError(f"unknown pool {config.pool!r} (one of {', '.join(POOLS)})")
         if config.output_stride == 16:
             self.features[_LAST_STRIDE_BLOCK[config.arch]].conv[1][0].stride = (1, 1)
         side = -(-config.input_size // config.output_stride)  # the feature map's side

@@ -28,7 +28,16 @@ from pytorch_metric_learning.losses import CosFaceLoss
 from pytorch_metric_learning.samplers import MPerClassSampler
 from tqdm import tqdm
 
-from model.encoder import Embedder, Encoder, EncoderConfig, Preprocess, read_checkpoint, save_checkpoint
+from model.encoder import (
+    OUTPUT_STRIDES,
+    POOLS,
+    Embedder,
+    Encoder,
+    EncoderConfig,
+    Preprocess,
+    read_checkpoint,
+    save_checkpoint,
+)
 from model.train.data import Augment, cache_dir_for, load_crops
 from model.train.lfw import parse_folds, people_in_folds, read_pairs
 from model.train.losses import Mining, distillation_loss, relational_distillation_loss, triplet_loss
@@ -74,9 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedding-size", type=int, default=128)
     p.add_argument("--input-size", type=int, default=112)
     p.add_argument("--arch", default="mobilenet_v2")
-    p.add_argument("--output-stride", type=int, choices=[16, 32], default=32,
+    p.add_argument("--output-stride", type=int, choices=OUTPUT_STRIDES, default=32,
                    help="16: the last stride-2 block keeps its resolution (7x7 features at 112; 0.76x the speed)")
-    p.add_argument("--pool", choices=["avg", "gdc"], default="avg",
+    p.add_argument("--pool", choices=POOLS, default="avg",
                    help="gdc: a learned global depthwise pool (starts as the average)")
     p.add_argument("--no-imagenet", action="store_true", help="random init (tests only)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
