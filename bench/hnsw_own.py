@@ -2,8 +2,8 @@
 
     python bench/hnsw_own.py
 
-The same synthetic data as bench/gallery.py (1M faces of 200,000 people, about five photos each), faiss
-directly. Prints recall@10 against exact search (the issue's figure), and what a face service needs: the
+The same synthetic data as bench/gallery.py's 1M gallery (``data(1_000_000)``: 1M faces of 200,000 people,
+about five photos each, the same seeded vectors), faiss directly. Prints recall@10 against exact search (the issue's figure), and what a face service needs: the
 share of the probe's own photos in the exact top 10 that HNSW also returns, and how often its first answer
 is one of the probe's own photos. p50 is one query at a time.
 """
@@ -16,17 +16,16 @@ import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gallery import people, photos, recall  # noqa: E402
+from common import machine  # noqa: E402
+from gallery import data, photos, recall  # noqa: E402
 
 from index.vectors import HNSW_EF_CONSTRUCTION, HNSW_M  # noqa: E402
 
 
 def main() -> None:
-    rng = np.random.default_rng(0)
-    n = 1_000_000
-    centres = people(rng, n // 5)
-    who = rng.integers(0, len(centres), n)
-    v = photos(rng, centres[who])
+    faiss.omp_set_num_threads(2)
+    print(machine(), flush=True)
+    v, who, centres = data(1_000_000)
     flat = faiss.IndexFlatIP(128)
     flat.add(v)
     t = time.time()

@@ -12,6 +12,7 @@ import sys
 COMMANDS = {
     "serve": ("facesearch.serve", "run the HTTP service (uvicorn, one worker)"),
     "align": ("model.train.align", "detect + align a dataset tree once, cache the crops"),
+    "import-dlib": ("model.train.import_dlib", "dlib's face ResNet (CC0) as a checkpoint: encoder v2's start"),
     "teacher": ("model.train.teacher", "dlib embeddings of the training photos (distillation targets)"),
     "train": ("model.train.train", "train the triplet-loss encoder"),
     "evaluate": ("model.train.evaluate", "LFW View 2 evaluation of a checkpoint"),
@@ -24,7 +25,7 @@ COMMANDS = {
 
 def _usage() -> str:
     lines = ["usage: facesearch <command> [options]", "", "commands:"]
-    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:<11} {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += ["", "Run `facesearch <command> --help` for a command's options."]
     return "\n".join(lines)
 

@@ -1,7 +1,11 @@
-"""The face encoder, its self-describing checkpoint, and the one function that builds model + preprocessing.
+"""The face encoders, their self-describing checkpoint, and the one function that builds model + chip +
+preprocessing from it.
 
-Serving and evaluation both call :func:`load_encoder`; training writes checkpoints with
-:func:`save_checkpoint`. Embeddings are float32, shape (N, D), L2-normalised.
+Two architectures: ``mobilenet_v2`` (torchvision's ImageNet MobileNetV2 with an embedding head, trained by
+``facesearch train``) and ``dlib_resnet_v1`` (dlib's face ResNet ported to PyTorch, :mod:`model.dlib_resnet`;
+``facesearch import-dlib`` makes its checkpoint). :func:`build_model` and :meth:`Embedder.aligner` are the only
+places that branch on them. Serving and evaluation both call :func:`load_encoder`; training writes checkpoints
+with :func:`save_checkpoint`. Embeddings are float32, shape (N, D), L2-normalised.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.dlib_resnet import DLIB_MEAN_RGB, DLIB_SCALE, DlibResNet
 from model.errors import CheckpointError
-from model.faces import ARCFACE_TEMPLATE_112
+from model.faces import ARCFACE_TEMPLATE_112, CHIPS, Aligner
 
 CHECKPOINT_FORMAT = "facesearch-encoder/1"
 SHIPPED_CHECKPOINT = Path(__file__).parent / "weights" / "encoder.pt"
@@ -42,6 +48,8 @@ class EncoderConfig:
     flip: bool = False  # average each face's embedding with its mirror image's (test-time augmentation)
     output_stride: int = 32  # 16: the last stride-2 block keeps its resolution (7x7 features at 112, MobileFaceNet)
     pool: str = "avg"  # "gdc": a learned weight per channel and position (global depthwise conv) instead of the mean
+    chip: str = "template"  # how the crop is cut: "template" (MTCNN's 5 points -> template) or "dlib5" (dlib's chip)
+    chip_padding: float = 0.25  # dlib5: the padding around dlib's mean face
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EncoderConfig:
@@ -52,7 +60,33 @@ class EncoderConfig:
         return cfg
 
 
+ARCHS = ("mobilenet_v2", "dlib_resnet_v1")
 POOLS = ("avg", "gdc")
+# MTCNN's five points (eye centres, nose tip, mouth corners) where they sit on average in dlib's 150x150 chip,
+# measured on 197 of dlib's own chips of LFW photos outside the evaluation folds (../shared/notes/dlib-resnet-v1.md):
+# the "template" chip of dlib's ResNet, the alternative to dlib's own 5-point chip
+DLIB_CHIP_TEMPLATE_150 = [[43.20, 34.62], [105.19, 34.50], [73.54, 71.12], [47.01, 101.51], [101.98, 101.73]]
+
+
+def dlib_config(model_version: str = "dlib-resnet-v1", chip: str = "dlib5") -> EncoderConfig:
+    """The config of dlib's ResNet: 150x150 chip, ``(rgb - mean) / 256`` as dlib's input_rgb_image does."""
+    if chip not in CHIPS:
+        raise CheckpointError(f"unknown chip {chip!r}")
+    return EncoderConfig(arch="dlib_resnet_v1", embedding_size=128, input_size=150,
+                         mean=tuple(m / 255.0 for m in DLIB_MEAN_RGB),  # type: ignore[arg-type]
+                         std=(DLIB_SCALE / 255.0,) * 3,  # type: ignore[arg-type]
+                         template=[list(p) for p in DLIB_CHIP_TEMPLATE_150], model_version=model_version,
+                         chip=chip)
+
+
+def build_model(config: EncoderConfig, *, imagenet_init: bool = False) -> nn.Module:
+    """The network a config describes (random weights, or ImageNet features for ``mobilenet_v2``)."""
+    if config.arch == "dlib_resnet_v1":
+        model: nn.Module = DlibResNet(config.embedding_size)
+        model.config = config  # type: ignore[assignment]
+        return model
+    return Encoder(config, imagenet_init=imagenet_init)
+
 OUTPUT_STRIDES = (16, 32)
 _LAST_STRIDE_BLOCK = {"mobilenet_v2": 14}  # features[i]: the block whose depthwise conv halves 7x7 -> 4x4
 
@@ -83,6 +117,7 @@ class Encoder(nn.Module):
         if config.output_stride == 16:
             self.features[_LAST_STRIDE_BLOCK[config.arch]].conv[1][0].stride = (1, 1)
         side = -(-config.input_size // config.output_stride)  # the feature map's side
+        self.pool: nn.Module
         if config.pool == "gdc":
             self.pool = nn.Conv2d(channels, channels, side, groups=channels, bias=False)
             nn.init.constant_(self.pool.weight, 1.0 / (side * side))
@@ -124,11 +159,14 @@ class Preprocess:
         return ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
 
 
-def fuse_for_inference(model: Encoder) -> nn.Module:
-    """A copy of ``model`` in eval mode with every batch norm folded into the convolution or linear
-    layer before it (torch.fx), channels_last. Same outputs to float rounding, about 1.8x faster on CPU:
-    MobileNetV2 has a batch norm after each of its 52 convolutions."""
+def fuse_for_inference(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` in eval mode with every batch norm (dlib: affine) folded into the convolution or
+    linear layer before it, channels_last. Same outputs to float rounding, about 1.8x faster on CPU for
+    MobileNetV2, which has a batch norm after each of its 52 convolutions (torch.fx)."""
     from torch.fx.experimental.optimization import fuse
+
+    if isinstance(model, DlibResNet):
+        return model.for_inference()
 
     was_training = model.training
     fused = fuse(model.eval(), inplace=False).to(memory_format=torch.channels_last)
@@ -140,17 +178,22 @@ class Embedder:
     """Inference wrapper: batch norms folded, batched, inference_mode, channels_last, optional mirror
     averaging (the photo and its mirror image in one forward pass)."""
 
-    def __init__(self, model: Encoder, preprocess: Preprocess, *, flip: bool = False,
+    def __init__(self, model: nn.Module, preprocess: Preprocess, *, flip: bool = False,
                  max_batch: int = 64) -> None:
         self.model = fuse_for_inference(model)
         self.preprocess = preprocess
-        self.config = model.config
+        self.config: EncoderConfig = model.config  # type: ignore[assignment]
         self.flip = flip
         self.max_batch = max_batch
 
     @property
     def dim(self) -> int:
         return self.config.embedding_size
+
+    @cached_property
+    def aligner(self) -> Aligner:
+        """Cuts this encoder's chip from a photo and a detected face."""
+        return make_aligner(self.config)
 
     def __call__(self, crops: np.ndarray) -> np.ndarray:
         """crops: uint8 (N, S, S, 3) aligned faces -> float32 (N, D) L2-normalised embeddings."""
@@ -200,12 +243,16 @@ def batch_plan(total: int, max_batch: int) -> list[tuple[int, int, int]]:
     return plan
 
 
-def save_checkpoint(path: Path, model: Encoder, card: dict[str, Any] | None = None,
+def make_aligner(config: EncoderConfig) -> Aligner:
+    return Aligner(config.chip, config.input_size, config.template, config.chip_padding)
+
+
+def save_checkpoint(path: Path, model: nn.Module, card: dict[str, Any] | None = None,
                     extra: dict[str, Any] | None = None) -> None:
     """Write atomically: config + weights (+ model card, + training state in ``extra``)."""
     payload: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT,
-        "config": asdict(model.config),
+        "config": asdict(model.config),  # type: ignore[call-overload]
         "state_dict": model.state_dict(),
         "card": card or {},
     }
@@ -242,7 +289,7 @@ def load_encoder(path: Path | None = None, *, flip: bool | None = None,
     path = Path(path) if path is not None else SHIPPED_CHECKPOINT
     ckpt = read_checkpoint(path)
     config = EncoderConfig.from_dict(ckpt["config"])
-    model = Encoder(config)
+    model = build_model(config)
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as e:

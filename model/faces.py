@@ -113,9 +113,10 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.hstack([scale * rot, t[:, None]])
 
 
-def align(rgb: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
-    """Warp the face with these 5 landmarks onto the template; returns uint8 (size, size, 3)."""
-    m = similarity_transform(landmarks, template(size))
+def align(rgb: np.ndarray, landmarks: np.ndarray, size: int, dst: np.ndarray | None = None) -> np.ndarray:
+    """Warp the face with these 5 landmarks onto ``dst`` (default: the ArcFace template at ``size``);
+    returns uint8 (size, size, 3)."""
+    m = similarity_transform(landmarks, template(size) if dst is None else dst)
     a = m[:, :2]
     a_inv = np.linalg.inv(a)
     t_inv = -a_inv @ m[:, 2]
@@ -124,6 +125,43 @@ def align(rgb: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:
     out = Image.fromarray(rgb).transform((size, size), Image.Transform.AFFINE, data=coeffs,
                                      resample=Image.Resampling.BILINEAR)
     return np.asarray(out, dtype=np.uint8)
+
+
+CHIPS = ("template", "dlib5")
+
+
+class Aligner:
+    """Cuts the chip an encoder was trained on from a photo: (rgb uint8 (H, W, 3), face) -> uint8 (S, S, 3).
+
+    ``template``: a similarity transform of MTCNN's five points onto the checkpoint's template (S px).
+    ``dlib5``: dlib's 5-point shape predictor inside MTCNN's box, then dlib's chip with ``padding``
+    (:mod:`model.dlib_chip`). The checkpoint names its chip; evaluation, training and serving all cut it here.
+    """
+
+    def __init__(self, chip: str, size: int, template_points: np.ndarray | list[list[float]],
+                 padding: float = 0.25) -> None:
+        if chip not in CHIPS:
+            raise ValueError(f"unknown chip {chip!r} (one of {', '.join(CHIPS)})")
+        self.chip = chip
+        self.size = size
+        self.template = np.asarray(template_points, dtype=np.float64)
+        self._dlib = None
+        if chip == "dlib5":
+            from model.dlib_chip import DlibChipper
+
+            self._dlib = DlibChipper(size, padding)
+
+    def __call__(self, rgb: np.ndarray, face: Face) -> np.ndarray:
+        if self._dlib is not None:
+            return self._dlib(rgb, face.box)
+        return align(rgb, face.landmarks, self.size, self.template)
+
+
+def fallback_face(width: int, height: int) -> Face:
+    """A centred face for dataset photos where detection failed (LFW's subject is centred)."""
+    m = 0.275 * min(width, height)
+    return Face(box=np.array([m, m, width - m, height - m]), score=0.0,
+                landmarks=fallback_landmarks(width, height))
 
 
 def fallback_landmarks(width: int, height: int, face_fraction: float = 0.45) -> np.ndarray:

@@ -21,7 +21,7 @@ from PIL import Image
 
 from model.calibration import Calibration
 from model.encoder import Embedder, load_encoder
-from model.faces import Face, FaceDetector, Quality, align, quality
+from model.faces import Face, FaceDetector, Quality, quality
 from model.image import decode_image
 
 log = logging.getLogger(__name__)
@@ -133,10 +133,9 @@ class FacePipeline:
         """Decode, detect (largest first), align, score quality and (optionally) embed up to max_faces faces."""
         rgb = decode_image(data, max_pixels=self.max_pixels)
         found = self.detector.detect(rgb)
-        size = self.embedder.config.input_size
         faces = []
         for det in found[:max_faces]:
-            crop = align(rgb, det.landmarks, size)
+            crop = self.embedder.aligner(rgb, det)
             faces.append(AnalyzedFace(face=det, crop=crop, quality=quality(det, crop)))
         if embed and faces:
             emb = self.batcher.embed(np.stack([f.crop for f in faces]))

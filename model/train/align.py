@@ -11,16 +11,21 @@ import argparse
 import logging
 import multiprocessing as mp
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from model.encoder import ARCHS, EncoderConfig, dlib_config
+
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".bmp", ".webp"}
 
 _detector = None
+_aligner = None
 
 
 def list_images(root: Path) -> list[Path]:
@@ -28,28 +33,31 @@ def list_images(root: Path) -> list[Path]:
     return sorted(p.relative_to(root) for p in root.glob("*/*") if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def _init_worker(min_face_size: int) -> None:
+def _init_worker(min_face_size: int, config: dict[str, Any]) -> None:
     import torch
 
+    from model.encoder import EncoderConfig, make_aligner
     from model.faces import FaceDetector
 
     torch.set_num_threads(1)
-    global _detector
+    global _detector, _aligner
     _detector = FaceDetector(min_face_size=min_face_size)
+    _aligner = make_aligner(EncoderConfig.from_dict(config))
 
 
-def align_photo(args: tuple[Path, Path, Path, int]) -> tuple[str, str]:
-    from model.faces import align, central_face, fallback_landmarks
+def align_photo(args: tuple[Path, Path, Path]) -> tuple[str, str]:
+    from model.faces import central_face, fallback_face
 
-    root, out, rel, size = args
+    root, out, rel = args
     rgb = np.asarray(Image.open(root / rel).convert("RGB"))
-    assert _detector is not None
+    assert _detector is not None and _aligner is not None
     face = central_face(_detector.detect(rgb), rgb.shape[1], rgb.shape[0])
     status = "detected" if face is not None else "fallback"
-    landmarks = face.landmarks if face is not None else fallback_landmarks(rgb.shape[1], rgb.shape[0])
+    if face is None:
+        face = fallback_face(rgb.shape[1], rgb.shape[0])
     dst = (out / rel).with_suffix(".png")
     dst.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(align(rgb, landmarks, size)).save(dst)
+    Image.fromarray(_aligner(rgb, face)).save(dst)
     return str(rel.with_suffix(".png")), status
 
 
@@ -62,16 +70,18 @@ def read_index(out: Path) -> dict[str, str]:
     return {r[0]: r[1] for r in rows if len(r) == 2}
 
 
-def align_tree(root: Path, out: Path, *, size: int = 112, workers: int = 2, min_face_size: int = 20) -> dict[str, int]:
+def align_tree(root: Path, out: Path, config: EncoderConfig, *, workers: int = 2,
+               min_face_size: int = 20) -> dict[str, int]:
+    """Cut ``config``'s chip (:func:`model.encoder.make_aligner`) from every photo of the tree into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     done = read_index(out)
     todo = [rel for rel in list_images(root) if str(rel.with_suffix(".png")) not in done]
     counts = {"skipped": len(done), "detected": 0, "fallback": 0}
     if not todo:
         return counts
-    jobs: Iterator[tuple[Path, Path, Path, int]] = ((root, out, rel, size) for rel in todo)
+    jobs: Iterator[tuple[Path, Path, Path]] = ((root, out, rel) for rel in todo)
     with (out / "index.tsv").open("a") as index, mp.get_context("spawn").Pool(
-        workers, initializer=_init_worker, initargs=(min_face_size,)
+        workers, initializer=_init_worker, initargs=(min_face_size, asdict(config))
     ) as pool:
         for rel, status in tqdm(pool.imap_unordered(align_photo, jobs, chunksize=16), total=len(todo),
                                 desc=f"align {root.name}"):
@@ -85,11 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="facesearch align", description=__doc__)
     p.add_argument("--data", type=Path, required=True, help="identity-per-folder tree")
     p.add_argument("--out", type=Path, required=True, help="cache folder for the aligned crops")
-    p.add_argument("--size", type=int, default=112)
+    p.add_argument("--arch", choices=ARCHS, default="dlib_resnet_v1", help="whose chip to cut")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--min-face-size", type=int, default=20)
     a = p.parse_args(argv)
-    counts = align_tree(a.data, a.out, size=a.size, workers=a.workers, min_face_size=a.min_face_size)
+    config = dlib_config() if a.arch == "dlib_resnet_v1" else EncoderConfig(arch=a.arch)
+    counts = align_tree(a.data, a.out, config, workers=a.workers, min_face_size=a.min_face_size)
     log.info("aligned %s: %s", a.data, counts)
     print(counts)
     return 0

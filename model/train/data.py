@@ -11,34 +11,44 @@ from PIL import Image
 from torchvision.transforms import v2
 from tqdm import tqdm
 
+from model.encoder import EncoderConfig
 from model.train.align import align_tree, read_index
 
 log = logging.getLogger(__name__)
 
 
-def cache_dir_for(root: Path, cache: Path) -> Path:
-    return cache / root.name
+def cache_dir_for(root: Path, cache: Path, config: EncoderConfig) -> Path:
+    """Where the crops of ``root`` cut for ``config``'s chip are cached: ``cache/<chip>/<tree>``."""
+    return cache / chip_key(config) / root.name
 
 
-def load_crops(roots: list[Path], cache: Path, *, exclude: set[str] | None = None, size: int = 112,
+def chip_key(config: EncoderConfig) -> str:
+    if config.chip == "dlib5":
+        return f"dlib5-{config.input_size}-p{config.chip_padding:g}"
+    return f"template{config.input_size}"
+
+
+def load_crops(roots: list[Path], cache: Path, config: EncoderConfig, *, exclude: set[str] | None = None,
                workers: int = 2, min_images: int = 1
                ) -> tuple[np.ndarray, np.ndarray, list[str], list[tuple[str, str]]]:
     """Align (if not cached yet) and load every detected face of the trees.
 
-    Returns crops uint8 (N, S, S, 3), labels int64 (N,), the identity name of each label
-    (``<tree>/<person>``) and each crop's key (tree name, path relative to its cache folder).
+    Returns crops uint8 (N, S, S, 3), labels int64 (N,), the identity name of each label (its folder name:
+    one person across trees, as CelebA's aligned photos and its face crops share identity numbers) and each
+    crop's key (tree name, path relative to its cache folder).
     People in ``exclude`` (LFW names) and photos without a detected face are left out.
     """
     exclude = exclude or set()
     files: list[tuple[Path, str]] = []
     keys: list[tuple[str, str]] = []
+    size = config.input_size
     for root in roots:
-        out = cache_dir_for(root, cache)
-        align_tree(root, out, size=size, workers=workers)
+        out = cache_dir_for(root, cache, config)
+        align_tree(root, out, config, workers=workers)
         for rel, status in sorted(read_index(out).items()):
             person = rel.split("/", 1)[0]
             if status == "detected" and person not in exclude:
-                files.append((out / rel, f"{root.name}/{person}"))
+                files.append((out / rel, person))
                 keys.append((root.name, rel))
     names = sorted({n for _, n in files})
     counts: dict[str, int] = {}

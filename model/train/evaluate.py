@@ -19,7 +19,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from model.encoder import Embedder, load_encoder
-from model.faces import FaceDetector, align, central_face, fallback_landmarks
+from model.faces import FaceDetector, central_face, fallback_face
 from model.train.lfw import parse_folds, people_in_folds, read_pairs
 from model.train.metrics import eer, kfold_accuracy, roc_auc, roc_curve, val_at_far
 
@@ -30,15 +30,14 @@ BIN_EDGES = np.linspace(0.0, 2.0, 2001)  # 0.001 wide: fine enough to read FAR d
 def embed_photos(paths: list[Path], embedder: Embedder, detector: FaceDetector,
                  batch: int = 64) -> tuple[np.ndarray, int]:
     """Embed the subject of each photo; returns (float32 (N, D), number of detection failures)."""
-    size = embedder.config.input_size
     out, crops, failures = [], [], 0
     for path in tqdm(paths, desc="embed photos"):
         rgb = np.asarray(Image.open(path).convert("RGB"))
         face = central_face(detector.detect(rgb), rgb.shape[1], rgb.shape[0])
         if face is None:
             failures += 1
-        landmarks = face.landmarks if face is not None else fallback_landmarks(rgb.shape[1], rgb.shape[0])
-        crops.append(align(rgb, landmarks, size))
+            face = fallback_face(rgb.shape[1], rgb.shape[0])
+        crops.append(embedder.aligner(rgb, face))
         if len(crops) == batch:
             out.append(embedder(np.stack(crops)))
             crops = []

@@ -28,13 +28,17 @@ from pytorch_metric_learning.losses import CosFaceLoss
 from pytorch_metric_learning.samplers import MPerClassSampler
 from tqdm import tqdm
 
+from torch import nn
+
 from model.encoder import (
+    ARCHS,
     OUTPUT_STRIDES,
     POOLS,
     Embedder,
     Encoder,
     EncoderConfig,
     Preprocess,
+    build_model,
     read_checkpoint,
     save_checkpoint,
 )
@@ -79,10 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distill-weight", type=float, default=1.0, help="weight of the teacher-matching loss")
     p.add_argument("--distill", choices=["embedding", "relational"], default="embedding",
                    help="match the teacher's vector per photo, or its squared distances between the batch's photos")
-    p.add_argument("--init", type=Path, help="start from this checkpoint's weights (same architecture)")
+    p.add_argument("--init", type=Path,
+                   help="start from this checkpoint's weights; its architecture, chip and input come with it "
+                        "(facesearch import-dlib makes dlib's ResNet one)")
+    p.add_argument("--freeze", default="",
+                   help="dlib_resnet_v1: comma-separated stages kept as they are (stem, blocks32, blocks64, "
+                        "blocks128, blocks256, fc)")
     p.add_argument("--embedding-size", type=int, default=128)
     p.add_argument("--input-size", type=int, default=112)
-    p.add_argument("--arch", default="mobilenet_v2")
+    p.add_argument("--arch", choices=ARCHS, default="mobilenet_v2", help="without --init: the network to train")
     p.add_argument("--output-stride", type=int, choices=OUTPUT_STRIDES, default=32,
                    help="16: the last stride-2 block keeps its resolution (7x7 features at 112; 0.76x the speed)")
     p.add_argument("--pool", choices=POOLS, default="avg",
@@ -97,6 +106,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def freeze(model: nn.Module, stages: str) -> list[str]:
+    """Keep the named stages (``stem,blocks32``) at their start: the first layers of a pretrained face network
+    hold generic edges and textures that a few thousand people cannot improve. Returns the frozen stages."""
+    names = [s for s in stages.split(",") if s]
+    if not names:
+        return []
+    groups = dict(getattr(model, "parameter_groups", lambda: [])())
+    unknown = [n for n in names if n not in groups]
+    if unknown:
+        raise SystemExit(f"--freeze: unknown stage(s) {', '.join(unknown)} (stages: {', '.join(groups) or 'none'})")
+    for n in names:
+        for q in groups[n]:
+            q.requires_grad_(False)
+    return names
+
+
 def lr_at(step: int, total: int, base: float, warmup: int, time_progress: float = 0.0) -> float:
     """Linear warm-up, then cosine decay over the steps or the time budget, whichever is further along."""
     if step < warmup:
@@ -105,7 +130,7 @@ def lr_at(step: int, total: int, base: float, warmup: int, time_progress: float 
     return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def heldout_pairs(args: argparse.Namespace) -> tuple[list[Path], np.ndarray, np.ndarray, np.ndarray] | None:
+def heldout_pairs(args: argparse.Namespace, config: EncoderConfig) -> tuple[list[Path], np.ndarray, np.ndarray, np.ndarray] | None:
     """Cached crops of the excluded LFW folds' pairs, for a per-epoch accuracy figure."""
     if not args.exclude_pairs:
         return None
@@ -114,7 +139,7 @@ def heldout_pairs(args: argparse.Namespace) -> tuple[list[Path], np.ndarray, np.
         return None
     folds = parse_folds(args.exclude_folds)
     pairs = [p for p in read_pairs(args.exclude_pairs) if p.fold in folds]
-    cache = cache_dir_for(lfw[0], args.cache)
+    cache = cache_dir_for(lfw[0], args.cache, config)
     files: list[Path] = []
     index: dict[Path, int] = {}
     ij = []
@@ -132,7 +157,7 @@ def heldout_pairs(args: argparse.Namespace) -> tuple[list[Path], np.ndarray, np.
     return files, np.array(ij), same, fold
 
 
-def evaluate_heldout(model: Encoder, held: tuple[list[Path], np.ndarray, np.ndarray, np.ndarray]) -> float:
+def evaluate_heldout(model: nn.Module, held: tuple[list[Path], np.ndarray, np.ndarray, np.ndarray]) -> float:
     from PIL import Image
 
     files, ij, same, fold = held
@@ -214,25 +239,35 @@ def main(argv: list[str] | None = None) -> int:
     exclude: set[str] = set()
     if args.exclude_pairs:
         exclude = people_in_folds(read_pairs(args.exclude_pairs), parse_folds(args.exclude_folds))
-    crops, labels, names, keys = load_crops(args.data, args.cache, exclude=exclude, size=args.input_size)
+    init = read_checkpoint(args.init) if args.init else None
+    if init is not None and init["config"].get("arch") == "dlib_resnet_v1":
+        config = EncoderConfig.from_dict(init["config"])  # the port's input, chip and size come with it
+        config.flip = False
+    else:
+        config = EncoderConfig(arch=args.arch, embedding_size=args.embedding_size, input_size=args.input_size,
+                               output_stride=args.output_stride, pool=args.pool)
+    config.model_version = f"training-run-{out.name}"
+    crops, labels, names, keys = load_crops(args.data, args.cache, config, exclude=exclude)
     if len(names) < 2:
         raise SystemExit("need at least two identities to train")
     log.info("training on %d photos of %d people (%d people excluded)", len(crops), len(names), len(exclude))
 
-    config = EncoderConfig(arch=args.arch, embedding_size=args.embedding_size, input_size=args.input_size,
-                           output_stride=args.output_stride, pool=args.pool, model_version=f"training-run-{out.name}")
-    model = Encoder(config, imagenet_init=not args.no_imagenet and not args.init)
-    init_from = "ImageNet"
-    if args.init:
-        init = read_checkpoint(args.init)
-        kept = model.load_pool_compatible(init["state_dict"])
+    model: nn.Module = build_model(config, imagenet_init=not args.no_imagenet and not args.init)
+    init_from = "ImageNet" if config.arch == "mobilenet_v2" and not args.no_imagenet else "random"
+    if init is not None:
+        if isinstance(model, Encoder):
+            kept = model.load_pool_compatible(init["state_dict"])
+        else:
+            model.load_state_dict(init["state_dict"])
+            kept = []
         init_from = f"{args.init} ({init['config'].get('model_version', 'unversioned')})"  # the path may change
         log.info("initialised from %s%s", args.init, " (pool starts as the average)" if kept else "")
+    frozen = freeze(model, args.freeze)
     targets = teacher_targets(args.teacher, args.data, keys, args.embedding_size) if args.teacher else None
     distill, distill_words = DISTILL[args.distill]
     cosface = CosFaceLoss(num_classes=len(names), embedding_size=args.embedding_size) \
         if args.cosface_weight > 0 else None
-    params = list(model.parameters()) + (list(cosface.parameters()) if cosface else [])
+    params = [q for q in model.parameters() if q.requires_grad] + (list(cosface.parameters()) if cosface else [])
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
     total_steps = args.epochs * args.steps_per_epoch
     start_epoch, step, seconds_before = 0, 0, 0.0
@@ -250,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
 
     preprocess = Preprocess(config)
     augment = Augment(seed=args.seed)
-    held = heldout_pairs(args)
+    held = heldout_pairs(args, config)
     batch = args.identities * args.per_identity
     k = min(args.per_identity, batch)
     log_path = out / "log.csv"
@@ -337,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
                         + (f" + {args.distill_weight} x {distill_words} (teacher, CC0; half its mean taken out, "
                            "unit length)" if targets is not None else ""),
                 "initialised_from": init_from,
+                "frozen": frozen,
                 "teacher": None if targets is None else {
                     "model": "dlib_face_recognition_resnet_model_v1 (dlib's ResNet, public domain: CC0)",
                     "pipeline": "dlib HOG detector + 5-point chip on the original photo (facesearch teacher)",

@@ -1,0 +1,40 @@
+"""What every bench records beside its figures: the commit it ran, the machine, the math libraries' threads."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def git_commit() -> str:
+    """The commit the bench ran from, ``+dirty`` when the tree had uncommitted changes."""
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def blas_info() -> list[dict[str, Any]]:
+    """The BLAS/OpenMP libraries numpy and faiss loaded, their kernels and thread counts (threadpoolctl)."""
+    from threadpoolctl import threadpool_info
+
+    keep = ("user_api", "internal_api", "version", "architecture", "num_threads", "prefix")
+    return [{k: lib.get(k) for k in keep} for lib in threadpool_info()]
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "git_commit": git_commit(),
+        "cores": os.cpu_count(),
+        "cpu": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+    }
