@@ -1,10 +1,16 @@
-"""Encoder and detector speed on this machine, beside dlib's (face_recognition) in the same run.
+"""Encoder and detector speed on this machine, beside dlib's in the same run, timed the same way.
 
-    python bench/encoder.py [--photos 64] [--json PATH]
+    python bench/encoder.py [--photos 64] [--threads 2] [--checkpoint PATH] [--json PATH]
 
-Prints faces/s for batches of 32, one-face latency, the cost of mirror averaging, MTCNN detection per
-250x250 LFW photo, and the same figures for dlib's HOG detector and ResNet encoder, with ratios.
-dlib is optional: pip install dlib-bin face_recognition_models "setuptools<81"; pip install --no-deps face_recognition
+Like for like:
+- descriptor: both networks on the same ready 150x150 chips (cut once by dlib's shape predictor inside
+  MTCNN's box; the shipped chip), batches of 32 and of one, each warmed up first, median of repeats.
+  Ours as served (affines or batch norms folded), without and with mirror averaging; dlib's
+  ``compute_face_descriptor`` on a list of chips (its batch call).
+- whole path, photo -> one embedding: ours MTCNN + chip + encoder (mirror averaging as the checkpoint ships),
+  dlib's HOG + 5-point shape + chip + ResNet (face_recognition's pipeline), one photo at a time.
+dlib comes from the project's own dlib path (dlib-bin, a core dependency; its ResNet file from the ``train``
+extra's face_recognition_models).
 """
 
 from __future__ import annotations
@@ -12,15 +18,21 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from model.encoder import load_encoder
-from model.faces import FaceDetector, align, central_face
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine  # noqa: E402
+
+from model.dlib_chip import DlibChipper  # noqa: E402
+from model.encoder import load_encoder  # noqa: E402
+from model.faces import FaceDetector, central_face  # noqa: E402
 
 LFW = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "lfw" / "lfw-deepfunneled"
 
@@ -34,63 +46,75 @@ def timed(fn, repeat: int) -> list[float]:  # type: ignore[no-untyped-def]
     return out
 
 
+def median_s(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
+    fn()  # warm-up
+    return statistics.median(timed(fn, repeat))
+
+
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--photos", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--checkpoint", type=Path)
     p.add_argument("--json", type=Path)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    paths = sorted(LFW.glob("*/*_0001.jpg"))[: a.photos]
-    photos = [np.asarray(Image.open(x).convert("RGB")) for x in paths]
-    detector = FaceDetector()
-    embedder, card = load_encoder(a.checkpoint, flip=False)
-    flip_embedder, _ = load_encoder(a.checkpoint, flip=True)
-    size = embedder.config.input_size
 
-    detector.detect(photos[0])
-    det = timed(lambda: [detector.detect(x) for x in photos], 1)[0] / len(photos)
-    crops = []
+    from model.train.teacher import dlib_pipeline
+
+    hog, predictor, resnet = dlib_pipeline()
+    paths = sorted(LFW.glob("*/*_0001.jpg"))[: a.photos]
+    photos = [np.ascontiguousarray(np.asarray(Image.open(x).convert("RGB"))) for x in paths]
+    detector = FaceDetector()
+    plain, card = load_encoder(a.checkpoint, flip=False)
+    mirrored, _ = load_encoder(a.checkpoint, flip=True)
+    shipped, _ = load_encoder(a.checkpoint)
+
+    # the same chips for both descriptors
+    chipper = DlibChipper()
+    chips = []
     for x in photos:
         f = central_face(detector.detect(x), x.shape[1], x.shape[0])
         if f is not None:
-            crops.append(align(x, f.landmarks, size))
-    crops_arr = np.stack(crops)
-    batch = np.concatenate([crops_arr] * (1 + 32 // len(crops_arr)))[:32]
-    embedder(batch)
-    b32 = statistics.median(timed(lambda: embedder(batch), 10))
-    one = statistics.median(timed(lambda: embedder(batch[:1]), 50))
-    b32_flip = statistics.median(timed(lambda: flip_embedder(batch), 5))
-    r = {
-        "model": card.get("model_version"),
-        "threads": a.threads,
-        "encoder_faces_per_s_b32": 32 / b32,
-        "encoder_one_face_ms": one * 1000,
-        "encoder_flip_faces_per_s_b32": 32 / b32_flip,
-        "mtcnn_ms_per_photo": det * 1000,
-        "photos": len(photos),
-    }
-    try:
-        import face_recognition
-    except ImportError:
-        print("dlib (face_recognition) not installed: reference figures skipped")
-    else:
-        face_recognition.face_locations(photos[0])
-        locs = [face_recognition.face_locations(x) for x in photos[:16]]
-        hog = timed(lambda: [face_recognition.face_locations(x) for x in photos], 1)[0] / len(photos)
-        pairs = [(x, loc[:1]) for x, loc in zip(photos, locs, strict=False) if loc][:16]
-        enc = timed(lambda: [face_recognition.face_encodings(x, loc, model="small") for x, loc in pairs], 1)[0]
-        dlib_face = enc / len(pairs)
-        r.update({
-            "dlib_faces_per_s": 1 / dlib_face,
-            "dlib_one_face_ms": dlib_face * 1000,
-            "dlib_hog_ms_per_photo": hog * 1000,
-            "encoder_speedup_vs_dlib": (32 / b32) * dlib_face,
-            "detector_speedup_vs_dlib_hog": hog / det,
-        })
+            chips.append(chipper(x, f.box))
+    chips_arr = np.stack(chips)
+    batch = np.concatenate([chips_arr] * (1 + 32 // len(chips_arr)))[:32]
+    batch_list = [np.ascontiguousarray(c) for c in batch]
+    r: dict[str, Any] = {"model": card.get("model_version"), "threads": a.threads, "photos": len(photos),
+                         "shipped_mirror_averaging": shipped.flip,
+                         "chip": f"{shipped.config.chip} {shipped.config.input_size}px"}
+    r["ours_faces_per_s_b32"] = 32 / median_s(lambda: plain(batch), 10)
+    r["ours_flip_faces_per_s_b32"] = 32 / median_s(lambda: mirrored(batch), 10)
+    r["ours_one_face_ms"] = 1000 * median_s(lambda: plain(batch[:1]), 30)
+    r["ours_flip_one_face_ms"] = 1000 * median_s(lambda: mirrored(batch[:1]), 30)
+    r["dlib_faces_per_s_b32"] = 32 / median_s(lambda: resnet.compute_face_descriptor(batch_list), 5)
+    r["dlib_one_face_ms"] = 1000 * median_s(lambda: resnet.compute_face_descriptor(batch_list[0]), 15)
+    r["ours_shipped_faces_per_s_b32"] = r["ours_flip_faces_per_s_b32"] if shipped.flip else r["ours_faces_per_s_b32"]
+    r["descriptor_ratio_b32"] = r["ours_faces_per_s_b32"] / r["dlib_faces_per_s_b32"]
+    r["descriptor_ratio_b32_as_shipped"] = r["ours_shipped_faces_per_s_b32"] / r["dlib_faces_per_s_b32"]
+    r["descriptor_ratio_one_face"] = r["dlib_one_face_ms"] / r["ours_one_face_ms"]
+
+    # detectors alone, per 250x250 LFW photo
+    r["mtcnn_ms_per_photo"] = 1000 * median_s(lambda: [detector.detect(x) for x in photos], 3) / len(photos)
+    r["dlib_hog_ms_per_photo"] = 1000 * median_s(lambda: [hog(x, 1) for x in photos], 3) / len(photos)
+
+    # whole path: photo -> embedding of its central face, one photo at a time
+    def ours_path(x: np.ndarray) -> None:
+        f = central_face(detector.detect(x), x.shape[1], x.shape[0])
+        if f is not None:
+            shipped(shipped.aligner(x, f)[None])
+
+    def dlib_path(x: np.ndarray) -> None:
+        boxes = hog(x, 1)
+        if len(boxes):
+            resnet.compute_face_descriptor(x, predictor(x, boxes[0]))
+
+    r["ours_photo_to_embedding_ms"] = 1000 * median_s(lambda: [ours_path(x) for x in photos], 3) / len(photos)
+    r["dlib_photo_to_embedding_ms"] = 1000 * median_s(lambda: [dlib_path(x) for x in photos], 3) / len(photos)
+    r["path_ratio"] = r["dlib_photo_to_embedding_ms"] / r["ours_photo_to_embedding_ms"]
+    r.update(machine())
     for k, v in r.items():
-        print(f"{k:32s} {v:.2f}" if isinstance(v, float) else f"{k:32s} {v}")
+        print(f"{k:34s} {v:.2f}" if isinstance(v, float) else f"{k:34s} {v}")
     if a.json:
         a.json.write_text(json.dumps(r, indent=2))
 

@@ -2,10 +2,11 @@
 
     python bench/hnsw_own.py
 
-The same synthetic data as bench/gallery.py's 1M gallery (``data(1_000_000)``: 1M faces of 200,000 people,
-about five photos each, the same seeded vectors), faiss directly. Prints recall@10 against exact search (the issue's figure), and what a face service needs: the
-share of the probe's own photos in the exact top 10 that HNSW also returns, and how often its first answer
-is one of the probe's own photos. p50 is one query at a time.
+The same synthetic data as bench/gallery.py's 1M gallery (``data(1_000_000)``: 1M faces of 200,000
+people, about five photos each, the same seeded vectors), faiss directly. Prints recall@10 against exact
+search (the issue's figure), and what a face service needs: the share of the probe's own photos in the
+exact top 10 that HNSW also returns, and how often its first answer is one of the probe's own photos.
+p50 is one query at a time.
 """
 
 import sys

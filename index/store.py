@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS identities(
     created_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS faces(
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     identity_id INTEGER NOT NULL REFERENCES identities(id) ON DELETE CASCADE,
     embedding BLOB NOT NULL,
     model_version TEXT NOT NULL,
@@ -59,6 +59,29 @@ class Store:
         self._lock = threading.Lock()
         conn = self.conn
         conn.executescript(SCHEMA)
+        self._migrate_face_ids(conn)
+
+    @staticmethod
+    def _migrate_face_ids(conn: sqlite3.Connection) -> None:
+        """Galleries made before face ids were AUTOINCREMENT: without it SQLite hands the largest deleted id
+        to the next face, so a client's old face id would name someone else's face, and an index that still
+        holds the id as a tombstone would hide the new face. Rebuild the table once with AUTOINCREMENT."""
+        sql = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'faces'").fetchone()[0]
+        if "AUTOINCREMENT" in sql.upper():
+            return
+        create = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS faces(") : SCHEMA.index("CREATE INDEX")]
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("ALTER TABLE faces RENAME TO faces_before_autoincrement")
+            conn.execute(create)
+            conn.execute("INSERT INTO faces SELECT * FROM faces_before_autoincrement")
+            conn.execute("DROP TABLE faces_before_autoincrement")
+            conn.execute("CREATE INDEX IF NOT EXISTS faces_identity ON faces(identity_id)")
+            conn.execute("CREATE INDEX IF NOT EXISTS faces_sha256 ON faces(sha256)")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     @property
     def conn(self) -> sqlite3.Connection:

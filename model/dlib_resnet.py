@@ -68,8 +68,10 @@ class Block(nn.Module):
 
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
-        self.conv1, self.aff1 = conv(cin, cout, 3, stride), Affine(cout)
-        self.conv2, self.aff2 = conv(cout, cout, 3, 1), Affine(cout)
+        self.conv1: nn.Conv2d = conv(cin, cout, 3, stride)
+        self.aff1: nn.Module = Affine(cout)
+        self.conv2: nn.Conv2d = conv(cout, cout, 3, 1)
+        self.aff2: nn.Module = Affine(cout)
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -89,7 +91,8 @@ class DlibResNet(nn.Module):
         super().__init__()
         if embedding_size != 128:
             raise CheckpointError(f"dlib's ResNet embeds in 128 dimensions, not {embedding_size}")
-        self.conv1, self.aff1 = conv(3, 32, 7, 2), Affine(32)
+        self.conv1: nn.Conv2d = conv(3, 32, 7, 2)
+        self.aff1: nn.Module = Affine(32)
         self.blocks = nn.Sequential(*(Block(*b) for b in BLOCKS))
         self.fc = nn.Linear(256, embedding_size, bias=False)
 
@@ -105,19 +108,23 @@ class DlibResNet(nn.Module):
         """An eval-mode copy with every affine folded into the conv before it, channels_last."""
         fused = copy.deepcopy(self).eval()
         with torch.no_grad():
-            pairs = [(fused.conv1, fused.aff1)]
-            for b in fused.blocks:
+            pairs: list[tuple[nn.Conv2d, nn.Module]] = [(fused.conv1, fused.aff1)]
+            for b in fused.block_list():
                 pairs += [(b.conv1, b.aff1), (b.conv2, b.aff2)]
             for c, a in pairs:
+                assert isinstance(a, Affine)
                 c.weight.mul_(a.weight.view(-1, 1, 1, 1))
                 assert c.bias is not None
                 c.bias.mul_(a.weight).add_(a.bias)
                 a.weight.fill_(1.0)
                 a.bias.zero_()
-        for b in fused.blocks:
+        for b in fused.block_list():
             b.aff1 = b.aff2 = nn.Identity()
         fused.aff1 = nn.Identity()
         return fused.to(memory_format=torch.channels_last)
+
+    def block_list(self) -> list[Block]:
+        return [b for b in self.blocks if isinstance(b, Block)]
 
     def parameter_groups(self) -> list[tuple[str, list[nn.Parameter]]]:
         """Parameters by stage, input side first: stem, the four widths of blocks, fc (for freezing)."""
@@ -165,7 +172,7 @@ def _tensors(data: bytes, sizes: list[int]) -> list[np.ndarray]:
     dlib writes a network input side first. The layers' settings between the tensors hold a few runs of bytes
     that read as small tensors; asking for each expected size in turn steps over them.
     """
-    found = []
+    found: list[np.ndarray] = []
     pos = 0
     for size in sizes:
         while True:
@@ -185,7 +192,7 @@ def read_dlib_weights(path: Path) -> dict[str, torch.Tensor]:
     """dlib's .dat -> a :class:`DlibResNet` state dict. Raises CheckpointError when the file is not that network."""
     model = DlibResNet()
     layers: list[tuple[str, nn.Module]] = [("conv1", model.conv1), ("aff1", model.aff1)]
-    for i, b in enumerate(model.blocks):
+    for i, b in enumerate(model.block_list()):
         layers += [(f"blocks.{i}.conv1", b.conv1), (f"blocks.{i}.aff1", b.aff1),
                    (f"blocks.{i}.conv2", b.conv2), (f"blocks.{i}.aff2", b.aff2)]
     layers.append(("fc", model.fc))

@@ -74,7 +74,7 @@ def dlib_config(model_version: str = "dlib-resnet-v1", chip: str = "dlib5") -> E
         raise CheckpointError(f"unknown chip {chip!r}")
     return EncoderConfig(arch="dlib_resnet_v1", embedding_size=128, input_size=150,
                          mean=tuple(m / 255.0 for m in DLIB_MEAN_RGB),  # type: ignore[arg-type]
-                         std=(DLIB_SCALE / 255.0,) * 3,  # type: ignore[arg-type]
+                         std=(DLIB_SCALE / 255.0,) * 3,
                          template=[list(p) for p in DLIB_CHIP_TEMPLATE_150], model_version=model_version,
                          chip=chip)
 

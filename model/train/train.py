@@ -26,9 +26,8 @@ import numpy as np
 import torch
 from pytorch_metric_learning.losses import CosFaceLoss
 from pytorch_metric_learning.samplers import MPerClassSampler
-from tqdm import tqdm
-
 from torch import nn
+from tqdm import tqdm
 
 from model.encoder import (
     ARCHS,
@@ -130,7 +129,8 @@ def lr_at(step: int, total: int, base: float, warmup: int, time_progress: float 
     return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def heldout_pairs(args: argparse.Namespace, config: EncoderConfig) -> tuple[list[Path], np.ndarray, np.ndarray, np.ndarray] | None:
+def heldout_pairs(args: argparse.Namespace,
+                  config: EncoderConfig) -> tuple[list[Path], np.ndarray, np.ndarray, np.ndarray] | None:
     """Cached crops of the excluded LFW folds' pairs, for a per-epoch accuracy figure."""
     if not args.exclude_pairs:
         return None
@@ -157,14 +157,15 @@ def heldout_pairs(args: argparse.Namespace, config: EncoderConfig) -> tuple[list
     return files, np.array(ij), same, fold
 
 
-def evaluate_heldout(model: nn.Module, held: tuple[list[Path], np.ndarray, np.ndarray, np.ndarray]) -> float:
+def evaluate_heldout(model: nn.Module, config: EncoderConfig,
+                     held: tuple[list[Path], np.ndarray, np.ndarray, np.ndarray]) -> float:
     from PIL import Image
 
     files, ij, same, fold = held
     if not all(f.exists() for f in files):
         return float("nan")
     crops = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
-    emb = Embedder(model, Preprocess(model.config))(crops)  # embeds with a fused eval-mode copy
+    emb = Embedder(model, Preprocess(config))(crops)  # embeds with a fused eval-mode copy
     dist = np.linalg.norm(emb[ij[:, 0]] - emb[ij[:, 1]], axis=1)
     acc, _, _ = kfold_accuracy(dist, same, fold)
     return acc
@@ -343,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
             if budget and seconds_before + time.time() - t0 > budget:
                 stop = True
                 break
-        acc = evaluate_heldout(model, held) if held else float("nan")
+        acc = evaluate_heldout(model, config, held) if held else float("nan")
         row = {"epoch": epoch + 1, "step": step, "seconds": round(seconds_before + time.time() - t0, 1),
                "lr": f"{lr:.2e}", "mining": mining, "heldout_accuracy": f"{acc:.4f}"}
         row.update({key: f"{v / max(n, 1):.4f}" for key, v in sums.items()})

@@ -39,7 +39,9 @@ def soak(tmp_path: Path, server_factory, seconds: float) -> dict[str, float]:  #
     # it would be counted as live. (Concurrent deletes of one identity are tested in test_hostile.)
     ident_locks: dict[str, threading.Lock] = {}
     latencies: dict[str, list[float]] = {"enroll": [], "search": [], "verify": [], "delete": []}
-    errors: list[str] = []
+    ok = {"enroll": 0, "search": 0, "verify": 0, "delete": 0}
+    deleted: set[str] = set()  # identities whose last acknowledged write was their deletion
+    errors: list[str] = []  # collected here: an assert in a worker thread cannot fail the test
     counts = {"requests": 0, "5xx": 0}
     deadline = time.monotonic() + seconds
     # warm-up: the first half (allocator arenas, SQLite page caches and torch buffers settle); growth is
@@ -48,6 +50,13 @@ def soak(tmp_path: Path, server_factory, seconds: float) -> dict[str, float]:  #
     rss: dict[str, int] = {}
 
     def worker(seed: int) -> None:
+        try:
+            work(seed)
+        except Exception as e:  # a dropped connection or a malformed body: the test fails with it
+            with lock:
+                errors.append(f"worker {seed}: {e!r}")
+
+    def work(seed: int) -> None:
         rnd = random.Random(seed)
         while time.monotonic() < deadline:
             name = rnd.choice(NAMES)
@@ -63,6 +72,7 @@ def soak(tmp_path: Path, server_factory, seconds: float) -> dict[str, float]:  #
                     if status == 201:
                         with lock:
                             live[ident] = live.get(ident, 0) + 1
+                            deleted.discard(ident)
             elif op == "search":
                 status, body = call(f"{server.url}/v1/search", "POST", files=[("image", photos[name][2])])
             elif op == "verify":
@@ -74,9 +84,14 @@ def soak(tmp_path: Path, server_factory, seconds: float) -> dict[str, float]:  #
                     if status == 200:
                         with lock:
                             live.pop(ident, None)
+                            deleted.add(ident)
             with lock:
                 latencies[op].append(time.perf_counter() - t)
                 counts["requests"] += 1
+                # every photo has a face: enroll 201, search/verify 200; delete 200, or 404 when none was live
+                good = {"enroll": (201,), "search": (200,), "verify": (200,), "delete": (200, 404)}[op]
+                if status in good:
+                    ok[op] += 1
                 if status >= 500:
                     counts["5xx"] += 1
                     errors.append(f"{op} {status} {body}")
@@ -89,12 +104,20 @@ def soak(tmp_path: Path, server_factory, seconds: float) -> dict[str, float]:  #
     for t in threads:
         t.join()
     rss["end"] = rss_kb(server.proc.pid)
-    # zero lost writes: every acknowledged face that was not deleted is there
+    assert not errors, errors[:5]
+    # zero lost writes, nothing extra: every acknowledged face that was not deleted is there, exactly
     for ident, n in live.items():
         status, body = call(f"{server.url}/v1/identities/{quote(ident)}")
-        assert status == 200 and body["faces"] >= n, (ident, n, body)
+        assert status == 200 and body["faces"] == n, (ident, n, body)
+    # and what was deleted stays deleted
+    for ident in deleted:
+        status, body = call(f"{server.url}/v1/identities/{quote(ident)}")
+        assert status == 404, (ident, status, body)
     report: dict[str, float] = {"seconds": seconds, "concurrency": 16, "requests": counts["requests"],
-                                "5xx": counts["5xx"], "rss_growth": rss["end"] / rss["warm"] - 1}
+                                "5xx": counts["5xx"], "rss_growth": rss["end"] / rss["warm"] - 1,
+                                "deleted_checked": len(deleted), "live_checked": len(live)}
+    for op, n in ok.items():
+        report[f"{op}_success_rate"] = n / max(1, len(latencies[op]))
     for op, xs in latencies.items():
         if xs:
             xs.sort()
@@ -103,11 +126,13 @@ def soak(tmp_path: Path, server_factory, seconds: float) -> dict[str, float]:  #
     out = Path(os.environ.get("FACESEARCH_ARTIFACTS", ROOT / "artifacts"))
     out.mkdir(parents=True, exist_ok=True)
     (out / f"soak-{int(seconds)}s.json").write_text(json.dumps(report, indent=2))
-    assert not errors, errors[:5]
+    # every kind of request did real work, nearly always (a route that always answered 4xx would pass the rest)
+    assert all(len(latencies[op]) >= 5 for op in ok), report
+    assert all(report[f"{op}_success_rate"] >= 0.98 for op in ok), report
     # The target (< 10% after warm-up) is for the 10-minute run. One minute is closer to warm-up (allocator
-    # arenas, buffers per batch shape, SQLite caches): measured 9-19% before the encoder ran fixed batch
-    # sizes, 3.6-10.7% after, so the short CI run guards against a gross leak only.
-    assert report["rss_growth"] < (0.10 if seconds >= 600 else 0.30), report
+    # arenas, buffers per batch shape, SQLite caches): clean-clone CI runs measured 3.6% and 10.7%, so the
+    # short run's bound sits just above the larger of them.
+    assert report["rss_growth"] < (0.10 if seconds >= 600 else 0.15), report
     return report
 
 

@@ -34,6 +34,7 @@ WRITER = textwrap.dedent("""
         if b % 40 == 39:
             print("del", ids[0], flush=True)  # before: a kill may land after the delete commits
             g.delete_face(ids[0])
+            print("gone", ids[0], flush=True)  # after: the delete was acknowledged
 """)
 
 
@@ -41,7 +42,8 @@ def test_sigkill_never_loses_a_committed_face(tmp_path: Path) -> None:
     rounds = int(os.environ.get("FACESEARCH_KILL_ROUNDS", "20"))
     rnd = random.Random(0)
     committed: dict[int, str] = {}
-    deleted: set[int] = set()
+    deleted: set[int] = set()  # deletes begun (they may or may not have committed)
+    gone: set[int] = set()  # deletes acknowledged: they must stay deleted
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     for r in range(rounds):
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(r)], stdout=subprocess.PIPE,
@@ -64,6 +66,8 @@ def test_sigkill_never_loses_a_committed_face(tmp_path: Path) -> None:
                     committed[int(face_id)] = parts[1]
             elif parts and parts[0] == "del":
                 deleted.add(int(parts[1]))
+            elif parts and parts[0] == "gone":
+                gone.add(int(parts[1]))
 
         g = Gallery(tmp_path, dim=DIM, model_version="m1")
         try:
@@ -72,6 +76,8 @@ def test_sigkill_never_loses_a_committed_face(tmp_path: Path) -> None:
             stored = {row[0]: row[1] for row in g.store.conn.execute("SELECT id, sha256 FROM faces")}
             missing = [f for f in committed if f not in stored and f not in deleted]
             assert not missing, f"round {r}: committed faces lost: {missing[:10]}"
+            back = sorted(gone & set(stored))
+            assert not back, f"round {r}: acknowledged deletes undone: {back[:10]}"
             # all-or-nothing batches: every tag appears exactly as many times as its batch size,
             # less the face this test may have deleted on purpose
             per_tag = Counter(stored.values())
@@ -82,3 +88,4 @@ def test_sigkill_never_loses_a_committed_face(tmp_path: Path) -> None:
         finally:
             g.close()
     assert len(committed) > 50
+    assert len(gone) >= 3, f"only {len(gone)} deletes acknowledged: the delete path was hardly exercised"

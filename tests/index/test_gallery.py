@@ -254,3 +254,37 @@ def test_concurrent_readers_and_writers(gallery: Gallery) -> None:
     assert not errors
     assert gallery.verify()["ok"]
     assert gallery.count()[1] == 200 + len(added)
+
+
+def test_face_ids_are_never_reused(tmp_path: Path) -> None:
+    """A deleted face's id must not name a later face (a client's stale id, an HNSW tombstone)."""
+    for kind in ("exact", "hnsw"):
+        g = Gallery(tmp_path / kind, dim=DIM, model_version="m1", kind=kind)
+        v = unit(np.random.default_rng(8), 2)
+        first = g.add_faces("a", [NewFace(v[0])])[0]
+        g.delete_face(first)  # the largest id, deleted
+        second = g.add_faces("b", [NewFace(v[1])])[0]
+        assert second > first
+        assert g.search(v[1], k=1)[0].identities[0].identity == "b"  # not hidden behind a tombstone
+        g.close()
+
+
+def test_old_galleries_get_autoincrement_ids(tmp_path: Path) -> None:
+    import sqlite3
+
+    from index.store import SCHEMA, Store
+
+    old = tmp_path / "gallery.db"
+    conn = sqlite3.connect(old)
+    conn.executescript(SCHEMA.replace("id INTEGER PRIMARY KEY AUTOINCREMENT,\n    identity_id",
+                                      "id INTEGER PRIMARY KEY,\n    identity_id"))
+    conn.execute("INSERT INTO identities(id, key, created_at) VALUES (1, 'a', 0)")
+    conn.execute("INSERT INTO faces(id, identity_id, embedding, model_version, created_at) VALUES (7, 1, x'00', 'm', 0)")
+    conn.commit()
+    assert "AUTOINCREMENT" not in conn.execute("SELECT sql FROM sqlite_master WHERE name = 'faces'").fetchone()[0]
+    conn.close()
+    store = Store(old)
+    sql = store.conn.execute("SELECT sql FROM sqlite_master WHERE name = 'faces'").fetchone()[0]
+    assert "AUTOINCREMENT" in sql
+    assert store.conn.execute("SELECT id, identity_id FROM faces").fetchall() == [(7, 1)]
+    store.close()

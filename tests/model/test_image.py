@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -22,12 +24,41 @@ def test_formats_and_modes_become_rgb(mode: str, fmt: str) -> None:
     assert out.shape == (20, 30, 3) and out.dtype == np.uint8
 
 
-def test_exif_orientation_is_applied() -> None:
-    img = Image.new("RGB", (40, 20), (255, 0, 0))
+def _face(lfw: Path) -> Image.Image:
+    """A real photo, cropped off-centre so that every rotation and mirror of it differs."""
+    return Image.open(lfw / "Colin_Powell" / "Colin_Powell_0001.jpg").convert("RGB").crop((30, 10, 250, 200))
+
+
+def _diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).mean())
+
+
+@pytest.mark.parametrize("orientation,turn", [(3, 2), (6, -1), (8, 1)])
+def test_exif_orientation_turns_the_right_way(lfw: Path, orientation: int, turn: int) -> None:
+    img = _face(lfw)
     exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90 degrees
-    out = decode_image(encode(img, "JPEG", exif=exif.tobytes()), max_pixels=LIMIT)
-    assert out.shape == (40, 20, 3)
+    exif[0x0112] = orientation  # 3: upside down, 6: display turned 90 degrees clockwise, 8: anticlockwise
+    out = decode_image(encode(img, "JPEG", quality=95, exif=exif.tobytes()), max_pixels=LIMIT)
+    want = np.rot90(np.asarray(img), k=turn)  # np.rot90 turns anticlockwise for k > 0
+    assert out.shape == want.shape
+    wrong = [np.rot90(np.asarray(img), k=k) for k in (0, 1, 2, 3) if k % 4 != turn % 4]
+    assert _diff(out, want) < 4.0  # JPEG noise only
+    assert all(_diff(out, w) > 20.0 for w in wrong if w.shape == out.shape)
+
+
+def test_cmyk_jpeg_keeps_its_colours(lfw: Path) -> None:
+    img = _face(lfw)
+    out = decode_image(encode(img.convert("CMYK"), "JPEG", quality=95), max_pixels=LIMIT)
+    assert _diff(out, np.asarray(img)) < 6.0  # an inverted or channel-swapped decode is off by 50-150
+
+
+def test_sixteen_bit_png_keeps_its_tones(lfw: Path) -> None:
+    grey = np.asarray(_face(lfw).convert("L"))
+    sixteen = Image.fromarray((grey.astype(np.uint16) * 257), mode="I;16")  # the full 16-bit range
+    out = decode_image(encode(sixteen, "PNG"), max_pixels=LIMIT)
+    assert out.shape == (*grey.shape, 3)
+    # a decode that kept the low byte of each value would be noise; this one is the photo, stretched
+    assert np.corrcoef(out[..., 0].ravel(), grey.ravel())[0, 1] > 0.999
 
 
 def test_animated_gif_gives_first_frame() -> None:

@@ -28,19 +28,17 @@ def test_squared_distances_of_unit_vectors() -> None:
 
 
 def test_semihard_picks_nearest_negative_beyond_the_positive() -> None:
-    # anchor 0 deg, positive 30 deg; negatives at 10 (hard), 40 and 60 (semi-hard candidates), 170 (easy)
-    e = emb_2d([(0, 0), (30, 0), (10, 0), (40, 0), (60, 0), (170, 0)])
-    labels = torch.tensor([0, 0, 1, 2, 3, 4])
+    # anchor 0 deg, positive 30 deg; negatives at 10 (hard), 38 and 35 (both semi-hard, the farther one
+    # listed first), 60 and 170 (beyond the margin)
+    e = emb_2d([(0, 0), (30, 0), (10, 0), (38, 0), (35, 0), (60, 0), (170, 0)])
+    labels = torch.tensor([0, 0, 1, 2, 3, 4, 5])
     d = squared_distances(e)
     a, p, n = mine_triplets(d, labels, margin=0.2, mode="semihard")
     pairs = {(int(x), int(y)): int(z) for x, y, z in zip(a, p, n, strict=True)}
-    d_ap = 2 - 2 * np.cos(np.radians(30))
-    cands = {3: 2 - 2 * np.cos(np.radians(40)), 4: 2 - 2 * np.cos(np.radians(60))}
-    inside = [k for k, v in cands.items() if d_ap < v < d_ap + 0.2]
-    if inside:
-        assert pairs[(0, 1)] == min(inside, key=lambda k: cands[k])
-    else:
-        assert (0, 1) not in pairs
+    sq = {deg: 2 - 2 * np.cos(np.radians(deg)) for deg in (30, 35, 38, 60)}
+    # the case is what it claims: two negatives inside (d_ap, d_ap + margin), the others outside
+    assert sq[30] < sq[35] < sq[38] < sq[30] + 0.2 < sq[60]
+    assert pairs[(0, 1)] == 4  # 35 degrees: the nearest of the two semi-hard negatives
     # hard mode always takes the nearest negative: 10 degrees
     a, p, n = mine_triplets(d, labels, margin=0.2, mode="hard")
     assert {(int(x), int(y)): int(z) for x, y, z in zip(a, p, n, strict=True)}[(0, 1)] == 2
