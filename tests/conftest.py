@@ -18,6 +18,20 @@ LFW = SHARED / "datasets" / "lfw" / "lfw-deepfunneled"
 os.environ.setdefault("FACESEARCH_TORCH_THREADS", "2")
 
 
+def _offline_torch_hub() -> None:
+    """torchvision's ImageNet MobileNetV2 weights from ../shared/weights, where its weights API looks first
+    (no download: these machines are offline)."""
+    src = SHARED / "weights" / "mobilenet_v2-b0353104.pth"
+    home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
+    dst = home / "hub" / "checkpoints" / src.name
+    if src.exists() and not dst.exists():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.symlink_to(src)
+
+
+_offline_torch_hub()
+
+
 def _require(path: Path) -> Path:
     if not path.exists():
         pytest.fail(f"test data missing: {path} (the tests read ../shared/datasets)")

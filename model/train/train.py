@@ -252,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(names) < 2:
         raise SystemExit("need at least two identities to train")
     log.info("training on %d photos of %d people (%d people excluded)", len(crops), len(names), len(exclude))
+    (out / "people.txt").write_text("".join(f"{n}\n" for n in names))  # who trained: checkable against any test set
 
     model: nn.Module = build_model(config, imagenet_init=not args.no_imagenet and not args.init)
     init_from = "ImageNet" if config.arch == "mobilenet_v2" and not args.no_imagenet else "random"

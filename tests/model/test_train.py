@@ -31,7 +31,7 @@ def test_training_smoke_run_and_resume(tmp_path: Path) -> None:
     ckpt = read_checkpoint(tmp_path / "run" / "last.pt")
     assert ckpt["train_state"]["step"] == 4
     # the alignment cache is complete and reused
-    assert len((tmp_path / "cache" / "orl" / "index.tsv").read_text().splitlines()) == 400
+    assert len((tmp_path / "cache" / "template112" / "orl" / "index.tsv").read_text().splitlines()) == 400
     # resume continues from the checkpoint instead of starting over
     assert train.main([*args, "--epochs", "3", "--resume"]) == 0
     rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
@@ -49,6 +49,94 @@ def test_exclude_folds_drops_every_person_of_those_folds() -> None:
     rest = people_in_folds(pairs, parse_folds("3-10"))
     assert held and not held & rest  # LFW folds share no people
     assert parse_folds("1-2,5") == [1, 2, 5]
+
+
+def _lfw_tree(tmp_path: Path, people: list[str], photos: int = 2) -> Path:
+    root = tmp_path / "lfw-small"
+    for name in people:
+        (root / name).mkdir(parents=True)
+        for k in range(1, photos + 1):
+            (root / name / f"{name}_{k:04d}.jpg").symlink_to(LFW / name / f"{name}_{k:04d}.jpg")
+    return root
+
+
+PEOPLE6 = ["Colin_Powell", "Donald_Rumsfeld", "George_W_Bush", "Gerhard_Schroeder", "Tony_Blair", "Hugo_Chavez"]
+
+
+def _pairs_file(tmp_path: Path) -> Path:
+    """One fold: two matched pairs, two mismatched, naming four of PEOPLE6."""
+    p = tmp_path / "pairs.txt"
+    p.write_text("1\t2\nColin_Powell\t1\t2\nDonald_Rumsfeld\t1\t2\n"
+                 "George_W_Bush\t1\tGerhard_Schroeder\t1\nColin_Powell\t2\tGeorge_W_Bush\t2\n")
+    return p
+
+
+def test_a_training_run_leaves_out_the_excluded_folds_people(tmp_path: Path) -> None:
+    root = _lfw_tree(tmp_path, PEOPLE6)
+    args = ["--data", str(root), "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "run"),
+            "--steps-per-epoch", "1", "-P", "2", "-K", "2", "--no-imagenet", "--threads", "2", "--warmup-steps", "1",
+            "--epochs", "1", "--exclude-pairs", str(_pairs_file(tmp_path)), "--exclude-folds", "1"]
+    assert train.main(args) == 0
+    trained = (tmp_path / "run" / "people.txt").read_text().split()
+    assert sorted(trained) == ["Hugo_Chavez", "Tony_Blair"]
+    card = read_checkpoint(tmp_path / "run" / "last.pt")["card"]["training"]
+    assert card["people"] == 2 and card["excluded_folds"] == [1]
+
+
+def test_fine_tuning_dlib_port_keeps_frozen_stages(tmp_path: Path) -> None:
+    from model.dlib_resnet import DLIB_DAT
+    from model.train.import_dlib import dlib_models_dir, import_dlib
+
+    import_dlib(dlib_models_dir() / DLIB_DAT, tmp_path / "dlib.pt")
+    root = _lfw_tree(tmp_path, PEOPLE6)
+    args = ["--data", str(root), "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "ft"),
+            "--steps-per-epoch", "1", "-P", "3", "-K", "2", "--threads", "2", "--warmup-steps", "1",
+            "--epochs", "1", "--lr", "1e-3", "--init", str(tmp_path / "dlib.pt"), "--freeze", "stem,blocks32"]
+    assert train.main(args) == 0
+    before = read_checkpoint(tmp_path / "dlib.pt")
+    after = read_checkpoint(tmp_path / "ft" / "last.pt")
+    assert after["config"]["arch"] == "dlib_resnet_v1" and after["config"]["chip"] == "dlib5"
+    assert after["card"]["training"]["frozen"] == ["stem", "blocks32"]
+    a, b = before["state_dict"], after["state_dict"]
+    assert torch.equal(a["conv1.weight"], b["conv1.weight"]) and torch.equal(a["blocks.2.conv2.weight"],
+                                                                                b["blocks.2.conv2.weight"])
+    assert not torch.equal(a["fc.weight"], b["fc.weight"]) and not torch.equal(a["blocks.3.conv1.weight"],
+                                                                                 b["blocks.3.conv1.weight"])
+    # dlib chips (150 px) cached apart from other chips
+    assert (tmp_path / "cache" / "dlib5-150-p0.25" / "lfw-small" / "index.tsv").exists()
+    with pytest.raises(SystemExit, match="unknown stage"):
+        train.main([*args[:-2], "--freeze", "blocks512", "--out", str(tmp_path / "bad")])
+    # WiSE-FT: a weighted average with the start, recorded in the card
+    assert average_main([str(tmp_path / "ft" / "last.pt"), str(tmp_path / "dlib.pt"), "--weights", "0.25", "0.75",
+                         "--out", str(tmp_path / "wise.pt")]) == 0
+    wise = read_checkpoint(tmp_path / "wise.pt")
+    torch.testing.assert_close(wise["state_dict"]["fc.weight"], 0.25 * b["fc.weight"] + 0.75 * a["fc.weight"])
+    assert wise["card"]["training"]["average_weights"] == [0.25, 0.75]
+
+
+def test_evaluate_end_to_end_with_dlib_reference(tmp_path: Path) -> None:
+    import json
+
+    from model.dlib_resnet import DLIB_DAT
+    from model.train.evaluate import main as evaluate_main
+    from model.train.import_dlib import dlib_models_dir, import_dlib
+
+    import_dlib(dlib_models_dir() / DLIB_DAT, tmp_path / "dlib.pt")
+    out = tmp_path / "eval"
+    assert evaluate_main(["--checkpoint", str(tmp_path / "dlib.pt"), "--data", str(LFW), "--pairs",
+                          str(_pairs_file(tmp_path)), "--folds", "1", "--out", str(out), "--reference", "dlib"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["pairs"] == 4 and report["photos"] == 7 and report["folds"] == [1]
+    assert report["model_version"].startswith("dlib-resnet-v1-") and report["detection_failures"] == 0
+    assert {"accuracy", "auc", "eer", "threshold", "val_at_far_1e-3"} <= set(report)
+    assert report["accuracy"] == 1.0 and report["auc"] == 1.0  # four easy pairs: dlib's network gets them
+    ref = report["reference"]
+    assert ref["name"].startswith("dlib") and ref["accuracy"] == 1.0 and ref["pipeline_ms_median"] > 0
+    assert (out / "roc.png").stat().st_size > 1000
+    # a checkpoint whose card holds folds out refuses folds it trained on
+    with pytest.raises(SystemExit, match="trained on"):
+        evaluate_main(["--checkpoint", str(tmp_path / "dlib.pt"), "--data", str(LFW), "--pairs",
+                       str(_pairs_file(tmp_path)), "--folds", "11", "--out", str(out)])
 
 
 def test_average_of_two_checkpoints(tmp_path: Path) -> None:
@@ -122,7 +210,7 @@ def test_training_with_a_teacher_from_a_checkpoint(tmp_path: Path) -> None:
     assert read_checkpoint(tmp_path / "rel" / "last.pt")["card"]["training"]["teacher"]["matching"] == "relational"
     # a teacher folder without this tree's vectors is an error, not a silent run without distillation
     with pytest.raises(SystemExit, match="no teacher embeddings"):
-        train.main([*args[:-4], "--teacher", str(tmp_path / "empty"), "--out", str(tmp_path / "run2")])
+        train.main([*args[:-4], "--no-imagenet", "--teacher", str(tmp_path / "empty"), "--out", str(tmp_path / "run2")])
 
 
 def test_stride16_depthwise_pool_starts_from_an_average_pool_checkpoint(tmp_path: Path) -> None:
