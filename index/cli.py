@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from index.gallery import Gallery
@@ -50,10 +51,14 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(report, indent=2))
             return 0 if report["ok"] else 1
         elif a.action == "reembed":
-            from model.pipeline import embed_crop_jpegs
+            from model.pipeline import CropMismatch, embed_crop_jpegs
 
             assert embedder is not None
-            n = g.reembed(lambda blobs: embed_crop_jpegs(embedder, blobs))
+            try:
+                n = g.reembed(lambda blobs: embed_crop_jpegs(embedder, blobs))
+            except CropMismatch as e:  # the transaction rolled back: the gallery is as it was
+                print(f"facesearch gallery reembed: {e}", file=sys.stderr)
+                return 1
             print(f"re-embedded {n} faces with {a.model_version}")
     finally:
         g.close()

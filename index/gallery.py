@@ -170,8 +170,9 @@ class Gallery:
         if (int(dim) != self.dim or version != self.model_version) and not allow_mismatch:
             raise GalleryMismatch(
                 f"gallery {self.folder} was written by model {version} ({dim}-d embeddings); this encoder is "
-                f"{self.model_version} ({self.dim}-d). Re-embed it (`facesearch gallery reembed`) or use the "
-                f"model that made it."
+                f"{self.model_version} ({self.dim}-d). Re-embed it from its stored crops (`facesearch gallery "
+                f"reembed`; it refuses crops cut for another encoder's chip), enroll the photos again into a new "
+                f"data folder, or serve it with the model that made it (FACESEARCH_CHECKPOINT)."
             )
 
     @property

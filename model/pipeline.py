@@ -147,8 +147,22 @@ class FacePipeline:
         self.batcher.close()
 
 
+class CropMismatch(ValueError):
+    """Stored crops were cut for another encoder's chip: they cannot be re-embedded faithfully."""
+
+
 def embed_crop_jpegs(embedder: Embedder, blobs: list[bytes]) -> np.ndarray:
-    """Embed stored aligned crops (JPEG bytes) -> float32 (n, D); used to re-embed a gallery."""
+    """Embed stored aligned crops (JPEG bytes) -> float32 (n, D); used to re-embed a gallery.
+
+    A crop serves only an encoder with the same chip; one of another size (the 112-px template crop of the
+    MobileNetV2 encoders, for dlib's 150-px chip with its wider margin) would be stretched into the wrong
+    geometry and embedded wrongly without a word, so it is refused."""
     size = embedder.config.input_size
-    crops = np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB").resize((size, size))) for b in blobs])
-    return embedder(crops)
+    crops = []
+    for b in blobs:
+        img = Image.open(io.BytesIO(b)).convert("RGB")
+        if img.size != (size, size):
+            raise CropMismatch(f"stored crops are {img.width}x{img.height} px; this encoder cuts a {size}-px "
+                               f"{embedder.config.chip} chip: enroll the photos again")
+        crops.append(np.asarray(img))
+    return embedder(np.stack(crops))

@@ -16,19 +16,38 @@ from typing import Any
 
 import torch
 
-from model.encoder import Encoder, EncoderConfig, read_checkpoint, save_checkpoint
+from model.encoder import EncoderConfig, build_model, read_checkpoint, save_checkpoint
+
+
+def describe(config: EncoderConfig) -> tuple[str, str]:
+    """The card's words for the architecture and the chip."""
+    if config.arch == "dlib_resnet_v1":
+        arch = ("dlib_resnet_v1: dlib's face ResNet (conv 7x7, 15 residual blocks of 32-256 channels, fc 128; "
+                "public domain, CC0) ported to PyTorch -> L2 norm")
+    else:
+        arch = (f"{config.arch} (ImageNet-initialised, torchvision; output stride {config.output_stride}) -> "
+                + ("global depthwise pool" if config.pool == "gdc" else "average pool") + " -> linear -> BN -> L2 norm")
+    if config.chip == "dlib5":
+        chip = (f"dlib's 5-point shape predictor inside MTCNN's box, then dlib's face chip ({config.input_size} px, "
+                f"padding {config.chip_padding:g})")
+    else:
+        chip = f"5-point similarity transform of MTCNN's landmarks onto a {config.input_size}-px template"
+    return arch, chip
 
 
 def build_card(config: EncoderConfig, training: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
     far = report.get("thresholds_from_distribution") or {}
     evaluation = {k: v for k, v in report.items() if k not in ("distributions", "checkpoint")}
+    # the report names the checkpoint's version as evaluated; these are the same weights under their shipped name
+    evaluation["evaluated_as"] = report.get("model_version")
+    evaluation["model_version"] = config.model_version
+    arch, chip = describe(config)
+    dlib = config.arch == "dlib_resnet_v1"
     return {
         "model_version": config.model_version,
-        "architecture": f"{config.arch} (ImageNet-initialised, torchvision; output stride {config.output_stride}) -> "
-                        + ("global depthwise pool" if config.pool == "gdc" else "average pool")
-                        + " -> linear -> BN -> L2 norm",
+        "architecture": arch,
         "input": {"size": config.input_size, "mean": config.mean, "std": config.std, "mirror_averaging": config.flip,
-                  "alignment": "5-point similarity transform onto the ArcFace 112x112 template, scaled"},
+                  "alignment": chip},
         "embedding_size": config.embedding_size,
         "distance": "Euclidean between unit vectors (0..2); similarity = 1 - d^2/2",
         "training": training,
@@ -40,10 +59,13 @@ def build_card(config: EncoderConfig, training: dict[str, Any], report: dict[str
             "far_1e-4": far.get("far_0.0001"),
         },
         "distributions": report.get("distributions"),
-        "licenses": "Weights trained on LFW (research use) and CelebA (non-commercial research use only); "
-                    "backbone initialised from torchvision's ImageNet MobileNetV2 (BSD-3-Clause)"
-                    + ("; distilled from dlib's face recognition ResNet (public domain, CC0)."
-                       if training.get("teacher") else "."),
+        "licenses": ("Started from dlib's face recognition ResNet v1 (Davis King, public domain: CC0); "
+                     if dlib else "Backbone initialised from torchvision's ImageNet MobileNetV2 (BSD-3-Clause); ")
+                    + ("fine-tuned on LFW (research use) and CelebA (non-commercial research use only)"
+                       if training.get("steps") else "not fine-tuned")
+                    + ("; distilled from dlib's face recognition ResNet (public domain, CC0)" if training.get("teacher")
+                       else "")
+                    + ("; chips cut with dlib's 5-point shape predictor (CC0)." if config.chip == "dlib5" else "."),
     }
 
 
@@ -63,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     config.model_version = f"fs-{config.arch}-{config.embedding_size}d-{dt.date.today():%Y%m%d}-{digest}"
     if config.flip:
         config.model_version += "-flip"
-    model = Encoder(config)
+    model = build_model(config)
     model.load_state_dict(ckpt["state_dict"])
     card = build_card(config, (ckpt.get("card") or {}).get("training", {}), report)
     save_checkpoint(a.out / "encoder.pt", model, card=card)

@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, log, curves)")
     p.add_argument("--exclude-pairs", type=Path, help="LFW pairs.txt whose fold people are kept out")
     p.add_argument("--exclude-folds", default="1-2")
+    p.add_argument("--exclude-people", type=Path,
+                   help="a file of identities (folder names, one per line, # comments) kept out of training")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--steps-per-epoch", type=int, default=200)
     p.add_argument("--identities", "-P", type=int, default=32, help="identities per batch (P)")
@@ -82,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distill-weight", type=float, default=1.0, help="weight of the teacher-matching loss")
     p.add_argument("--distill", choices=["embedding", "relational"], default="embedding",
                    help="match the teacher's vector per photo, or its squared distances between the batch's photos")
+    p.add_argument("--mirror-distill", type=float, default=0.0,
+                   help="weight of a second target per photo: the --init model's mirror-averaged embedding of it "
+                        "(frozen, same augmented batch). Anchors the fine-tuning to what the start knew, and teaches "
+                        "one forward pass what the start needed two (photo and mirror image) for")
     p.add_argument("--init", type=Path,
                    help="start from this checkpoint's weights; its architecture, chip and input come with it "
                         "(facesearch import-dlib makes dlib's ResNet one)")
@@ -103,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--seed", type=int, default=0)
     return p
+
+
+def read_people(path: Path) -> set[str]:
+    """Identities listed one per line (``#`` starts a comment)."""
+    lines = (ln.split("#", 1)[0].strip() for ln in Path(path).read_text().splitlines())
+    return {ln for ln in lines if ln}
 
 
 def freeze(model: nn.Module, stages: str) -> list[str]:
@@ -240,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     exclude: set[str] = set()
     if args.exclude_pairs:
         exclude = people_in_folds(read_pairs(args.exclude_pairs), parse_folds(args.exclude_folds))
+    if args.exclude_people:
+        exclude |= read_people(args.exclude_people)
     init = read_checkpoint(args.init) if args.init else None
     if init is not None and init["config"].get("arch") == "dlib_resnet_v1":
         config = EncoderConfig.from_dict(init["config"])  # the port's input, chip and size come with it
@@ -265,6 +279,13 @@ def main(argv: list[str] | None = None) -> int:
         init_from = f"{args.init} ({init['config'].get('model_version', 'unversioned')})"  # the path may change
         log.info("initialised from %s%s", args.init, " (pool starts as the average)" if kept else "")
     frozen = freeze(model, args.freeze)
+    mirror_teacher = None
+    if args.mirror_distill > 0:
+        if init is None:
+            raise SystemExit("--mirror-distill needs --init (the model whose mirror-averaged embeddings are the target)")
+        start = build_model(config)
+        start.load_state_dict(init["state_dict"])
+        mirror_teacher = Embedder(start, Preprocess(config), flip=True)  # a folded eval-mode copy
     targets = teacher_targets(args.teacher, args.data, keys, args.embedding_size) if args.teacher else None
     distill, distill_words = DISTILL[args.distill]
     cosface = CosFaceLoss(num_classes=len(names), embedding_size=args.embedding_size) \
@@ -318,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
             lr = lr_at(step, total_steps, args.lr, args.warmup_steps, elapsed / budget if budget else 0.0)
             for g in opt.param_groups:
                 g["lr"] = lr
-            x = preprocess(augment(crops[idx]))
+            batch_crops = augment(crops[idx])
+            x = preprocess(batch_crops)
             y = torch.from_numpy(labels[idx])
             emb = model(x)
             t_loss, stats = triplet_loss(emb, y, args.margin, mining)
@@ -328,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
             if targets is not None:
                 d_loss = distill(emb, targets[0][idx], targets[1][idx])
                 loss = loss + args.distill_weight * d_loss
+            if mirror_teacher is not None:
+                target = torch.from_numpy(mirror_teacher(batch_crops))
+                d_loss = distillation_loss(emb, target, torch.ones(len(target), dtype=torch.bool))
+                loss = loss + args.mirror_distill * d_loss
             if cosface is not None:
                 c_loss = cosface(emb, y)
                 loss = loss + args.cosface_weight * c_loss
@@ -362,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
                 "data": [str(d) for d in args.data],
                 "excluded_pairs": str(args.exclude_pairs) if args.exclude_pairs else None,
                 "excluded_folds": parse_folds(args.exclude_folds) if args.exclude_pairs else [],
+                "excluded_people_file": str(args.exclude_people) if args.exclude_people else None,
+                "excluded_people": len(exclude),
                 "people": len(names),
                 "photos": int(len(crops)),
                 "epochs": epoch + 1,
@@ -372,7 +400,9 @@ def main(argv: list[str] | None = None) -> int:
                         + ")"
                         + (f" + {args.cosface_weight} x CosFace identity head (auxiliary)" if cosface else "")
                         + (f" + {args.distill_weight} x {distill_words} (teacher, CC0; half its mean taken out, "
-                           "unit length)" if targets is not None else ""),
+                           "unit length)" if targets is not None else "")
+                        + (f" + {args.mirror_distill} x squared distance to the initial model's mirror-averaged "
+                           "embedding of the photo" if mirror_teacher is not None else ""),
                 "initialised_from": init_from,
                 "frozen": frozen,
                 "teacher": None if targets is None else {

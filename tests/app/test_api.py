@@ -67,7 +67,8 @@ def test_enroll_returns_faces_quality_and_ids(client: TestClient) -> None:
     assert detail["metadata"] == {"team": "state"} and detail["faces"] == 1
     thumb = client.get(detail["face_list"]["items"][0]["thumbnail_url"])
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
-    assert Image.open(io.BytesIO(thumb.content)).size == (112, 112)
+    size = client.get("/v1/info").json()["model"]["input"]["size"]  # the encoder's chip
+    assert Image.open(io.BytesIO(thumb.content)).size == (size, size)
     # the same photo again: a warning, not an error
     again = client.post("/v1/identities/Colin Powell/faces", files=files(lfw_photo("Colin_Powell", 1)))
     assert any("already enrolled" in w for w in again.json()["faces"][0]["warnings"])

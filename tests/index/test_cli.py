@@ -31,3 +31,27 @@ def test_gallery_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "imported 9 faces of 3 identities" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["export", "--data-dir", str(tmp_path / "a"), *common])  # no file given
+
+
+def test_reembed_refuses_crops_cut_for_another_chip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A gallery enrolled by the 112-px template encoder, re-embedded for the shipped 150-px dlib chip: the
+    stored crops cannot serve it, so the command says so and leaves the gallery as it was."""
+    import io
+
+    from PIL import Image
+
+    from model.encoder import load_encoder
+
+    buf = io.BytesIO()
+    Image.new("RGB", (112, 112), (120, 100, 90)).save(buf, format="JPEG")
+    g = Gallery(tmp_path / "g", dim=128, model_version="fs-mobilenet_v2-old")
+    g.add_faces("alice", [NewFace(np.full(128, 128 ** -0.5, np.float32), thumbnail=buf.getvalue())])
+    g.close()
+    assert main(["reembed", "--data-dir", str(tmp_path / "g")]) == 1
+    assert "enroll the photos again" in capsys.readouterr().err
+    _, card = load_encoder()
+    with pytest.raises(Exception, match="Re-embed it from its stored crops"):
+        Gallery(tmp_path / "g", dim=128, model_version=card["model_version"])
+    g = Gallery(tmp_path / "g", dim=128, model_version="fs-mobilenet_v2-old")
+    assert g.count() == (1, 1)
+    g.close()

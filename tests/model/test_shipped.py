@@ -8,7 +8,7 @@ import torch
 
 from model.calibration import Calibration
 from model.encoder import SHIPPED_CHECKPOINT, load_encoder
-from model.faces import FaceDetector, align
+from model.faces import FaceDetector
 from model.train.metrics import kfold_accuracy
 from tests.conftest import ORL
 
@@ -17,9 +17,12 @@ def test_checkpoint_is_self_describing_and_loads_weights_only() -> None:
     raw = torch.load(SHIPPED_CHECKPOINT, map_location="cpu", weights_only=True)
     assert raw["format"] == "facesearch-encoder/1"
     cfg = raw["config"]
-    assert cfg["embedding_size"] == 128 and cfg["input_size"] == 112 and len(cfg["template"]) == 5
+    # encoder v2: dlib's ResNet (fine-tuned), its 150x150 chip cut by dlib's shape predictor in MTCNN's box
+    assert cfg["arch"] == "dlib_resnet_v1" and cfg["chip"] == "dlib5"
+    assert cfg["embedding_size"] == 128 and cfg["input_size"] == 150 and len(cfg["template"]) == 5
     card = raw["card"]
     assert card["model_version"] == cfg["model_version"]
+    assert card["evaluation"]["model_version"] == card["model_version"]  # the card measured these weights
     assert card["training"]["excluded_folds"] == [1, 2]
     assert 0.0 < card["thresholds"]["verification"] < 2.0
     assert card["evaluation"]["pairs"] == 1200
@@ -42,7 +45,7 @@ def test_orl_verification_accuracy() -> None:
             if not faces:
                 failures += 1
                 continue
-            crops.append(align(rgb, faces[0].landmarks, embedder.config.input_size))
+            crops.append(embedder.aligner(rgb, faces[0]))
             people.append(person)
     assert failures <= 20, f"{failures} of 400 ORL faces not detected"
     emb = embedder(np.stack(crops))
@@ -80,17 +83,19 @@ def test_per_comparison_far_for_a_target_fpir() -> None:
 def test_embedder_matches_the_unfused_model_with_and_without_mirror_averaging() -> None:
     """The serving path folds batch norms into the convolutions and embeds a photo and its mirror image
     in one pass; both must give what the training-time module gives."""
-    from model.encoder import Embedder, Encoder, EncoderConfig, Preprocess, read_checkpoint
+    from model.encoder import Embedder, EncoderConfig, Preprocess, build_model, read_checkpoint
 
     ckpt = read_checkpoint(SHIPPED_CHECKPOINT)
-    model = Encoder(EncoderConfig.from_dict(ckpt["config"]))
+    config = EncoderConfig.from_dict(ckpt["config"])
+    model = build_model(config)
     model.load_state_dict(ckpt["state_dict"])
     model.train()
-    Embedder(model, Preprocess(model.config))  # a fused copy: the training module stays in training mode
+    Embedder(model, Preprocess(config))  # a fused copy: the training module stays in training mode
     assert model.training
     model.eval()
     rng = np.random.default_rng(0)
-    crops = rng.integers(0, 256, size=(7, 112, 112, 3), dtype=np.uint8)  # one pass padded to 8
+    size = config.input_size
+    crops = rng.integers(0, 256, size=(7, size, size, 3), dtype=np.uint8)  # one pass padded to 8
     for flip in (False, True):
         embedder, _ = load_encoder(flip=flip)
         x = embedder.preprocess(crops)
@@ -102,7 +107,10 @@ def test_embedder_matches_the_unfused_model_with_and_without_mirror_averaging() 
         assert got.shape == (7, ckpt["config"]["embedding_size"])
         np.testing.assert_allclose(got, ref.numpy(), atol=1e-4)
         np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in embedder.model.modules())
+    from model.dlib_resnet import Affine
+
+    # batch norms (MobileNetV2) or affines (dlib) are folded into the convolutions
+    assert not any(isinstance(m, torch.nn.BatchNorm2d | Affine) for m in embedder.model.modules())
 
 
 def test_batch_plan_covers_every_face_once_in_a_few_shapes() -> None:

@@ -72,15 +72,16 @@ def _pairs_file(tmp_path: Path) -> Path:
 
 
 def test_a_training_run_leaves_out_the_excluded_folds_people(tmp_path: Path) -> None:
-    root = _lfw_tree(tmp_path, PEOPLE6)
+    root = _lfw_tree(tmp_path, [*PEOPLE6, "Jean_Chretien"])
     args = ["--data", str(root), "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "run"),
             "--steps-per-epoch", "1", "-P", "2", "-K", "2", "--no-imagenet", "--threads", "2", "--warmup-steps", "1",
             "--epochs", "1", "--exclude-pairs", str(_pairs_file(tmp_path)), "--exclude-folds", "1"]
-    assert train.main(args) == 0
+    (tmp_path / "out.txt").write_text("# kept out too\nTony_Blair\n")
+    assert train.main([*args, "--exclude-people", str(tmp_path / "out.txt")]) == 0
     trained = (tmp_path / "run" / "people.txt").read_text().split()
-    assert sorted(trained) == ["Hugo_Chavez", "Tony_Blair"]
+    assert trained == ["Hugo_Chavez", "Jean_Chretien"]
     card = read_checkpoint(tmp_path / "run" / "last.pt")["card"]["training"]
-    assert card["people"] == 2 and card["excluded_folds"] == [1]
+    assert card["people"] == 2 and card["excluded_folds"] == [1] and card["excluded_people"] == 5
 
 
 def test_fine_tuning_dlib_port_keeps_frozen_stages(tmp_path: Path) -> None:
@@ -92,7 +93,10 @@ def test_fine_tuning_dlib_port_keeps_frozen_stages(tmp_path: Path) -> None:
     args = ["--data", str(root), "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "ft"),
             "--steps-per-epoch", "1", "-P", "3", "-K", "2", "--threads", "2", "--warmup-steps", "1",
             "--epochs", "1", "--lr", "1e-3", "--init", str(tmp_path / "dlib.pt"), "--freeze", "stem,blocks32"]
-    assert train.main(args) == 0
+    assert train.main([*args, "--mirror-distill", "1"]) == 0
+    rows = list(csv.DictReader((tmp_path / "ft" / "log.csv").open()))
+    assert 0 < float(rows[-1]["distill_loss"]) < 0.1  # the start is close to its own mirror average
+    assert "mirror-averaged" in read_checkpoint(tmp_path / "ft" / "last.pt")["card"]["training"]["loss"]
     before = read_checkpoint(tmp_path / "dlib.pt")
     after = read_checkpoint(tmp_path / "ft" / "last.pt")
     assert after["config"]["arch"] == "dlib_resnet_v1" and after["config"]["chip"] == "dlib5"

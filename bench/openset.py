@@ -1,0 +1,120 @@
+"""Open-set search through the API on people no encoder here trained on, beside dlib's pipeline, same photos.
+
+    python bench/openset.py --celeba DIR/img_align_celeba [--checkpoint PATH] [--people 200] [--json PATH]
+
+The people are bench/celeba_heldout.txt (CelebA identities kept out of encoder v2's training with
+``facesearch train --exclude-people``; dlib's author trained on other sets): the first ``--people`` are enrolled
+with three photos each through ``POST /v1/identities/{id}/faces``, up to three further photos of each are
+searched (``POST /v1/search``, default threshold: FPIR 0.01), and one photo of each of the next ``--people``
+(strangers, never enrolled) is searched. Reported: rank-1 (the right person is the first candidate), the
+share of genuine searches answered ``match`` with the right person, and the share of strangers accepted.
+dlib: its own pipeline (HOG, 5-point chip, ResNet) on the same photos, nearest enrolled photo, its documented
+threshold 0.6 on its raw vectors. The celeba-more tree comes from ../shared/datasets/celeba-more (README there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine  # noqa: E402
+
+HELDOUT = Path(__file__).resolve().parent / "celeba_heldout.txt"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--celeba", type=Path, required=True, help="celeba-more's img_align_celeba folder")
+    p.add_argument("--checkpoint", type=Path)
+    p.add_argument("--people", type=int, default=200)
+    p.add_argument("--no-dlib", action="store_true")
+    p.add_argument("--json", type=Path)
+    a = p.parse_args()
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    ids = [x for x in (ln.split("#", 1)[0].strip() for ln in HELDOUT.read_text().splitlines()) if x]
+    enrolled, strangers = ids[: a.people], ids[a.people : 2 * a.people]
+    photos = {i: sorted((a.celeba / i).glob("*.jpg")) for i in enrolled + strangers}
+    r: dict[str, Any] = {"enrolled_people": len(enrolled), "stranger_people": len(strangers)}
+    with tempfile.TemporaryDirectory() as tmp, TestClient(create_app(
+            Settings(data_dir=Path(tmp) / "data", checkpoint=a.checkpoint))) as c:
+        r["model"] = c.get("/v1/info").json()["model"]["model_version"]
+        refused = 0
+        for i in enrolled:
+            files = [("image", (f.name, f.read_bytes(), "image/jpeg")) for f in photos[i][:3]]
+            resp = c.post(f"/v1/identities/{i}/faces", files=files, data={"face": "largest"})
+            refused += resp.status_code != 201
+        r["enrollments_refused"] = refused
+
+        def search(f: Path) -> dict[str, Any] | None:
+            body = c.post("/v1/search", files={"image": (f.name, f.read_bytes(), "image/jpeg")},
+                          data={"max_faces": "1"}).json()
+            return body["faces"][0] if body.get("faces") else None
+
+        first = matched = probes = no_face = 0
+        for i in enrolled:
+            for f in photos[i][3:6]:
+                face = search(f)
+                probes += 1
+                if face is None:
+                    no_face += 1
+                    continue
+                first += face["candidates"][0]["identity"] == i
+                matched += face["decision"] == "match" and face["identity"] == i
+        accepted = stranger_probes = 0
+        for i in strangers:
+            face = search(photos[i][0])
+            stranger_probes += 1
+            accepted += face is not None and face["decision"] == "match"
+    r.update({"probes": probes, "probes_without_face": no_face, "rank1": first / probes,
+              "genuine_match_rate": matched / probes, "stranger_probes": stranger_probes,
+              "strangers_accepted": accepted / stranger_probes})
+    if not a.no_dlib:
+        from model.train.teacher import dlib_embedding
+
+        gal, who = [], []
+        for i in enrolled:
+            for f in photos[i][:3]:
+                e, found = dlib_embedding(f)
+                if found:
+                    gal.append(e)
+                    who.append(i)
+        g, who_arr = np.stack(gal), np.array(who)
+
+        def nearest(f: Path) -> tuple[str, float] | None:
+            e, found = dlib_embedding(f)
+            if not found:
+                return None
+            d = np.linalg.norm(g - e, axis=1)
+            return str(who_arr[d.argmin()]), float(d.min())
+
+        d_first = d_match = d_probes = 0
+        for i in enrolled:
+            for f in photos[i][3:6]:
+                hit = nearest(f)
+                d_probes += 1
+                if hit is not None:
+                    d_first += hit[0] == i
+                    d_match += hit[0] == i and hit[1] < 0.6
+        d_acc = sum(1 for i in strangers if (h := nearest(photos[i][0])) is not None and h[1] < 0.6)
+        r.update({"dlib_rank1": d_first / d_probes, "dlib_genuine_match_rate": d_match / d_probes,
+                  "dlib_strangers_accepted": d_acc / len(strangers)})
+    r.update(machine())
+    for k, v in r.items():
+        print(f"{k:28s} {v:.4f}" if isinstance(v, float) else f"{k:28s} {v}")
+    if a.json:
+        a.json.write_text(json.dumps(r, indent=2))
+
+
+if __name__ == "__main__":
+    main()
