@@ -50,34 +50,35 @@ def conv(cin: int, cout: int, k: int, stride: int) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2 if stride == 1 else 0)
 
 
-def add_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """dlib's add_prev: tensors of different shapes are zero-padded to the larger in every dimension
-    (channels, rows, columns), the smaller keeping the first positions."""
-    if a.shape == b.shape:
-        return a + b
-    c, h, w = (max(a.shape[i], b.shape[i]) for i in (1, 2, 3))
-
-    def pad(t: torch.Tensor) -> torch.Tensor:
-        return F.pad(t, (0, w - t.shape[3], 0, h - t.shape[2], 0, c - t.shape[1]))
-
-    return pad(a) + pad(b)
-
-
 class Block(nn.Module):
-    """conv(stride) -> affine -> relu -> conv -> affine, added to the shortcut, relu."""
+    """conv(stride) -> affine -> relu -> conv -> affine, added to the shortcut, relu.
 
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
+    ``side``: the input's height and width. dlib adds tensors of different shapes by zero-padding the
+    smaller to the larger in every dimension (the smaller keeping the first positions); the pads follow
+    from the input size, so they are fixed here (static shapes: traceable, quantisable).
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int, side: int) -> None:
         super().__init__()
         self.conv1: nn.Conv2d = conv(cin, cout, 3, stride)
         self.aff1: nn.Module = Affine(cout)
         self.conv2: nn.Conv2d = conv(cout, cout, 3, 1)
         self.aff2: nn.Module = Affine(cout)
         self.stride = stride
+        conv_side = side if stride == 1 else (side - 3) // 2 + 1
+        short_side = side if stride == 1 else side // 2
+        self.side_out = max(conv_side, short_side)
+        self.pad_conv = (0, self.side_out - conv_side, 0, self.side_out - conv_side)
+        self.pad_short = (0, self.side_out - short_side, 0, self.side_out - short_side, 0, cout - cin)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.aff2(self.conv2(F.relu(self.aff1(self.conv1(x)))))
         shortcut = x if self.stride == 1 else F.avg_pool2d(x, 2, 2)
-        return F.relu(add_padded(y, shortcut))
+        if any(self.pad_conv):
+            y = F.pad(y, self.pad_conv)
+        if any(self.pad_short):
+            shortcut = F.pad(shortcut, self.pad_short)
+        return F.relu(y + shortcut)
 
 
 class DlibResNet(nn.Module):
@@ -87,13 +88,18 @@ class DlibResNet(nn.Module):
     unit vectors, so the output is L2-normalised (dlib's ranking of pairs is unchanged up to the norms).
     """
 
-    def __init__(self, embedding_size: int = 128) -> None:
+    def __init__(self, embedding_size: int = 128, input_size: int = 150) -> None:
         super().__init__()
         if embedding_size != 128:
             raise CheckpointError(f"dlib's ResNet embeds in 128 dimensions, not {embedding_size}")
         self.conv1: nn.Conv2d = conv(3, 32, 7, 2)
         self.aff1: nn.Module = Affine(32)
-        self.blocks = nn.Sequential(*(Block(*b) for b in BLOCKS))
+        side = ((input_size - 7) // 2 + 1 - 3) // 2 + 1  # after conv1 and the max pool: 150 -> 72 -> 35
+        blocks = []
+        for cin, cout, stride in BLOCKS:
+            blocks.append(Block(cin, cout, stride, side))
+            side = blocks[-1].side_out
+        self.blocks = nn.Sequential(*blocks)
         self.fc = nn.Linear(256, embedding_size, bias=False)
 
     def raw(self, x: torch.Tensor) -> torch.Tensor:

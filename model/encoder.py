@@ -82,7 +82,7 @@ def dlib_config(model_version: str = "dlib-resnet-v1", chip: str = "dlib5") -> E
 def build_model(config: EncoderConfig, *, imagenet_init: bool = False) -> nn.Module:
     """The network a config describes (random weights, or ImageNet features for ``mobilenet_v2``)."""
     if config.arch == "dlib_resnet_v1":
-        model: nn.Module = DlibResNet(config.embedding_size)
+        model: nn.Module = DlibResNet(config.embedding_size, config.input_size)
         model.config = config  # type: ignore[assignment]
         return model
     return Encoder(config, imagenet_init=imagenet_init)

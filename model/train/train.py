@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     mirror_teacher = None
     if args.mirror_distill > 0:
         if init is None:
-            raise SystemExit("--mirror-distill needs --init (the model whose mirror-averaged embeddings are the target)")
+            raise SystemExit("--mirror-distill needs --init (the model whose mirror-averaged embeddings are targets)")
         start = build_model(config)
         start.load_state_dict(init["state_dict"])
         mirror_teacher = Embedder(start, Preprocess(config), flip=True)  # a folded eval-mode copy

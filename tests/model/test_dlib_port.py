@@ -89,3 +89,35 @@ def test_reader_refuses_other_files(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="not dlib's face ResNet"):
         read_dlib_weights(bad)
     assert dlib_config().chip == "dlib5"
+
+
+def test_our_chip_matches_dlibs_own(lfw: Path) -> None:
+    """Serving cuts dlib's chip from MTCNN's box (dlib's shape predictor inside it): on LFW photos where
+    dlib's HOG detector finds the face too, the two chips nearly coincide and embed alike."""
+    models = dlib_models_dir()
+    hog = dlib.get_frontal_face_detector()
+    predictor = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
+    from model.encoder import Embedder, Preprocess
+
+    model = DlibResNet()
+    model.load_state_dict(read_dlib_weights(models / DLIB_DAT))
+    config = dlib_config()
+    model.config = config  # type: ignore[assignment]
+    embedder = Embedder(model, Preprocess(config))
+    detector = FaceDetector()
+    ours, theirs = [], []
+    for person in sorted(p for p in lfw.iterdir() if p.is_dir())[100:130]:
+        rgb = np.ascontiguousarray(np.asarray(Image.open(next(iter(sorted(person.glob("*.jpg"))))).convert("RGB")))
+        boxes = list(hog(rgb, 1))
+        face = central_face(detector.detect(rgb), rgb.shape[1], rgb.shape[0])
+        if not boxes or face is None:
+            continue
+        box = min(boxes, key=lambda b: (b.center().x - 125) ** 2 + (b.center().y - 125) ** 2)
+        theirs.append(np.asarray(dlib.get_face_chip(rgb, predictor(rgb, box), size=150, padding=0.25)))
+        ours.append(embedder.aligner(rgb, face))
+    assert len(ours) >= 20
+    pixels = np.abs(np.stack(ours).astype(float) - np.stack(theirs).astype(float)).mean(axis=(1, 2, 3))
+    dist = np.linalg.norm(embedder(np.stack(ours)) - embedder(np.stack(theirs)), axis=1)
+    # same person, same photo: far below the distance between different people (0.4 and more)
+    assert np.median(dist) < 0.1 and dist.max() < 0.25, (np.median(dist), dist.max())
+    assert np.median(pixels) < 12, np.median(pixels)

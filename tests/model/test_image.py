@@ -54,7 +54,7 @@ def test_cmyk_jpeg_keeps_its_colours(lfw: Path) -> None:
 
 def test_sixteen_bit_png_keeps_its_tones(lfw: Path) -> None:
     grey = np.asarray(_face(lfw).convert("L"))
-    sixteen = Image.fromarray((grey.astype(np.uint16) * 257), mode="I;16")  # the full 16-bit range
+    sixteen = Image.fromarray(grey.astype(np.uint16) * 257)  # uint16: mode I;16, the full 16-bit range
     out = decode_image(encode(sixteen, "PNG"), max_pixels=LIMIT)
     assert out.shape == (*grey.shape, 3)
     # a decode that kept the low byte of each value would be noise; this one is the photo, stretched
