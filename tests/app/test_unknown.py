@@ -11,6 +11,12 @@ from app.settings import Settings
 from model.train.lfw import parse_folds, people_in_folds, read_pairs
 from tests.conftest import LFW
 
+# Measured with the shipped weights (encoder v2) on these 80 searches: the right person first for 80 of 80,
+# `match` for 75 of 80 (v1 MobileNetV2: 16 of 35 in the trial). The floors sit a few searches below, so
+# that a real regression fails and a new model that recognises fewer people has to say so here.
+GENUINE_FIRST_FLOOR = 0.95
+GENUINE_MATCH_FLOOR = 0.85
+
 
 def test_strangers_match_at_about_the_target_rate(data_dir: Path) -> None:
     # people the encoder never saw (the held-out folds), each with at least one photo
@@ -62,6 +68,5 @@ def test_genuine_searches_are_matched(data_dir: Path) -> None:
                 probes += 1
                 first += face["candidates"][0]["identity"] == name
                 matched += face["decision"] == "match" and face["identity"] == name
-    # measured with the shipped weights: see the README's "Genuine searches" figure (floors a few probes below)
     assert first >= GENUINE_FIRST_FLOOR * probes, f"right person first for {first} of {probes}"
     assert matched >= GENUINE_MATCH_FLOOR * probes, f"matched {matched} of {probes} genuine searches"
