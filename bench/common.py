@@ -38,3 +38,15 @@ def machine() -> dict[str, Any]:
         "cpu": platform.processor() or platform.machine(),
         "python": platform.python_version(),
     }
+
+
+def report(figures: dict[str, Any], json_path: Path | None, digits: int = 2) -> None:
+    """Print the figures with the machine's facts, and write them as JSON where asked."""
+    import json
+
+    figures.update(machine())
+    width = max(map(len, figures)) + 2
+    for k, v in figures.items():
+        print(f"{k:{width}s} {v:.{digits}f}" if isinstance(v, float) else f"{k:{width}s} {v}")
+    if json_path:
+        json_path.write_text(json.dumps(figures, indent=2))

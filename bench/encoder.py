@@ -16,7 +16,6 @@ extra's face_recognition_models).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -28,7 +27,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine  # noqa: E402
+from common import report  # noqa: E402
 
 from model.dlib_chip import DlibChipper  # noqa: E402
 from model.encoder import load_encoder  # noqa: E402
@@ -112,11 +111,7 @@ def main() -> None:
     r["ours_photo_to_embedding_ms"] = 1000 * median_s(lambda: [ours_path(x) for x in photos], 3) / len(photos)
     r["dlib_photo_to_embedding_ms"] = 1000 * median_s(lambda: [dlib_path(x) for x in photos], 3) / len(photos)
     r["path_ratio"] = r["dlib_photo_to_embedding_ms"] / r["ours_photo_to_embedding_ms"]
-    r.update(machine())
-    for k, v in r.items():
-        print(f"{k:34s} {v:.2f}" if isinstance(v, float) else f"{k:34s} {v}")
-    if a.json:
-        a.json.write_text(json.dumps(r, indent=2))
+    report(r, a.json, digits=2)
 
 
 if __name__ == "__main__":

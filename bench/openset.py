@@ -15,7 +15,6 @@ threshold 0.6 on its raw vectors. The celeba-more tree comes from ../shared/data
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine  # noqa: E402
+from common import report  # noqa: E402
 
 HELDOUT = Path(__file__).resolve().parent / "celeba_heldout.txt"
 
@@ -109,11 +108,7 @@ def main() -> None:
         d_acc = sum(1 for i in strangers if (h := nearest(photos[i][0])) is not None and h[1] < 0.6)
         r.update({"dlib_rank1": d_first / d_probes, "dlib_genuine_match_rate": d_match / d_probes,
                   "dlib_strangers_accepted": d_acc / len(strangers)})
-    r.update(machine())
-    for k, v in r.items():
-        print(f"{k:28s} {v:.4f}" if isinstance(v, float) else f"{k:28s} {v}")
-    if a.json:
-        a.json.write_text(json.dumps(r, indent=2))
+    report(r, a.json, digits=4)
 
 
 if __name__ == "__main__":
