@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine  # noqa: E402
 from encoder import timed  # noqa: E402
 
 from model.encoder import Encoder, EncoderConfig, fuse_for_inference  # noqa: E402
@@ -38,6 +39,7 @@ def main() -> None:
     torch.manual_seed(0)
     train_x = torch.randn(128, 3, 112, 112).contiguous(memory_format=torch.channels_last)
     infer_x = torch.randn(32, 3, 112, 112).contiguous(memory_format=torch.channels_last)
+    print(machine(), flush=True)
     base: tuple[float, float] | None = None
     for stride, pool in HEADS:
         model = Encoder(EncoderConfig(output_stride=stride, pool=pool)).train()
