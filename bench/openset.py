@@ -40,8 +40,9 @@ def main() -> None:
 
     from app.main import create_app
     from app.settings import Settings
+    from model.train.train import read_people
 
-    ids = [x for x in (ln.split("#", 1)[0].strip() for ln in HELDOUT.read_text().splitlines()) if x]
+    ids = read_people(HELDOUT)
     enrolled, strangers = ids[: a.people], ids[a.people : 2 * a.people]
     photos = {i: sorted((a.celeba / i).glob("*.jpg")) for i in enrolled + strangers}
     r: dict[str, Any] = {"enrolled_people": len(enrolled), "stranger_people": len(strangers)}

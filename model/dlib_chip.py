@@ -20,7 +20,7 @@ SHAPE_PREDICTOR = Path(__file__).parent / "weights" / "shape_predictor_5_face_la
 
 
 class DlibChipper:
-    """(rgb uint8 (H, W, 3), box [x1, y1, x2, y2]) -> uint8 (size, size, 3) chip, and dlib's 5 points."""
+    """(rgb uint8 (H, W, 3), box [x1, y1, x2, y2]) -> uint8 (size, size, 3) chip."""
 
     _lock = threading.Lock()
     _predictors: dict[Path, object] = {}
@@ -44,11 +44,6 @@ class DlibChipper:
         x1, y1, x2, y2 = (int(round(float(v))) for v in box)
         rect = self._dlib.rectangle(x1, y1, max(x2, x1 + 1), max(y2, y1 + 1))
         return self._predictor(rgb, rect)  # type: ignore[operator]
-
-    def points(self, rgb: np.ndarray, box: np.ndarray) -> np.ndarray:
-        """dlib's five points (eye corners, nose base), float (5, 2) in the photo's pixels."""
-        s = self.shape(np.ascontiguousarray(rgb), box)
-        return np.array([[s.part(i).x, s.part(i).y] for i in range(s.num_parts)], np.float64)
 
     def __call__(self, rgb: np.ndarray, box: np.ndarray) -> np.ndarray:
         rgb = np.ascontiguousarray(rgb)

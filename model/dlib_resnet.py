@@ -122,8 +122,6 @@ class DlibResNet(nn.Module):
                 c.weight.mul_(a.weight.view(-1, 1, 1, 1))
                 assert c.bias is not None
                 c.bias.mul_(a.weight).add_(a.bias)
-                a.weight.fill_(1.0)
-                a.bias.zero_()
         for b in fused.block_list():
             b.aff1 = b.aff2 = nn.Identity()
         fused.aff1 = nn.Identity()

@@ -14,8 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from model.dlib_resnet import DLIB_DAT, DlibResNet, read_dlib_weights
-from model.encoder import dlib_config, save_checkpoint
+from model.dlib_resnet import DLIB_DAT, read_dlib_weights
+from model.encoder import build_model, dlib_config, save_checkpoint
 from model.faces import CHIPS
 
 LINEAGE = ("dlib's face recognition ResNet v1 (Davis King; dlib_face_recognition_resnet_model_v1.dat, public "
@@ -37,9 +37,8 @@ def import_dlib(dat: Path, out: Path, chip: str = "dlib5") -> dict[str, Any]:
     digest = hashlib.sha256(dat.read_bytes()).hexdigest()
     config = dlib_config(model_version=f"dlib-resnet-v1-{digest[:8]}" + ("" if chip == "dlib5" else f"-{chip}"),
                          chip=chip)
-    model = DlibResNet()
+    model = build_model(config)
     model.load_state_dict(read_dlib_weights(dat))
-    model.config = config  # type: ignore[assignment]
     card: dict[str, Any] = {
         "training": {
             "initialised_from": f"{dat.name} (sha256 {digest})",

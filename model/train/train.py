@@ -111,10 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def read_people(path: Path) -> set[str]:
-    """Identities listed one per line (``#`` starts a comment)."""
+def read_people(path: Path) -> list[str]:
+    """Identities listed one per line (``#`` starts a comment), in file order."""
     lines = (ln.split("#", 1)[0].strip() for ln in Path(path).read_text().splitlines())
-    return {ln for ln in lines if ln}
+    return [ln for ln in lines if ln]
 
 
 def freeze(model: nn.Module, stages: str) -> list[str]:
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.exclude_pairs:
         exclude = people_in_folds(read_pairs(args.exclude_pairs), parse_folds(args.exclude_folds))
     if args.exclude_people:
-        exclude |= read_people(args.exclude_people)
+        exclude |= set(read_people(args.exclude_people))
     init = read_checkpoint(args.init) if args.init else None
     if init is not None and init["config"].get("arch") == "dlib_resnet_v1":
         config = EncoderConfig.from_dict(init["config"])  # the port's input, chip and size come with it
@@ -283,9 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.mirror_distill > 0:
         if init is None:
             raise SystemExit("--mirror-distill needs --init (the model whose mirror-averaged embeddings are targets)")
-        start = build_model(config)
-        start.load_state_dict(init["state_dict"])
-        mirror_teacher = Embedder(start, Preprocess(config), flip=True)  # a folded eval-mode copy
+        mirror_teacher = Embedder(model, Preprocess(config), flip=True)  # a folded copy of the start, frozen
     targets = teacher_targets(args.teacher, args.data, keys, args.embedding_size) if args.teacher else None
     distill, distill_words = DISTILL[args.distill]
     cosface = CosFaceLoss(num_classes=len(names), embedding_size=args.embedding_size) \
