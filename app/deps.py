@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import secrets
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -45,6 +46,21 @@ def require_api_key(request: Request, state: State) -> None:
         ok |= secrets.compare_digest(given.encode(), key.encode())
     if not ok:
         raise ApiError(401, "unauthorized", UNAUTHORIZED)
+
+
+def key_id(key: str) -> str:
+    """How the audit names an API key: a short hash, never the key."""
+    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:10]
+
+
+def get_actor(request: Request, state: State) -> str:
+    """Who makes this request, for the audit: the API key's id, or ``open`` when auth is off."""
+    if not state.settings.api_keys:
+        return "open"
+    return key_id(request.headers.get("x-api-key", ""))
+
+
+Actor = Annotated[str, Depends(get_actor)]
 
 
 def get_pipeline(state: State) -> FacePipeline:

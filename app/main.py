@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,12 +17,12 @@ from fastapi.staticfiles import StaticFiles
 
 from app import __version__, errors
 from app.deps import require_api_key
-from app.routes import embed, faces, health, identities, info, search, verify, web
+from app.routes import audit, embed, faces, health, identities, info, search, verify, web
 from app.schemas import ERROR_RESPONSES
 from app.settings import Settings
 from app.state import AppState
 from index.gallery import Gallery
-from model.pipeline import FacePipeline
+from model.pipeline import FacePipeline, embed_stored
 
 log = logging.getLogger(__name__)
 SNAPSHOT_EVERY_S = 60.0
@@ -53,12 +54,46 @@ def load(state: AppState) -> None:
     except Exception as e:
         raise StartupError(f"cannot load the encoder: {e}") from e
     try:
-        gallery = Gallery(s.data_dir, dim=pipeline.dim, model_version=pipeline.model_version, kind=s.index_kind)
+        gallery = Gallery(s.data_dir, dim=pipeline.dim, model_version=pipeline.model_version, kind=s.index_kind,
+                          allow_mismatch=s.reembed == "auto")
     except Exception as e:
         pipeline.close()
         raise StartupError(f"cannot open the gallery in {s.data_dir}: {e}") from e
+    try:
+        if gallery.needs_reembed:
+            reembed_at_startup(state, gallery, pipeline)
+    except BaseException:
+        gallery.close()
+        pipeline.close()
+        raise
     pipeline.warm_up()
     state.pipeline, state.gallery = pipeline, gallery
+
+
+def reembed_at_startup(state: AppState, gallery: Gallery, pipeline: FacePipeline) -> None:
+    """FACESEARCH_REEMBED=auto: the gallery's faces are embedded again with this model before the service is
+    ready; progress goes to the log and to /health/ready's body. Resumes a run that was killed."""
+    previous, _ = gallery.stored_model()
+    log.info("re-embedding the gallery: model %s -> %s", previous, pipeline.model_version)
+    last = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        state.reembed = {"target_model": pipeline.model_version, "done": done, "total": total}
+        if time.monotonic() - last[0] > 5 or done == total:
+            last[0] = time.monotonic()
+            log.info("re-embedding: %d / %d faces", done, total)
+
+    state.reembed = {"target_model": pipeline.model_version, "done": 0, "total": gallery.count()[1]}
+    report = gallery.reembed(lambda crops: embed_stored(pipeline.embedder, crops), progress=progress,
+                             actor="startup")
+    if not report.switched:
+        raise StartupError(
+            f"{len(report.unrecoverable)} faces have no stored crop model {pipeline.model_version} can use: "
+            f"`facesearch gallery reembed --data-dir {gallery.folder}` lists them (enroll them again, or drop them "
+            "with --drop-unrecoverable)")
+    log.info("re-embedded %d faces in %.1f s: generation %d, model %s", report.reembedded, report.seconds,
+             report.generation, report.model_version)
+    state.reembed = None
 
 
 async def _snapshot_loop(gallery: Gallery) -> None:
@@ -132,7 +167,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=web.STATIC), name="static")
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
-    for module in (info, identities, faces, search, verify, embed):
+    for module in (info, identities, faces, search, verify, embed, audit):
         v1.include_router(module.router)
     app.include_router(v1)
     app.add_middleware(OneLineStartupFailure)

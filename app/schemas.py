@@ -169,6 +169,7 @@ class Health(BaseModel):
     status: str
     model: str | None = None
     gallery_faces: int | None = None
+    reembed: dict[str, Any] | None = Field(None, description="progress of a re-embedding under way: done, total")
 
 
 class Info(BaseModel):
@@ -177,3 +178,19 @@ class Info(BaseModel):
     auth: bool
     model: dict[str, Any] | None
     gallery: dict[str, Any] | None
+
+
+class AuditLine(BaseModel):
+    seq: int
+    at: float
+    event: str = Field(description="enroll, delete_face, delete_identity, rename, update_metadata, reembed_started, "
+                                   "reembed, export")
+    actor: str | None = Field(description="the API key's id (never the key), open, cli or startup")
+    identity: str | None
+    face_ids: list[int]
+    detail: dict[str, Any]
+
+
+class AuditLog(BaseModel):
+    items: list[AuditLine]
+    next_since: int

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 
@@ -19,6 +20,7 @@ class AppState:
     pipeline: FacePipeline | None = None
     gallery: Gallery | None = None
     limiter: anyio.CapacityLimiter | None = None
+    reembed: dict[str, Any] | None = None  # progress of a start-up re-embedding (FACESEARCH_REEMBED=auto)
 
     @property
     def ready(self) -> bool:

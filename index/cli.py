@@ -2,6 +2,12 @@
 
 Opens the gallery under a data folder with the encoder's dimension and model version (read from the
 checkpoint's card without loading torch when ``--dim``/``--model-version`` are given).
+
+``reembed`` embeds every face again with the checkpoint (default: the shipped weights) from its stored source
+crop into a new generation, then switches to it; killed, it resumes where it stopped when run again. Faces
+enrolled before source crops existed are re-embedded from their chip where it is this encoder's chip; the
+others are listed (face id, identity) on stderr and in ``--report`` and block the switch until they are
+enrolled again or dropped (``--drop-unrecoverable``).
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from index.gallery import Gallery
 
@@ -23,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", type=Path, help="encoder checkpoint (default: shipped weights)")
     p.add_argument("--dim", type=int)
     p.add_argument("--model-version")
+    p.add_argument("--report", type=Path, default=Path("reembed-unrecoverable.json"),
+                   help="reembed: where to list the faces that must be enrolled again")
+    p.add_argument("--drop-unrecoverable", action="store_true",
+                   help="reembed: delete the faces no stored crop can re-embed, then switch")
     a = p.parse_args(argv)
     if a.action in ("export", "import") and a.file is None:
         p.error(f"{a.action} needs a file")
@@ -51,15 +62,46 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(report, indent=2))
             return 0 if report["ok"] else 1
         elif a.action == "reembed":
-            from model.pipeline import CropMismatch, embed_crop_jpegs
-
             assert embedder is not None
-            try:
-                n = g.reembed(lambda blobs: embed_crop_jpegs(embedder, blobs))
-            except CropMismatch as e:  # the transaction rolled back: the gallery is as it was
-                print(f"facesearch gallery reembed: {e}", file=sys.stderr)
-                return 1
-            print(f"re-embedded {n} faces with {a.model_version}")
+            return _reembed(g, embedder, a.report, a.drop_unrecoverable)
     finally:
         g.close()
+    return 0
+
+
+def _reembed(g: Gallery, embedder: Any, report_path: Path, drop: bool) -> int:
+    from tqdm import tqdm
+
+    from model.pipeline import embed_stored
+
+    bar = tqdm(total=g.count()[1], desc=f"reembed -> {g.model_version}", unit="face")
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        report = g.reembed(lambda crops: embed_stored(embedder, crops), progress=progress,
+                           drop_unrecoverable=drop, actor="cli")
+    finally:
+        bar.close()
+    if report.unrecoverable:
+        report_path.write_text(json.dumps(
+            {"model_version": report.model_version, "dropped": report.switched,
+             "faces": [{"face_id": i, "identity": k} for i, k in report.unrecoverable]}, indent=2))
+        for i, k in report.unrecoverable:
+            print(f"face {i} of identity {k!r}: no stored crop serves {report.model_version}", file=sys.stderr)
+    if not report.switched and report.unrecoverable:
+        print(f"facesearch gallery reembed: {len(report.unrecoverable)} faces have no stored crop this encoder can "
+              f"use (listed in {report_path}); enroll their photos again, or rerun with --drop-unrecoverable to "
+              "delete them; the gallery still serves its current model", file=sys.stderr)
+        return 1
+    if report.switched:
+        rate = report.reembedded / report.seconds if report.seconds else 0.0
+        print(f"re-embedded {report.reembedded} faces with {report.model_version} in {report.seconds:.1f} s "
+              f"({rate:.1f} faces/s); generation {report.generation}"
+              + (f"; {len(report.unrecoverable)} faces dropped" if report.unrecoverable else ""))
+    else:
+        print(f"the gallery already uses {report.model_version}: nothing to re-embed")
     return 0

@@ -4,6 +4,15 @@ Writes commit to SQLite first, then update the index, under a write lock; search
 so a search never sees a half-applied write. The index is snapshotted with the store's change
 counter; on open, a valid snapshot is loaded and the changes after it replayed, anything else is
 rebuilt from the store.
+
+Generations: the faces' embeddings all come from one model, recorded in the store with a generation number;
+the snapshot lives in ``index/g<generation>/``. :meth:`Gallery.reembed` embeds every face again with a new
+model beside the current generation (resumable: progress is committed per batch), then switches in one
+transaction and removes the old generation's snapshot.
+
+Deletion leaves nothing behind: the rows are overwritten by SQLite (``secure_delete``), the WAL is
+checkpointed and truncated, and the face's vector is overwritten in the index snapshot before the
+call returns; on open, stray files under ``index/`` are removed.
 """
 
 from __future__ import annotations
@@ -11,10 +20,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +34,7 @@ import numpy as np
 
 from index.errors import Conflict, GalleryMismatch, InvalidKey, InvalidVector, NotFound
 from index.store import ADD, DELETE, Store
-from index.vectors import Kind, SnapshotError, VectorIndex
+from index.vectors import Kind, SnapshotError, VectorIndex, erase_from_snapshot
 
 log = logging.getLogger(__name__)
 MAX_KEY_LEN = 128
@@ -51,7 +61,31 @@ class NewFace:
     box: Sequence[float] | None = None
     score: float | None = None
     sha256: str | None = None
-    thumbnail: bytes | None = None
+    thumbnail: bytes | None = None  # the encoder's aligned chip (JPEG)
+    source: bytes | None = None  # model-independent crop with context (JPEG), for re-embedding
+    source_geometry: dict[str, Any] | None = None  # box and landmarks in the source crop's pixels
+
+
+@dataclass(frozen=True)
+class StoredCrop:
+    """What a face's embedding can be made again from (see :meth:`Gallery.reembed`)."""
+
+    face_id: int
+    identity: str
+    source: bytes | None
+    source_geometry: dict[str, Any] | None
+    chip: bytes | None  # the aligned chip cut for the model that enrolled the face
+
+
+@dataclass
+class ReembedReport:
+    model_version: str
+    faces: int
+    reembedded: int
+    unrecoverable: list[tuple[int, str]]  # (face id, identity): no stored crop this model can use
+    switched: bool
+    generation: int
+    seconds: float
 
 
 @dataclass(frozen=True)
@@ -64,6 +98,7 @@ class FaceRecord:
     sha256: str | None
     created_at: float
     has_thumbnail: bool
+    has_source: bool = False
 
 
 @dataclass(frozen=True)
@@ -138,10 +173,10 @@ class RWLock:
 
 
 class Gallery:
-    """Open (or create) the gallery in ``folder``: ``gallery.db`` + ``index/`` snapshot.
+    """Open (or create) the gallery in ``folder``: ``gallery.db`` + ``index/g<generation>/`` snapshot.
 
     ``dim`` and ``model_version`` must match what the store was written with, unless ``allow_mismatch``
-    (then call :meth:`reembed` before searching).
+    (then call :meth:`reembed` before searching or enrolling: until then the index is empty).
     """
 
     def __init__(self, folder: Path, *, dim: int, model_version: str, kind: Kind = "exact",
@@ -156,8 +191,31 @@ class Gallery:
         self._write_mutex = threading.Lock()  # serialises writers before they queue for the RW lock
         self._rebuild_thread: threading.Thread | None = None
         self._check_meta(allow_mismatch)
+        self.generation = int(self.store.get_meta("generation") or 0)
+        self._remove_stray_snapshots()
         self.index = self._load_index()
         self._snapshot_seq = self._loaded_seq
+        if self._replayed_deletes:  # a kill after a delete committed, before its vector left the snapshot
+            self.snapshot(force=True)
+        self.store.checkpoint()
+
+    @property
+    def snapshot_dir(self) -> Path:
+        return self.folder / "index" / f"g{self.generation}"
+
+    def _remove_stray_snapshots(self) -> None:
+        """Everything under ``index/`` but the current generation's two files goes: superseded generations,
+        snapshots of a switch that did not commit, temporary files of an interrupted write."""
+        root = self.folder / "index"
+        if not root.is_dir():
+            return
+        for p in root.iterdir():
+            if p == self.snapshot_dir and p.is_dir():
+                for q in p.iterdir():
+                    if q.name not in ("vectors.faiss", "meta.json"):
+                        _remove(q)
+            else:
+                _remove(p)
 
     # --- opening ---------------------------------------------------------------------------------------
     def _check_meta(self, allow_mismatch: bool) -> None:
@@ -171,8 +229,8 @@ class Gallery:
             raise GalleryMismatch(
                 f"gallery {self.folder} was written by model {version} ({dim}-d embeddings); this encoder is "
                 f"{self.model_version} ({self.dim}-d). Re-embed it from its stored crops (`facesearch gallery "
-                f"reembed`; it refuses crops cut for another encoder's chip), enroll the photos again into a new "
-                f"data folder, or serve it with the model that made it (FACESEARCH_CHECKPOINT)."
+                f"reembed`, or start with FACESEARCH_REEMBED=auto), or serve it with the model that made it "
+                f"(FACESEARCH_CHECKPOINT)."
             )
 
     @property
@@ -180,8 +238,16 @@ class Gallery:
         return self.store.get_meta("model_version") != self.model_version or \
             int(self.store.get_meta("dim") or 0) != self.dim
 
+    def stored_model(self) -> tuple[str | None, int]:
+        """(model version, dimension) the stored embeddings were made with."""
+        return self.store.get_meta("model_version"), int(self.store.get_meta("dim") or 0)
+
     def _load_index(self) -> VectorIndex:
-        snap = self.folder / "index"
+        snap = self.snapshot_dir
+        self._replayed_deletes = False
+        if self.needs_reembed:  # the stored vectors are another model's: nothing to search until reembed
+            self._loaded_seq = self.store.seq()
+            return VectorIndex(self.dim, self.kind)
         try:
             index, seq = VectorIndex.load(snap, dim=self.dim, kind=self.kind, model_version=self.model_version)
             current = self.store.seq()
@@ -192,6 +258,7 @@ class Gallery:
                 "SELECT c.face_id, c.op, f.embedding FROM changes c LEFT JOIN faces f ON f.id = c.face_id "
                 "WHERE c.seq > ? ORDER BY c.seq", (seq,)).fetchall()
             self._replay(index, rows)
+            self._replayed_deletes = any(op == DELETE for _, op, _ in rows)
             self._loaded_seq = seq
             log.info("loaded index snapshot at change %d, replayed %d changes", seq, len(rows))
             return index
@@ -238,11 +305,13 @@ class Gallery:
     # --- snapshots -------------------------------------------------------------------------------------
     def snapshot(self, *, force: bool = False) -> bool:
         """Write the index snapshot if the store changed since the last one; prune the change log."""
+        if self.needs_reembed:
+            return False
         with self._write_mutex, self._lock.read():
             seq = self.store.seq()
             if seq == self._snapshot_seq and not force:
                 return False
-            self.index.save(self.folder / "index", seq, self.model_version)
+            self.index.save(self.snapshot_dir, seq, self.model_version)
         with self._write_mutex, self.store.transaction() as c:
             c.execute("DELETE FROM changes WHERE seq <= ?", (seq,))
         self._snapshot_seq = seq
@@ -284,16 +353,17 @@ class Gallery:
         return self.add_many([(identity, f) for f in faces], metadata={identity: metadata} if metadata else None)
 
     def add_many(self, items: Sequence[tuple[str, NewFace]], *,
-                 metadata: dict[str, dict[str, Any]] | None = None) -> list[int]:
+                 metadata: dict[str, dict[str, Any]] | None = None, actor: str | None = None) -> list[int]:
         """Add faces of one or more identities in one transaction (all or none). Returns face ids in order."""
-        if self.needs_reembed:
-            raise GalleryMismatch("gallery awaits re-embedding with the current model")
         for key, _ in items:
             validate_key(key)
         vecs = self._check_vectors([f for _, f in items])
         now = time.time()
         with self._writing():
             with self.store.transaction() as c:
+                # inside the transaction: another process (a reembed) may have switched the model meanwhile
+                if self.needs_reembed:
+                    raise GalleryMismatch("gallery awaits re-embedding with the current model")
                 ident: dict[str, int] = {}
                 for key in dict.fromkeys(k for k, _ in items):
                     meta = (metadata or {}).get(key)
@@ -306,46 +376,66 @@ class Gallery:
                 for (key, f), v in zip(items, vecs, strict=True):
                     cur = c.execute(
                         "INSERT INTO faces(identity_id, embedding, model_version, box, score, sha256, thumbnail,"
-                        " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        " created_at, source, source_geometry) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (ident[key], v.tobytes(), self.model_version,
                          json.dumps([float(x) for x in f.box]) if f.box is not None else None,
-                         f.score, f.sha256, f.thumbnail, now))
+                         f.score, f.sha256, f.thumbnail, now, f.source,
+                         json.dumps(f.source_geometry) if f.source_geometry is not None else None))
                     ids.append(int(cur.lastrowid or 0))
                 c.executemany("INSERT INTO changes(face_id, op) VALUES (?, ?)", [(i, ADD) for i in ids])
+                for key in ident:
+                    self.store.audit(c, "enroll", actor=actor, identity=key,
+                                     face_ids=[i for (k, _), i in zip(items, ids, strict=True) if k == key])
             self.index.add(np.array(ids, dtype=np.int64), vecs)
         return ids
 
-    def delete_face(self, face_id: int) -> str:
-        """Delete one face; returns its identity. An identity left without faces is kept."""
-        with self._writing():
-            with self.store.transaction() as c:
-                row = c.execute("SELECT i.key FROM faces f JOIN identities i ON i.id = f.identity_id "
-                                "WHERE f.id = ?", (int(face_id),)).fetchone() if _is_int64(face_id) else None
-                if row is None:
-                    raise NotFound(f"face {face_id} not found")
-                c.execute("DELETE FROM faces WHERE id = ?", (int(face_id),))
-                c.execute("INSERT INTO changes(face_id, op) VALUES (?, ?)", (int(face_id), DELETE))
-            self.index.remove(np.array([face_id], dtype=np.int64))
+    def delete_face(self, face_id: int, *, actor: str | None = None) -> str:
+        """Delete one face; returns its identity. An identity left without faces is kept.
+        When it returns, no file under the gallery's folder holds the face's embedding or crops."""
+        with self._write_mutex:
+            with self._lock.write():
+                with self.store.transaction() as c:
+                    row = c.execute("SELECT i.key, f.embedding FROM faces f JOIN identities i ON i.id = f.identity_id "
+                                    "WHERE f.id = ?", (int(face_id),)).fetchone() if _is_int64(face_id) else None
+                    if row is None:
+                        raise NotFound(f"face {face_id} not found")
+                    c.execute("DELETE FROM faces WHERE id = ?", (int(face_id),))
+                    c.execute("INSERT INTO changes(face_id, op) VALUES (?, ?)", (int(face_id), DELETE))
+                    self.store.audit(c, "delete_face", actor=actor, identity=row[0], face_ids=[int(face_id)])
+                self.index.remove(np.array([face_id], dtype=np.int64))
+            self._erase([row[1]])
         self._maybe_rebuild()
         return str(row[0])
 
-    def delete_identity(self, identity: str) -> int:
-        """Delete an identity with all its faces; returns how many faces went."""
-        with self._writing():
-            with self.store.transaction() as c:
-                row = c.execute("SELECT id FROM identities WHERE key = ?", (identity,)).fetchone()
-                if row is None:
-                    raise NotFound(f"identity {identity!r} not found")
-                ids = [r[0] for r in c.execute("SELECT id FROM faces WHERE identity_id = ?", (row[0],))]
-                c.execute("DELETE FROM faces WHERE identity_id = ?", (row[0],))
-                c.execute("DELETE FROM identities WHERE id = ?", (row[0],))
-                c.executemany("INSERT INTO changes(face_id, op) VALUES (?, ?)", [(i, DELETE) for i in ids])
-            self.index.remove(np.array(ids, dtype=np.int64))
+    def delete_identity(self, identity: str, *, actor: str | None = None) -> int:
+        """Delete an identity with all its faces; returns how many faces went. When it returns, no file
+        under the gallery's folder holds their embeddings or crops (the audit keeps the event)."""
+        with self._write_mutex:
+            with self._lock.write():
+                with self.store.transaction() as c:
+                    row = c.execute("SELECT id FROM identities WHERE key = ?", (identity,)).fetchone()
+                    if row is None:
+                        raise NotFound(f"identity {identity!r} not found")
+                    faces = c.execute("SELECT id, embedding FROM faces WHERE identity_id = ?", (row[0],)).fetchall()
+                    ids = [r[0] for r in faces]
+                    c.execute("DELETE FROM faces WHERE identity_id = ?", (row[0],))
+                    c.execute("DELETE FROM identities WHERE id = ?", (row[0],))
+                    c.executemany("INSERT INTO changes(face_id, op) VALUES (?, ?)", [(i, DELETE) for i in ids])
+                    self.store.audit(c, "delete_identity", actor=actor, identity=identity, face_ids=ids)
+                self.index.remove(np.array(ids, dtype=np.int64))
+            self._erase([r[1] for r in faces])
         self._maybe_rebuild()
         return len(ids)
 
+    def _erase(self, vectors: list[bytes]) -> None:
+        """After a delete committed (caller holds the write mutex, so no snapshot is being written): overwrite
+        the vectors in the current snapshot and move the WAL, which still holds the rows' old pages, into the
+        database file, where secure_delete has zeroed them."""
+        erase_from_snapshot(self.snapshot_dir, vectors)
+        self.store.checkpoint()
+
     def update_identity(self, identity: str, *, new_key: str | None = None,
-                        metadata: dict[str, Any] | None = None) -> IdentityRecord:
+                        metadata: dict[str, Any] | None = None, actor: str | None = None) -> IdentityRecord:
         """Rename and/or replace the metadata of an identity."""
         if new_key is not None:
             validate_key(new_key)
@@ -357,8 +447,10 @@ class Gallery:
                 if c.execute("SELECT 1 FROM identities WHERE key = ?", (new_key,)).fetchone():
                     raise Conflict(f"identity {new_key!r} already exists")
                 c.execute("UPDATE identities SET key = ? WHERE id = ?", (new_key, row[0]))
+                self.store.audit(c, "rename", actor=actor, identity=new_key, previous=identity)
             if metadata is not None:
                 c.execute("UPDATE identities SET metadata = ? WHERE id = ?", (json.dumps(metadata), row[0]))
+                self.store.audit(c, "update_metadata", actor=actor, identity=new_key or identity)
         return self.get_identity(new_key if new_key is not None else identity)
 
     # --- reads -----------------------------------------------------------------------------------------
@@ -388,12 +480,12 @@ class Gallery:
         return [IdentityRecord(key=r[0], metadata=json.loads(r[1]), created_at=r[2], faces=r[3]) for r in rows], total
 
     _FACE_COLS = ("f.id, i.key, f.model_version, f.box, f.score, f.sha256, f.created_at, "
-                  "f.thumbnail IS NOT NULL")
+                  "f.thumbnail IS NOT NULL, f.source IS NOT NULL")
 
     @staticmethod
     def _face(r: tuple[Any, ...]) -> FaceRecord:
         return FaceRecord(id=r[0], identity=r[1], model_version=r[2], box=json.loads(r[3]) if r[3] else None,
-                          score=r[4], sha256=r[5], created_at=r[6], has_thumbnail=bool(r[7]))
+                          score=r[4], sha256=r[5], created_at=r[6], has_thumbnail=bool(r[7]), has_source=bool(r[8]))
 
     def list_faces(self, identity: str, *, limit: int = 100, offset: int = 0) -> tuple[list[FaceRecord], int]:
         c = self.store.conn
@@ -536,28 +628,159 @@ class Gallery:
         except (sqlite3.Error, RuntimeError) as e:  # the old index keeps serving
             log.error("background HNSW rebuild failed: %s", e)
 
-    def reembed(self, embed_thumbnails: Any, *, batch: int = 256) -> int:
-        """Re-embed every face from its stored aligned crop with the current model.
+    # --- re-embedding --------------------------------------------------------------------------------
+    def reembed_status(self) -> dict[str, Any] | None:
+        """Progress of a re-embedding under way (in this or another process), or None."""
+        target = self.store.get_meta("reembed_target")
+        if target is None:
+            return None
+        c = self.store.conn
+        return {"target_model": json.loads(target)[0],
+                "done": c.execute("SELECT COUNT(*) FROM reembedding").fetchone()[0],
+                "total": c.execute("SELECT COUNT(*) FROM faces").fetchone()[0]}
 
-        ``embed_thumbnails(list[bytes]) -> float32 (n, D)`` is supplied by the caller (the model side).
+    def reembed(self, embed: Callable[[list[StoredCrop]], list[np.ndarray | None]], *, batch: int = 64,
+                progress: Callable[[int, int], None] | None = None, drop_unrecoverable: bool = False,
+                actor: str | None = None) -> ReembedReport:
+        """Embed every face again with this gallery's model (``model_version``, ``dim``) into a new generation.
+
+        ``embed(crops) -> one float32 (D,) vector per crop, None where no stored crop serves the model`` is
+        the model side's. Each batch commits on its own, so enrollment and deletion go on meanwhile and a run
+        killed at any point resumes where it stopped. When every face has its new vector, one transaction
+        swaps the embeddings in, records the generation and drops the old generation's snapshot. Faces with
+        no usable crop block the switch and are reported, unless ``drop_unrecoverable`` deletes them.
         """
-        n = 0
+        t0 = time.monotonic()
+        target = json.dumps([self.model_version, self.dim])
+        total = self.count()[1]
+        if not self.needs_reembed:
+            return ReembedReport(self.model_version, total, 0, [], False, self.generation, 0.0)
+        with self._write_mutex, self.store.transaction() as c:
+            if self.store.get_meta("reembed_target") != target:  # a new run (or a run for another model)
+                c.execute("DELETE FROM reembedding")
+                self.store.set_meta(c, "reembed_target", target)
+                self.store.audit(c, "reembed_started", actor=actor, to_model=self.model_version,
+                                 from_model=self.store.get_meta("model_version"))
+        c = self.store.conn
+        done = 0
+        while True:
+            while rows := c.execute(
+                    "SELECT f.id, i.key, f.source, f.source_geometry, f.thumbnail FROM faces f "
+                    "JOIN identities i ON i.id = f.identity_id LEFT JOIN reembedding r ON r.face_id = f.id "
+                    "WHERE r.face_id IS NULL ORDER BY f.id LIMIT ?", (batch,)).fetchall():
+                crops = [StoredCrop(r[0], r[1], r[2], json.loads(r[3]) if r[3] else None, r[4]) for r in rows]
+                vecs = embed(crops)
+                with self._write_mutex, self.store.transaction() as w:  # skipped if the face went meanwhile
+                    w.executemany(
+                        "INSERT INTO reembedding(face_id, embedding) SELECT ?, ? WHERE EXISTS "
+                        "(SELECT 1 FROM faces WHERE id = ?)",
+                        [(r[0], None if v is None else self._check_vectors([NewFace(v)])[0].tobytes(), r[0])
+                         for r, v in zip(rows, vecs, strict=True)])
+                done = c.execute("SELECT COUNT(*) FROM reembedding").fetchone()[0]
+                total = self.count()[1]
+                if progress is not None:
+                    progress(done, total)
+            report = self._switch(drop_unrecoverable, actor)
+            if report is not None:
+                report.seconds = time.monotonic() - t0
+                return report
+
+    def _switch(self, drop_unrecoverable: bool, actor: str | None) -> ReembedReport | None:
+        """Swap the new embeddings in, atomically; None if faces were enrolled since the last batch."""
         with self._writing():
             with self.store.transaction() as c:
-                rows = c.execute("SELECT id, thumbnail FROM faces ORDER BY id").fetchall()
-                if any(r[1] is None for r in rows):
-                    raise GalleryMismatch("some faces have no stored crop: re-enroll them from photos")
-                for i in range(0, len(rows), batch):
-                    chunk = rows[i : i + batch]
-                    vecs = np.asarray(embed_thumbnails([r[1] for r in chunk]), dtype=np.float32)
-                    c.executemany("UPDATE faces SET embedding = ?, model_version = ? WHERE id = ?",
-                                  [(v.tobytes(), self.model_version, r[0]) for v, r in zip(vecs, chunk, strict=True)])
-                    n += len(chunk)
-                self.store.set_meta(c, "dim", str(self.dim))
+                if c.execute("SELECT COUNT(*) FROM faces f LEFT JOIN reembedding r ON r.face_id = f.id "
+                             "WHERE r.face_id IS NULL").fetchone()[0]:
+                    return None
+                lost = c.execute("SELECT f.id, i.key FROM faces f JOIN identities i ON i.id = f.identity_id "
+                                 "JOIN reembedding r ON r.face_id = f.id WHERE r.embedding IS NULL ORDER BY f.id"
+                                 ).fetchall()
+                unrecoverable = [(int(i), str(k)) for i, k in lost]
+                total = c.execute("SELECT COUNT(*) FROM faces").fetchone()[0]
+                if unrecoverable and not drop_unrecoverable:
+                    return ReembedReport(self.model_version, total, total - len(lost), unrecoverable, False,
+                                         self.generation, 0.0)
+                old_vectors = []
+                if unrecoverable:
+                    ids = [i for i, _ in unrecoverable]
+                    old_vectors = [r[0] for r in c.execute(
+                        f"SELECT embedding FROM faces WHERE id IN ({','.join('?' * len(ids))})", ids)]
+                    c.executemany("DELETE FROM faces WHERE id = ?", [(i,) for i in ids])
+                    c.executemany("INSERT INTO changes(face_id, op) VALUES (?, ?)", [(i, DELETE) for i in ids])
+                    for key in dict.fromkeys(k for _, k in unrecoverable):
+                        self.store.audit(c, "delete_face", actor=actor, identity=key, reason="no crop to re-embed",
+                                         face_ids=[i for i, k in unrecoverable if k == key])
+                index = VectorIndex(self.dim, self.kind)
+                rows = c.execute("SELECT face_id, embedding FROM reembedding WHERE embedding IS NOT NULL "
+                                 "ORDER BY face_id").fetchall()
+                if rows:
+                    index.add(np.array([r[0] for r in rows], dtype=np.int64),
+                              np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1))
+                old_dir, generation, seq = self.snapshot_dir, self.generation + 1, self.store.seq()
+                # the new generation's snapshot is written beside the old one before the switch commits
+                index.save(self.folder / "index" / f"g{generation}", seq, self.model_version)
+                c.execute("UPDATE faces SET model_version = ?, embedding = "
+                          "(SELECT r.embedding FROM reembedding r WHERE r.face_id = faces.id)", (self.model_version,))
+                c.execute("DELETE FROM reembedding")
+                c.execute("DELETE FROM meta WHERE key = 'reembed_target'")
+                previous = self.store.get_meta("model_version")
                 self.store.set_meta(c, "model_version", self.model_version)
-            self.index, _ = self._build_from_store()
-        self.snapshot(force=True)
-        return n
+                self.store.set_meta(c, "dim", str(self.dim))
+                self.store.set_meta(c, "generation", str(generation))
+                c.execute("INSERT INTO generations(id, model_version, dim, faces, switched_at) VALUES (?, ?, ?, ?, ?)",
+                          (generation, self.model_version, self.dim, len(rows), time.time()))
+                self.store.audit(c, "reembed", actor=actor, from_model=previous, to_model=self.model_version,
+                                 generation=generation, faces=len(rows))
+            self.generation, self.index, self._snapshot_seq = generation, index, seq
+        _remove(old_dir)
+        if old_vectors:
+            self._erase(old_vectors)
+        self.store.checkpoint()
+        return ReembedReport(self.model_version, total, len(rows), unrecoverable, True, generation, 0.0)
+
+    def generations(self) -> list[dict[str, Any]]:
+        rows = self.store.conn.execute("SELECT id, model_version, dim, faces, switched_at FROM generations ORDER BY id")
+        return [{"generation": r[0], "model_version": r[1], "dim": r[2], "faces": r[3], "switched_at": r[4]}
+                for r in rows]
+
+    # --- subject access and audit ---------------------------------------------------------------------
+    def identity_export(self, identity: str) -> tuple[IdentityRecord, Iterator[dict[str, Any]]]:
+        """Everything stored about one identity: its record and, lazily, each face with its crops and embedding.
+
+        The faces are read one query each (on the calling thread's connection), so the iterator may be
+        consumed from any thread; a face deleted meanwhile is skipped."""
+        record = self.get_identity(identity)
+        ids = [r[0] for r in self.store.conn.execute(
+            "SELECT f.id FROM faces f JOIN identities i ON i.id = f.identity_id WHERE i.key = ? ORDER BY f.id",
+            (identity,))]
+
+        def faces() -> Iterator[dict[str, Any]]:
+            for face_id in ids:
+                r = self.store.conn.execute(
+                    "SELECT id, model_version, box, score, sha256, created_at, source_geometry, embedding, thumbnail, "
+                    "source FROM faces WHERE id = ?", (face_id,)).fetchone()
+                if r is None:
+                    continue
+                yield {"face_id": r[0], "model_version": r[1], "box": json.loads(r[2]) if r[2] else None,
+                       "detection_score": r[3], "sha256": r[4], "created_at": r[5],
+                       "source_geometry": json.loads(r[6]) if r[6] else None,
+                       "embedding": np.frombuffer(r[7], dtype=np.float32).tolist(), "chip": r[8], "source": r[9]}
+
+        return record, faces()
+
+    def audit_log(self, *, since: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        """Audit lines with seq > ``since``, oldest first."""
+        rows = self.store.conn.execute(
+            "SELECT seq, at, event, actor, identity, face_ids, detail FROM audit WHERE seq > ? ORDER BY seq LIMIT ?",
+            (int(since), int(limit)))
+        return [{"seq": r[0], "at": r[1], "event": r[2], "actor": r[3], "identity": r[4],
+                 "face_ids": json.loads(r[5]), "detail": json.loads(r[6])} for r in rows]
+
+    def record_audit(self, event: str, *, actor: str | None = None, identity: str | None = None,
+                     face_ids: list[int] | None = None, **detail: object) -> None:
+        """An audit line for an event that writes nothing else (an export)."""
+        with self._write_mutex, self.store.transaction() as c:
+            self.store.audit(c, event, actor=actor, identity=identity, face_ids=face_ids, **detail)
 
     def export(self, path: Path) -> None:
         """Write the whole gallery (identities, faces, embeddings, crops) to one SQLite file."""
@@ -580,7 +803,10 @@ class Gallery:
                 raise GalleryMismatch(f"export was made by model {meta.get('model_version')} "
                                       f"({meta.get('dim')}-d); this gallery uses {self.model_version}")
             idents = {r[0]: (r[1], json.loads(r[2])) for r in src.execute("SELECT id, key, metadata FROM identities")}
-            rows = src.execute("SELECT identity_id, embedding, box, score, sha256, thumbnail FROM faces").fetchall()
+            cols = {r[1] for r in src.execute("PRAGMA table_info(faces)")}
+            source_cols = "source, source_geometry" if "source" in cols else "NULL, NULL"
+            rows = src.execute(f"SELECT identity_id, embedding, box, score, sha256, thumbnail, {source_cols} "
+                               "FROM faces").fetchall()
         except sqlite3.DatabaseError as e:
             raise GalleryMismatch(f"not a FaceSearch gallery export: {e}") from e
         finally:
@@ -588,12 +814,12 @@ class Gallery:
         have = {(r[0], r[1]) for r in self.store.conn.execute(
             "SELECT i.key, f.sha256 FROM faces f JOIN identities i ON i.id = f.identity_id")}
         items = []
-        for ident_id, emb, box, score, sha, thumb in rows:
+        for ident_id, emb, box, score, sha, thumb, source, geometry in rows:
             key = idents[ident_id][0]
             if sha is not None and (key, sha) in have:
                 continue
             items.append((key, NewFace(np.frombuffer(emb, dtype=np.float32), json.loads(box) if box else None,
-                                       score, sha, thumb)))
+                                       score, sha, thumb, source, json.loads(geometry) if geometry else None)))
         if items:
             self.add_many(items, metadata={k: m for k, m in idents.values() if m})
         return len({k for k, _ in items}), len(items)
@@ -603,8 +829,17 @@ class Gallery:
         db = self.folder / "gallery.db"
         return {"identities": identities, "faces": faces, "index_kind": self.index.kind,
                 "indexed": self.index.live, "dim": self.dim, "model_version": self.model_version,
+                "stored_model_version": self.stored_model()[0], "generation": self.generation,
+                "reembed": self.reembed_status(),
                 "db_bytes": db.stat().st_size if db.exists() else 0, "change_counter": self.store.seq()}
 
 
 def _is_int64(x: object) -> bool:
     return isinstance(x, int | np.integer) and -(2**63) <= int(x) < 2**63 and not math.isnan(float(x))
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

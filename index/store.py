@@ -1,7 +1,11 @@
-"""SQLite store (WAL, synchronous=FULL): the source of truth for identities, faces and embeddings.
+"""SQLite store (WAL, synchronous=FULL, secure_delete): the source of truth for identities, faces, embeddings.
 
 Every face added or removed is also written to the ``changes`` log in the same transaction; its
-sequence number is the change counter that index snapshots record.
+sequence number is the change counter that index snapshots record. ``secure_delete`` makes SQLite overwrite
+deleted rows with zeros; :meth:`Store.checkpoint` then moves the WAL into the database file and truncates it,
+so a deleted face's bytes are left in no file. ``reembedding`` holds the new model's embeddings while a
+re-embedding runs (deleted with their face); ``generations`` records each model switch; ``audit`` records
+who did what, without biometric data.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import contextlib
 import json
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,14 +37,35 @@ CREATE TABLE IF NOT EXISTS faces(
     score REAL,
     sha256 TEXT,
     thumbnail BLOB,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    source BLOB,
+    source_geometry TEXT
 );
 CREATE INDEX IF NOT EXISTS faces_identity ON faces(identity_id);
 CREATE INDEX IF NOT EXISTS faces_sha256 ON faces(sha256);
 CREATE TABLE IF NOT EXISTS changes(
     seq INTEGER PRIMARY KEY AUTOINCREMENT, face_id INTEGER NOT NULL, op INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS reembedding(
+    face_id INTEGER PRIMARY KEY REFERENCES faces(id) ON DELETE CASCADE,
+    embedding BLOB
+);
+CREATE TABLE IF NOT EXISTS generations(
+    id INTEGER PRIMARY KEY, model_version TEXT NOT NULL, dim INTEGER NOT NULL, faces INTEGER NOT NULL,
+    switched_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    event TEXT NOT NULL,
+    actor TEXT,
+    identity TEXT,
+    face_ids TEXT NOT NULL DEFAULT '[]',
+    detail TEXT NOT NULL DEFAULT '{}'
+);
 """
+# columns added after a gallery format shipped: (table, column, declaration)
+ADDED_COLUMNS = [("faces", "source", "BLOB"), ("faces", "source_geometry", "TEXT")]
 
 ADD, DELETE = 1, -1
 
@@ -58,16 +84,26 @@ class Store:
         self._all: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._lock = threading.Lock()
         conn = self.conn
-        conn.executescript(SCHEMA)
+        # migrations first: renaming `faces` while other tables reference it would repoint their keys
+        self._add_columns(conn)
         self._migrate_face_ids(conn)
+        conn.executescript(SCHEMA)
+
+    @staticmethod
+    def _add_columns(conn: sqlite3.Connection) -> None:
+        """Galleries made before a column existed get it (NULL for the faces already stored)."""
+        for table, column, decl in ADDED_COLUMNS:
+            cols = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+            if cols and column not in cols:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     @staticmethod
     def _migrate_face_ids(conn: sqlite3.Connection) -> None:
         """Galleries made before face ids were AUTOINCREMENT: without it SQLite hands the largest deleted id
         to the next face, so a client's old face id would name someone else's face, and an index that still
         holds the id as a tombstone would hide the new face. Rebuild the table once with AUTOINCREMENT."""
-        sql = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'faces'").fetchone()[0]
-        if "AUTOINCREMENT" in sql.upper():
+        row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'faces'").fetchone()
+        if row is None or "AUTOINCREMENT" in row[0].upper():
             return
         create = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS faces(") : SCHEMA.index("CREATE INDEX")]
         conn.execute("BEGIN IMMEDIATE")
@@ -92,6 +128,7 @@ class Store:
             c.execute("PRAGMA journal_mode=WAL")
             c.execute("PRAGMA synchronous=FULL")
             c.execute("PRAGMA foreign_keys=ON")
+            c.execute("PRAGMA secure_delete=ON")  # deleted rows are overwritten with zeros, not left in free space
             self._local.conn = c
             with self._lock:
                 self._all.add(c)
@@ -120,6 +157,23 @@ class Store:
     def seq(self) -> int:
         row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
         return int(row[0]) if row else 0
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file and truncate it to zero bytes (waits for readers)."""
+        deadline = time.monotonic() + 60.0
+        while True:  # a long read (a background index rebuild) can hold it off; it ends
+            busy, _, _ = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if not busy:
+                return
+            if time.monotonic() > deadline:
+                raise sqlite3.OperationalError("WAL checkpoint blocked by a reader for 60 s")
+            time.sleep(0.05)
+
+    def audit(self, c: sqlite3.Connection, event: str, *, actor: str | None = None, identity: str | None = None,
+              face_ids: list[int] | None = None, **detail: object) -> None:
+        """One audit line in the caller's transaction: who did what to which identity and faces."""
+        c.execute("INSERT INTO audit(at, event, actor, identity, face_ids, detail) VALUES (?, ?, ?, ?, ?, ?)",
+                  (time.time(), event, actor, identity, json.dumps(face_ids or []), json.dumps(detail)))
 
     def close(self) -> None:
         with self._lock:

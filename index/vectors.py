@@ -1,13 +1,18 @@
 """FAISS index over L2-normalised float32 vectors (inner product = cosine), with on-disk snapshots.
 
 Kinds: ``exact`` (IndexIDMap2 over IndexFlatIP) and ``hnsw`` (IndexIDMap2 over IndexHNSWFlat). HNSW cannot
-remove vectors: removed ids become tombstones, filtered out of every search at once, until a rebuild.
+remove vectors: removed ids become tombstones, filtered out of every search at once, until a rebuild; their
+vectors are overwritten with zeros at once, so no later snapshot holds them.
+
+A snapshot's meta carries a SHA-256 per 1 MiB block of the index file, so :func:`erase_from_snapshot` can
+overwrite a deleted face's vector in place and re-hash only the blocks it touched.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +25,8 @@ HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 192
 _HNSW_PARAMS: Any = getattr(faiss, "SearchParametersHNSW")  # noqa: B009 (missing from faiss's stubs)
+BLOCK = 1 << 20
+INDEX_FILE, META_FILE = "vectors.faiss", "meta.json"
 
 
 class SnapshotError(Exception):
@@ -63,6 +70,17 @@ class VectorIndex:
             self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
         else:
             self.tombstones.update(int(i) for i in ids)
+            self._zero(ids)
+
+    def _zero(self, ids: np.ndarray) -> None:
+        """Overwrite the stored vectors of ``ids`` with zeros (HNSW keeps the node, as a tombstone)."""
+        positions = np.nonzero(np.isin(faiss.vector_to_array(self.index.id_map), ids))[0]
+        if not len(positions):
+            return
+        hnsw: Any = faiss.downcast_index(self.index.index)
+        storage: Any = faiss.downcast_index(hnsw.storage)
+        stored = faiss.rev_swig_ptr(storage.get_xb(), int(storage.ntotal) * self.dim).reshape(-1, self.dim)
+        stored[positions] = 0.0
 
     def search(self, queries: np.ndarray, k: int, *, ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """queries: float32 (n, dim) -> (similarities float32 (n, k), ids int64 (n, k); -1 where none).
@@ -93,28 +111,27 @@ class VectorIndex:
 
     # --- snapshots -----------------------------------------------------------------------------------
     def save(self, folder: Path, seq: int, model_version: str) -> None:
-        """Write index + meta atomically (temp file, fsync, rename); meta carries the file's SHA-256."""
+        """Write index + meta atomically (temp file, fsync, rename); meta carries the file's block hashes."""
         folder.mkdir(parents=True, exist_ok=True)
-        data = faiss.serialize_index(self.index)
-        blob = np.asarray(data).tobytes()
-        _atomic_write(folder / "vectors.faiss", blob)
+        blob = np.asarray(faiss.serialize_index(self.index)).tobytes()
+        _atomic_write(folder / INDEX_FILE, blob)
         meta = {
             "seq": seq, "kind": self.kind, "dim": self.dim, "model_version": model_version,
-            "ntotal": int(self.index.ntotal), "tombstones": sorted(self.tombstones),
-            "sha256": hashlib.sha256(blob).hexdigest(),
+            "ntotal": int(self.index.ntotal), "tombstones": sorted(self.tombstones), "size": len(blob),
+            "blocks": _block_hashes(blob),
         }
-        _atomic_write(folder / "meta.json", json.dumps(meta).encode())
+        _atomic_write(folder / META_FILE, json.dumps(meta).encode())
         _fsync_dir(folder)
 
     @classmethod
     def load(cls, folder: Path, *, dim: int, kind: Kind, model_version: str) -> tuple[VectorIndex, int]:
         """Load a snapshot; returns (index, the store change counter it reflects). Raises SnapshotError."""
         try:
-            meta = json.loads((folder / "meta.json").read_text())
-            blob = (folder / "vectors.faiss").read_bytes()
+            meta = json.loads((folder / META_FILE).read_text())
+            blob = (folder / INDEX_FILE).read_bytes()
         except (OSError, ValueError) as e:
             raise SnapshotError(f"no readable snapshot: {e}") from e
-        if not isinstance(meta, dict) or meta.get("sha256") != hashlib.sha256(blob).hexdigest():
+        if not isinstance(meta, dict) or meta.get("size") != len(blob) or meta.get("blocks") != _block_hashes(blob):
             raise SnapshotError("snapshot checksum mismatch")
         if meta.get("dim") != dim or meta.get("kind") != kind or meta.get("model_version") != model_version:
             raise SnapshotError("snapshot made for another dimension, kind or model")
@@ -128,6 +145,49 @@ class VectorIndex:
         obj.dim, obj.kind, obj.index = dim, kind, index
         obj.tombstones = {int(t) for t in meta.get("tombstones", [])}
         return obj, int(meta["seq"])
+
+
+def erase_from_snapshot(folder: Path, vectors: list[bytes]) -> int:
+    """Overwrite every copy of these exact vectors (float32 bytes) in the snapshot's index file with zeros,
+    in place, fsync it and re-hash the blocks touched. Returns how many copies were overwritten.
+
+    The snapshot stays loadable: a zeroed vector belongs to a deleted face, which the change log replayed
+    after the snapshot removes again."""
+    path = folder / INDEX_FILE
+    try:
+        meta = json.loads((folder / META_FILE).read_text())
+        f = open(path, "r+b")  # noqa: SIM115 (closed below; mmap needs the open file)
+    except (OSError, ValueError):
+        return 0  # no snapshot: nothing to erase
+    touched: set[int] = set()
+    copies = 0
+    with f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return 0
+        with mmap.mmap(f.fileno(), 0) as m:
+            for v in vectors:
+                start = m.find(v)
+                while start >= 0:
+                    m[start : start + len(v)] = bytes(len(v))
+                    copies += 1
+                    touched.update(range(start // BLOCK, (start + len(v) - 1) // BLOCK + 1))
+                    start = m.find(v, start + len(v))
+            if touched:
+                m.flush()
+                blocks = meta.get("blocks")
+                if isinstance(blocks, list) and len(blocks) * BLOCK >= len(m):
+                    for b in touched:
+                        blocks[b] = hashlib.sha256(m[b * BLOCK : (b + 1) * BLOCK]).hexdigest()
+        if touched:
+            os.fsync(f.fileno())
+    if touched:
+        _atomic_write(folder / META_FILE, json.dumps(meta).encode())
+    return copies
+
+
+def _block_hashes(blob: bytes) -> list[str]:
+    view = memoryview(blob)
+    return [hashlib.sha256(view[i : i + BLOCK]).hexdigest() for i in range(0, len(blob), BLOCK)]
 
 
 def _search(index: Any, q: np.ndarray, k: int, params: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -10,10 +10,11 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from PIL import Image
 
 from model.calibration import Calibration
 from model.encoder import Embedder, load_encoder
-from model.faces import Face, FaceDetector, Quality, quality
+from model.faces import Face, FaceDetector, Quality, face_in_source, quality, source_crop
 from model.image import decode_image
 
 log = logging.getLogger(__name__)
@@ -33,11 +34,23 @@ class AnalyzedFace:
     crop: np.ndarray  # uint8 (S, S, 3), aligned
     quality: Quality
     embedding: np.ndarray | None = None  # float32 (D,), L2-normalised
+    source: np.ndarray | None = None  # uint8 (256, 256, 3): the face with context, for re-embedding
+    source_geometry: dict[str, Any] | None = None  # box and landmarks in the source crop's pixels
 
     def thumbnail_jpeg(self) -> bytes:
-        buf = io.BytesIO()
-        Image.fromarray(self.crop).save(buf, format="JPEG", quality=90)
-        return buf.getvalue()
+        return _jpeg(self.crop, 90)
+
+    def source_jpeg(self) -> bytes | None:
+        return None if self.source is None else _jpeg(self.source, SOURCE_JPEG_QUALITY)
+
+
+SOURCE_JPEG_QUALITY = 95
+
+
+def _jpeg(rgb: np.ndarray, q: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=q)
+    return buf.getvalue()
 
 
 @dataclass
@@ -129,14 +142,17 @@ class FacePipeline:
         size = self.embedder.config.input_size
         self.batcher.embed(np.zeros((1, size, size, 3), np.uint8))
 
-    def analyze(self, data: bytes, *, max_faces: int = 20, embed: bool = True) -> Analysis:
-        """Decode, detect (largest first), align, score quality and (optionally) embed up to max_faces faces."""
+    def analyze(self, data: bytes, *, max_faces: int = 20, embed: bool = True, sources: bool = False) -> Analysis:
+        """Decode, detect (largest first), align, score quality and (optionally) embed up to max_faces faces;
+        ``sources``: also cut each face's model-independent source crop (enrollment keeps it)."""
         rgb = decode_image(data, max_pixels=self.max_pixels)
         found = self.detector.detect(rgb)
         faces = []
         for det in found[:max_faces]:
             crop = self.embedder.aligner(rgb, det)
-            faces.append(AnalyzedFace(face=det, crop=crop, quality=quality(det, crop)))
+            src, geometry = source_crop(rgb, det) if sources else (None, None)
+            faces.append(AnalyzedFace(face=det, crop=crop, quality=quality(det, crop), source=src,
+                                      source_geometry=geometry))
         if embed and faces:
             emb = self.batcher.embed(np.stack([f.crop for f in faces]))
             for f, e in zip(faces, emb, strict=True):
@@ -147,22 +163,38 @@ class FacePipeline:
         self.batcher.close()
 
 
-class CropMismatch(ValueError):
-    """Stored crops were cut for another encoder's chip: they cannot be re-embedded faithfully."""
+class StoredFaceCrops(Protocol):
+    """What the gallery keeps of a face to embed it again (index.gallery.StoredCrop)."""
+
+    @property
+    def source(self) -> bytes | None: ...
+    @property
+    def source_geometry(self) -> dict[str, Any] | None: ...
+    @property
+    def chip(self) -> bytes | None: ...
 
 
-def embed_crop_jpegs(embedder: Embedder, blobs: list[bytes]) -> np.ndarray:
-    """Embed stored aligned crops (JPEG bytes) -> float32 (n, D); used to re-embed a gallery.
+def stored_chip(embedder: Embedder, stored: StoredFaceCrops) -> np.ndarray | None:
+    """The chip this encoder cuts, from a face's stored crops; None when none serves it.
 
-    A crop serves only an encoder with the same chip; one of another size (the 112-px template crop of the
-    MobileNetV2 encoders, for dlib's 150-px chip with its wider margin) would be stretched into the wrong
-    geometry and embedded wrongly without a word, so it is refused."""
-    size = embedder.config.input_size
-    crops = []
-    for b in blobs:
-        img = Image.open(io.BytesIO(b)).convert("RGB")
-        if img.size != (size, size):
-            raise CropMismatch(f"stored crops are {img.width}x{img.height} px; this encoder cuts a {size}-px "
-                               f"{embedder.config.chip} chip: enroll the photos again")
-        crops.append(np.asarray(img))
-    return embedder(np.stack(crops))
+    The source crop serves every encoder: its aligner cuts the chip from it as from the photo. A face
+    enrolled before source crops existed has only the chip of the model that enrolled it; that serves an
+    encoder cutting a chip of the same size (the same chip, as the shipped encoders' chips differ in size),
+    never one with a wider margin (the 112-px template chip for dlib's 150-px chip)."""
+    if stored.source is not None and stored.source_geometry:
+        rgb = np.asarray(Image.open(io.BytesIO(stored.source)).convert("RGB"))
+        return embedder.aligner(rgb, face_in_source(stored.source_geometry))
+    if stored.chip is not None:
+        img = Image.open(io.BytesIO(stored.chip)).convert("RGB")
+        size = embedder.config.input_size
+        if img.size == (size, size):
+            return np.asarray(img)
+    return None
+
+
+def embed_stored(embedder: Embedder, stored: Sequence[StoredFaceCrops]) -> list[np.ndarray | None]:
+    """Embed faces again from their stored crops (for Gallery.reembed): a vector each, None where no crop serves."""
+    chips = [stored_chip(embedder, s) for s in stored]
+    ready = [c for c in chips if c is not None]
+    vecs = iter(embedder(np.stack(ready)) if ready else [])
+    return [None if c is None else next(vecs) for c in chips]

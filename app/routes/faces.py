@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 
 from app import schemas
-from app.deps import GalleryDep, State, run_cpu
+from app.deps import Actor, GalleryDep, State, run_cpu
 
 router = APIRouter(prefix="/faces", tags=["faces"])
 FaceId = Annotated[int, Path(ge=1, le=2**63 - 1)]
@@ -21,6 +21,7 @@ async def thumbnail(face_id: FaceId, state: State, gallery: GalleryDep) -> Respo
 
 
 @router.delete("/{face_id}")
-async def delete_face(face_id: FaceId, state: State, gallery: GalleryDep) -> schemas.Deleted:
-    identity = await run_cpu(state, gallery.delete_face, face_id)
+async def delete_face(face_id: FaceId, state: State, gallery: GalleryDep, actor: Actor) -> schemas.Deleted:
+    """Deletes the face. When this answers, no file of the gallery holds its embedding or crops."""
+    identity = await run_cpu(state, gallery.delete_face, face_id, actor=actor)
     return schemas.Deleted(identity=identity, face_id=face_id, faces_deleted=1)

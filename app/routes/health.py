@@ -20,6 +20,8 @@ def live() -> schemas.Health:
 def ready(state: State, response: Response) -> schemas.Health:
     if not state.ready:
         response.status_code = 503
+        if state.reembed is not None:
+            return schemas.Health(status="reembedding", model=state.reembed["target_model"], reembed=state.reembed)
         return schemas.Health(status="loading")
     assert state.pipeline is not None and state.gallery is not None
     return schemas.Health(status="ready", model=state.pipeline.model_version, gallery_faces=state.gallery.index.live)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
+import time
+import zipfile
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Path, Query, UploadFile
+from fastapi.responses import StreamingResponse
 
 from app import schemas, service
-from app.deps import GalleryDep, Multipart, Pipeline, SettingsDep, State, read_upload, run_cpu
+from app.deps import Actor, GalleryDep, Multipart, Pipeline, SettingsDep, State, read_upload, run_cpu
 from app.errors import MULTIPLE_FACES, NO_FACE, ApiError
 from index.gallery import FaceRecord, IdentityRecord, validate_key
 
@@ -47,6 +52,7 @@ async def enroll(
     pipeline: Pipeline,
     gallery: GalleryDep,
     settings: SettingsDep,
+    actor: Actor,
     image: Annotated[list[UploadFile], File(min_length=1, max_length=32,
                                             description="one or more photos; all enroll or none")],
     face: Annotated[Literal["single", "largest"], Form(description="'largest' accepts photos with several faces")]
@@ -58,7 +64,7 @@ async def enroll(
     if len(image) > 32:
         raise ApiError(422, "validation_error", "at most 32 photos per request")
     blobs = [await read_upload(f, settings) for f in image]
-    analyses = [await run_cpu(state, pipeline.analyze, b) for b in blobs]
+    analyses = [await run_cpu(state, pipeline.analyze, b, sources=True) for b in blobs]
     chosen = []
     for i, a in enumerate(analyses):
         state.metrics.faces_detected.inc(a.faces_found)
@@ -73,7 +79,7 @@ async def enroll(
     def write() -> list[schemas.EnrolledFace]:
         warnings = [service.enrollment_warnings(gallery, identity, f, s) for f, s in zip(chosen, shas, strict=True)]
         ids = gallery.add_many([(identity, service.new_face(f, s)) for f, s in zip(chosen, shas, strict=True)],
-                               metadata={identity: meta} if meta is not None else None)
+                               metadata={identity: meta} if meta is not None else None, actor=actor)
         return [schemas.EnrolledFace(face_id=i, sha256=s, warnings=w, **service.detected(f))
                 for i, s, w, f in zip(ids, shas, warnings, chosen, strict=True)]
 
@@ -109,16 +115,84 @@ async def get_identity(
 
 @router.patch("/{identity}")
 async def update_identity(identity: IdentityPath, body: schemas.IdentityPatch, state: State,
-                          gallery: GalleryDep) -> schemas.Identity:
+                          gallery: GalleryDep, actor: Actor) -> schemas.Identity:
     if body.identity is not None and "/" in body.identity:
         raise ApiError(422, "invalid_identity", "identity must not contain '/'")
     if body.metadata is not None and len(json.dumps(body.metadata)) > 16_384:
         raise ApiError(422, "validation_error", "metadata is limited to 16 KiB")
-    r = await run_cpu(state, lambda: gallery.update_identity(identity, new_key=body.identity, metadata=body.metadata))
+    r = await run_cpu(state, lambda: gallery.update_identity(identity, new_key=body.identity, metadata=body.metadata,
+                                                                actor=actor))
     return identity_out(r)
 
 
 @router.delete("/{identity}")
-async def delete_identity(identity: IdentityPath, state: State, gallery: GalleryDep) -> schemas.Deleted:
-    n = await run_cpu(state, gallery.delete_identity, identity)
+async def delete_identity(identity: IdentityPath, state: State, gallery: GalleryDep, actor: Actor) -> schemas.Deleted:
+    """Deletes the identity and its faces. When this answers, no file of the gallery holds their embeddings or
+    crops; the audit keeps the event (no face data)."""
+    n = await run_cpu(state, gallery.delete_identity, identity, actor=actor)
     return schemas.Deleted(identity=identity, faces_deleted=n)
+
+
+class _ZipSink(io.RawIOBase):
+    """A write-only stream that hands what zipfile wrote to the response chunk by chunk."""
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+        self._pos = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        data = bytes(b)
+        self._chunks.append(data)
+        self._pos += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._pos
+
+    def drain(self) -> bytes:
+        out = b"".join(self._chunks)
+        self._chunks.clear()
+        return out
+
+
+@router.get("/{identity}/export", response_class=StreamingResponse,
+            responses={200: {"content": {"application/zip": {}},
+                             "description": "identity.json, and per face its record (box, landmarks, embedding, "
+                                            "model, time) with its source crop and chip as JPEG"}})
+async def export_identity(identity: IdentityPath, state: State, gallery: GalleryDep, actor: Actor
+                          ) -> StreamingResponse:
+    """Subject access: everything stored about the identity, as a zip streamed while it is read."""
+    record, faces = await run_cpu(state, gallery.identity_export, identity)
+    await run_cpu(state, lambda: gallery.record_audit("export", actor=actor, identity=identity))
+
+    def stream() -> Iterator[bytes]:
+        sink = _ZipSink()
+        summary: list[dict[str, Any]] = []
+        with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as z:
+            for f in faces:
+                name = f"faces/{f['face_id']}"
+                files = {}
+                for kind in ("source", "chip"):
+                    if f[kind] is not None:
+                        z.writestr(f"{name}/{kind}.jpg", f.pop(kind))
+                        files[kind] = f"{name}/{kind}.jpg"
+                    else:
+                        f.pop(kind)
+                f["files"] = files
+                z.writestr(f"{name}/face.json", json.dumps(f, indent=1))
+                summary.append({k: v for k, v in f.items() if k != "embedding"})
+                yield sink.drain()
+            z.writestr("identity.json", json.dumps({
+                "identity": record.key, "metadata": record.metadata, "created_at": record.created_at,
+                "exported_at": time.time(), "gallery_model": gallery.model_version, "faces": summary,
+                "about": "source.jpg: the face with context as enrolled (landmarks and box in source_geometry, in its "
+                         "pixels); chip.jpg: the aligned crop the model embedded; face.json: the embedding too",
+            }, indent=1))
+        yield sink.drain()
+
+    filename = "identity-export.zip"
+    return StreamingResponse(stream(), media_type="application/zip",
+                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})

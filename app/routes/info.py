@@ -23,6 +23,8 @@ def info(state: State) -> schemas.Info:
     gallery = None
     if state.gallery is not None:
         identities, faces = state.gallery.count()
-        gallery = {"identities": identities, "faces": faces, "index_kind": state.gallery.index.kind}
+        gallery = {"identities": identities, "faces": faces, "index_kind": state.gallery.index.kind,
+                   "model_version": state.gallery.stored_model()[0], "generation": state.gallery.generation,
+                   "reembed": state.gallery.reembed_status()}
     return schemas.Info(service="facesearch", version=__version__, auth=bool(state.settings.api_keys),
                         model=model, gallery=gallery)

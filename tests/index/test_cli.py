@@ -23,7 +23,7 @@ def test_gallery_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert stats["identities"] == 3 and stats["faces"] == 9 and stats["indexed"] == 9
     assert main(["verify", "--data-dir", str(tmp_path / "a"), *common]) == 0
     assert json.loads(capsys.readouterr().out)["ok"] is True
-    (tmp_path / "a" / "index" / "vectors.faiss").write_bytes(b"garbage")
+    (tmp_path / "a" / "index" / "g0" / "vectors.faiss").write_bytes(b"garbage")
     assert main(["rebuild-index", "--data-dir", str(tmp_path / "a"), *common]) == 0
     assert json.loads(capsys.readouterr().out)["ok"] is True
     assert main(["export", str(tmp_path / "g.db"), "--data-dir", str(tmp_path / "a"), *common]) == 0
@@ -33,9 +33,10 @@ def test_gallery_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         main(["export", "--data-dir", str(tmp_path / "a"), *common])  # no file given
 
 
-def test_reembed_refuses_crops_cut_for_another_chip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A gallery enrolled by the 112-px template encoder, re-embedded for the shipped 150-px dlib chip: the
-    stored crops cannot serve it, so the command says so and leaves the gallery as it was."""
+def test_reembed_lists_faces_without_a_usable_crop(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A gallery enrolled by the 112-px template encoder before source crops existed, re-embedded for the
+    shipped 150-px dlib chip: its chip cannot serve it, so the command lists the face (stderr and JSON), leaves
+    the gallery serving its model, and deletes it only when told to."""
     import io
 
     from PIL import Image
@@ -47,11 +48,25 @@ def test_reembed_refuses_crops_cut_for_another_chip(tmp_path: Path, capsys: pyte
     g = Gallery(tmp_path / "g", dim=128, model_version="fs-mobilenet_v2-old")
     g.add_faces("alice", [NewFace(np.full(128, 128 ** -0.5, np.float32), thumbnail=buf.getvalue())])
     g.close()
-    assert main(["reembed", "--data-dir", str(tmp_path / "g")]) == 1
-    assert "enroll the photos again" in capsys.readouterr().err
+    alice = g.add_faces("bob", [NewFace(np.full(128, -(128 ** -0.5), np.float32))])[0]  # no crop at all
+    g.close()
+    report = tmp_path / "lost.json"
+    assert main(["reembed", "--data-dir", str(tmp_path / "g"), "--report", str(report)]) == 1
+    err = capsys.readouterr().err
+    assert "2 faces have no stored crop" in err and "enroll their photos again" in err
+    listed = json.loads(report.read_text())
+    assert [f["identity"] for f in listed["faces"]] == ["alice", "bob"] and listed["dropped"] is False
+    assert listed["faces"][1]["face_id"] == alice
     _, card = load_encoder()
     with pytest.raises(Exception, match="Re-embed it from its stored crops"):
         Gallery(tmp_path / "g", dim=128, model_version=card["model_version"])
     g = Gallery(tmp_path / "g", dim=128, model_version="fs-mobilenet_v2-old")
-    assert g.count() == (1, 1)
+    assert g.count() == (2, 2) and g.index.live == 2  # still serving the model that made it
+    g.close()
+    assert main(["reembed", "--data-dir", str(tmp_path / "g"), "--report", str(report),
+                 "--drop-unrecoverable"]) == 0
+    assert "2 faces dropped" in capsys.readouterr().out
+    g = Gallery(tmp_path / "g", dim=128, model_version=card["model_version"])
+    assert g.count() == (2, 0) and g.generation == 1
+    assert [e["event"] for e in g.audit_log()][-3:] == ["delete_face", "delete_face", "reembed"]
     g.close()

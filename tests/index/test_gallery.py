@@ -145,25 +145,30 @@ def test_refuses_store_of_another_model(tmp_path: Path) -> None:
         Gallery(tmp_path, dim=DIM * 2, model_version="m1")
 
 
-def test_reembed_from_stored_crops_with_the_real_encoder(tmp_path: Path, pipeline, lfw: Path) -> None:
-    """Faces enrolled under another model version are re-embedded from their stored crops by the real
-    encoder: the vectors come back as the encoder makes them from the photos (JPEG of the crop aside),
-    and new photos of the people find them."""
-    from model.pipeline import embed_crop_jpegs
+@pytest.mark.parametrize("kept", ["source", "chip"])
+def test_reembed_from_stored_crops_with_the_real_encoder(tmp_path: Path, pipeline, lfw: Path, kept: str) -> None:
+    """Faces enrolled under another model version are re-embedded by the real encoder from what was kept:
+    the source crop (its chip cut again from it), or, for galleries enrolled before source crops, the chip
+    itself. The vectors come back as the encoder makes them from the photos, and new photos find them."""
+    from model.pipeline import embed_stored
 
     people = ["Colin_Powell", "George_W_Bush", "Tony_Blair", "Hugo_Chavez"]
     faces = {}
     for name in people:
-        a = pipeline.analyze((lfw / name / f"{name}_0001.jpg").read_bytes(), max_faces=1)
+        a = pipeline.analyze((lfw / name / f"{name}_0001.jpg").read_bytes(), max_faces=1, sources=True)
         faces[name] = a.faces[0]
     g = Gallery(tmp_path, dim=pipeline.dim, model_version="m1")
     for name, f in faces.items():
+        crops = ({"source": f.source_jpeg(), "source_geometry": f.source_geometry} if kept == "source"
+                 else {"thumbnail": f.thumbnail_jpeg()})
         g.add_faces(name, [NewFace(np.zeros(pipeline.dim, np.float32) + 1 / np.sqrt(pipeline.dim),
-                                   thumbnail=f.thumbnail_jpeg())])  # m1's vectors: all alike
+                                   **crops)])  # m1's vectors: all alike
     g.close()
     g = Gallery(tmp_path, dim=pipeline.dim, model_version="m2", allow_mismatch=True)
     assert g.needs_reembed
-    assert g.reembed(lambda blobs: embed_crop_jpegs(pipeline.embedder, blobs)) == len(people)
+    report = g.reembed(lambda crops: embed_stored(pipeline.embedder, crops))
+    assert report.switched and report.reembedded == len(people) and not report.unrecoverable
+    assert g.generations()[-1]["model_version"] == "m2"
     g.close()
     g = Gallery(tmp_path, dim=pipeline.dim, model_version="m2")
     for name, f in faces.items():
@@ -179,7 +184,7 @@ def test_snapshot_replay_and_corruption(tmp_path: Path) -> None:
     g = Gallery(tmp_path, dim=DIM, model_version="m1")
     fill(g, unit(rng, 100), people=10)
     g.snapshot()
-    meta = json.loads((tmp_path / "index" / "meta.json").read_text())
+    meta = json.loads((tmp_path / "index" / "g0" / "meta.json").read_text())
     assert meta["seq"] == 100 and meta["ntotal"] == 100
     # changes after the snapshot are replayed on open (no close: simulates a crash)
     fill(g, unit(rng, 10), people=2)
@@ -189,14 +194,14 @@ def test_snapshot_replay_and_corruption(tmp_path: Path) -> None:
     assert g._loaded_seq == 100 and g.verify()["ok"] and g.index.live == 100
     g.close()
     # a corrupt snapshot is detected and rebuilt from the store
-    blob = bytearray((tmp_path / "index" / "vectors.faiss").read_bytes())
+    blob = bytearray((tmp_path / "index" / "g0" / "vectors.faiss").read_bytes())
     blob[len(blob) // 2] ^= 0xFF
-    (tmp_path / "index" / "vectors.faiss").write_bytes(bytes(blob))
+    (tmp_path / "index" / "g0" / "vectors.faiss").write_bytes(bytes(blob))
     g = Gallery(tmp_path, dim=DIM, model_version="m1")
     assert g._loaded_seq == -1 and g.verify()["ok"] and g.index.live == 100
     g.close()
     # truncated
-    (tmp_path / "index" / "vectors.faiss").write_bytes(bytes(blob[:100]))
+    (tmp_path / "index" / "g0" / "vectors.faiss").write_bytes(bytes(blob[:100]))
     g = Gallery(tmp_path, dim=DIM, model_version="m1")
     assert g._loaded_seq == -1 and g.verify()["ok"]
     g.close()
