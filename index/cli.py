@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-version")
     p.add_argument("--report", type=Path, default=Path("reembed-unrecoverable.json"),
                    help="reembed: where to list the faces that must be enrolled again")
+    p.add_argument("--batch", type=int, default=64, help="reembed: faces per committed batch")
     p.add_argument("--drop-unrecoverable", action="store_true",
                    help="reembed: delete the faces no stored crop can re-embed, then switch")
     a = p.parse_args(argv)
@@ -63,13 +64,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0 if report["ok"] else 1
         elif a.action == "reembed":
             assert embedder is not None
-            return _reembed(g, embedder, a.report, a.drop_unrecoverable)
+            return _reembed(g, embedder, a.report, a.drop_unrecoverable, a.batch)
     finally:
         g.close()
     return 0
 
 
-def _reembed(g: Gallery, embedder: Any, report_path: Path, drop: bool) -> int:
+def _reembed(g: Gallery, embedder: Any, report_path: Path, drop: bool, batch: int) -> int:
     from tqdm import tqdm
 
     from model.pipeline import embed_stored
@@ -82,7 +83,7 @@ def _reembed(g: Gallery, embedder: Any, report_path: Path, drop: bool) -> int:
         bar.refresh()
 
     try:
-        report = g.reembed(lambda crops: embed_stored(embedder, crops), progress=progress,
+        report = g.reembed(lambda crops: embed_stored(embedder, crops), progress=progress, batch=batch,
                            drop_unrecoverable=drop, actor="cli")
     finally:
         bar.close()
