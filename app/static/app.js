@@ -240,7 +240,21 @@ async function loadGallery() {
     $("#gallery-next").disabled = offset + PAGE >= res.total;
     const list = $("#gallery-list");
     list.replaceChildren(...res.items.map(identityItem));
+    showGalleryModel((await api("/v1/info")).gallery);
   } catch (e) { showError(e); }
+}
+
+// the model the gallery's embeddings come from and, while `facesearch gallery reembed` runs, its progress
+let modelTimer = null;
+function showGalleryModel(g) {
+  clearTimeout(modelTimer);
+  if (!g) return;
+  let text = `Embeddings: model ${g.model_version} (generation ${g.generation})`;
+  if (g.reembed) {
+    text += ` · re-embedding for ${g.reembed.target_model}: ${g.reembed.done} of ${g.reembed.total} faces`;
+    modelTimer = setTimeout(() => api("/v1/info").then((i) => showGalleryModel(i.gallery)).catch(() => {}), 3000);
+  }
+  $("#gallery-model").textContent = text;
 }
 
 function identityItem(item) {
@@ -248,6 +262,7 @@ function identityItem(item) {
   const li = el("li", { class: "identity" },
     el("header", { class: "row" }, el("strong", {}, item.identity), el("span", {}, `${item.faces} face${item.faces === 1 ? "" : "s"}`),
       el("button", { type: "button", class: "secondary", onclick: () => rename(item.identity) }, "Rename"),
+      el("button", { type: "button", class: "secondary", onclick: () => exportIdentity(item.identity) }, "Export"),
       el("button", { type: "button", class: "secondary", onclick: () => removeIdentity(item.identity) }, "Delete")),
     faces);
   api(`/v1/identities/${encodeURIComponent(item.identity)}?limit=20`).then((d) => {
@@ -266,6 +281,14 @@ async function rename(identity) {
   if (!name || name === identity) return;
   try { await api(`/v1/identities/${encodeURIComponent(identity)}`, { method: "PATCH", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ identity: name }) }); loadGallery(); }
   catch (e) { showError(e); }
+}
+// subject access: everything stored about the identity, as the zip the API streams
+async function exportIdentity(identity) {
+  try {
+    const blob = await api(`/v1/identities/${encodeURIComponent(identity)}/export`);
+    const a = el("a", { href: URL.createObjectURL(blob), download: `${identity}.zip` });
+    document.body.append(a); a.click(); a.remove();
+  } catch (e) { showError(e); }
 }
 async function removeIdentity(identity) {
   if (!window.confirm(`Delete ${identity} and all their faces?`)) return;

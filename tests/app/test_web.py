@@ -56,7 +56,17 @@ def test_enroll_search_verify_delete_and_error(page, tmp_path: Path) -> None:  #
     page.wait_for_selector("#gallery-list .identity >> text=Hugo_Chavez")
     page.wait_for_function("document.querySelectorAll('#gallery-list img.thumb[src^=blob]').length >= 4")
     assert "2 identities" in page.text_content("#gallery-total")
+    page.wait_for_selector("#gallery-model >> text=Embeddings: model fs-")  # the model the gallery was embedded with
     shot(page, "gallery")
+    with page.expect_download() as download:  # subject access: the identity's zip
+        page.locator(".identity", has_text="Tony_Blair").locator("button", has_text="Export").click()
+    saved = tmp_path / "export.zip"
+    download.value.save_as(saved)
+    import zipfile
+
+    with zipfile.ZipFile(saved) as z:
+        assert '"identity": "Tony_Blair"' in z.read("identity.json").decode()
+        assert sum(n.endswith("source.jpg") for n in z.namelist()) == 2
 
     # search: the right name first
     page.click("#tab-search")
