@@ -359,3 +359,32 @@ def test_old_galleries_get_autoincrement_ids(tmp_path: Path) -> None:
     assert "AUTOINCREMENT" in sql
     assert store.conn.execute("SELECT id, identity_id FROM faces").fetchall() == [(7, 1)]
     store.close()
+
+
+def test_reembed_beside_a_live_gallery_then_switch(tmp_path: Path) -> None:
+    """A reembed (another process in real use: a second Gallery on the same folder here) runs while the old model
+    keeps enrolling and deleting: faces enrolled meanwhile are re-embedded before the switch, a face deleted
+    meanwhile takes its new vector with it, and after the switch the old model's writer is refused."""
+    rng = np.random.default_rng(3)
+    old = Gallery(tmp_path, dim=DIM, model_version="m1")
+    ids = fill(old, unit(rng, 10), 5)
+    new = Gallery(tmp_path, dim=DIM, model_version="m2", allow_mismatch=True)
+    calls: list[list[int]] = []
+    late: list[int] = []
+
+    def embed(crops):  # type: ignore[no-untyped-def]
+        calls.append([c.face_id for c in crops])
+        if len(calls) == 1:  # the live gallery writes between two batches
+            late.extend(old.add_faces("late", [NewFace(v) for v in unit(rng, 2)]))
+            old.delete_face(ids[9])
+        return [np.roll(np.eye(DIM, dtype=np.float32)[c.face_id % DIM], 1) for c in crops]
+
+    report = new.reembed(embed, batch=4)
+    assert report.switched and report.reembedded == 11 and report.generation == 1
+    assert sorted(i for batch in calls for i in batch) == sorted(ids[:9] + late)  # each once, the deleted never
+    assert new.index.live == 11 and new.verify()["ok"]
+    with pytest.raises(GalleryMismatch):
+        old.add_faces("after", [NewFace(unit(rng, 1)[0])])
+    assert new.reembed_status() is None and [g["model_version"] for g in new.generations()] == ["m2"]
+    old.store.close()
+    new.close()
