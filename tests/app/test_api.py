@@ -214,7 +214,8 @@ def test_auth_on_every_v1_route(data_dir: Path) -> None:
         for method, path in [("get", "/v1/info"), ("get", "/v1/identities"), ("post", "/v1/search"),
                              ("post", "/v1/verify"), ("post", "/v1/embed"), ("delete", "/v1/faces/1"),
                              ("get", "/v1/faces/1/thumbnail"), ("post", "/v1/identities/a/faces"),
-                             ("patch", "/v1/identities/a"), ("delete", "/v1/identities/a")]:
+                             ("patch", "/v1/identities/a"), ("delete", "/v1/identities/a"),
+                             ("get", "/v1/identities/a/export"), ("get", "/v1/audit")]:
             for headers in ({}, {"X-API-Key": "wrong"}):
                 r = getattr(c, method)(path, headers=headers)
                 assert r.status_code == 401 and r.json()["code"] == "unauthorized", (method, path)

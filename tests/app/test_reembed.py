@@ -94,6 +94,7 @@ def test_reembed_resumes_after_kills_erases_and_switches(tmp_path: Path, server_
     server.wait_ready(timeout=300)
     log = server.log_path.read_text()
     assert "re-embedding the gallery" in log and f"generation 1, model {new_model}" in log
+    assert f"re-embedding: {total - 2} / {total - 2} faces" in log
     status, info = call(f"{server.url}/v1/info")
     assert info["gallery"]["model_version"] == new_model and info["gallery"]["generation"] == 1
     assert info["gallery"]["faces"] == total - 2 and info["gallery"]["reembed"] is None
