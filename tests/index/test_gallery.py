@@ -388,3 +388,24 @@ def test_reembed_beside_a_live_gallery_then_switch(tmp_path: Path) -> None:
     assert new.reembed_status() is None and [g["model_version"] for g in new.generations()] == ["m2"]
     old.store.close()
     new.close()
+
+
+def test_open_removes_stray_snapshots_and_temporary_files(tmp_path: Path) -> None:
+    """What an interrupted switch or snapshot leaves under index/ (a generation that never became current, a
+    superseded one, a temporary file, the layout before generations) is removed when the gallery opens, and the
+    current snapshot is used, not rebuilt."""
+    rng = np.random.default_rng(5)
+    g = Gallery(tmp_path, dim=DIM, model_version="m1")
+    fill(g, unit(rng, 6), 3)
+    g.close()
+    root = tmp_path / "index"
+    strays = [root / "g1" / "vectors.faiss", root / "g0" / "vectors.faiss.tmp", root / "vectors.faiss",
+              root / "meta.json.tmp"]
+    for p in strays:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"a vector that must not outlive its deletion")
+    g = Gallery(tmp_path, dim=DIM, model_version="m1")
+    assert not any(p.exists() for p in strays) and not (root / "g1").exists()
+    assert sorted(p.name for p in (root / "g0").iterdir()) == ["meta.json", "vectors.faiss"]
+    assert g._loaded_seq > 0 and g.index.live == 6  # loaded from the snapshot
+    g.close()
