@@ -18,7 +18,7 @@ COMMANDS = {
     "evaluate": ("model.train.evaluate", "LFW View 2 evaluation of a checkpoint"),
     "average": ("model.train.average", "average the weights of checkpoints from one training run"),
     "export": ("model.train.export", "package a trained checkpoint + its evaluation as shipped weights"),
-    "gallery": ("index.cli", "gallery maintenance: stats, export, import, rebuild-index, verify"),
+    "gallery": ("facesearch.gallery", "gallery maintenance: stats, export, import, rebuild-index, verify, reembed"),
     "enroll": ("facesearch.enroll", "bulk-enroll an identity-per-folder tree"),
 }
 

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"{a.action} needs a file")
     embedder = None
     if a.dim is None or a.model_version is None or a.action == "reembed":
-        from model.encoder import load_encoder  # the gallery itself stays torch-free
+        from model.encoder import load_encoder  # only when needed: stats and verify stay torch-free
 
         embedder, card = load_encoder(a.checkpoint)
         a.dim, a.model_version = embedder.dim, card["model_version"]

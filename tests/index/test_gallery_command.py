@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from facesearch.gallery import main
 from index import Gallery, NewFace
-from index.cli import main
 
 
 def test_gallery_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
