@@ -4,7 +4,7 @@
 
 Figures: exact search p50/p99 (one query) and queries/s (batches of 32) at 100k and 1M faces, beside a
 plain numpy matrix product; HNSW p50 and recall@10 at 1M; bulk add rate (batches of 1,000) and single-face
-add latency (with its fsync); start-up from the snapshot and from SQLite alone; bytes per face.
+add latency (with its fsync) and delete latency (with its erasure); start-up from the snapshot and from SQLite alone; bytes per face.
 
 Like for like: numpy gets the same float32 vectors and queries FAISS searches, and one BLAS thread
 (threadpoolctl), as FAISS uses one OpenMP thread for fewer than 8 queries; the BLAS kernel is recorded.
@@ -114,7 +114,7 @@ def bench_size(folder: Path, n: int, out: dict[str, float], label: str, hnsw: bo
     out[f"snapshot_s_{label}"] = time.perf_counter() - t
     db = folder / "gallery.db"
     out["bytes_per_face_db"] = db.stat().st_size / n
-    out["bytes_per_face_index"] = (folder / "index" / "vectors.faiss").stat().st_size / n
+    out["bytes_per_face_index"] = (folder / "index" / "g0" / "vectors.faiss").stat().st_size / n
     t = time.perf_counter()
     g = Gallery(folder, dim=DIM, model_version="bench")
     out[f"startup_{label}_s"] = time.perf_counter() - t
@@ -154,6 +154,16 @@ def bench_size(folder: Path, n: int, out: dict[str, float], label: str, hnsw: bo
         g.add_faces("single", [NewFace(x)])
         times.append(time.perf_counter() - t0)
     out[f"single_add_p50_ms_{label}"] = statistics.median(times) * 1000
+    # single-face deletes with their erasure: the vector overwritten in the snapshot file (one scan of it per
+    # face), the WAL checkpointed and truncated
+    g.snapshot(force=True)
+    singles = [f.id for f in g.list_faces("single")[0]]
+    times = []
+    for face_id in singles:
+        t0 = time.perf_counter()
+        g.delete_face(face_id)
+        times.append(time.perf_counter() - t0)
+    out[f"single_delete_p50_ms_{label}"] = statistics.median(times) * 1000
     g.close()
 
 
