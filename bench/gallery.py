@@ -3,8 +3,9 @@
     python bench/gallery.py [--quick] [--json PATH] [--dir DIR]
 
 Figures: exact search p50/p99 (one query) and queries/s (batches of 32) at 100k and 1M faces, beside a
-plain numpy matrix product; HNSW p50 and recall@10 at 1M; bulk add rate (batches of 1,000) and single-face
-add latency (with its fsync) and delete latency (with its erasure); start-up from the snapshot and from SQLite alone; bytes per face.
+plain numpy matrix product; HNSW p50 and recall@10 at 1M; bulk add rate (batches of 1,000); single-face add
+latency (with its fsync) and delete latency (with its erasure); start-up from the snapshot and from SQLite
+alone; bytes per face.
 
 Like for like: numpy gets the same float32 vectors and queries FAISS searches, and one BLAS thread
 (threadpoolctl), as FAISS uses one OpenMP thread for fewer than 8 queries; the BLAS kernel is recorded.

@@ -7,11 +7,12 @@ weights (the source crops kept, as the service keeps them), then the gallery re-
 checkpoint (``Gallery.reembed`` + ``embed_stored``, what `facesearch gallery reembed` runs), beside a gallery of
 the same photos enrolled directly with that checkpoint. Probes: photos 3-4, embedded with the second
 checkpoint. Reported per second checkpoint: the share of probes whose top-1 identity is the same in both
-galleries, the median and 95th percentile of |top-1 distance in one - in the other|, the median distance
-between a face's re-embedded and directly embedded vectors, and re-embedding throughput (faces/s, decode +
-chip + embed + commit). Default second checkpoints: the shipped weights themselves (only the source crop
-differs) and dlib's ResNet imported as it is with MTCNN's five points onto dlib's mean chip (another model and
-another chip; `facesearch import-dlib --chip template`); pass ``--second`` for others (e.g. a MobileNetV2 run).
+galleries (also among the probes the direct gallery answers right), the median and 95th percentile of
+|top-1 distance in one - in the other|, the median distance between a face's re-embedded and directly embedded
+vectors, and re-embedding throughput (faces/s: decode + chip + embed + commit). Second checkpoints: the shipped
+weights themselves (only the source crop differs), dlib's ResNet imported as it is with MTCNN's five points onto
+dlib's mean chip (another model and another chip; `facesearch import-dlib --chip template`), and any given with
+``--second`` (e.g. a MobileNetV2 run).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def faces_of(pipeline: Any, names: list[str], photos: tuple[int, ...], *, source
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--people", type=int, default=100)
-    p.add_argument("--second", type=Path, action="append", help="checkpoint to re-embed for (repeat)")
+    p.add_argument("--second", type=Path, action="append", help="a further checkpoint to re-embed for (repeat)")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
     from app.service import new_face
@@ -63,11 +64,9 @@ def main() -> None:
     names = people(a.people)
     r: dict[str, Any] = {"people": len(names)}
     with tempfile.TemporaryDirectory() as tmp:
-        seconds = a.second
-        if not seconds:
-            template = Path(tmp) / "dlib-template.pt"
-            import_dlib(dlib_models_dir() / DLIB_DAT, template, chip="template")
-            seconds = [SHIPPED_CHECKPOINT, template]
+        template = Path(tmp) / "dlib-template.pt"
+        import_dlib(dlib_models_dir() / DLIB_DAT, template, chip="template")
+        seconds = [SHIPPED_CHECKPOINT, template, *(a.second or [])]
         first = FacePipeline(torch_threads=2)
         enrolled = faces_of(first, names, (1, 2), sources=True)
         first.close()
@@ -100,6 +99,10 @@ def main() -> None:
                         for _, key, f in direct_faces if key in again]
             r[f"{tag} probes"] = len(probes)
             r[f"{tag} top1_same_identity"] = float(np.mean(same))
+            # where near-ties among wrong candidates cannot flip the answer: probes the direct gallery gets right
+            right_rows = [s_ for s_, y, (n, _, _) in zip(same, rb, probes, strict=True)
+                          if y.identities[0].identity == n]
+            r[f"{tag} top1_same_identity_where_direct_right"] = float(np.mean(right_rows))
             r[f"{tag} top1_distance_diff_median"] = float(np.median(diff))
             r[f"{tag} top1_distance_diff_p95"] = float(np.percentile(diff, 95))
             r[f"{tag} rank1_reembedded"] = float(right)
