@@ -89,7 +89,7 @@ def _has_faces(gallery: Gallery, identity: str) -> bool:
 def new_face(f: AnalyzedFace, sha256: str) -> NewFace:
     assert f.embedding is not None
     return NewFace(embedding=f.embedding, box=[float(x) for x in f.face.box], score=f.face.score, sha256=sha256,
-                   thumbnail=f.thumbnail_jpeg(), source=f.source_jpeg(), source_geometry=f.source_geometry)
+                   thumbnail=f.thumbnail_jpeg(), source=f.source_image(), source_geometry=f.source_geometry)
 
 
 def sha256_of(data: bytes) -> str:

@@ -286,20 +286,28 @@ class Gallery:
             index.add(ids, vecs)
 
     def _build_from_store(self) -> tuple[VectorIndex, int]:
-        index = VectorIndex(self.dim, self.kind)
+        """A new index of every stored face, and the change counter it reflects. The rows are read in one short
+        read transaction and indexed after it ends: a long read would hold off the WAL checkpoint that each
+        delete waits for (an HNSW build of 1M faces takes minutes)."""
         c = self.store.conn
+        ids: list[np.ndarray] = []
+        vecs: list[np.ndarray] = []
         c.execute("BEGIN")  # one read snapshot for rows + counter
         try:
             seq = self.store.seq()
             cur = c.execute("SELECT id, embedding FROM faces ORDER BY id")
             while rows := cur.fetchmany(50_000):
-                ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-                vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
-                if vecs.shape[1] != self.dim:
+                v = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+                if v.shape[1] != self.dim:
+                    ids, vecs = [], []
                     break  # a store awaiting re-embedding: leave the index empty
-                index.add(ids, vecs)
+                ids.append(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
+                vecs.append(v)
         finally:
             c.execute("COMMIT")
+        index = VectorIndex(self.dim, self.kind)
+        if ids:
+            index.add(np.concatenate(ids), np.concatenate(vecs))
         return index, seq
 
     # --- snapshots -------------------------------------------------------------------------------------

@@ -127,24 +127,29 @@ def align(rgb: np.ndarray, landmarks: np.ndarray, size: int, dst: np.ndarray | N
     return np.asarray(out, dtype=np.uint8)
 
 
-SOURCE_SIZE = 256
+SOURCE_MAX_SIZE = 256
 SOURCE_CONTEXT = 2.0
 
 
-def source_crop(rgb: np.ndarray, face: Face, *, size: int = SOURCE_SIZE, context: float = SOURCE_CONTEXT
+def source_crop(rgb: np.ndarray, face: Face, *, max_size: int = SOURCE_MAX_SIZE, context: float = SOURCE_CONTEXT
                 ) -> tuple[np.ndarray, dict[str, object]]:
     """A model-independent crop for re-embedding with future encoders: a square of ``context`` times the box's
-    longer side, centred on the box (outside the photo black, as the aligners fill it), scaled to ``size`` px.
+    longer side, centred on the box (outside the photo black, as the aligners fill it), at the photo's own
+    resolution, downscaled (Lanczos) only where it is larger than ``max_size`` px: an aligner then cuts its chip
+    from the very pixels it would have cut it from in the photo.
 
-    Returns the crop (uint8 (size, size, 3)) and its geometry: the face's box, landmarks and score in the
-    crop's pixels, and ``origin``/``scale`` to map them back to the photo (photo = origin + crop / scale).
+    Returns the crop (uint8 (S, S, 3)) and its geometry: the face's box, landmarks and score in the crop's
+    pixels, and ``origin``/``scale`` to map them back to the photo (photo = origin + crop / scale).
     Any aligner can cut its chip from it as from the photo (:func:`face_in_source`)."""
     x1, y1, x2, y2 = (float(v) for v in face.box)
     side = max(1, int(np.ceil(context * max(x2 - x1, y2 - y1, 1.0))))
     x0 = int(np.floor((x1 + x2) / 2 - side / 2))
     y0 = int(np.floor((y1 + y2) / 2 - side / 2))
     region = Image.fromarray(rgb).crop((x0, y0, x0 + side, y0 + side))  # PIL fills outside the photo with black
-    crop = np.asarray(region.resize((size, size), Image.Resampling.LANCZOS), dtype=np.uint8)
+    size = min(side, max_size)
+    if size != side:
+        region = region.resize((size, size), Image.Resampling.LANCZOS)
+    crop = np.asarray(region, dtype=np.uint8)
     scale = size / side
     origin = np.array([x0, y0], dtype=np.float64)
     geometry: dict[str, object] = {

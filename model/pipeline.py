@@ -34,17 +34,21 @@ class AnalyzedFace:
     crop: np.ndarray  # uint8 (S, S, 3), aligned
     quality: Quality
     embedding: np.ndarray | None = None  # float32 (D,), L2-normalised
-    source: np.ndarray | None = None  # uint8 (256, 256, 3): the face with context, for re-embedding
+    source: np.ndarray | None = None  # uint8 (S, S, 3), S <= 256: the face with context, for re-embedding
     source_geometry: dict[str, Any] | None = None  # box and landmarks in the source crop's pixels
 
     def thumbnail_jpeg(self) -> bytes:
         return _jpeg(self.crop, 90)
 
-    def source_jpeg(self) -> bytes | None:
-        return None if self.source is None else _jpeg(self.source, SOURCE_JPEG_QUALITY)
-
-
-SOURCE_JPEG_QUALITY = 95
+    def source_image(self) -> bytes | None:
+        """The source crop, losslessly (WebP): re-embedding then cuts the chip from the pixels the photo had.
+        JPEG at quality 95 moved re-embedded vectors 0.031-0.043 from those made from the photo (median, 120
+        LFW faces, the 112-px MobileNetV2 chip); lossless WebP 0.0009, at about twice the bytes."""
+        if self.source is None:
+            return None
+        buf = io.BytesIO()
+        Image.fromarray(self.source).save(buf, format="WEBP", lossless=True, method=4)
+        return buf.getvalue()
 
 
 def _jpeg(rgb: np.ndarray, q: int) -> bytes:

@@ -31,9 +31,9 @@ def face_bytes(db: Path, face_ids: list[int]) -> dict[str, bytes]:
 def windows(blob: bytes) -> list[bytes]:
     """Slices of a blob that any copy of it holds whole. SQLite splits a long row over overflow pages (4-byte
     headers between 4 KiB chunks), so the blob itself need not appear in one piece: look for 32-byte windows
-    spread over it. A JPEG's first bytes (markers, quantisation tables) are shared by every JPEG of the same
-    encoder settings and are skipped; its entropy-coded data is unique to the photo."""
-    start = len(blob) // 3 if blob[:2] == b"\xff\xd8" else 0
+    spread over it. An image's first bytes (a JPEG's markers and quantisation tables, a WebP's header) are
+    shared by every image of the same encoder settings and are skipped; its coded pixels are unique to it."""
+    start = len(blob) // 3 if blob[:2] == b"\xff\xd8" or blob[:4] == b"RIFF" else 0
     span = len(blob) - start - WINDOW
     return [blob[start + span * k // 7 : start + span * k // 7 + WINDOW] for k in range(8)]
 

@@ -161,7 +161,7 @@ class _ZipSink(io.RawIOBase):
 @router.get("/{identity}/export", response_class=StreamingResponse,
             responses={200: {"content": {"application/zip": {}},
                              "description": "identity.json, and per face its record (box, landmarks, embedding, "
-                                            "model, time) with its source crop and chip as JPEG"}})
+                                            "model, time) with its source crop (WebP) and chip (JPEG)"}})
 async def export_identity(identity: IdentityPath, state: State, gallery: GalleryDep, actor: Actor
                           ) -> StreamingResponse:
     """Subject access: everything stored about the identity, as a zip streamed while it is read."""
@@ -175,12 +175,11 @@ async def export_identity(identity: IdentityPath, state: State, gallery: Gallery
             for f in faces:
                 name = f"faces/{f['face_id']}"
                 files = {}
-                for kind in ("source", "chip"):
-                    if f[kind] is not None:
-                        z.writestr(f"{name}/{kind}.jpg", f.pop(kind))
-                        files[kind] = f"{name}/{kind}.jpg"
-                    else:
-                        f.pop(kind)
+                for kind, ext in (("source", "webp"), ("chip", "jpg")):
+                    blob = f.pop(kind)
+                    if blob is not None:
+                        z.writestr(f"{name}/{kind}.{ext}", blob)
+                        files[kind] = f"{name}/{kind}.{ext}"
                 f["files"] = files
                 z.writestr(f"{name}/face.json", json.dumps(f, indent=1))
                 summary.append({k: v for k, v in f.items() if k != "embedding"})
@@ -188,8 +187,9 @@ async def export_identity(identity: IdentityPath, state: State, gallery: Gallery
             z.writestr("identity.json", json.dumps({
                 "identity": record.key, "metadata": record.metadata, "created_at": record.created_at,
                 "exported_at": time.time(), "gallery_model": gallery.model_version, "faces": summary,
-                "about": "source.jpg: the face with context as enrolled (landmarks and box in source_geometry, in its "
-                         "pixels); chip.jpg: the aligned crop the model embedded; face.json: the embedding too",
+                "about": "source.webp: the face with context as enrolled, lossless (landmarks and box in "
+                         "source_geometry, in its pixels); chip.jpg: the aligned crop the model embedded; "
+                         "face.json: the embedding too",
             }, indent=1))
         yield sink.drain()
 

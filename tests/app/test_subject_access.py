@@ -53,13 +53,15 @@ def test_export_holds_everything_stored_and_the_audit_names_no_key(client: TestC
         emb, chip, source, created = con.execute(
             "SELECT embedding, thumbnail, source, created_at FROM faces WHERE id = ?", (fid,)).fetchone()
         assert np.array_equal(np.array(face["embedding"], np.float32), np.frombuffer(emb, np.float32))
-        assert z.read(f"faces/{fid}/chip.jpg") == chip and z.read(f"faces/{fid}/source.jpg") == source
+        assert z.read(f"faces/{fid}/chip.jpg") == chip and z.read(f"faces/{fid}/source.webp") == source
         assert face["created_at"] == created and face["model_version"] == summary["gallery_model"]
         assert len(face["box"]) == 4 and len(face["source_geometry"]["landmarks"]) == 5
         # the source crop and its landmarks are enough to cut the face again: the eyes sit where the geometry says
-        img = Image.open(io.BytesIO(z.read(f"faces/{fid}/source.jpg")))
-        eyes = face_in_source(face["source_geometry"]).landmarks[:2]
-        assert img.size == (256, 256) and ((eyes > 60) & (eyes < 196)).all()
+        img = Image.open(io.BytesIO(z.read(f"faces/{fid}/source.webp")))
+        geometry = face["source_geometry"]
+        eyes = face_in_source(geometry).landmarks[:2]
+        side = geometry["size"]
+        assert img.size == (side, side) and 100 < side <= 256 and ((eyes > side / 4) & (eyes < side * 3 / 4)).all()
     con.close()
 
     assert client.delete("/v1/identities/T. Blair", headers=a).json()["faces_deleted"] == 2

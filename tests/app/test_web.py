@@ -66,7 +66,7 @@ def test_enroll_search_verify_delete_and_error(page, tmp_path: Path) -> None:  #
 
     with zipfile.ZipFile(saved) as z:
         assert '"identity": "Tony_Blair"' in z.read("identity.json").decode()
-        assert sum(n.endswith("source.jpg") for n in z.namelist()) == 2
+        assert sum(n.endswith("source.webp") for n in z.namelist()) == 2
 
     # search: the right name first
     page.click("#tab-search")

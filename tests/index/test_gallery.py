@@ -159,7 +159,7 @@ def test_reembed_from_stored_crops_with_the_real_encoder(tmp_path: Path, pipelin
         faces[name] = a.faces[0]
     g = Gallery(tmp_path, dim=pipeline.dim, model_version="m1")
     for name, f in faces.items():
-        crops = ({"source": f.source_jpeg(), "source_geometry": f.source_geometry} if kept == "source"
+        crops = ({"source": f.source_image(), "source_geometry": f.source_geometry} if kept == "source"
                  else {"thumbnail": f.thumbnail_jpeg()})
         g.add_faces(name, [NewFace(np.zeros(pipeline.dim, np.float32) + 1 / np.sqrt(pipeline.dim),
                                    **crops)])  # m1's vectors: all alike
