@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from index.errors import Conflict, GalleryMismatch, InvalidKey, InvalidVector, NotFound
+from index.errors import Conflict, GalleryMismatch, InvalidKey, InvalidVector, NotFound, StoreUnavailable
 from model.errors import ImageTooLarge, InvalidImage, UnsupportedImageType
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,8 @@ NOT_READY = "the service is still loading"
 TOO_LARGE = "upload exceeds the size limit"
 NOT_MULTIPART = "send the image as multipart/form-data (field 'image')"
 INTERNAL = "internal error"
+STORE_UNAVAILABLE = "the gallery's database is unavailable; retry later"
+RETRY_AFTER_S = 5
 
 
 class ApiError(Exception):
@@ -71,6 +73,12 @@ def install(app: FastAPI) -> None:
                 return error_response(status, code, str(e))
             return handler
         app.add_exception_handler(exc, make())
+
+    @app.exception_handler(StoreUnavailable)
+    async def _unavailable(_: Request, e: StoreUnavailable) -> JSONResponse:
+        log.warning("%s", e)
+        return JSONResponse({"detail": STORE_UNAVAILABLE, "code": "store_unavailable"}, 503,
+                            headers={"Retry-After": str(RETRY_AFTER_S)})
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, e: RequestValidationError) -> JSONResponse:

@@ -55,10 +55,11 @@ def load(state: AppState) -> None:
         raise StartupError(f"cannot load the encoder: {e}") from e
     try:
         gallery = Gallery(s.data_dir, dim=pipeline.dim, model_version=pipeline.model_version, kind=s.index_kind,
-                          allow_mismatch=s.reembed == "auto")
+                          allow_mismatch=s.reembed == "auto", database_url=s.database_url, pool_size=s.workers + 2)
     except Exception as e:
         pipeline.close()
-        raise StartupError(f"cannot open the gallery in {s.data_dir}: {e}") from e
+        where = "in PostgreSQL (FACESEARCH_DATABASE_URL)" if s.database_url else f"in {s.data_dir}"
+        raise StartupError(f"cannot open the gallery {where}: {e}") from e
     try:
         if gallery.needs_reembed:
             reembed_at_startup(state, gallery, pipeline)

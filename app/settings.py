@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     workers: int = Field(default_factory=_default_workers, ge=1, le=64, description="Threads for decode/detect/search.")
     batch_wait_ms: float = Field(3.0, ge=0, le=100)
     max_batch: int = Field(64, ge=1, le=1024)
+    database_url: str | None = Field(
+        None, description="postgresql://... : PostgreSQL holds the gallery, shared by any number of replicas; "
+        "unset: SQLite under data_dir")
     reembed: Literal["off", "auto"] = Field(
         "off", description="auto: a gallery made by another model is re-embedded from its stored crops at start-up, "
         "before /health/ready turns 200; off: the service refuses to start on it")

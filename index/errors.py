@@ -24,3 +24,7 @@ class InvalidVector(GalleryError, ValueError):
 
 class GalleryMismatch(GalleryError):
     """The store was written by a different embedding size or model version."""
+
+
+class StoreUnavailable(GalleryError):
+    """The store cannot be reached now (PostgreSQL down or restarting); the request may be retried."""

@@ -32,13 +32,15 @@ from typing import Any
 
 import numpy as np
 
-from index.errors import Conflict, GalleryMismatch, InvalidKey, InvalidVector, NotFound
-from index.store import ADD, DELETE, Store
+from index.errors import Conflict, GalleryError, GalleryMismatch, InvalidKey, InvalidVector, NotFound, StoreUnavailable
+from index.sqlite import SqliteStore
+from index.store import ADD, DELETE, Conn, FaceRow, Store
 from index.vectors import Kind, SnapshotError, VectorIndex, erase_from_snapshot
 
 log = logging.getLogger(__name__)
 MAX_KEY_LEN = 128
 REBUILD_TOMBSTONE_FRACTION = 0.1
+FOLLOW_POLL_S = 1.0  # a replica reads the change log at least this often (NOTIFY wakes it sooner)
 
 
 def validate_key(key: object) -> str:
@@ -173,31 +175,51 @@ class RWLock:
 
 
 class Gallery:
-    """Open (or create) the gallery in ``folder``: ``gallery.db`` + ``index/g<generation>/`` snapshot.
+    """Open (or create) the gallery in ``folder``: the store (``gallery.db``, or PostgreSQL at ``database_url``)
+    and the FAISS index with its snapshot in ``index/g<generation>/``.
 
     ``dim`` and ``model_version`` must match what the store was written with, unless ``allow_mismatch``
-    (then call :meth:`reembed` before searching or enrolling: until then the index is empty).
+    (then call :meth:`reembed` before searching or enrolling: until then the index is empty). On a shared store
+    (PostgreSQL) a thread follows the other replicas' writes through the change log.
     """
 
     def __init__(self, folder: Path, *, dim: int, model_version: str, kind: Kind = "exact",
-                 allow_mismatch: bool = False) -> None:
+                 allow_mismatch: bool = False, database_url: str | None = None, pool_size: int = 8) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.dim = dim
         self.model_version = model_version
         self.kind: Kind = kind
-        self.store = Store(self.folder / "gallery.db")
+        if database_url:
+            from index.postgres import PostgresStore  # psycopg is needed only for this tier
+
+            self.store: Store = PostgresStore(database_url, pool_size=pool_size)
+        else:
+            self.store = SqliteStore(self.folder / "gallery.db")
         self._lock = RWLock()
         self._write_mutex = threading.Lock()  # serialises writers before they queue for the RW lock
         self._rebuild_thread: threading.Thread | None = None
-        self._check_meta(allow_mismatch)
-        self.generation = int(self.store.get_meta("generation") or 0)
-        self._remove_stray_snapshots()
-        self.index = self._load_index()
-        self._snapshot_seq = self._loaded_seq
-        if self._replayed_deletes:  # a kill after a delete committed, before its vector left the snapshot
-            self.snapshot(force=True)
-        self.store.checkpoint()
+        self._follower: threading.Thread | None = None
+        self._closing = threading.Event()
+        # the change log is applied up to _applied; on a shared store, this replica's own later changes are in
+        # the index already and listed in _own, so that following the log skips them
+        self._applied = 0
+        self._own: set[int] = set()
+        try:
+            self._check_meta(allow_mismatch)
+            self.generation = int(self.store.get_meta("generation") or 0)
+            self._remove_stray_snapshots()
+            self.index = self._load_index()
+            self._snapshot_seq = self._loaded_seq
+            if self._replayed_deletes:  # a kill after a delete committed, before its vector left the snapshot
+                self.snapshot(force=True)
+            self.store.erase_deleted()
+        except BaseException:
+            self.store.close()
+            raise
+        if self.store.shared:
+            self._follower = threading.Thread(target=self._follow, name="gallery-follower", daemon=True)
+            self._follower.start()
 
     @property
     def snapshot_dir(self) -> Path:
@@ -219,24 +241,32 @@ class Gallery:
 
     # --- opening ---------------------------------------------------------------------------------------
     def _check_meta(self, allow_mismatch: bool) -> None:
-        dim, version = self.store.get_meta("dim"), self.store.get_meta("model_version")
-        if dim is None:
-            with self.store.transaction() as c:
+        with self.store.transaction() as c:  # replicas starting together: one writes the meta, the others read it
+            dim, version = self.store.get_meta("dim", c), self.store.get_meta("model_version", c)
+            if dim is None:
                 self.store.set_meta(c, "dim", str(self.dim))
                 self.store.set_meta(c, "model_version", self.model_version)
-            return
+                return
         if (int(dim) != self.dim or version != self.model_version) and not allow_mismatch:
             raise GalleryMismatch(
-                f"gallery {self.folder} was written by model {version} ({dim}-d embeddings); this encoder is "
+                f"gallery {self.location} was written by model {version} ({dim}-d embeddings); this encoder is "
                 f"{self.model_version} ({self.dim}-d). Re-embed it from its stored crops (`facesearch gallery "
                 f"reembed`, or start with FACESEARCH_REEMBED=auto), or serve it with the model that made it "
                 f"(FACESEARCH_CHECKPOINT)."
             )
 
     @property
+    def location(self) -> str:
+        """Where the truth lives, for messages (never with a password)."""
+        return "in PostgreSQL" if self.store.shared else str(self.folder)
+
+    def _needs_reembed(self, c: Conn | None = None) -> bool:
+        return self.store.get_meta("model_version", c) != self.model_version or \
+            int(self.store.get_meta("dim", c) or 0) != self.dim
+
+    @property
     def needs_reembed(self) -> bool:
-        return self.store.get_meta("model_version") != self.model_version or \
-            int(self.store.get_meta("dim") or 0) != self.dim
+        return self._needs_reembed()
 
     def stored_model(self) -> tuple[str | None, int]:
         """(model version, dimension) the stored embeddings were made with."""
@@ -246,69 +276,124 @@ class Gallery:
         snap = self.snapshot_dir
         self._replayed_deletes = False
         if self.needs_reembed:  # the stored vectors are another model's: nothing to search until reembed
-            self._loaded_seq = self.store.seq()
+            self._applied = self._loaded_seq = self.store.seq()
             return VectorIndex(self.dim, self.kind)
         try:
             index, seq = VectorIndex.load(snap, dim=self.dim, kind=self.kind, model_version=self.model_version)
-            current = self.store.seq()
-            if seq > current:
+            if seq > self.store.seq():
                 raise SnapshotError("snapshot is newer than the store")
-            # The change log is pruned only up to snapshots, so everything after seq is there.
-            rows = self.store.conn.execute(
-                "SELECT c.face_id, c.op, f.embedding FROM changes c LEFT JOIN faces f ON f.id = c.face_id "
-                "WHERE c.seq > ? ORDER BY c.seq", (seq,)).fetchall()
+            if seq < self.store.pruned_through():
+                raise SnapshotError("snapshot is older than the change log")
+            rows = self.store.changes_after(seq)
             self._replay(index, rows)
-            self._replayed_deletes = any(op == DELETE for _, op, _ in rows)
+            self._replayed_deletes = any(op == DELETE for _, _, op, _ in rows)
             self._loaded_seq = seq
+            self._applied = rows[-1][0] if rows else seq
             log.info("loaded index snapshot at change %d, replayed %d changes", seq, len(rows))
             return index
         except SnapshotError as e:
             if snap.exists():
                 log.warning("index snapshot not used (%s): rebuilding from the store", e)
             index, seq = self._build_from_store()
+            self._applied = seq
             self._loaded_seq = -1  # force a snapshot at the next opportunity
             return index
 
-    def _replay(self, index: VectorIndex, rows: list[tuple[int, int, bytes | None]]) -> None:
+    @staticmethod
+    def _replay(index: VectorIndex, rows: list[tuple[int, int, int, bytes | None]]) -> None:
+        """Apply change-log rows to an index that may hold some of them already (idempotent)."""
         present: dict[int, bytes | None] = {}
-        for face_id, op, emb in rows:
-            if op == ADD:
-                present[face_id] = emb
-            else:
-                present[face_id] = None
+        for _, face_id, op, emb in rows:
+            present[face_id] = emb if op == ADD else None
         existing = set(index.ids().tolist()) if rows else set()
-        to_remove = np.array([f for f, e in present.items() if e is None and f in existing], dtype=np.int64)
-        index.remove(to_remove)
+        index.remove(np.array([f for f, e in present.items() if e is None and f in existing], dtype=np.int64))
         adds = [(f, e) for f, e in present.items() if e is not None and f not in existing]
         if adds:
-            ids = np.array([f for f, _ in adds], dtype=np.int64)
-            vecs = np.stack([np.frombuffer(e, dtype=np.float32) for _, e in adds])
-            index.add(ids, vecs)
+            index.add(np.array([f for f, _ in adds], dtype=np.int64),
+                      np.stack([np.frombuffer(e, dtype=np.float32) for _, e in adds]))
 
     def _build_from_store(self) -> tuple[VectorIndex, int]:
         """A new index of every stored face, and the change counter it reflects. The rows are read in one short
         read transaction and indexed after it ends: a long read would hold off the WAL checkpoint that each
         delete waits for (an HNSW build of 1M faces takes minutes)."""
-        c = self.store.conn
         ids: list[np.ndarray] = []
         vecs: list[np.ndarray] = []
-        c.execute("BEGIN")  # one read snapshot for rows + counter
-        try:
-            seq = self.store.seq()
-            cur = c.execute("SELECT id, embedding FROM faces ORDER BY id")
-            while rows := cur.fetchmany(50_000):
-                v = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+        with self.store.read(consistent=True) as c:  # one read snapshot for rows + counter
+            seq = self.store.seq(c)
+            for batch_ids, blob in self.store.all_embeddings(c):
+                v = np.frombuffer(blob, dtype=np.float32).reshape(len(batch_ids), -1)
                 if v.shape[1] != self.dim:
                     ids, vecs = [], []
                     break  # a store awaiting re-embedding: leave the index empty
-                ids.append(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
+                ids.append(np.array(batch_ids, dtype=np.int64))
                 vecs.append(v)
-        finally:
-            c.execute("COMMIT")
         index = VectorIndex(self.dim, self.kind)
         if ids:
             index.add(np.concatenate(ids), np.concatenate(vecs))
         return index, seq
+
+    # --- following other replicas ---------------------------------------------------------------------
+    def _follow(self) -> None:
+        while not self._closing.is_set():
+            try:
+                self.catch_up()
+                self.store.wait_for_changes(FOLLOW_POLL_S)
+            except StoreUnavailable as e:
+                log.warning("following the change log: %s", e)
+                self._closing.wait(FOLLOW_POLL_S)
+            except Exception:  # keep following; the next round reads the log again from the same cursor
+                log.exception("following the change log failed")
+                self._closing.wait(FOLLOW_POLL_S)
+
+    def catch_up(self) -> int:
+        """Apply the changes other processes committed after this replica's cursor; returns how many."""
+        generation = int(self.store.get_meta("generation") or 0)
+        if generation != self.generation:  # another replica switched to a re-embedded generation
+            if self.needs_reembed:
+                log.error("the gallery was re-embedded with model %s; this replica serves %s: restart it with "
+                          "that model", self.stored_model()[0], self.model_version)
+                return 0
+            with self._writing():
+                old = self.snapshot_dir
+                self.generation = generation
+                self.index, seq = self._build_from_store()
+                self._advance(seq)
+                self._snapshot_seq = -1
+            _remove(old)
+            return 0
+        if self._applied < self.store.pruned_through():  # the log after our cursor was pruned: start again
+            self.rebuild_index()
+            return 0
+        rows = self.store.changes_after(self._applied)
+        if not rows:
+            return 0
+        with self._write_mutex:
+            with self._lock.write():
+                theirs = [r for r in rows if r[0] not in self._own]
+                gone = np.array([f for _, f, op, _ in theirs if op == DELETE], dtype=np.int64)
+                erased = self.index.vectors(gone)
+                self.index.remove(gone)
+                adds = [(f, e) for _, f, op, e in theirs if op == ADD and e is not None]
+                if adds:
+                    self.index.add(np.array([f for f, _ in adds], dtype=np.int64),
+                                   np.stack([np.frombuffer(e, dtype=np.float32) for _, e in adds]))
+                self._advance(rows[-1][0])
+            if erased:  # another replica's delete: its vectors leave this replica's snapshot too
+                erase_from_snapshot(self.snapshot_dir, erased)
+        self._maybe_rebuild()
+        return len(theirs)
+
+    def _advance(self, seq: int) -> None:
+        """The index now holds every change up to ``seq`` (caller holds the write lock)."""
+        self._applied = max(self._applied, seq)
+        self._own = {s for s in self._own if s > self._applied}
+
+    def _applied_own(self, seqs: list[int]) -> None:
+        """This process's write is in the index (caller holds the write lock)."""
+        if self.store.shared:
+            self._own.update(seqs)
+        elif seqs:  # the only writer: the log is applied up to its own last change
+            self._applied = max(self._applied, max(seqs))
 
     # --- snapshots -------------------------------------------------------------------------------------
     def snapshot(self, *, force: bool = False) -> bool:
@@ -316,20 +401,24 @@ class Gallery:
         if self.needs_reembed:
             return False
         with self._write_mutex, self._lock.read():
-            seq = self.store.seq()
+            seq = self._applied
             if seq == self._snapshot_seq and not force:
                 return False
             self.index.save(self.snapshot_dir, seq, self.model_version)
-        with self._write_mutex, self.store.transaction() as c:
-            c.execute("DELETE FROM changes WHERE seq <= ?", (seq,))
+        self.store.prune_changes(seq - self.store.keep_changes)
         self._snapshot_seq = seq
         return True
 
     def close(self) -> None:
+        self._closing.set()
+        if self._follower is not None:
+            self._follower.join()
         if self._rebuild_thread is not None:
             self._rebuild_thread.join()
         try:
             self.snapshot()
+        except StoreUnavailable as e:  # the snapshot only shortens the next start
+            log.warning("no snapshot at close: %s", e)
         finally:
             self.store.close()
 
@@ -366,54 +455,37 @@ class Gallery:
         for key, _ in items:
             validate_key(key)
         vecs = self._check_vectors([f for _, f in items])
-        now = time.time()
+        rows = [(key, FaceRow(v.tobytes(), json.dumps([float(x) for x in f.box]) if f.box is not None else None,
+                              f.score, f.sha256, f.thumbnail, f.source,
+                              json.dumps(f.source_geometry) if f.source_geometry is not None else None))
+                for (key, f), v in zip(items, vecs, strict=True)]
         with self._writing():
             with self.store.transaction() as c:
                 # inside the transaction: another process (a reembed) may have switched the model meanwhile
-                if self.needs_reembed:
+                if self._needs_reembed(c):
                     raise GalleryMismatch("gallery awaits re-embedding with the current model")
-                ident: dict[str, int] = {}
-                for key in dict.fromkeys(k for k, _ in items):
-                    meta = (metadata or {}).get(key)
-                    c.execute("INSERT OR IGNORE INTO identities(key, metadata, created_at) VALUES (?, ?, ?)",
-                              (key, json.dumps(meta or {}), now))
-                    if meta is not None:
-                        c.execute("UPDATE identities SET metadata = ? WHERE key = ?", (json.dumps(meta), key))
-                    ident[key] = c.execute("SELECT id FROM identities WHERE key = ?", (key,)).fetchone()[0]
-                ids = []
-                for (key, f), v in zip(items, vecs, strict=True):
-                    cur = c.execute(
-                        "INSERT INTO faces(identity_id, embedding, model_version, box, score, sha256, thumbnail,"
-                        " created_at, source, source_geometry) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (ident[key], v.tobytes(), self.model_version,
-                         json.dumps([float(x) for x in f.box]) if f.box is not None else None,
-                         f.score, f.sha256, f.thumbnail, now, f.source,
-                         json.dumps(f.source_geometry) if f.source_geometry is not None else None))
-                    ids.append(int(cur.lastrowid or 0))
-                c.executemany("INSERT INTO changes(face_id, op) VALUES (?, ?)", [(i, ADD) for i in ids])
-                for key in ident:
-                    self.store.audit(c, "enroll", actor=actor, identity=key,
-                                     face_ids=[i for (k, _), i in zip(items, ids, strict=True) if k == key])
+                ids, seqs = self.store.add_faces(c, rows, self.model_version, metadata, actor)
             self.index.add(np.array(ids, dtype=np.int64), vecs)
+            self._applied_own(seqs)
         return ids
 
     def delete_face(self, face_id: int, *, actor: str | None = None) -> str:
         """Delete one face; returns its identity. An identity left without faces is kept.
         When it returns, no file under the gallery's folder holds the face's embedding or crops."""
+        if not _is_int64(face_id):
+            raise NotFound(f"face {face_id} not found")
         with self._write_mutex:
             with self._lock.write():
                 with self.store.transaction() as c:
-                    row = c.execute("SELECT i.key, f.embedding FROM faces f JOIN identities i ON i.id = f.identity_id "
-                                    "WHERE f.id = ?", (int(face_id),)).fetchone() if _is_int64(face_id) else None
-                    if row is None:
+                    key = self.store.face_owner(c, int(face_id))
+                    if key is None:
                         raise NotFound(f"face {face_id} not found")
-                    c.execute("DELETE FROM faces WHERE id = ?", (int(face_id),))
-                    c.execute("INSERT INTO changes(face_id, op) VALUES (?, ?)", (int(face_id), DELETE))
-                    self.store.audit(c, "delete_face", actor=actor, identity=row[0], face_ids=[int(face_id)])
+                    vectors, seqs = self.store.delete_faces(c, [int(face_id)], event="delete_face", actor=actor)
                 self.index.remove(np.array([face_id], dtype=np.int64))
-            self._erase([row[1]])
+                self._applied_own(seqs)
+            self._erase(vectors)
         self._maybe_rebuild()
-        return str(row[0])
+        return key
 
     def delete_identity(self, identity: str, *, actor: str | None = None) -> int:
         """Delete an identity with all its faces; returns how many faces went. When it returns, no file
@@ -421,26 +493,25 @@ class Gallery:
         with self._write_mutex:
             with self._lock.write():
                 with self.store.transaction() as c:
-                    row = c.execute("SELECT id FROM identities WHERE key = ?", (identity,)).fetchone()
-                    if row is None:
+                    ident = self.store.identity_id(c, identity)
+                    if ident is None:
                         raise NotFound(f"identity {identity!r} not found")
-                    faces = c.execute("SELECT id, embedding FROM faces WHERE identity_id = ?", (row[0],)).fetchall()
-                    ids = [r[0] for r in faces]
-                    c.execute("DELETE FROM faces WHERE identity_id = ?", (row[0],))
-                    c.execute("DELETE FROM identities WHERE id = ?", (row[0],))
-                    c.executemany("INSERT INTO changes(face_id, op) VALUES (?, ?)", [(i, DELETE) for i in ids])
-                    self.store.audit(c, "delete_identity", actor=actor, identity=identity, face_ids=ids)
+                    ids = self.store.identity_face_ids(c, ident)
+                    vectors, seqs = self.store.delete_faces(c, ids, event="delete_identity", actor=actor)
+                    if not ids:
+                        self.store.audit(c, "delete_identity", actor=actor, identity=identity, face_ids=[])
+                    self.store.delete_identity_row(c, ident)
                 self.index.remove(np.array(ids, dtype=np.int64))
-            self._erase([r[1] for r in faces])
+                self._applied_own(seqs)
+            self._erase(vectors)
         self._maybe_rebuild()
         return len(ids)
 
     def _erase(self, vectors: list[bytes]) -> None:
         """After a delete committed (caller holds the write mutex, so no snapshot is being written): overwrite
-        the vectors in the current snapshot and move the WAL, which still holds the rows' old pages, into the
-        database file, where secure_delete has zeroed them."""
+        the vectors in the current snapshot and let the store drop its copies of the rows."""
         erase_from_snapshot(self.snapshot_dir, vectors)
-        self.store.checkpoint()
+        self.store.erase_deleted()
 
     def update_identity(self, identity: str, *, new_key: str | None = None,
                         metadata: dict[str, Any] | None = None, actor: str | None = None) -> IdentityRecord:
@@ -448,91 +519,71 @@ class Gallery:
         if new_key is not None:
             validate_key(new_key)
         with self._writing(), self.store.transaction() as c:
-            row = c.execute("SELECT id FROM identities WHERE key = ?", (identity,)).fetchone()
-            if row is None:
+            ident = self.store.identity_id(c, identity)
+            if ident is None:
                 raise NotFound(f"identity {identity!r} not found")
             if new_key is not None and new_key != identity:
-                if c.execute("SELECT 1 FROM identities WHERE key = ?", (new_key,)).fetchone():
+                if self.store.identity_id(c, new_key) is not None:
                     raise Conflict(f"identity {new_key!r} already exists")
-                c.execute("UPDATE identities SET key = ? WHERE id = ?", (new_key, row[0]))
+                self.store.rename_identity(c, ident, new_key)
                 self.store.audit(c, "rename", actor=actor, identity=new_key, previous=identity)
             if metadata is not None:
-                c.execute("UPDATE identities SET metadata = ? WHERE id = ?", (json.dumps(metadata), row[0]))
+                self.store.set_identity_metadata(c, ident, metadata)
                 self.store.audit(c, "update_metadata", actor=actor, identity=new_key or identity)
         return self.get_identity(new_key if new_key is not None else identity)
 
     # --- reads -----------------------------------------------------------------------------------------
     def count(self) -> tuple[int, int]:
         """(identities, faces)."""
-        c = self.store.conn
-        return (c.execute("SELECT COUNT(*) FROM identities").fetchone()[0],
-                c.execute("SELECT COUNT(*) FROM faces").fetchone()[0])
+        return self.store.count()
+
+    @staticmethod
+    def _identity(r: tuple[Any, ...]) -> IdentityRecord:
+        return IdentityRecord(key=r[0], metadata=json.loads(r[1]), created_at=r[2], faces=int(r[3]))
 
     def get_identity(self, identity: str) -> IdentityRecord:
-        row = self.store.conn.execute(
-            "SELECT i.key, i.metadata, i.created_at, (SELECT COUNT(*) FROM faces f WHERE f.identity_id = i.id) "
-            "FROM identities i WHERE i.key = ?", (identity,)).fetchone()
+        row = self.store.get_identity(identity)
         if row is None:
             raise NotFound(f"identity {identity!r} not found")
-        return IdentityRecord(key=row[0], metadata=json.loads(row[1]), created_at=row[2], faces=row[3])
+        return self._identity(row)
 
     def list_identities(self, *, limit: int = 50, offset: int = 0, prefix: str = ""
                         ) -> tuple[list[IdentityRecord], int]:
         """Identities ordered by key, optionally those starting with ``prefix``; returns (page, total)."""
-        where, args = ("WHERE substr(i.key, 1, ?) = ?", [len(prefix), prefix]) if prefix else ("", [])
-        c = self.store.conn
-        total = c.execute(f"SELECT COUNT(*) FROM identities i {where}", args).fetchone()[0]
-        rows = c.execute(
-            "SELECT i.key, i.metadata, i.created_at, (SELECT COUNT(*) FROM faces f WHERE f.identity_id = i.id) "
-            f"FROM identities i {where} ORDER BY i.key LIMIT ? OFFSET ?", [*args, limit, offset]).fetchall()
-        return [IdentityRecord(key=r[0], metadata=json.loads(r[1]), created_at=r[2], faces=r[3]) for r in rows], total
-
-    _FACE_COLS = ("f.id, i.key, f.model_version, f.box, f.score, f.sha256, f.created_at, "
-                  "f.thumbnail IS NOT NULL, f.source IS NOT NULL")
+        rows, total = self.store.list_identities(limit, offset, prefix)
+        return [self._identity(r) for r in rows], total
 
     @staticmethod
     def _face(r: tuple[Any, ...]) -> FaceRecord:
-        return FaceRecord(id=r[0], identity=r[1], model_version=r[2], box=json.loads(r[3]) if r[3] else None,
+        return FaceRecord(id=int(r[0]), identity=r[1], model_version=r[2], box=json.loads(r[3]) if r[3] else None,
                           score=r[4], sha256=r[5], created_at=r[6], has_thumbnail=bool(r[7]), has_source=bool(r[8]))
 
     def list_faces(self, identity: str, *, limit: int = 100, offset: int = 0) -> tuple[list[FaceRecord], int]:
-        c = self.store.conn
-        row = c.execute("SELECT id FROM identities WHERE key = ?", (identity,)).fetchone()
-        if row is None:
+        page = self.store.list_faces(identity, limit, offset)
+        if page is None:
             raise NotFound(f"identity {identity!r} not found")
-        total = c.execute("SELECT COUNT(*) FROM faces WHERE identity_id = ?", (row[0],)).fetchone()[0]
-        rows = c.execute(f"SELECT {self._FACE_COLS} FROM faces f JOIN identities i ON i.id = f.identity_id "
-                         "WHERE f.identity_id = ? ORDER BY f.id LIMIT ? OFFSET ?", (row[0], limit, offset))
-        return [self._face(r) for r in rows], total
+        return [self._face(r) for r in page[0]], page[1]
 
     def get_face(self, face_id: int) -> FaceRecord:
-        row = self.store.conn.execute(
-            f"SELECT {self._FACE_COLS} FROM faces f JOIN identities i ON i.id = f.identity_id WHERE f.id = ?",
-            (int(face_id),)).fetchone() if _is_int64(face_id) else None
+        row = self.store.get_face(int(face_id)) if _is_int64(face_id) else None
         if row is None:
             raise NotFound(f"face {face_id} not found")
         return self._face(row)
 
     def thumbnail(self, face_id: int) -> bytes:
-        row = self.store.conn.execute("SELECT thumbnail FROM faces WHERE id = ?", (int(face_id),)).fetchone() \
-            if _is_int64(face_id) else None
-        if row is None or row[0] is None:
-            raise NotFound(f"face {face_id} has no thumbnail" if row else f"face {face_id} not found")
-        return bytes(row[0])
+        exists, data = self.store.face_column(int(face_id), "thumbnail") if _is_int64(face_id) else (False, None)
+        if data is None:
+            raise NotFound(f"face {face_id} has no thumbnail" if exists else f"face {face_id} not found")
+        return data
 
     def faces_with_sha256(self, sha256: str) -> list[FaceRecord]:
-        rows = self.store.conn.execute(
-            f"SELECT {self._FACE_COLS} FROM faces f JOIN identities i ON i.id = f.identity_id WHERE f.sha256 = ?",
-            (sha256,))
-        return [self._face(r) for r in rows]
+        return [self._face(r) for r in self.store.faces_with_sha256(sha256)]
 
     def embeddings(self, identity: str) -> tuple[np.ndarray, np.ndarray]:
         """(face ids int64 (n,), embeddings float32 (n, D)) of one identity."""
-        c = self.store.conn
-        row = c.execute("SELECT id FROM identities WHERE key = ?", (identity,)).fetchone()
-        if row is None:
+        rows = self.store.identity_embeddings(identity)
+        if rows is None:
             raise NotFound(f"identity {identity!r} not found")
-        rows = c.execute("SELECT id, embedding FROM faces WHERE identity_id = ? ORDER BY id", (row[0],)).fetchall()
         ids = np.array([r[0] for r in rows], dtype=np.int64)
         vecs = np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows]) if rows else \
             np.zeros((0, self.dim), np.float32)
@@ -544,7 +595,8 @@ class Gallery:
         """For each query (float32 (n, D), L2-normalised): the top faces and the top-k identities.
 
         Identities are scored by their best face. ``threshold`` (a distance) marks each identity hit
-        as a match or not. An empty gallery gives empty results.
+        as a match or not. An empty gallery gives empty results. Hits are checked against the store: a face
+        deleted by another replica a moment ago is never returned.
         """
         q = np.asarray(queries, dtype=np.float32)
         if q.ndim == 1:
@@ -560,8 +612,7 @@ class Gallery:
         fetch = max(k_faces, 4 * k, 32)  # enough faces to fill k distinct identities in most galleries
         with self._lock.read():
             sims, ids = self.index.search(q, fetch)
-            wanted = sorted({int(i) for i in ids.ravel() if i >= 0})
-            owner = self._owners(wanted)
+            owner = self.store.owners(sorted({int(i) for i in ids.ravel() if i >= 0}))
         results = []
         for row_s, row_i in zip(sims, ids, strict=True):
             res = SearchResult()
@@ -584,23 +635,12 @@ class Gallery:
             results.append(res)
         return results
 
-    def _owners(self, face_ids: list[int]) -> dict[int, str]:
-        out: dict[int, str] = {}
-        c = self.store.conn
-        for i in range(0, len(face_ids), 500):
-            chunk = face_ids[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            out.update(c.execute(f"SELECT f.id, i.key FROM faces f JOIN identities i ON i.id = f.identity_id "
-                                 f"WHERE f.id IN ({marks})", chunk).fetchall())
-        return out
-
     # --- maintenance -----------------------------------------------------------------------------------
     def verify(self) -> dict[str, Any]:
-        """Compare the index with the store: ids on both sides and vectors of a sample."""
+        """Compare the index with the store: ids on both sides."""
         with self._lock.read():
             index_ids = self.index.ids()
-            store_ids = np.array([r[0] for r in self.store.conn.execute("SELECT id FROM faces ORDER BY id")],
-                                 dtype=np.int64)
+            store_ids = np.array(self.store.face_ids(), dtype=np.int64)
             missing = np.setdiff1d(store_ids, index_ids)
             extra = np.setdiff1d(index_ids, store_ids)
         return {"faces_in_store": int(len(store_ids)), "faces_in_index": int(len(index_ids)),
@@ -610,7 +650,8 @@ class Gallery:
     def rebuild_index(self) -> None:
         """Rebuild the index from the store now (blocking writes meanwhile) and snapshot it."""
         with self._writing():
-            self.index, _ = self._build_from_store()
+            self.index, seq = self._build_from_store()
+            self._applied, self._own = seq, set()
         self.snapshot(force=True)
 
     def _maybe_rebuild(self) -> None:
@@ -627,13 +668,12 @@ class Gallery:
         try:
             fresh, seq = self._build_from_store()
             with self._writing():
-                rows = self.store.conn.execute(
-                    "SELECT c.face_id, c.op, f.embedding FROM changes c LEFT JOIN faces f ON f.id = c.face_id "
-                    "WHERE c.seq > ? ORDER BY c.seq", (seq,)).fetchall()
+                rows = self.store.changes_after(seq)
                 self._replay(fresh, rows)
                 self.index = fresh
+                self._advance(rows[-1][0] if rows else seq)
             log.info("rebuilt the HNSW graph (%d faces)", fresh.live)
-        except (sqlite3.Error, RuntimeError) as e:  # the old index keeps serving
+        except (GalleryError, RuntimeError) as e:  # the old index keeps serving
             log.error("background HNSW rebuild failed: %s", e)
 
     # --- re-embedding --------------------------------------------------------------------------------
@@ -642,10 +682,8 @@ class Gallery:
         target = self.store.get_meta("reembed_target")
         if target is None:
             return None
-        c = self.store.conn
-        return {"target_model": json.loads(target)[0],
-                "done": c.execute("SELECT COUNT(*) FROM reembedding").fetchone()[0],
-                "total": c.execute("SELECT COUNT(*) FROM faces").fetchone()[0]}
+        done, total = self.store.reembed_progress()
+        return {"target_model": json.loads(target)[0], "done": done, "total": total}
 
     def reembed(self, embed: Callable[[list[StoredCrop]], list[np.ndarray | None]], *, batch: int = 64,
                 progress: Callable[[int, int], None] | None = None, drop_unrecoverable: bool = False,
@@ -664,30 +702,21 @@ class Gallery:
         if not self.needs_reembed:
             return ReembedReport(self.model_version, total, 0, [], False, self.generation, 0.0)
         with self._write_mutex, self.store.transaction() as c:
-            if self.store.get_meta("reembed_target") != target:  # a new run (or a run for another model)
-                c.execute("DELETE FROM reembedding")
-                self.store.set_meta(c, "reembed_target", target)
+            if self.store.start_reembed(c, target):  # a new run (or a run for another model)
                 self.store.audit(c, "reembed_started", actor=actor, to_model=self.model_version,
-                                 from_model=self.store.get_meta("model_version"))
-        c = self.store.conn
-        done = 0
+                                 from_model=self.store.get_meta("model_version", c))
         while True:
-            while rows := c.execute(
-                    "SELECT f.id, i.key, f.source, f.source_geometry, f.thumbnail FROM faces f "
-                    "JOIN identities i ON i.id = f.identity_id LEFT JOIN reembedding r ON r.face_id = f.id "
-                    "WHERE r.face_id IS NULL ORDER BY f.id LIMIT ?", (batch,)).fetchall():
-                crops = [StoredCrop(r[0], r[1], r[2], json.loads(r[3]) if r[3] else None, r[4]) for r in rows]
+            while rows := self.store.pending_reembed(batch):
+                crops = [StoredCrop(int(r[0]), r[1], None if r[2] is None else bytes(r[2]),
+                                    json.loads(r[3]) if r[3] else None, None if r[4] is None else bytes(r[4]))
+                         for r in rows]
                 vecs = embed(crops)
+                new = [(int(r[0]), None if v is None else self._check_vectors([NewFace(v)])[0].tobytes())
+                       for r, v in zip(rows, vecs, strict=True)]
                 with self._write_mutex, self.store.transaction() as w:  # skipped if the face went meanwhile
-                    w.executemany(
-                        "INSERT INTO reembedding(face_id, embedding) SELECT ?, ? WHERE EXISTS "
-                        "(SELECT 1 FROM faces WHERE id = ?)",
-                        [(r[0], None if v is None else self._check_vectors([NewFace(v)])[0].tobytes(), r[0])
-                         for r, v in zip(rows, vecs, strict=True)])
-                done = c.execute("SELECT COUNT(*) FROM reembedding").fetchone()[0]
-                total = self.count()[1]
+                    self.store.save_reembedded(w, new)
                 if progress is not None:
-                    progress(done, total)
+                    progress(*self.store.reembed_progress())
             report = self._switch(drop_unrecoverable, actor)
             if report is not None:
                 report.seconds = time.monotonic() - t0
@@ -697,92 +726,64 @@ class Gallery:
         """Swap the new embeddings in, atomically; None if faces were enrolled since the last batch."""
         with self._writing():
             with self.store.transaction() as c:
-                if c.execute("SELECT COUNT(*) FROM faces f LEFT JOIN reembedding r ON r.face_id = f.id "
-                             "WHERE r.face_id IS NULL").fetchone()[0]:
+                if self.store.unembedded(c):
                     return None
-                lost = c.execute("SELECT f.id, i.key FROM faces f JOIN identities i ON i.id = f.identity_id "
-                                 "JOIN reembedding r ON r.face_id = f.id WHERE r.embedding IS NULL ORDER BY f.id"
-                                 ).fetchall()
-                unrecoverable = [(int(i), str(k)) for i, k in lost]
-                total = c.execute("SELECT COUNT(*) FROM faces").fetchone()[0]
+                unrecoverable = self.store.unrecoverable(c)
+                total = self.store.count_faces(c)
                 if unrecoverable and not drop_unrecoverable:
-                    return ReembedReport(self.model_version, total, total - len(lost), unrecoverable, False,
-                                         self.generation, 0.0)
-                old_vectors = []
-                if unrecoverable:
-                    ids = [i for i, _ in unrecoverable]
-                    old_vectors = [r[0] for r in c.execute(
-                        f"SELECT embedding FROM faces WHERE id IN ({','.join('?' * len(ids))})", ids)]
-                    c.executemany("DELETE FROM faces WHERE id = ?", [(i,) for i in ids])
-                    c.executemany("INSERT INTO changes(face_id, op) VALUES (?, ?)", [(i, DELETE) for i in ids])
-                    for key in dict.fromkeys(k for _, k in unrecoverable):
-                        self.store.audit(c, "delete_face", actor=actor, identity=key, reason="no crop to re-embed",
-                                         face_ids=[i for i, k in unrecoverable if k == key])
+                    return ReembedReport(self.model_version, total, total - len(unrecoverable), unrecoverable,
+                                         False, self.generation, 0.0)
+                self.store.delete_faces(c, [i for i, _ in unrecoverable], event="delete_face",
+                                                         actor=actor, reason="no crop to re-embed")
+                rows = self.store.reembedded(c)
                 index = VectorIndex(self.dim, self.kind)
-                rows = c.execute("SELECT face_id, embedding FROM reembedding WHERE embedding IS NOT NULL "
-                                 "ORDER BY face_id").fetchall()
                 if rows:
                     index.add(np.array([r[0] for r in rows], dtype=np.int64),
                               np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1))
-                old_dir, generation, seq = self.snapshot_dir, self.generation + 1, self.store.seq()
+                old_dir, generation, seq = self.snapshot_dir, self.generation + 1, self.store.seq(c)
                 # the new generation's snapshot is written beside the old one before the switch commits
                 index.save(self.folder / "index" / f"g{generation}", seq, self.model_version)
-                c.execute("UPDATE faces SET model_version = ?, embedding = "
-                          "(SELECT r.embedding FROM reembedding r WHERE r.face_id = faces.id)", (self.model_version,))
-                c.execute("DELETE FROM reembedding")
-                c.execute("DELETE FROM meta WHERE key = 'reembed_target'")
-                previous = self.store.get_meta("model_version")
-                self.store.set_meta(c, "model_version", self.model_version)
-                self.store.set_meta(c, "dim", str(self.dim))
-                self.store.set_meta(c, "generation", str(generation))
-                c.execute("INSERT INTO generations(id, model_version, dim, faces, switched_at) VALUES (?, ?, ?, ?, ?)",
-                          (generation, self.model_version, self.dim, len(rows), time.time()))
+                previous = self.store.switch_embeddings(c, self.model_version, self.dim, generation, len(rows))
                 self.store.audit(c, "reembed", actor=actor, from_model=previous, to_model=self.model_version,
                                  generation=generation, faces=len(rows))
             self.generation, self.index, self._snapshot_seq = generation, index, seq
-        _remove(old_dir)
-        if old_vectors:
-            self._erase(old_vectors)
-        self.store.checkpoint()
+            self._applied, self._own = seq, set()
+        _remove(old_dir)  # the dropped faces' old vectors were only there
+        self.store.erase_deleted()
         return ReembedReport(self.model_version, total, len(rows), unrecoverable, True, generation, 0.0)
 
     def generations(self) -> list[dict[str, Any]]:
-        rows = self.store.conn.execute("SELECT id, model_version, dim, faces, switched_at FROM generations ORDER BY id")
         return [{"generation": r[0], "model_version": r[1], "dim": r[2], "faces": r[3], "switched_at": r[4]}
-                for r in rows]
+                for r in self.store.generations()]
 
     # --- subject access and audit ---------------------------------------------------------------------
     def identity_export(self, identity: str) -> tuple[IdentityRecord, Iterator[dict[str, Any]]]:
         """Everything stored about one identity: its record and, lazily, each face with its crops and embedding.
 
-        The faces are read one query each (on the calling thread's connection), so the iterator may be
-        consumed from any thread; a face deleted meanwhile is skipped."""
+        The faces are read one query each, so the iterator may be consumed from any thread; a face deleted
+        meanwhile is skipped."""
         record = self.get_identity(identity)
-        ids = [r[0] for r in self.store.conn.execute(
-            "SELECT f.id FROM faces f JOIN identities i ON i.id = f.identity_id WHERE i.key = ? ORDER BY f.id",
-            (identity,))]
+        page = self.store.list_faces(identity, 1 << 62, 0)
+        ids = [int(r[0]) for r in page[0]] if page else []
 
         def faces() -> Iterator[dict[str, Any]]:
             for face_id in ids:
-                r = self.store.conn.execute(
-                    "SELECT id, model_version, box, score, sha256, created_at, source_geometry, embedding, thumbnail, "
-                    "source FROM faces WHERE id = ?", (face_id,)).fetchone()
+                r = self.store.export_face(face_id)
                 if r is None:
                     continue
-                yield {"face_id": r[0], "model_version": r[1], "box": json.loads(r[2]) if r[2] else None,
+                yield {"face_id": int(r[0]), "model_version": r[1], "box": json.loads(r[2]) if r[2] else None,
                        "detection_score": r[3], "sha256": r[4], "created_at": r[5],
                        "source_geometry": json.loads(r[6]) if r[6] else None,
-                       "embedding": np.frombuffer(r[7], dtype=np.float32).tolist(), "chip": r[8], "source": r[9]}
+                       "embedding": np.frombuffer(bytes(r[7]), dtype=np.float32).tolist(),
+                       "chip": None if r[8] is None else bytes(r[8]), "source": None if r[9] is None else bytes(r[9])}
 
         return record, faces()
 
     def audit_log(self, *, since: int = 0, limit: int = 100) -> list[dict[str, Any]]:
         """Audit lines with seq > ``since``, oldest first."""
-        rows = self.store.conn.execute(
-            "SELECT seq, at, event, actor, identity, face_ids, detail FROM audit WHERE seq > ? ORDER BY seq LIMIT ?",
-            (int(since), int(limit)))
-        return [{"seq": r[0], "at": r[1], "event": r[2], "actor": r[3], "identity": r[4],
-                 "face_ids": json.loads(r[5]), "detail": json.loads(r[6])} for r in rows]
+        return [{"seq": int(r[0]), "at": r[1], "event": r[2], "actor": r[3], "identity": r[4],
+                 "face_ids": json.loads(r[5]), "detail": json.loads(r[6])}
+                for r in self.store.audit_log(int(since), int(limit))]
 
     def record_audit(self, event: str, *, actor: str | None = None, identity: str | None = None,
                      face_ids: list[int] | None = None, **detail: object) -> None:
@@ -792,14 +793,7 @@ class Gallery:
 
     def export(self, path: Path) -> None:
         """Write the whole gallery (identities, faces, embeddings, crops) to one SQLite file."""
-        path = Path(path)
-        if path.exists():
-            path.unlink()
-        dst = sqlite3.connect(path)
-        try:
-            self.store.conn.backup(dst)
-        finally:
-            dst.close()
+        self.store.export_to(Path(path), self.dim, self.model_version)
 
     def import_(self, path: Path) -> tuple[int, int]:
         """Merge an exported gallery: identities by key, faces not already present (same identity and
@@ -819,8 +813,7 @@ class Gallery:
             raise GalleryMismatch(f"not a FaceSearch gallery export: {e}") from e
         finally:
             src.close()
-        have = {(r[0], r[1]) for r in self.store.conn.execute(
-            "SELECT i.key, f.sha256 FROM faces f JOIN identities i ON i.id = f.identity_id")}
+        have = self.store.identity_sha256s()
         items = []
         for ident_id, emb, box, score, sha, thumb, source, geometry in rows:
             key = idents[ident_id][0]
@@ -834,12 +827,12 @@ class Gallery:
 
     def stats(self) -> dict[str, Any]:
         identities, faces = self.count()
-        db = self.folder / "gallery.db"
         return {"identities": identities, "faces": faces, "index_kind": self.index.kind,
                 "indexed": self.index.live, "dim": self.dim, "model_version": self.model_version,
                 "stored_model_version": self.stored_model()[0], "generation": self.generation,
-                "reembed": self.reembed_status(),
-                "db_bytes": db.stat().st_size if db.exists() else 0, "change_counter": self.store.seq()}
+                "reembed": self.reembed_status(), "store": "postgresql" if self.store.shared else "sqlite",
+                "db_bytes": self.store.size_bytes(), "change_counter": self.store.seq(),
+                "applied_change": self._applied}
 
 
 def _is_int64(x: object) -> bool:

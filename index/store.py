@@ -1,184 +1,406 @@
-"""SQLite store (WAL, synchronous=FULL, secure_delete): the source of truth for identities, faces, embeddings.
+"""The gallery's store: identities, faces, embeddings, crops, the change log, generations, audit (the truth).
 
-Every face added or removed is also written to the ``changes`` log in the same transaction; its
-sequence number is the change counter that index snapshots record. ``secure_delete`` makes SQLite overwrite
-deleted rows with zeros; :meth:`Store.checkpoint` then moves the WAL into the database file and truncates it,
-so a deleted face's bytes are left in no file. ``reembedding`` holds the new model's embeddings while a
-re-embedding runs (deleted with their face); ``generations`` records each model switch; ``audit`` records
-who did what, without biometric data.
+:class:`Store` holds every query, written once in the SQL that SQLite and PostgreSQL share (``?`` marks a
+parameter); an engine module (:mod:`index.sqlite`, :mod:`index.postgres`) supplies connections, its schema and
+the few statements that differ. Every face added or removed is also written to the ``changes`` log in the same
+transaction; its sequence number is the cursor that index snapshots record and replicas follow. Write
+transactions are serialised across processes (SQLite's write lock, a PostgreSQL advisory lock), so the change
+log's sequence numbers are in commit order: a reader that has seen change n has seen every change before it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sqlite3
-import threading
 import time
-import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS identities(
-    id INTEGER PRIMARY KEY,
-    key TEXT NOT NULL UNIQUE,
-    metadata TEXT NOT NULL DEFAULT '{}',
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS faces(
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    identity_id INTEGER NOT NULL REFERENCES identities(id) ON DELETE CASCADE,
-    embedding BLOB NOT NULL,
-    model_version TEXT NOT NULL,
-    box TEXT,
-    score REAL,
-    sha256 TEXT,
-    thumbnail BLOB,
-    created_at REAL NOT NULL,
-    source BLOB,
-    source_geometry TEXT
-);
-CREATE INDEX IF NOT EXISTS faces_identity ON faces(identity_id);
-CREATE INDEX IF NOT EXISTS faces_sha256 ON faces(sha256);
-CREATE TABLE IF NOT EXISTS changes(
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, face_id INTEGER NOT NULL, op INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS reembedding(
-    face_id INTEGER PRIMARY KEY REFERENCES faces(id) ON DELETE CASCADE,
-    embedding BLOB
-);
-CREATE TABLE IF NOT EXISTS generations(
-    id INTEGER PRIMARY KEY, model_version TEXT NOT NULL, dim INTEGER NOT NULL, faces INTEGER NOT NULL,
-    switched_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS audit(
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    event TEXT NOT NULL,
-    actor TEXT,
-    identity TEXT,
-    face_ids TEXT NOT NULL DEFAULT '[]',
-    detail TEXT NOT NULL DEFAULT '{}'
-);
-"""
-# columns added after a gallery format shipped: (table, column, declaration)
-ADDED_COLUMNS = [("faces", "source", "BLOB"), ("faces", "source_geometry", "TEXT")]
+from typing import Any, Protocol
 
 ADD, DELETE = 1, -1
 
 
-class _Connection(sqlite3.Connection):
-    """A connection that can be weakly referenced, so a finished thread's connection is closed with it."""
+class Cursor(Protocol):
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def fetchmany(self, size: int) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
 
 
-class Store:
-    """Thread-local connections over one database file; the caller serialises writes."""
+class Conn(Protocol):
+    """What the queries need of a connection: sqlite3's, or a PostgreSQL one that reads ``?`` marks."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._local = threading.local()
-        # weak: worker threads come and go (anyio retires idle ones); their connections must go with them
-        self._all: weakref.WeakSet[_Connection] = weakref.WeakSet()
-        self._lock = threading.Lock()
-        conn = self.conn
-        # migrations first: renaming `faces` while other tables reference it would repoint their keys
-        self._add_columns(conn)
-        self._migrate_face_ids(conn)
-        conn.executescript(SCHEMA)
+    def execute(self, sql: str, params: Sequence[Any] = ...) -> Cursor: ...
+    def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> Any: ...
 
-    @staticmethod
-    def _add_columns(conn: sqlite3.Connection) -> None:
-        """Galleries made before a column existed get it (NULL for the faces already stored)."""
-        for table, column, decl in ADDED_COLUMNS:
-            cols = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
-            if cols and column not in cols:
-                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
-    @staticmethod
-    def _migrate_face_ids(conn: sqlite3.Connection) -> None:
-        """Galleries made before face ids were AUTOINCREMENT: without it SQLite hands the largest deleted id
-        to the next face, so a client's old face id would name someone else's face, and an index that still
-        holds the id as a tombstone would hide the new face. Rebuild the table once with AUTOINCREMENT."""
-        row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'faces'").fetchone()
-        if row is None or "AUTOINCREMENT" in row[0].upper():
-            return
-        create = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS faces(") : SCHEMA.index("CREATE INDEX")]
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.execute("ALTER TABLE faces RENAME TO faces_before_autoincrement")
-            conn.execute(create)
-            conn.execute("INSERT INTO faces SELECT * FROM faces_before_autoincrement")
-            conn.execute("DROP TABLE faces_before_autoincrement")
-            conn.execute("CREATE INDEX IF NOT EXISTS faces_identity ON faces(identity_id)")
-            conn.execute("CREATE INDEX IF NOT EXISTS faces_sha256 ON faces(sha256)")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+@dataclass(frozen=True)
+class FaceRow:
+    """A face to insert: the embedding (float32 bytes) and what was kept of the photo."""
 
-    @property
-    def conn(self) -> sqlite3.Connection:
-        c = getattr(self._local, "conn", None)
+    embedding: bytes
+    box: str | None
+    score: float | None
+    sha256: str | None
+    thumbnail: bytes | None
+    source: bytes | None
+    source_geometry: str | None
+
+
+class Store(ABC):
+    """One gallery's rows. ``shared``: other processes write to it too (replicas follow its change log)."""
+
+    shared = False
+    # PostgreSQL keeps this many changes when a snapshot is taken (other replicas' snapshots replay from them);
+    # SQLite has one writer process and prunes up to its snapshot
+    keep_changes = 0
+
+    # --- engine --------------------------------------------------------------------------------------
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[Conn]:
+        """A write transaction, serialised with every other writer; committed on exit, rolled back on error."""
+
+    @abstractmethod
+    def read(self, *, consistent: bool = False) -> AbstractContextManager[Conn]:
+        """A connection for reads; ``consistent``: every statement sees the same snapshot."""
+
+    @abstractmethod
+    def seq(self, c: Conn | None = None) -> int:
+        """The last change's sequence number (0 when none)."""
+
+    @abstractmethod
+    def insert_changes(self, c: Conn, changes: Sequence[tuple[int, int]]) -> list[int]:
+        """Append (face id, op) to the change log; returns their sequence numbers."""
+
+    @abstractmethod
+    def erase_deleted(self) -> None:
+        """After deletes committed: make the engine drop its copies of the deleted rows (see the engine)."""
+
+    @abstractmethod
+    def size_bytes(self) -> int: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable when the store cannot be reached."""
+        with self.read() as c:
+            c.execute("SELECT 1").fetchone()
+
+    def wait_for_changes(self, timeout: float) -> None:
+        """Return when another process may have written (at the latest after ``timeout`` seconds)."""
+        time.sleep(timeout)
+
+    # --- meta ----------------------------------------------------------------------------------------
+    def get_meta(self, key: str, c: Conn | None = None) -> str | None:
         if c is None:
-            c = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30,
-                                factory=_Connection)
-            c.execute("PRAGMA journal_mode=WAL")
-            c.execute("PRAGMA synchronous=FULL")
-            c.execute("PRAGMA foreign_keys=ON")
-            c.execute("PRAGMA secure_delete=ON")  # deleted rows are overwritten with zeros, not left in free space
-            self._local.conn = c
-            with self._lock:
-                self._all.add(c)
-        return c
-
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT (rolled back on any exception)."""
-        c = self.conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
-            yield c
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
-        c.execute("COMMIT")
-
-    def get_meta(self, key: str) -> str | None:
-        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            with self.read() as r:
+                return self.get_meta(key, r)
+        row = c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return row[0] if row else None
 
-    def set_meta(self, c: sqlite3.Connection, key: str, value: object) -> None:
-        c.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+    def set_meta(self, c: Conn, key: str, value: object) -> None:
+        c.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                   (key, value if isinstance(value, str) else json.dumps(value)))
 
-    def seq(self) -> int:
-        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
-        return int(row[0]) if row else 0
+    def delete_meta(self, c: Conn, key: str) -> None:
+        c.execute("DELETE FROM meta WHERE key = ?", (key,))
 
-    def checkpoint(self) -> None:
-        """Copy the WAL into the database file and truncate it to zero bytes (waits for readers)."""
-        deadline = time.monotonic() + 60.0
-        while True:  # a long read (a background index rebuild) can hold it off; it ends
-            busy, _, _ = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            if not busy:
-                return
-            if time.monotonic() > deadline:
-                raise sqlite3.OperationalError("WAL checkpoint blocked by a reader for 60 s")
-            time.sleep(0.05)
-
-    def audit(self, c: sqlite3.Connection, event: str, *, actor: str | None = None, identity: str | None = None,
+    def audit(self, c: Conn, event: str, *, actor: str | None = None, identity: str | None = None,
               face_ids: list[int] | None = None, **detail: object) -> None:
         """One audit line in the caller's transaction: who did what to which identity and faces."""
         c.execute("INSERT INTO audit(at, event, actor, identity, face_ids, detail) VALUES (?, ?, ?, ?, ?, ?)",
                   (time.time(), event, actor, identity, json.dumps(face_ids or []), json.dumps(detail)))
 
-    def close(self) -> None:
-        with self._lock:
-            for c in list(self._all):
-                with contextlib.suppress(sqlite3.Error):
-                    c.close()
-            self._all = weakref.WeakSet()
-        self._local = threading.local()
+    # --- change log ----------------------------------------------------------------------------------
+    def pruned_through(self, c: Conn | None = None) -> int:
+        return int(self.get_meta("changes_pruned_through", c) or 0)
+
+    def changes_after(self, seq: int, c: Conn | None = None) -> list[tuple[int, int, int, bytes | None]]:
+        """(seq, face id, op, embedding or None if the face is gone) of every change after ``seq``, in order."""
+        if c is None:
+            with self.read() as r:
+                return self.changes_after(seq, r)
+        return [(int(s), int(f), int(op), None if e is None else bytes(e)) for s, f, op, e in c.execute(
+            "SELECT c.seq, c.face_id, c.op, f.embedding FROM changes c LEFT JOIN faces f ON f.id = c.face_id "
+            "WHERE c.seq > ? ORDER BY c.seq", (seq,))]
+
+    def prune_changes(self, through: int) -> None:
+        """Drop the change log up to ``through``, remembering where it now starts."""
+        if through <= 0:
+            return
+        with self.transaction() as c:
+            if through <= self.pruned_through(c):
+                return
+            c.execute("DELETE FROM changes WHERE seq <= ?", (through,))
+            self.set_meta(c, "changes_pruned_through", str(through))
+
+    def all_embeddings(self, c: Conn, batch: int = 50_000) -> Iterator[tuple[list[int], bytes]]:
+        """(face ids, their embeddings joined) in batches, by face id; ``c`` from a consistent read."""
+        cur = c.execute("SELECT id, embedding FROM faces ORDER BY id")
+        while rows := cur.fetchmany(batch):
+            yield [int(r[0]) for r in rows], b"".join(bytes(r[1]) for r in rows)
+
+    # --- writes --------------------------------------------------------------------------------------
+    def add_faces(self, c: Conn, items: Sequence[tuple[str, FaceRow]], model_version: str,
+                  metadata: dict[str, dict[str, Any]] | None, actor: str | None) -> tuple[list[int], list[int]]:
+        """Insert faces (identities created as needed) in the caller's transaction; returns (face ids, change
+        seqs)."""
+        now = time.time()
+        ident: dict[str, int] = {}
+        for key in dict.fromkeys(k for k, _ in items):
+            meta = (metadata or {}).get(key)
+            c.execute("INSERT INTO identities(key, metadata, created_at) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING",
+                      (key, json.dumps(meta or {}), now))
+            if meta is not None:
+                c.execute("UPDATE identities SET metadata = ? WHERE key = ?", (json.dumps(meta), key))
+            ident[key] = int(c.execute("SELECT id FROM identities WHERE key = ?", (key,)).fetchone()[0])
+        ids = []
+        for key, f in items:
+            row = c.execute(
+                "INSERT INTO faces(identity_id, embedding, model_version, box, score, sha256, thumbnail, created_at,"
+                " source, source_geometry) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (ident[key], f.embedding, model_version, f.box, f.score, f.sha256, f.thumbnail, now, f.source,
+                 f.source_geometry)).fetchone()
+            ids.append(int(row[0]))
+        seqs = self.insert_changes(c, [(i, ADD) for i in ids])
+        for key in ident:
+            self.audit(c, "enroll", actor=actor, identity=key,
+                       face_ids=[i for (k, _), i in zip(items, ids, strict=True) if k == key])
+        return ids, seqs
+
+    def delete_faces(self, c: Conn, face_ids: Sequence[int], *, event: str, actor: str | None,
+                     reason: str | None = None) -> tuple[list[bytes], list[int]]:
+        """Delete faces in the caller's transaction, logged and audited per identity; returns (their embeddings,
+        change seqs). Identities are kept."""
+        if not face_ids:
+            return [], []
+        rows = []
+        for i in range(0, len(face_ids), 500):
+            chunk = list(face_ids[i : i + 500])
+            rows += c.execute(f"SELECT f.id, i.key, f.embedding FROM faces f JOIN identities i ON i.id = f.identity_id "
+                              f"WHERE f.id IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+        c.executemany("DELETE FROM faces WHERE id = ?", [(int(r[0]),) for r in rows])
+        seqs = self.insert_changes(c, [(int(r[0]), DELETE) for r in rows])
+        by_key: dict[str, list[int]] = {}
+        for r in rows:
+            by_key.setdefault(str(r[1]), []).append(int(r[0]))
+        extra = {"reason": reason} if reason else {}
+        for key, ids in by_key.items():
+            self.audit(c, event, actor=actor, identity=key, face_ids=sorted(ids), **extra)
+        return [bytes(r[2]) for r in rows], seqs
+
+    def face_owner(self, c: Conn, face_id: int) -> str | None:
+        row = c.execute("SELECT i.key FROM faces f JOIN identities i ON i.id = f.identity_id WHERE f.id = ?",
+                        (face_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def identity_id(self, c: Conn, identity: str) -> int | None:
+        row = c.execute("SELECT id FROM identities WHERE key = ?", (identity,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def identity_face_ids(self, c: Conn, identity_id: int) -> list[int]:
+        return [int(r[0]) for r in c.execute("SELECT id FROM faces WHERE identity_id = ? ORDER BY id", (identity_id,))]
+
+    def delete_identity_row(self, c: Conn, identity_id: int) -> None:
+        c.execute("DELETE FROM identities WHERE id = ?", (identity_id,))
+
+    def rename_identity(self, c: Conn, identity_id: int, new_key: str) -> None:
+        c.execute("UPDATE identities SET key = ? WHERE id = ?", (new_key, identity_id))
+
+    def set_identity_metadata(self, c: Conn, identity_id: int, metadata: dict[str, Any]) -> None:
+        c.execute("UPDATE identities SET metadata = ? WHERE id = ?", (json.dumps(metadata), identity_id))
+
+    # --- reads ---------------------------------------------------------------------------------------
+    def count(self) -> tuple[int, int]:
+        """(identities, faces)."""
+        with self.read(consistent=True) as c:
+            return (int(c.execute("SELECT COUNT(*) FROM identities").fetchone()[0]),
+                    int(c.execute("SELECT COUNT(*) FROM faces").fetchone()[0]))
+
+    def count_faces(self, c: Conn) -> int:
+        return int(c.execute("SELECT COUNT(*) FROM faces").fetchone()[0])
+
+    _IDENTITY_COLS = "i.key, i.metadata, i.created_at, (SELECT COUNT(*) FROM faces f WHERE f.identity_id = i.id)"
+
+    def get_identity(self, identity: str) -> tuple[Any, ...] | None:
+        """(key, metadata JSON, created_at, faces) or None."""
+        with self.read() as c:
+            row = c.execute(f"SELECT {self._IDENTITY_COLS} FROM identities i WHERE i.key = ?", (identity,)).fetchone()
+        return None if row is None else tuple(row)
+
+    def list_identities(self, limit: int, offset: int, prefix: str) -> tuple[list[tuple[Any, ...]], int]:
+        where, args = ("WHERE substr(i.key, 1, ?) = ?", [len(prefix), prefix]) if prefix else ("", [])
+        with self.read(consistent=True) as c:
+            total = int(c.execute(f"SELECT COUNT(*) FROM identities i {where}", args).fetchone()[0])
+            rows = c.execute(f"SELECT {self._IDENTITY_COLS} FROM identities i {where} ORDER BY i.key LIMIT ? OFFSET ?",
+                             [*args, limit, offset]).fetchall()
+        return [tuple(r) for r in rows], total
+
+    FACE_COLS = ("f.id, i.key, f.model_version, f.box, f.score, f.sha256, f.created_at, "
+                 "f.thumbnail IS NOT NULL, f.source IS NOT NULL")
+
+    def list_faces(self, identity: str, limit: int, offset: int) -> tuple[list[tuple[Any, ...]], int] | None:
+        with self.read(consistent=True) as c:
+            ident = self.identity_id(c, identity)
+            if ident is None:
+                return None
+            total = int(c.execute("SELECT COUNT(*) FROM faces WHERE identity_id = ?", (ident,)).fetchone()[0])
+            rows = c.execute(f"SELECT {self.FACE_COLS} FROM faces f JOIN identities i ON i.id = f.identity_id "
+                             "WHERE f.identity_id = ? ORDER BY f.id LIMIT ? OFFSET ?",
+                             (ident, limit, offset)).fetchall()
+        return [tuple(r) for r in rows], total
+
+    def get_face(self, face_id: int) -> tuple[Any, ...] | None:
+        with self.read() as c:
+            row = c.execute(f"SELECT {self.FACE_COLS} FROM faces f JOIN identities i ON i.id = f.identity_id "
+                            "WHERE f.id = ?", (face_id,)).fetchone()
+        return None if row is None else tuple(row)
+
+    def face_column(self, face_id: int, column: str) -> tuple[bool, bytes | None]:
+        """(face exists, its ``column``: thumbnail or source)."""
+        assert column in ("thumbnail", "source")
+        with self.read() as c:
+            row = c.execute(f"SELECT {column} FROM faces WHERE id = ?", (face_id,)).fetchone()
+        return (row is not None, None if row is None or row[0] is None else bytes(row[0]))
+
+    def faces_with_sha256(self, sha256: str) -> list[tuple[Any, ...]]:
+        with self.read() as c:
+            return [tuple(r) for r in c.execute(
+                f"SELECT {self.FACE_COLS} FROM faces f JOIN identities i ON i.id = f.identity_id WHERE f.sha256 = ?",
+                (sha256,))]
+
+    def identity_embeddings(self, identity: str) -> list[tuple[int, bytes]] | None:
+        with self.read(consistent=True) as c:
+            ident = self.identity_id(c, identity)
+            if ident is None:
+                return None
+            return [(int(r[0]), bytes(r[1])) for r in c.execute(
+                "SELECT id, embedding FROM faces WHERE identity_id = ? ORDER BY id", (ident,))]
+
+    def owners(self, face_ids: list[int]) -> dict[int, str]:
+        """face id -> identity key, for those of ``face_ids`` that exist."""
+        out: dict[int, str] = {}
+        if not face_ids:
+            return out
+        with self.read() as c:
+            for i in range(0, len(face_ids), 500):
+                chunk = face_ids[i : i + 500]
+                out.update((int(f), str(k)) for f, k in c.execute(
+                    f"SELECT f.id, i.key FROM faces f JOIN identities i ON i.id = f.identity_id "
+                    f"WHERE f.id IN ({','.join('?' * len(chunk))})", chunk))
+        return out
+
+    def face_ids(self) -> list[int]:
+        with self.read() as c:
+            return [int(r[0]) for r in c.execute("SELECT id FROM faces ORDER BY id")]
+
+    def identity_sha256s(self) -> set[tuple[str, str]]:
+        with self.read() as c:
+            return {(str(r[0]), str(r[1])) for r in c.execute(
+                "SELECT i.key, f.sha256 FROM faces f JOIN identities i ON i.id = f.identity_id "
+                "WHERE f.sha256 IS NOT NULL")}
+
+    def export_face(self, face_id: int) -> tuple[Any, ...] | None:
+        """Everything stored of one face (subject access)."""
+        with self.read() as c:
+            row = c.execute("SELECT id, model_version, box, score, sha256, created_at, source_geometry, embedding, "
+                            "thumbnail, source FROM faces WHERE id = ?", (face_id,)).fetchone()
+        return None if row is None else tuple(row)
+
+    def audit_log(self, since: int, limit: int) -> list[tuple[Any, ...]]:
+        with self.read() as c:
+            return [tuple(r) for r in c.execute(
+                "SELECT seq, at, event, actor, identity, face_ids, detail FROM audit WHERE seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (since, limit))]
+
+    def generations(self) -> list[tuple[Any, ...]]:
+        with self.read() as c:
+            return [tuple(r) for r in c.execute(
+                "SELECT id, model_version, dim, faces, switched_at FROM generations ORDER BY id")]
+
+    # --- re-embedding --------------------------------------------------------------------------------
+    def reembed_progress(self) -> tuple[int, int]:
+        """(faces re-embedded, faces)."""
+        with self.read(consistent=True) as c:
+            return (int(c.execute("SELECT COUNT(*) FROM reembedding").fetchone()[0]),
+                    int(c.execute("SELECT COUNT(*) FROM faces").fetchone()[0]))
+
+    def pending_reembed(self, limit: int) -> list[tuple[Any, ...]]:
+        """(face id, identity, source, source geometry JSON, chip) of faces not yet re-embedded, by id."""
+        with self.read() as c:
+            return [tuple(r) for r in c.execute(
+                "SELECT f.id, i.key, f.source, f.source_geometry, f.thumbnail FROM faces f "
+                "JOIN identities i ON i.id = f.identity_id LEFT JOIN reembedding r ON r.face_id = f.id "
+                "WHERE r.face_id IS NULL ORDER BY f.id LIMIT ?", (limit,))]
+
+    def save_reembedded(self, c: Conn, rows: Sequence[tuple[int, bytes | None]]) -> None:
+        """Store new embeddings (None: no usable crop) of faces that still exist."""
+        ids = [f for f, _ in rows]
+        alive = {int(r[0]) for r in c.execute(
+            f"SELECT id FROM faces WHERE id IN ({','.join('?' * len(ids))})", ids)} if ids else set()
+        c.executemany("INSERT INTO reembedding(face_id, embedding) VALUES (?, ?) ON CONFLICT (face_id) DO NOTHING",
+                      [(f, e) for f, e in rows if f in alive])
+
+    def start_reembed(self, c: Conn, target: str) -> bool:
+        """Begin re-embedding for ``target`` (model and dimension) unless a run for it is under way; True if new."""
+        if self.get_meta("reembed_target", c) == target:
+            return False
+        c.execute("DELETE FROM reembedding")
+        self.set_meta(c, "reembed_target", target)
+        return True
+
+    def unembedded(self, c: Conn) -> int:
+        """Faces not yet re-embedded."""
+        return int(c.execute("SELECT COUNT(*) FROM faces f LEFT JOIN reembedding r ON r.face_id = f.id "
+                             "WHERE r.face_id IS NULL").fetchone()[0])
+
+    def unrecoverable(self, c: Conn) -> list[tuple[int, str]]:
+        """(face id, identity) of faces the new model found no usable crop for."""
+        return [(int(i), str(k)) for i, k in c.execute(
+            "SELECT f.id, i.key FROM faces f JOIN identities i ON i.id = f.identity_id "
+            "JOIN reembedding r ON r.face_id = f.id WHERE r.embedding IS NULL ORDER BY f.id")]
+
+    def reembedded(self, c: Conn) -> list[tuple[int, bytes]]:
+        return [(int(r[0]), bytes(r[1])) for r in c.execute(
+            "SELECT face_id, embedding FROM reembedding WHERE embedding IS NOT NULL ORDER BY face_id")]
+
+    def switch_embeddings(self, c: Conn, model_version: str, dim: int, generation: int, faces: int) -> str | None:
+        """Swap the re-embedded vectors in and record the generation; returns the previous model version."""
+        c.execute("UPDATE faces SET model_version = ?, embedding = "
+                  "(SELECT r.embedding FROM reembedding r WHERE r.face_id = faces.id)", (model_version,))
+        c.execute("DELETE FROM reembedding")
+        self.delete_meta(c, "reembed_target")
+        previous = self.get_meta("model_version", c)
+        self.set_meta(c, "model_version", model_version)
+        self.set_meta(c, "dim", str(dim))
+        self.set_meta(c, "generation", str(generation))
+        c.execute("INSERT INTO generations(id, model_version, dim, faces, switched_at) VALUES (?, ?, ?, ?, ?)",
+                  (generation, model_version, dim, faces, time.time()))
+        return previous
+
+    def export_to(self, path: Path, dim: int, model_version: str) -> None:
+        """Copy identities and faces, as of one moment, into a new SQLite gallery file at ``path``."""
+        from index.sqlite import SqliteStore  # the export format is an embedded-tier gallery file
+
+        path = Path(path)
+        path.unlink(missing_ok=True)
+        dst = SqliteStore(path)
+        try:
+            with self.read(consistent=True) as c, dst.transaction() as w:
+                dst.set_meta(w, "dim", str(dim))
+                dst.set_meta(w, "model_version", model_version)
+                for row in c.execute("SELECT id, key, metadata, created_at FROM identities ORDER BY id"):
+                    w.execute("INSERT INTO identities(id, key, metadata, created_at) VALUES (?, ?, ?, ?)", tuple(row))
+                cur = c.execute("SELECT id, identity_id, embedding, model_version, box, score, sha256, thumbnail, "
+                                "created_at, source, source_geometry FROM faces ORDER BY id")
+                while rows := cur.fetchmany(1000):
+                    w.executemany("INSERT INTO faces(id, identity_id, embedding, model_version, box, score, sha256, "
+                                  "thumbnail, created_at, source, source_geometry) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                                  [tuple(r) for r in rows])
+        finally:
+            dst.close()
+

@@ -72,6 +72,14 @@ class VectorIndex:
             self.tombstones.update(int(i) for i in ids)
             self._zero(ids)
 
+    def vectors(self, ids: np.ndarray) -> list[bytes]:
+        """The stored vectors (float32 bytes) of those ``ids`` that are in the index and not removed."""
+        if not len(ids):
+            return []
+        present = np.intersect1d(faiss.vector_to_array(self.index.id_map), ids)
+        return [self.index.reconstruct(int(i)).astype(np.float32).tobytes() for i in present
+                if int(i) not in self.tombstones]
+
     def _zero(self, ids: np.ndarray) -> None:
         """Overwrite the stored vectors of ``ids`` with zeros (HNSW keeps the node, as a tombstone)."""
         positions = np.nonzero(np.isin(faiss.vector_to_array(self.index.id_map), ids))[0]

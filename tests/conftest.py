@@ -145,3 +145,27 @@ def server_factory() -> Iterator[object]:
     yield make
     for s in servers:
         s.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[object]:
+    """One throwaway PostgreSQL server for the session (started on first use)."""
+    from tests.postgres import Cluster
+
+    cluster = Cluster(free_port())
+    yield cluster
+    cluster.remove()
+
+
+@pytest.fixture
+def pg_url(pg_cluster: object) -> Iterator[str]:
+    """A fresh, empty database on the session's PostgreSQL server, dropped after the test."""
+    url = pg_cluster.new_database()  # type: ignore[attr-defined]
+    yield url
+    pg_cluster.drop_database(url)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """The store a parametrised suite runs on: None (SQLite under the data folder) or a PostgreSQL database."""
+    return None if request.param == "sqlite" else str(request.getfixturevalue("pg_url"))

@@ -7,6 +7,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app import schemas
 from app.deps import State
+from app.errors import RETRY_AFTER_S
+from index.errors import StoreUnavailable
 
 router = APIRouter(tags=["health"])
 
@@ -24,6 +26,12 @@ def ready(state: State, response: Response) -> schemas.Health:
             return schemas.Health(status="reembedding", model=state.reembed["target_model"], reembed=state.reembed)
         return schemas.Health(status="loading")
     assert state.pipeline is not None and state.gallery is not None
+    try:
+        state.gallery.store.ping()
+    except StoreUnavailable:
+        response.status_code = 503
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return schemas.Health(status="store_unavailable", model=state.pipeline.model_version)
     return schemas.Health(status="ready", model=state.pipeline.model_version, gallery_faces=state.gallery.index.live)
 
 

@@ -38,8 +38,8 @@ def two_face_photo(a: bytes, b: bytes) -> bytes:
 
 
 @pytest.fixture
-def client(data_dir: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(data_dir=data_dir))) as c:
+def client(data_dir: Path, database_url: str | None) -> Iterator[TestClient]:
+    with TestClient(create_app(Settings(data_dir=data_dir, database_url=database_url))) as c:
         yield c
 
 
@@ -115,8 +115,8 @@ def test_verify_same_and_different_people(enrolled: TestClient) -> None:
     assert usage.status_code == 422 and usage.json()["code"] == "validation_error"
 
 
-def test_delete_then_search_and_restart_keeps_everything(data_dir: Path) -> None:
-    with TestClient(create_app(Settings(data_dir=data_dir))) as c:
+def test_delete_then_search_and_restart_keeps_everything(data_dir: Path, database_url: str | None) -> None:
+    with TestClient(create_app(Settings(data_dir=data_dir, database_url=database_url))) as c:
         for name in PEOPLE[:4]:
             r = c.post(f"/v1/identities/{name}/faces", files=files(lfw_photo(name, 1)), data={"face": "largest"})
             assert r.status_code == 201
@@ -125,7 +125,7 @@ def test_delete_then_search_and_restart_keeps_everything(data_dir: Path) -> None
         assert "Tony_Blair" not in {x["identity"] for x in r["faces"][0]["candidates"]}
         face_id = c.get("/v1/identities/Colin_Powell").json()["face_list"]["items"][0]["face_id"]
         assert c.patch("/v1/identities/Colin_Powell", json={"identity": "Powell"}).json()["identity"] == "Powell"
-    with TestClient(create_app(Settings(data_dir=data_dir))) as c:
+    with TestClient(create_app(Settings(data_dir=data_dir, database_url=database_url))) as c:
         listing = c.get("/v1/identities").json()
         assert listing["total"] == 3
         assert {i["identity"] for i in listing["items"]} == {"Powell", "Donald_Rumsfeld", "Gerhard_Schroeder"}
@@ -169,8 +169,8 @@ def _zip() -> bytes:
     return buf.getvalue()
 
 
-def test_error_codes(data_dir: Path) -> None:
-    with TestClient(create_app(Settings(data_dir=data_dir, max_upload_mb=0.05))) as c:
+def test_error_codes(data_dir: Path, database_url: str | None) -> None:
+    with TestClient(create_app(Settings(data_dir=data_dir, database_url=database_url, max_upload_mb=0.05))) as c:
         photo = lfw_photo("Colin_Powell", 1)
         big = np.random.default_rng(0).integers(0, 255, (400, 400, 3), dtype=np.uint8)
         buf = io.BytesIO()
@@ -209,8 +209,8 @@ def test_error_codes(data_dir: Path) -> None:
         assert c.get("/health/ready").status_code == 200  # still up
 
 
-def test_auth_on_every_v1_route(data_dir: Path) -> None:
-    with TestClient(create_app(Settings(data_dir=data_dir, api_keys=["k1", "k2"]))) as c:
+def test_auth_on_every_v1_route(data_dir: Path, database_url: str | None) -> None:
+    with TestClient(create_app(Settings(data_dir=data_dir, database_url=database_url, api_keys=["k1", "k2"]))) as c:
         for method, path in [("get", "/v1/info"), ("get", "/v1/identities"), ("post", "/v1/search"),
                              ("post", "/v1/verify"), ("post", "/v1/embed"), ("delete", "/v1/faces/1"),
                              ("get", "/v1/faces/1/thumbnail"), ("post", "/v1/identities/a/faces"),

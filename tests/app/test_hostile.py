@@ -39,7 +39,7 @@ def rss_kb() -> int:
     return 0
 
 
-def test_hostile_corpus(tmp_path: Path) -> None:
+def test_hostile_corpus(tmp_path: Path, database_url: str | None) -> None:
     face = lfw_photo("Colin_Powell", 1)
     rgb = Image.open(io.BytesIO(face)).convert("RGB")
     rng = np.random.default_rng(0)
@@ -145,7 +145,7 @@ def test_hostile_corpus(tmp_path: Path) -> None:
     assert len(corpus) >= 40
     # photos of a face in unusual encodings: a 200 is not enough, the face must be found in them
     with_face = {"huge exif", "cmyk jpeg", "16-bit png", "rgba png"}
-    app = create_app(Settings(data_dir=tmp_path / "data", max_upload_mb=2))
+    app = create_app(Settings(data_dir=tmp_path / "data", max_upload_mb=2, database_url=database_url))
 
     def check(c: TestClient) -> None:
         for name, call, statuses, code in corpus:

@@ -342,7 +342,8 @@ def test_face_ids_are_never_reused(tmp_path: Path) -> None:
 def test_old_galleries_get_autoincrement_ids(tmp_path: Path) -> None:
     import sqlite3
 
-    from index.store import SCHEMA, Store
+    from index.sqlite import SCHEMA
+    from index.sqlite import SqliteStore as Store
 
     old = tmp_path / "gallery.db"
     conn = sqlite3.connect(old)

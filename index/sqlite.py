@@ -1,0 +1,186 @@
+"""The embedded tier's store: one SQLite file (WAL, synchronous=FULL, secure_delete).
+
+``secure_delete`` makes SQLite overwrite deleted rows with zeros; :meth:`SqliteStore.erase_deleted` then moves
+the WAL into the database file and truncates it, so a deleted face's bytes are left in no file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import cast
+
+from index.store import Conn, Store
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS identities(
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS faces(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    identity_id INTEGER NOT NULL REFERENCES identities(id) ON DELETE CASCADE,
+    embedding BLOB NOT NULL,
+    model_version TEXT NOT NULL,
+    box TEXT,
+    score REAL,
+    sha256 TEXT,
+    thumbnail BLOB,
+    created_at REAL NOT NULL,
+    source BLOB,
+    source_geometry TEXT
+);
+CREATE INDEX IF NOT EXISTS faces_identity ON faces(identity_id);
+CREATE INDEX IF NOT EXISTS faces_sha256 ON faces(sha256);
+CREATE TABLE IF NOT EXISTS changes(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, face_id INTEGER NOT NULL, op INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS reembedding(
+    face_id INTEGER PRIMARY KEY REFERENCES faces(id) ON DELETE CASCADE,
+    embedding BLOB
+);
+CREATE TABLE IF NOT EXISTS generations(
+    id INTEGER PRIMARY KEY, model_version TEXT NOT NULL, dim INTEGER NOT NULL, faces INTEGER NOT NULL,
+    switched_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    event TEXT NOT NULL,
+    actor TEXT,
+    identity TEXT,
+    face_ids TEXT NOT NULL DEFAULT '[]',
+    detail TEXT NOT NULL DEFAULT '{}'
+);
+"""
+# columns added after a gallery format shipped: (table, column, declaration)
+ADDED_COLUMNS = [("faces", "source", "BLOB"), ("faces", "source_geometry", "TEXT")]
+
+
+class _Connection(sqlite3.Connection):
+    """A connection that can be weakly referenced, so a finished thread's connection is closed with it."""
+
+
+class SqliteStore(Store):
+    """Thread-local connections over one database file; one process writes (the serving one)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+        # weak: worker threads come and go (anyio retires idle ones); their connections must go with them
+        self._all: weakref.WeakSet[_Connection] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        conn = self.conn
+        # migrations first: renaming `faces` while other tables reference it would repoint their keys
+        self._add_columns(conn)
+        self._migrate_face_ids(conn)
+        conn.executescript(SCHEMA)
+
+    @staticmethod
+    def _add_columns(conn: sqlite3.Connection) -> None:
+        """Galleries made before a column existed get it (NULL for the faces already stored)."""
+        for table, column, decl in ADDED_COLUMNS:
+            cols = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+            if cols and column not in cols:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+
+    @staticmethod
+    def _migrate_face_ids(conn: sqlite3.Connection) -> None:
+        """Galleries made before face ids were AUTOINCREMENT: without it SQLite hands the largest deleted id
+        to the next face, so a client's old face id would name someone else's face, and an index that still
+        holds the id as a tombstone would hide the new face. Rebuild the table once with AUTOINCREMENT."""
+        row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'faces'").fetchone()
+        if row is None or "AUTOINCREMENT" in row[0].upper():
+            return
+        create = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS faces(") : SCHEMA.index("CREATE INDEX")]
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("ALTER TABLE faces RENAME TO faces_before_autoincrement")
+            conn.execute(create)
+            conn.execute("INSERT INTO faces SELECT * FROM faces_before_autoincrement")
+            conn.execute("DROP TABLE faces_before_autoincrement")
+            conn.execute("CREATE INDEX IF NOT EXISTS faces_identity ON faces(identity_id)")
+            conn.execute("CREATE INDEX IF NOT EXISTS faces_sha256 ON faces(sha256)")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            c = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30,
+                                factory=_Connection)
+            c.execute("PRAGMA journal_mode=WAL")
+            c.execute("PRAGMA synchronous=FULL")
+            c.execute("PRAGMA foreign_keys=ON")
+            c.execute("PRAGMA secure_delete=ON")  # deleted rows are overwritten with zeros, not left in free space
+            self._local.conn = c
+            with self._lock:
+                self._all.add(c)
+        return c
+
+    @contextmanager
+    def transaction(self) -> Iterator[Conn]:
+        """BEGIN IMMEDIATE ... COMMIT (rolled back on any exception)."""
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            yield cast(Conn, c)
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        c.execute("COMMIT")
+
+    @contextmanager
+    def read(self, *, consistent: bool = False) -> Iterator[Conn]:
+        c = self.conn
+        if not consistent or c.in_transaction:
+            yield cast(Conn, c)
+            return
+        c.execute("BEGIN")  # one read snapshot, ended at once: a long read would hold off the WAL checkpoint
+        try:
+            yield cast(Conn, c)
+        finally:
+            c.execute("COMMIT")
+
+    def seq(self, c: Conn | None = None) -> int:
+        row = (c or cast(Conn, self.conn)).execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
+        return int(row[0]) if row else 0
+
+    def insert_changes(self, c: Conn, changes: Sequence[tuple[int, int]]) -> list[int]:
+        return [int(c.execute("INSERT INTO changes(face_id, op) VALUES (?, ?) RETURNING seq", ch).fetchone()[0])
+                for ch in changes]
+
+    def erase_deleted(self) -> None:
+        """Copy the WAL into the database file and truncate it to zero bytes (waits for readers)."""
+        deadline = time.monotonic() + 60.0
+        while True:  # a long read (a background index rebuild) can hold it off; it ends
+            busy, _, _ = self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if not busy:
+                return
+            if time.monotonic() > deadline:
+                raise sqlite3.OperationalError("WAL checkpoint blocked by a reader for 60 s")
+            time.sleep(0.05)
+
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size if self.path.exists() else 0
+
+    def close(self) -> None:
+        with self._lock:
+            for c in list(self._all):
+                with contextlib.suppress(sqlite3.Error):
+                    c.close()
+            self._all = weakref.WeakSet()
+        self._local = threading.local()
+
