@@ -332,6 +332,11 @@ class Gallery:
             index.add(np.concatenate(ids), np.concatenate(vecs))
         return index, seq
 
+    @property
+    def applied_change(self) -> int:
+        """The change log is applied to this process's index up to this sequence number."""
+        return self._applied
+
     # --- following other replicas ---------------------------------------------------------------------
     def _follow(self) -> None:
         while not self._closing.is_set():

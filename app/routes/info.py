@@ -24,6 +24,8 @@ def info(state: State) -> schemas.Info:
     if state.gallery is not None:
         identities, faces = state.gallery.count()
         gallery = {"identities": identities, "faces": faces, "index_kind": state.gallery.index.kind,
+                   "indexed": state.gallery.index.live, "applied_change": state.gallery.applied_change,
+                   "store": "postgresql" if state.gallery.store.shared else "sqlite",
                    "model_version": state.gallery.stored_model()[0], "generation": state.gallery.generation,
                    "reembed": state.gallery.reembed_status()}
     return schemas.Info(service="facesearch", version=__version__, auth=bool(state.settings.api_keys),

@@ -19,9 +19,9 @@ DIM = 16
 WRITER = textwrap.dedent("""
     import sys, numpy as np
     from index import Gallery, NewFace
-    folder, seed = sys.argv[1], int(sys.argv[2])
+    folder, seed, url = sys.argv[1], int(sys.argv[2]), sys.argv[3] or None
     rng = np.random.default_rng(seed)
-    g = Gallery(folder, dim=16, model_version="m1")
+    g = Gallery(folder, dim=16, model_version="m1", database_url=url)
     print("open", flush=True)
     for b in range(10_000):
         n = int(rng.integers(1, 6))
@@ -38,7 +38,7 @@ WRITER = textwrap.dedent("""
 """)
 
 
-def test_sigkill_never_loses_a_committed_face(tmp_path: Path) -> None:
+def test_sigkill_never_loses_a_committed_face(tmp_path: Path, database_url: str | None) -> None:
     rounds = int(os.environ.get("FACESEARCH_KILL_ROUNDS", "20"))
     rnd = random.Random(0)
     committed: dict[int, str] = {}
@@ -46,8 +46,8 @@ def test_sigkill_never_loses_a_committed_face(tmp_path: Path) -> None:
     gone: set[int] = set()  # deletes acknowledged: they must stay deleted
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     for r in range(rounds):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(r)], stdout=subprocess.PIPE,
-                                text=True, env=env)
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(r), database_url or ""],
+                                stdout=subprocess.PIPE, text=True, env=env)
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "open"
         deadline = time.monotonic() + rnd.uniform(0.05, 0.6)
@@ -69,11 +69,12 @@ def test_sigkill_never_loses_a_committed_face(tmp_path: Path) -> None:
             elif parts and parts[0] == "gone":
                 gone.add(int(parts[1]))
 
-        g = Gallery(tmp_path, dim=DIM, model_version="m1")
+        g = Gallery(tmp_path, dim=DIM, model_version="m1", database_url=database_url)
         try:
             report = g.verify()
             assert report["ok"], report
-            stored = {row[0]: row[1] for row in g.store.conn.execute("SELECT id, sha256 FROM faces")}
+            with g.store.read() as c:
+                stored = {int(row[0]): row[1] for row in c.execute("SELECT id, sha256 FROM faces")}
             missing = [f for f in committed if f not in stored and f not in deleted]
             assert not missing, f"round {r}: committed faces lost: {missing[:10]}"
             back = sorted(gone & set(stored))

@@ -25,8 +25,8 @@ def fill(g: Gallery, vecs: np.ndarray, people: int) -> list[int]:
 
 
 @pytest.fixture
-def gallery(tmp_path: Path):
-    g = Gallery(tmp_path, dim=DIM, model_version="m1")
+def gallery(tmp_path: Path, database_url: str | None):
+    g = Gallery(tmp_path, dim=DIM, model_version="m1", database_url=database_url)
     yield g
     g.close()
 

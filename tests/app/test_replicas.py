@@ -1,0 +1,161 @@
+"""Three `facesearch serve` processes on one PostgreSQL database, each with its own data folder: writes through
+one are seen by the others; a replica SIGKILLed during concurrent enrollment loses nothing acknowledged and leaves
+nothing half-applied on the survivors; PostgreSQL stopped mid-traffic turns requests and readiness into 503s with
+Retry-After, and the replicas recover by themselves when it returns."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.app.client import call, quote
+from tests.conftest import LFW, lfw_photo
+
+NAMES = sorted(d.name for d in LFW.iterdir() if (d / f"{d.name}_0003.jpg").exists())[:200]
+PROBES = ["Colin_Powell", "Tony_Blair", "Donald_Rumsfeld", "Gerhard_Schroeder"]
+
+
+def start(tmp_path: Path, server_factory: Any, url: str, n: int) -> list[Any]:
+    servers = [server_factory(tmp_path / f"replica{i}" / "data", FACESEARCH_DATABASE_URL=url) for i in range(n)]
+    for s in servers:
+        s.wait_ready(timeout=240)
+    return servers
+
+
+def enroll(server: Any, ident: str, name: str) -> tuple[int, Any]:
+    return call(f"{server.url}/v1/identities/{quote(ident)}/faces", "POST", fields={"face": "largest"},
+                files=[("image", lfw_photo(name, 1)), ("image", lfw_photo(name, 2))], timeout=60)
+
+
+def top(server: Any, name: str) -> list[tuple[str, int]]:
+    status, body = call(f"{server.url}/v1/search", "POST", fields={"k": "5"}, files=[("image", lfw_photo(name, 3))])
+    assert status == 200, body
+    return [(c["identity"], c["face_id"]) for c in body["faces"][0]["candidates"]]
+
+
+def settle(servers: list[Any], timeout: float = 30) -> int:
+    """Wait until every replica's index holds exactly the stored faces; returns that count."""
+    deadline = time.monotonic() + timeout
+    while True:
+        infos = [call(f"{s.url}/v1/info")[1]["gallery"] for s in servers]
+        if all(i["indexed"] == i["faces"] for i in infos):
+            return int(infos[0]["faces"])
+        assert time.monotonic() < deadline, f"replicas did not catch up: {infos}"
+        time.sleep(0.2)
+
+
+def test_writes_through_one_replica_are_seen_by_the_others(tmp_path: Path, server_factory, pg_url: str) -> None:  # type: ignore[no-untyped-def]
+    a, b, c = start(tmp_path, server_factory, pg_url, 3)
+    for name in PROBES:
+        status, body = enroll(a, name, name)
+        assert status == 201, body
+    settle([a, b, c], timeout=10)
+    for name in PROBES:  # enrolled through a, searched through b and c
+        assert top(b, name)[0][0] == name
+        assert top(c, name)[0][0] == name
+    # deleted through c: at once gone from every replica's answers (hits are checked against PostgreSQL)
+    gone = {f["face_id"] for f in call(f"{a.url}/v1/identities/Tony_Blair")[1]["face_list"]["items"]}
+    status, body = call(f"{c.url}/v1/identities/Tony_Blair", "DELETE")
+    assert status == 200 and body["faces_deleted"] == 2
+    for s in (a, b):
+        assert "Tony_Blair" not in {i for i, _ in top(s, "Tony_Blair")}
+        assert call(f"{s.url}/v1/identities/Tony_Blair")[0] == 404
+    settle([a, b, c], timeout=10)
+    for s in (a, b, c):
+        assert call(f"{s.url}/v1/info")[1]["gallery"]["indexed"] == 6
+    # the audit is shared: the enrollments through a and the delete through c
+    lines = call(f"{b.url}/v1/audit?limit=100")[1]["items"]
+    assert [ln["event"] for ln in lines].count("enroll") == 4
+    assert any(ln["event"] == "delete_identity" and set(ln["face_ids"]) == gone for ln in lines)
+
+
+def test_sigkill_of_a_replica_during_concurrent_enrollment(tmp_path: Path, server_factory, pg_url: str) -> None:  # type: ignore[no-untyped-def]
+    a, b, c = start(tmp_path, server_factory, pg_url, 3)
+    acked: dict[str, list[int]] = {}
+    errors: list[str] = []
+    lock = threading.Lock()
+    counter = iter(range(10**6))
+    stop = threading.Event()
+
+    def client(server: Any) -> None:
+        while not stop.is_set():
+            i = next(counter)
+            name = NAMES[i % len(NAMES)]
+            ident = f"{i}-{name}"
+            try:
+                status, body = enroll(server, ident, name)
+            except OSError:
+                return  # the replica is gone
+            with lock:
+                if status == 201:
+                    acked[ident] = sorted(f["face_id"] for f in body["faces"])
+                elif status >= 500 or not isinstance(body, dict) or "code" not in body:
+                    errors.append(f"{ident} via {server.url} answered {status} {body}")
+
+    threads = [threading.Thread(target=client, args=(s,)) for s in (a, a, b, b)]
+    for t in threads:
+        t.start()
+    time.sleep(4.0)
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait()
+    time.sleep(2.0)  # b goes on enrolling after a died
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:5]
+    assert len(acked) >= 6, f"only {len(acked)} enrollments acknowledged"
+
+    faces = settle([b, c])
+    status, listing = call(f"{b.url}/v1/identities?limit=1000")
+    counts = {i["identity"]: i["faces"] for i in listing["items"]}
+    assert all(n == 2 for n in counts.values()), {k: v for k, v in counts.items() if v != 2}  # none half-applied
+    assert faces == 2 * len(counts)
+    for ident, face_ids in acked.items():  # every acknowledged enrollment, with its face ids
+        status, detail = call(f"{c.url}/v1/identities/{quote(ident)}")
+        assert status == 200, f"acknowledged enrollment {ident} lost"
+        assert sorted(f["face_id"] for f in detail["face_list"]["items"]) == face_ids
+    probes = [ident.split("-", 1)[1] for ident in list(acked)[:3]]
+    answers = [top(b, p) for p in probes]
+    assert answers == [top(c, p) for p in probes]
+    # the killed replica comes back from its own snapshot plus the log and agrees
+    a2 = server_factory(tmp_path / "replica0" / "data", FACESEARCH_DATABASE_URL=pg_url)
+    a2.wait_ready(timeout=240)
+    settle([a2, b, c])
+    assert [top(a2, p) for p in probes] == answers
+
+
+def test_postgres_outage_gives_503_and_replicas_recover(tmp_path: Path, server_factory, pg_cluster, pg_url: str) -> None:  # type: ignore[no-untyped-def]
+    a, b = start(tmp_path, server_factory, pg_url, 2)
+    assert enroll(a, "Colin_Powell", "Colin_Powell")[0] == 201
+    settle([a, b], timeout=10)
+    pg_cluster.stop()
+    try:
+        for s in (a, b):
+            for status, body in (enroll(s, "Tony_Blair", "Tony_Blair"),
+                                 call(f"{s.url}/v1/search", "POST", files=[("image", lfw_photo("Colin_Powell", 3))]),
+                                 call(f"{s.url}/v1/identities")):
+                assert status == 503 and body["code"] == "store_unavailable", (status, body)
+            status, body = call(f"{s.url}/health/ready")
+            assert status == 503 and body["status"] == "store_unavailable"
+            assert call(f"{s.url}/health/live")[0] == 200
+        import urllib.error
+        import urllib.request
+
+        try:
+            urllib.request.urlopen(f"{a.url}/v1/identities", timeout=30)
+            raise AssertionError("expected 503")
+        except urllib.error.HTTPError as e:
+            assert e.code == 503 and e.headers["Retry-After"] == "5"
+    finally:
+        pg_cluster.start()
+    deadline = time.monotonic() + 60
+    while not all(call(f"{s.url}/health/ready")[0] == 200 for s in (a, b)):
+        assert time.monotonic() < deadline, "replicas did not recover after PostgreSQL came back"
+        time.sleep(0.5)
+    assert enroll(b, "Tony_Blair", "Tony_Blair")[0] == 201  # written through b, found through a
+    settle([a, b], timeout=15)
+    assert top(a, "Tony_Blair")[0][0] == "Tony_Blair"
+    assert top(b, "Colin_Powell")[0][0] == "Colin_Powell"
