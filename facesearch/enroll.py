@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         pipeline = FacePipeline(checkpoint=s.checkpoint, min_face_size=s.min_face_size,
                                 detect_max_side=s.detect_max_side, max_pixels=s.max_pixels,
                                 torch_threads=s.torch_threads)
-        gallery = Gallery(s.data_dir, dim=pipeline.dim, model_version=pipeline.model_version, kind=s.index_kind)
+        gallery = Gallery(s.data_dir, dim=pipeline.dim, model_version=pipeline.model_version, kind=s.index_kind,
+                          database_url=s.database_url)
 
         def prepare(item: tuple[str, Path]) -> tuple[str, str, Path, Any]:
             """Read, hash, detect and embed in a worker thread; the gallery writes stay in this thread."""

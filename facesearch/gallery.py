@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="facesearch gallery", description=__doc__)
     p.add_argument("action", choices=["stats", "export", "import", "rebuild-index", "verify", "reembed"])
     p.add_argument("file", nargs="?", type=Path, help="export/import file")
-    p.add_argument("--data-dir", type=Path, default=Path("data"))
+    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("FACESEARCH_DATA_DIR", "data")),
+                   help="the gallery's folder (its SQLite store and index snapshot); default: FACESEARCH_DATA_DIR")
+    p.add_argument("--database-url", default=os.environ.get("FACESEARCH_DATABASE_URL") or None,
+                   help="postgresql://... : the gallery lives in PostgreSQL (default: FACESEARCH_DATABASE_URL)")
     p.add_argument("--index-kind", choices=["exact", "hnsw"], default="exact")
     p.add_argument("--checkpoint", type=Path, help="encoder checkpoint (default: shipped weights)")
     p.add_argument("--dim", type=int)
@@ -45,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         embedder, card = load_encoder(a.checkpoint)
         a.dim, a.model_version = embedder.dim, card["model_version"]
     g = Gallery(a.data_dir, dim=a.dim, model_version=a.model_version, kind=a.index_kind,
-                allow_mismatch=a.action == "reembed")
+                allow_mismatch=a.action == "reembed", database_url=a.database_url)
     try:
         if a.action == "stats":
             print(json.dumps(g.stats(), indent=2))

@@ -47,7 +47,7 @@ def settle(servers: list[Any], timeout: float = 30) -> int:
         time.sleep(0.2)
 
 
-def test_writes_through_one_replica_are_seen_by_the_others(tmp_path: Path, server_factory, pg_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_writes_through_one_replica_are_seen_by_the_others(tmp_path: Path, server_factory: Any, pg_url: str) -> None:
     a, b, c = start(tmp_path, server_factory, pg_url, 3)
     for name in PROBES:
         status, body = enroll(a, name, name)
@@ -72,7 +72,7 @@ def test_writes_through_one_replica_are_seen_by_the_others(tmp_path: Path, serve
     assert any(ln["event"] == "delete_identity" and set(ln["face_ids"]) == gone for ln in lines)
 
 
-def test_sigkill_of_a_replica_during_concurrent_enrollment(tmp_path: Path, server_factory, pg_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_sigkill_of_a_replica_during_concurrent_enrollment(tmp_path: Path, server_factory: Any, pg_url: str) -> None:
     a, b, c = start(tmp_path, server_factory, pg_url, 3)
     acked: dict[str, list[int]] = {}
     errors: list[str] = []
@@ -127,7 +127,8 @@ def test_sigkill_of_a_replica_during_concurrent_enrollment(tmp_path: Path, serve
     assert [top(a2, p) for p in probes] == answers
 
 
-def test_postgres_outage_gives_503_and_replicas_recover(tmp_path: Path, server_factory, pg_cluster, pg_url: str) -> None:  # type: ignore[no-untyped-def]
+def test_postgres_outage_gives_503_and_replicas_recover(tmp_path: Path, server_factory: Any, pg_cluster: Any,
+                                                        pg_url: str) -> None:
     a, b = start(tmp_path, server_factory, pg_url, 2)
     assert enroll(a, "Colin_Powell", "Colin_Powell")[0] == 201
     settle([a, b], timeout=10)
