@@ -35,7 +35,7 @@ import numpy as np
 from index.errors import Conflict, GalleryError, GalleryMismatch, InvalidKey, InvalidVector, NotFound, StoreUnavailable
 from index.sqlite import SqliteStore
 from index.store import ADD, DELETE, Conn, FaceRow, Store
-from index.vectors import Kind, SnapshotError, VectorIndex, erase_from_snapshot
+from index.vectors import Kind, SnapshotError, VectorIndex, Vectors, erase_from_snapshot
 
 log = logging.getLogger(__name__)
 MAX_KEY_LEN = 128
@@ -184,12 +184,14 @@ class Gallery:
     """
 
     def __init__(self, folder: Path, *, dim: int, model_version: str, kind: Kind = "exact",
-                 allow_mismatch: bool = False, database_url: str | None = None, pool_size: int = 8) -> None:
+                 allow_mismatch: bool = False, database_url: str | None = None, pool_size: int = 8,
+                 vector_url: str | None = None, milvus_index: str = "FLAT") -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.dim = dim
         self.model_version = model_version
         self.kind: Kind = kind
+        self.vector_url, self.milvus_index = vector_url, milvus_index
         if database_url:
             from index.postgres import PostgresStore  # psycopg is needed only for this tier
 
@@ -215,9 +217,11 @@ class Gallery:
                 self.snapshot(force=True)
             self.store.erase_deleted()
         except BaseException:
+            if getattr(self, "index", None) is not None:
+                self.index.close()
             self.store.close()
             raise
-        if self.store.shared:
+        if self.store.shared or self.index.shared:
             self._follower = threading.Thread(target=self._follow, name="gallery-follower", daemon=True)
             self._follower.start()
 
@@ -272,9 +276,24 @@ class Gallery:
         """(model version, dimension) the stored embeddings were made with."""
         return self.store.get_meta("model_version"), int(self.store.get_meta("dim") or 0)
 
-    def _load_index(self) -> VectorIndex:
+    def _new_index(self, model_version: str | None = None) -> Vectors:
+        """An empty index of this gallery's kind; Milvus: the model's collection (created if missing)."""
+        if self.vector_url:
+            from index.milvus import MilvusIndex  # pymilvus is needed only for this tier
+
+            return MilvusIndex(self.vector_url, self.dim, model_version or self.model_version,
+                               index_type=self.milvus_index)
+        return VectorIndex(self.dim, self.kind)
+
+    def _load_index(self) -> Vectors:
         snap = self.snapshot_dir
         self._replayed_deletes = False
+        if self.vector_url:  # the engine keeps the vectors: bring them up to the change log
+            self.index = self._new_index()
+            if not self.needs_reembed:
+                self._consume()
+            self._loaded_seq = self._applied
+            return self.index
         if self.needs_reembed:  # the stored vectors are another model's: nothing to search until reembed
             self._applied = self._loaded_seq = self.store.seq()
             return VectorIndex(self.dim, self.kind)
@@ -352,6 +371,8 @@ class Gallery:
 
     def catch_up(self) -> int:
         """Apply the changes other processes committed after this replica's cursor; returns how many."""
+        if self.index.shared:
+            return self._consume()
         generation = int(self.store.get_meta("generation") or 0)
         if generation != self.generation:  # another replica switched to a re-embedded generation
             if self.needs_reembed:
@@ -388,6 +409,43 @@ class Gallery:
         self._maybe_rebuild()
         return len(theirs)
 
+    def _cursor_key(self) -> str:
+        return f"vectors_applied:{getattr(self.index, 'collection', '')}"
+
+    def _consume(self, *, reindex: bool = False) -> int:
+        """Shared vector index (Milvus): apply the change log after the cursor the store keeps for it, under the
+        store's write lock, so no write of another replica interleaves: a face deleted meanwhile is never upserted
+        again. Rebuilds the collection from the store when the cursor is missing, pruned past or ahead of the log,
+        or when asked. Returns how many changes were applied."""
+        if self.needs_reembed:
+            return 0
+        key = self._cursor_key()
+        with self._write_mutex, self.store.transaction() as c:
+            cursor = int(self.store.get_meta(key, c) or -1)
+            seq = self.store.seq(c)
+            if reindex or cursor < 0 or cursor < self.store.pruned_through(c) or cursor > seq:
+                t0 = time.monotonic()
+                reset = getattr(self.index, "reset")  # noqa: B009 (shared indexes only)
+                reset()
+                for ids, blob in self.store.all_embeddings(c):
+                    self.index.add(np.array(ids, dtype=np.int64),
+                                   np.frombuffer(blob, dtype=np.float32).reshape(len(ids), -1))
+                self.store.set_meta(c, key, str(seq))
+                log.info("re-indexed %s from the store in %.1f s", key, time.monotonic() - t0)
+                self._applied = seq
+                return 0
+            rows = self.store.changes_after(cursor, c)
+            if rows:
+                gone = np.array([f for _, f, op, _ in rows if op == DELETE], dtype=np.int64)
+                adds = [(f, e) for _, f, op, e in rows if op == ADD and e is not None]
+                if adds:
+                    self.index.add(np.array([f for f, _ in adds], dtype=np.int64),
+                                   np.stack([np.frombuffer(e, dtype=np.float32) for _, e in adds]))
+                self.index.remove(gone)
+                self.store.set_meta(c, key, str(rows[-1][0]))
+            self._applied = rows[-1][0] if rows else cursor
+            return len(rows)
+
     def _advance(self, seq: int) -> None:
         """The index now holds every change up to ``seq`` (caller holds the write lock)."""
         self._applied = max(self._applied, seq)
@@ -395,6 +453,8 @@ class Gallery:
 
     def _applied_own(self, seqs: list[int]) -> None:
         """This process's write is in the index (caller holds the write lock)."""
+        if self.index.shared:  # the shared cursor moves only by applying the log in order (_consume)
+            return
         if self.store.shared:
             self._own.update(seqs)
         elif seqs:  # the only writer: the log is applied up to its own last change
@@ -404,6 +464,9 @@ class Gallery:
     def snapshot(self, *, force: bool = False) -> bool:
         """Write the index snapshot if the store changed since the last one; prune the change log."""
         if self.needs_reembed:
+            return False
+        if not isinstance(self.index, VectorIndex):  # the engine persists it; the log is kept back to its cursor
+            self.store.prune_changes(self._applied - self.store.keep_changes)
             return False
         with self._write_mutex, self._lock.read():
             seq = self._applied
@@ -425,6 +488,7 @@ class Gallery:
         except StoreUnavailable as e:  # the snapshot only shortens the next start
             log.warning("no snapshot at close: %s", e)
         finally:
+            self.index.close()
             self.store.close()
 
     # --- writes ----------------------------------------------------------------------------------------
@@ -470,7 +534,10 @@ class Gallery:
                 if self._needs_reembed(c):
                     raise GalleryMismatch("gallery awaits re-embedding with the current model")
                 ids, seqs = self.store.add_faces(c, rows, self.model_version, metadata, actor)
-            self.index.add(np.array(ids, dtype=np.int64), vecs)
+                if self.index.shared:  # under the store's write lock: no delete of another replica can overtake it
+                    self.index.add(np.array(ids, dtype=np.int64), vecs)
+            if not self.index.shared:  # this process's own index shows only what committed
+                self.index.add(np.array(ids, dtype=np.int64), vecs)
             self._applied_own(seqs)
         return ids
 
@@ -654,6 +721,9 @@ class Gallery:
 
     def rebuild_index(self) -> None:
         """Rebuild the index from the store now (blocking writes meanwhile) and snapshot it."""
+        if self.index.shared:
+            self._consume(reindex=True)
+            return
         with self._writing():
             self.index, seq = self._build_from_store()
             self._applied, self._own = seq, set()
@@ -738,22 +808,30 @@ class Gallery:
                 if unrecoverable and not drop_unrecoverable:
                     return ReembedReport(self.model_version, total, total - len(unrecoverable), unrecoverable,
                                          False, self.generation, 0.0)
-                self.store.delete_faces(c, [i for i, _ in unrecoverable], event="delete_face",
-                                                         actor=actor, reason="no crop to re-embed")
+                self.store.delete_faces(c, [i for i, _ in unrecoverable], event="delete_face", actor=actor,
+                                        reason="no crop to re-embed")
                 rows = self.store.reembedded(c)
-                index = VectorIndex(self.dim, self.kind)
+                old_model = (self.store.get_meta("model_version", c), int(self.store.get_meta("dim", c) or 0))
+                index = self.index if self.index.shared else VectorIndex(self.dim, self.kind)
+                if self.index.shared:  # this model's collection, filled from scratch
+                    getattr(index, "reset")()  # noqa: B009 (shared indexes only)
                 if rows:
                     index.add(np.array([r[0] for r in rows], dtype=np.int64),
                               np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1))
                 old_dir, generation, seq = self.snapshot_dir, self.generation + 1, self.store.seq(c)
-                # the new generation's snapshot is written beside the old one before the switch commits
-                index.save(self.folder / "index" / f"g{generation}", seq, self.model_version)
+                if isinstance(index, VectorIndex):
+                    # the new generation's snapshot is written beside the old one before the switch commits
+                    index.save(self.folder / "index" / f"g{generation}", seq, self.model_version)
+                else:
+                    self.store.set_meta(c, self._cursor_key(), str(seq))
                 previous = self.store.switch_embeddings(c, self.model_version, self.dim, generation, len(rows))
                 self.store.audit(c, "reembed", actor=actor, from_model=previous, to_model=self.model_version,
                                  generation=generation, faces=len(rows))
             self.generation, self.index, self._snapshot_seq = generation, index, seq
             self._applied, self._own = seq, set()
         _remove(old_dir)  # the dropped faces' old vectors were only there
+        if self.index.shared and old_model[0] is not None:
+            getattr(self.index, "drop_collection_of")(*old_model)  # noqa: B009 (shared indexes only)
         self.store.erase_deleted()
         return ReembedReport(self.model_version, total, len(rows), unrecoverable, True, generation, 0.0)
 

@@ -15,7 +15,7 @@ import json
 import mmap
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import faiss  # its bundled stubs are partial: the index objects are typed Any here
 import numpy as np
@@ -29,11 +29,34 @@ BLOCK = 1 << 20
 INDEX_FILE, META_FILE = "vectors.faiss", "meta.json"
 
 
+class Vectors(Protocol):
+    """What the gallery needs of a vector index: FAISS in process (:class:`VectorIndex`) or Milvus
+    (:class:`index.milvus.MilvusIndex`). ``shared``: one index for every replica, persisted by its engine."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def shared(self) -> bool: ...
+    @property
+    def live(self) -> int: ...
+    @property
+    def tombstone_fraction(self) -> float: ...
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
+    def remove(self, ids: np.ndarray) -> None: ...
+    def search(self, queries: np.ndarray, k: int, *, ef_search: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray]: ...
+    def ids(self) -> np.ndarray: ...
+    def vectors(self, ids: np.ndarray) -> list[bytes]: ...
+    def close(self) -> None: ...
+
+
 class SnapshotError(Exception):
     """A snapshot that is missing, corrupt or does not fit; the caller rebuilds from the store."""
 
 
 class VectorIndex:
+    shared = False  # each process holds its own, snapshotted under its data folder
+
     def __init__(self, dim: int, kind: Kind = "exact") -> None:
         self.dim = dim
         self.kind: Kind = kind
@@ -71,6 +94,9 @@ class VectorIndex:
         else:
             self.tombstones.update(int(i) for i in ids)
             self._zero(ids)
+
+    def close(self) -> None:
+        """Nothing to release: the index is this process's memory."""
 
     def vectors(self, ids: np.ndarray) -> list[bytes]:
         """The stored vectors (float32 bytes) of those ``ids`` that are in the index and not removed."""

@@ -1,0 +1,125 @@
+"""Vectors in Milvus, for galleries beyond one machine's memory: a collection per model version and dimension.
+
+``uri`` names a Milvus server (``http://milvus:19530``) or a local file, which pymilvus serves with Milvus Lite,
+the same engine in process. The collection is shared by every replica and derived from the store: which changes
+it holds is recorded in the store (:class:`index.gallery.Gallery` applies the change log to it under the store's
+write lock), and ``facesearch gallery reindex`` rebuilds it from the store. Same interface as
+:class:`index.vectors.VectorIndex` where a shared index has one: no snapshots, no tombstones.
+
+Erasure: Milvus marks deleted entities and drops them from its segments at compaction; :meth:`remove` asks for a
+compaction after each delete (a Milvus server runs it in the background; Milvus Lite has none).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+INSERT_BATCH = 2_000
+
+
+def collection_name(model_version: str, dim: int) -> str:
+    """Letters, digits and underscores only (Milvus's rule), one per model version and dimension."""
+    return f"faces_{dim}_" + hashlib.sha256(model_version.encode()).hexdigest()[:16]
+
+
+class MilvusIndex:
+    kind = "milvus"
+    shared = True  # one collection for every replica: its writes are ordered by the store's write lock
+    tombstone_fraction = 0.0
+
+    def __init__(self, uri: str, dim: int, model_version: str, *, index_type: str = "FLAT") -> None:
+        from pymilvus import MilvusClient  # the Milvus tier's dependency only
+
+        self.uri, self.dim, self.index_type = uri, dim, index_type
+        self.collection = collection_name(model_version, dim)
+        self.client: Any = MilvusClient(uri)
+        if not self.client.has_collection(self.collection):
+            self._create()
+        self.client.load_collection(self.collection)
+
+    def _create(self) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
+        params = self.client.prepare_index_params()
+        extra = {"M": 32, "efConstruction": 80} if self.index_type == "HNSW" else {}
+        params.add_index(field_name="vector", index_type=self.index_type, metric_type="IP", params=extra)
+        self.client.create_collection(self.collection, schema=schema, index_params=params,
+                                      consistency_level="Strong")
+
+    def reset(self) -> None:
+        """Drop the collection and start an empty one (a re-index)."""
+        self.client.drop_collection(self.collection)
+        self._create()
+        self.client.load_collection(self.collection)
+
+    def drop_collection_of(self, model_version: str, dim: int) -> None:
+        """Drop another model's collection (the generation a re-embedding replaced)."""
+        name = collection_name(model_version, dim)
+        if name != self.collection and self.client.has_collection(name):
+            self.client.drop_collection(name)
+
+    @property
+    def live(self) -> int:
+        res = self.client.query(self.collection, filter="", output_fields=["count(*)"], consistency_level="Strong")
+        return int(res[0]["count(*)"])
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """ids: int64 (n,); vectors: float32 (n, dim), L2-normalised. Upserts: applying a change twice is harmless."""
+        v = np.asarray(vectors, dtype=np.float32)
+        for i in range(0, len(ids), INSERT_BATCH):
+            self.client.upsert(self.collection, [{"id": int(f), "vector": x.tolist()}
+                                                 for f, x in zip(ids[i : i + INSERT_BATCH], v[i : i + INSERT_BATCH],
+                                                                 strict=True)])
+
+    def remove(self, ids: np.ndarray) -> None:
+        if len(ids):
+            self.client.delete(self.collection, ids=[int(i) for i in ids])
+            try:
+                self.client.compact(self.collection)
+            except Exception as e:  # Milvus Lite has no compaction
+                log.debug("no compaction: %s", e)
+
+    def search(self, queries: np.ndarray, k: int, *, ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """queries: float32 (n, dim) -> (similarities float32 (n, k), ids int64 (n, k); -1 where none)."""
+        q = np.asarray(queries, dtype=np.float32)
+        params: dict[str, Any] = {"metric_type": "IP"}
+        if self.index_type == "HNSW":
+            params["params"] = {"ef": max(k, ef_search or 192)}
+        hits = self.client.search(self.collection, data=q.tolist(), limit=max(1, min(k, 16_384)), search_params=params,
+                                  output_fields=["id"], consistency_level="Strong")
+        width = max((len(h) for h in hits), default=0)
+        sims = np.zeros((len(q), width), np.float32)
+        ids = np.full((len(q), width), -1, np.int64)
+        for r, row in enumerate(hits):
+            for c, h in enumerate(row):
+                sims[r, c], ids[r, c] = h["distance"], h["id"]
+        return sims, ids
+
+    def ids(self) -> np.ndarray:
+        """All ids, int64, sorted."""
+        it = self.client.query_iterator(self.collection, batch_size=10_000, filter="", output_fields=["id"])
+        out: list[int] = []
+        try:
+            while batch := it.next():
+                out.extend(int(r["id"]) for r in batch)
+        finally:
+            it.close()
+        return np.sort(np.array(out, dtype=np.int64))
+
+    def vectors(self, ids: np.ndarray) -> list[bytes]:
+        """Stored vectors of ``ids`` (float32 bytes)."""
+        if not len(ids):
+            return []
+        rows = self.client.get(self.collection, ids=[int(i) for i in ids], output_fields=["vector"])
+        return [np.asarray(r["vector"], dtype=np.float32).tobytes() for r in rows]
+
+    def close(self) -> None:
+        self.client.close()

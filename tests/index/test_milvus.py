@@ -1,0 +1,112 @@
+"""The Milvus vector index (Milvus Lite: the same engine in process, on a local file) against FAISS exact search,
+and a gallery on it: deletes, re-indexing from the store, a restart, two galleries sharing one collection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from index import Gallery, NewFace
+from index.store import FaceRow
+from index.milvus import MilvusIndex
+from index.vectors import VectorIndex
+
+DIM = 128
+
+
+def faces_like(rng: np.random.Generator, people: int, per: int) -> np.ndarray:
+    """Unit vectors shaped like face embeddings: a centre per person, photos spread around it."""
+    centres = rng.normal(size=(people, DIM))
+    v = np.repeat(centres, per, axis=0) + 0.6 * rng.normal(size=(people * per, DIM))
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_milvus_search_equals_faiss_exact_search(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    vecs = faces_like(rng, 2_500, 5)  # 12,500 vectors
+    ids = np.arange(1, len(vecs) + 1, dtype=np.int64) * 7  # ids need not be dense
+    milvus = MilvusIndex(str(tmp_path / "milvus.db"), DIM, "m1")
+    exact = VectorIndex(DIM, "exact")
+    milvus.add(ids, vecs)
+    exact.add(ids, vecs)
+    assert milvus.live == exact.live == len(vecs)
+    queries = faces_like(np.random.default_rng(1), 200, 1)
+    queries[:100] = vecs[rng.choice(len(vecs), 100, replace=False)]  # half the probes are enrolled vectors
+    ms, mi = milvus.search(queries, 10)
+    es, ei = exact.search(queries, 10)
+    assert (mi == ei).mean() >= 0.999, (mi != ei).sum()  # a swap of two near-ties at most
+    assert np.abs(ms - es).max() < 1e-4
+    gone = ids[:1000]
+    milvus.remove(gone)
+    exact.remove(gone)
+    assert milvus.live == exact.live
+    ms, mi = milvus.search(queries, 10)
+    es, ei = exact.search(queries, 10)
+    assert not np.isin(mi, gone).any()
+    assert (mi == ei).mean() >= 0.999
+    assert np.array_equal(milvus.ids(), exact.ids())
+    milvus.close()
+
+
+def test_gallery_on_milvus_deletes_reindexes_and_restarts(tmp_path: Path, database_url: str | None) -> None:
+    rng = np.random.default_rng(2)
+    vecs = faces_like(rng, 300, 4)
+    uri = str(tmp_path / "milvus.db")
+
+    def open_gallery(folder: Path) -> Gallery:
+        return Gallery(folder, dim=DIM, model_version="m1", database_url=database_url, vector_url=uri)
+
+    g = open_gallery(tmp_path / "a")
+    ids = g.add_many([(f"p{i // 4}", NewFace(v)) for i, v in enumerate(vecs)])
+    reference = Gallery(tmp_path / "ref", dim=DIM, model_version="m1")  # FAISS, SQLite
+    ref_ids = reference.add_many([(f"p{i // 4}", NewFace(v)) for i, v in enumerate(vecs)])
+    to_ref = dict(zip(ids, ref_ids, strict=True))
+    probes = vecs[::7] + 0.05 * rng.normal(size=vecs[::7].shape).astype(np.float32)
+
+    def same_answers() -> None:
+        for got, want in zip(g.search(probes, k=3), reference.search(probes, k=3), strict=True):
+            assert [(h.identity, to_ref[h.face_id]) for h in got.identities] == \
+                [(h.identity, h.face_id) for h in want.identities]
+            assert np.allclose([h.distance for h in got.identities], [h.distance for h in want.identities],
+                               atol=1e-4)
+
+    same_answers()
+    g.delete_identity("p3")
+    reference.delete_identity("p3")
+    g.delete_face(ids[100])
+    reference.delete_face(to_ref[ids[100]])
+    same_answers()
+    assert g.verify()["ok"]
+    g.close()
+    g = open_gallery(tmp_path / "a")  # a restart: the collection and its cursor persist
+    assert g.index.live == len(vecs) - 5 and g.verify()["ok"]
+    same_answers()
+    g.rebuild_index()  # `facesearch gallery reindex`: the collection again from the store alone
+    assert g.verify()["ok"]
+    same_answers()
+    g.close()
+    reference.close()
+
+
+def test_replicas_share_one_collection_fed_by_the_change_log(tmp_path: Path, pg_url: str) -> None:
+    uri = str(tmp_path / "milvus.db")
+    a, b = (Gallery(tmp_path / n, dim=DIM, model_version="m1", database_url=pg_url, vector_url=uri) for n in "ab")
+    try:
+        vecs = faces_like(np.random.default_rng(3), 50, 2)
+        ids = a.add_many([(f"p{i // 2}", NewFace(v)) for i, v in enumerate(vecs)])
+        assert [r.identities[0].identity for r in b.search(vecs[:10], k=1)] == [f"p{i // 2}" for i in range(10)]
+        b.delete_identity("p0")  # through b: a never answers with it again
+        assert all(h.identity != "p0" for r in a.search(vecs[:2], k=5) for h in r.identities)
+        assert not np.isin(ids[:2], a.index.ids()).any()
+        # a write committed to the store whose vector never reached Milvus (its replica died in between):
+        # the change log brings it there
+        extra = faces_like(np.random.default_rng(4), 1, 1)[0]
+        with a.store.transaction() as c:
+            (face_id,), _ = a.store.add_faces(c, [("late", FaceRow(extra.tobytes(), None, None, None, None, None,
+                                                                   None))], "m1", None, None)
+        b.catch_up()  # the followers may have done it already (NOTIFY wakes them)
+        assert b.search(extra, k=1)[0].identities[0].identity == "late"
+        assert a.verify()["ok"] and b.verify()["ok"]
+    finally:
+        a.close()
+        b.close()
