@@ -55,7 +55,8 @@ def load(state: AppState) -> None:
         raise StartupError(f"cannot load the encoder: {e}") from e
     try:
         gallery = Gallery(s.data_dir, dim=pipeline.dim, model_version=pipeline.model_version, kind=s.index_kind,
-                          allow_mismatch=s.reembed == "auto", database_url=s.database_url, pool_size=s.workers + 2)
+                          allow_mismatch=s.reembed == "auto", database_url=s.database_url, pool_size=s.workers + 2,
+                          vector_url=s.vector_url, milvus_index=s.milvus_index)
     except Exception as e:
         pipeline.close()
         where = "in PostgreSQL (FACESEARCH_DATABASE_URL)" if s.database_url else f"in {s.data_dir}"

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="postgresql://... : PostgreSQL holds the gallery, shared by any number of replicas; "
         "unset: SQLite under data_dir")
+    vector_url: str | None = Field(
+        None, description="a Milvus server (http://host:19530) or a local file (Milvus Lite) that holds the vectors, "
+        "one collection shared by every replica; unset: FAISS in this process")
+    milvus_index: Literal["FLAT", "HNSW"] = Field("FLAT", description="the Milvus collection's index type")
     reembed: Literal["off", "auto"] = Field(
         "off", description="auto: a gallery made by another model is re-embedded from its stored crops at start-up, "
         "before /health/ready turns 200; off: the service refuses to start on it")

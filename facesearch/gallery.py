@@ -1,4 +1,4 @@
-"""`facesearch gallery`: stats, export, import, rebuild-index, verify, reembed.
+"""`facesearch gallery`: stats, export, import, rebuild-index (alias reindex), verify, reembed.
 
 Opens the gallery under a data folder with the encoder's dimension and model version (read from the
 checkpoint's card without loading torch when ``--dim``/``--model-version`` are given).
@@ -24,12 +24,15 @@ from index.gallery import Gallery
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="facesearch gallery", description=__doc__)
-    p.add_argument("action", choices=["stats", "export", "import", "rebuild-index", "verify", "reembed"])
+    p.add_argument("action", choices=["stats", "export", "import", "rebuild-index", "reindex", "verify",
+                                       "reembed"])
     p.add_argument("file", nargs="?", type=Path, help="export/import file")
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("FACESEARCH_DATA_DIR", "data")),
                    help="the gallery's folder (its SQLite store and index snapshot); default: FACESEARCH_DATA_DIR")
     p.add_argument("--database-url", default=os.environ.get("FACESEARCH_DATABASE_URL") or None,
                    help="postgresql://... : the gallery lives in PostgreSQL (default: FACESEARCH_DATABASE_URL)")
+    p.add_argument("--vector-url", default=os.environ.get("FACESEARCH_VECTOR_URL") or None,
+                   help="Milvus (URL or Milvus Lite file) holds the vectors (default: FACESEARCH_VECTOR_URL)")
     p.add_argument("--index-kind", choices=["exact", "hnsw"], default="exact")
     p.add_argument("--checkpoint", type=Path, help="encoder checkpoint (default: shipped weights)")
     p.add_argument("--dim", type=int)
@@ -49,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         embedder, card = load_encoder(a.checkpoint)
         a.dim, a.model_version = embedder.dim, card["model_version"]
     g = Gallery(a.data_dir, dim=a.dim, model_version=a.model_version, kind=a.index_kind,
-                allow_mismatch=a.action == "reembed", database_url=a.database_url)
+                allow_mismatch=a.action == "reembed", database_url=a.database_url, vector_url=a.vector_url)
     try:
         if a.action == "stats":
             print(json.dumps(g.stats(), indent=2))
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         elif a.action == "import":
             idents, faces = g.import_(a.file)
             print(f"imported {faces} faces of {idents} identities")
-        elif a.action == "rebuild-index":
+        elif a.action in ("rebuild-index", "reindex"):
             g.rebuild_index()
             print(json.dumps(g.verify(), indent=2))
         elif a.action == "verify":

@@ -248,3 +248,23 @@ def test_concurrent_requests_share_encoder_batches(data_dir: Path) -> None:
                         if ln.startswith("facesearch_embed_batch_size_sum")))
     # the warm-up batch holds one face; with the requests' faces gathered, batches hold more than one on average
     assert faces > count, metrics
+
+
+def test_milvus_tier_enroll_search_delete_restart(data_dir: Path, pg_url: str) -> None:
+    settings = Settings(data_dir=data_dir, database_url=pg_url, vector_url=str(data_dir.parent / "milvus.db"))
+    with TestClient(create_app(settings)) as c:
+        for name in PEOPLE[:4]:
+            r = c.post(f"/v1/identities/{name}/faces", files=files(lfw_photo(name, 1), lfw_photo(name, 2)),
+                       data={"face": "largest"})
+            assert r.status_code == 201, r.text
+        assert c.get("/v1/info").json()["gallery"]["index_kind"] == "milvus"
+        top = c.post("/v1/search", files=files(lfw_photo("Tony_Blair", 3))).json()["faces"][0]
+        assert top["identity"] == "Tony_Blair" and top["decision"] == "match"
+        assert c.delete("/v1/identities/Tony_Blair").json()["faces_deleted"] == 2
+    with TestClient(create_app(settings)) as c:
+        gallery = c.get("/v1/info").json()["gallery"]
+        assert gallery["indexed"] == gallery["faces"] == 6
+        r = c.post("/v1/search", files=files(lfw_photo("Tony_Blair", 3)), data={"k": "10"}).json()
+        assert "Tony_Blair" not in {x["identity"] for x in r["faces"][0]["candidates"]}
+        assert c.post("/v1/search", files=files(lfw_photo("Colin_Powell", 3))).json()["faces"][0]["identity"] == \
+            "Colin_Powell"

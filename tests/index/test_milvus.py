@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from index import Gallery, NewFace
-from index.store import FaceRow
 from index.milvus import MilvusIndex
+from index.store import FaceRow
 from index.vectors import VectorIndex
 
 DIM = 128
