@@ -13,8 +13,9 @@ COPY app ./app
 COPY model ./model
 COPY index ./index
 COPY facesearch ./facesearch
-# the same install as the README's first command
-RUN pip install .
+# the same install as the README's first command; docker-compose.scale.yml adds the Milvus client (EXTRAS=[milvus])
+ARG EXTRAS=""
+RUN pip install ".${EXTRAS}"
 
 FROM python:3.11-slim AS runtime
 ENV PATH=/opt/venv/bin:$PATH \
