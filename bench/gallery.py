@@ -3,9 +3,11 @@
     python bench/gallery.py [--quick] [--json PATH] [--dir DIR]
 
 Figures: exact search p50/p99 (one query) and queries/s (batches of 32) at 100k and 1M faces, beside a
-plain numpy matrix product; HNSW p50 and recall@10 at 1M; bulk add rate (batches of 1,000); single-face add
-latency (with its fsync) and delete latency (with its erasure); start-up from the snapshot and from SQLite
-alone; bytes per face.
+plain numpy matrix product; HNSW p50, recall@10 and decision agreement with exact search at 1M (the share of
+probes of enrolled people whose top identity and match/unknown decision equal exact search's, and of strangers
+whose decision does: ``hnsw_decision_agreement_probes`` / ``_strangers``); bulk add rate (batches of 1,000);
+single-face add latency (with its fsync) and delete latency (with its erasure); start-up from the snapshot and
+from SQLite alone; bytes per face.
 
 Like for like: numpy gets the same float32 vectors and queries FAISS searches, and one BLAS thread
 (threadpoolctl), as FAISS uses one OpenMP thread for fewer than 8 queries; the BLAS kernel is recorded.
@@ -63,17 +65,41 @@ def data(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return photos(rng, centres[who]), who, centres
 
 
-def fill(g: Gallery, n: int, batch: int = 1000) -> tuple[float, np.ndarray]:
-    """Add the n faces of ``data(n)`` in batches; returns (faces/s, the people's centres)."""
+def fill(g: Gallery, n: int, batch: int = 1000) -> tuple[float, np.ndarray, np.ndarray]:
+    """Add the n faces of ``data(n)`` in batches; returns (faces/s, the people's centres, each face's person)."""
     v, who, centres = data(n)
     t = time.perf_counter()
     for i in range(0, n, batch):
         g.add_many([(f"id-{w:07d}", NewFace(x)) for x, w in zip(v[i : i + batch], who[i : i + batch], strict=True)])
-    return n / (time.perf_counter() - t), centres
+    return n / (time.perf_counter() - t), centres, who
 
 
 def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(a) & set(b)) / truth.shape[1] for a, b in zip(found, truth, strict=True)]))
+
+
+def stranger_threshold(search, strangers: np.ndarray, fpir: float = 0.01) -> float:
+    """The distance threshold at which ``fpir`` of these strangers' nearest faces would be a match (exact search),
+    as the service derives its search threshold from a target false-positive identification rate."""
+    sims, _ = search(strangers, 1)
+    dist = np.sqrt(np.clip(2 - 2 * sims[:, 0].astype(np.float64), 0, 4))
+    return float(np.quantile(dist, fpir))
+
+
+def decision_agreement(approx, exact, probes: np.ndarray, strangers: np.ndarray, owner: np.ndarray,
+                       threshold: float) -> tuple[float, float]:
+    """Face-service agreement with exact search: for probes of enrolled people, the share whose top identity and
+    match/unknown decision both equal exact's; for strangers, the share whose decision equals exact's."""
+    def answers(search, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        sims, ids = search(q, 10)
+        top = owner[ids[:, 0]]
+        match = np.sqrt(np.clip(2 - 2 * sims[:, 0].astype(np.float64), 0, 4)) <= threshold
+        return top, match
+
+    (ta, ma), (te, me) = answers(approx, probes), answers(exact, probes)
+    probes_agree = float(np.mean((ta == te) & (ma == me)))
+    (_, sa), (_, se) = answers(approx, strangers), answers(exact, strangers)
+    return probes_agree, float(np.mean(sa == se))
 
 
 def latency(fn, queries: np.ndarray) -> tuple[float, float]:  # type: ignore[no-untyped-def]
@@ -88,7 +114,7 @@ def latency(fn, queries: np.ndarray) -> tuple[float, float]:  # type: ignore[no-
 
 def bench_size(folder: Path, n: int, out: dict[str, float], label: str, hnsw: bool) -> None:
     g = Gallery(folder, dim=DIM, model_version="bench")
-    rate, centres = fill(g, n)
+    rate, centres, who = fill(g, n)
     out[f"bulk_add_per_s_{label}"] = rate
     q, _ = vectors(np.random.default_rng(123), 200, 1000)
     p50, p99 = latency(lambda x: g.index.search(x, 10), q)
@@ -136,15 +162,29 @@ def bench_size(folder: Path, n: int, out: dict[str, float], label: str, hnsw: bo
         strangers = photos(qrng, people(qrng, 200))
         _, truth_probes = g.index.search(probes, 10)
         _, truth_strangers = g.index.search(strangers, 10)
+        # decisions as the service makes them: the top identity, and match/unknown at the threshold where 1% of
+        # strangers (a separate draw of 1,000) would match under exact search
+        owner = np.concatenate([[-1], who])  # face ids are 1..n in the order added
+        assert np.array_equal(g.index.ids(), np.arange(1, n + 1))
+        threshold = stranger_threshold(g.index.search, photos(qrng, people(qrng, 1000)))
+        more_probes = photos(qrng, centres[qrng.integers(0, len(centres), 2000)])
+        more_strangers = photos(qrng, people(qrng, 2000))
+        out["decision_threshold"] = threshold
+        out["decision_probes"], out["decision_strangers"] = len(more_probes), len(more_strangers)
         for ef in sorted({64, 96, 128, 192, 256, 384, 512, HNSW_EF_SEARCH}):
             p50h, _ = latency(lambda x, ef=ef: h.index.search(x, 10, ef_search=ef), probes)
             rp = recall(h.index.search(probes, 10, ef_search=ef)[1], truth_probes)
             rs = recall(h.index.search(strangers, 10, ef_search=ef)[1], truth_strangers)
             out[f"hnsw_ef{ef}_p50_ms"], out[f"hnsw_ef{ef}_recall_at_10"] = p50h, rp
             out[f"hnsw_ef{ef}_recall_at_10_strangers"] = rs
+            dp, ds = decision_agreement(lambda x, k, ef=ef: h.index.search(x, k, ef_search=ef), g.index.search,
+                                        more_probes, more_strangers, owner, threshold)
+            out[f"hnsw_ef{ef}_decision_agreement_probes"] = dp
+            out[f"hnsw_ef{ef}_decision_agreement_strangers"] = ds
         # the headline figures: the service's default efSearch, from the sweep
         out["hnsw_ef_search"] = HNSW_EF_SEARCH
-        for key in ("p50_ms", "recall_at_10", "recall_at_10_strangers"):
+        for key in ("p50_ms", "recall_at_10", "recall_at_10_strangers", "decision_agreement_probes",
+                    "decision_agreement_strangers"):
             out[f"hnsw_{key}"] = out[f"hnsw_ef{HNSW_EF_SEARCH}_{key}"]
         h.close()
     # single-face adds, each its own fsynced transaction

@@ -107,7 +107,7 @@ class PostgresStore(Store):
     shared = True
     keep_changes = 100_000
 
-    def __init__(self, url: str, *, pool_size: int = 8, timeout: float = 5.0) -> None:
+    def __init__(self, url: str, *, pool_size: int = 8, timeout: float = 2.0) -> None:
         self.url = url
         self.timeout = timeout
         self.pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
