@@ -27,6 +27,7 @@ import tempfile
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -176,9 +177,9 @@ def fill(g: Gallery, vecs: np.ndarray, who: np.ndarray, batch: int = 1000) -> fl
     return len(vecs) / (time.perf_counter() - t)
 
 
-def bench_bulk_and_startup(work: Path, url: str, faces: int, out: dict[str, Any]) -> None:
+def bench_bulk_and_startup(work: Path, database: Callable[[], str], faces: int, out: dict[str, Any]) -> None:
     v, who, _ = data(100_000)
-    pg = Gallery(work / "bulk-pg", dim=DIM, model_version="bulk", database_url=url)
+    pg = Gallery(work / "bulk-pg", dim=DIM, model_version="bulk", database_url=database())
     lite = Gallery(work / "bulk-sqlite", dim=DIM, model_version="bulk")
     out["bulk_add_per_s_postgres"] = fill(pg, v, who)
     out["bulk_add_per_s_sqlite"] = fill(lite, v, who)
@@ -204,6 +205,7 @@ def bench_bulk_and_startup(work: Path, url: str, faces: int, out: dict[str, Any]
     lite.close()
 
     v, who, _ = data(faces)
+    url = database()
     g = Gallery(work / "startup-a", dim=DIM, model_version="startup", database_url=url)
     out["startup_faces"] = faces
     out["bulk_add_per_s_postgres_to_1m"] = fill(g, v, who)
@@ -296,7 +298,7 @@ def main() -> None:
         if "lag" not in a.skip:
             bench_lag(work, database(), out)
         if "bulk" not in a.skip:
-            bench_bulk_and_startup(work, database(), a.faces, out)
+            bench_bulk_and_startup(work, database, a.faces, out)
         if "milvus" not in a.skip:
             bench_milvus(work, a.milvus_faces, out)
     finally:

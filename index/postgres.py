@@ -152,12 +152,22 @@ class PostgresStore(Store):
         last = c.execute("SELECT COALESCE(MAX(seq), 0) FROM changes").fetchone()[0]
         return max(int(last), self.pruned_through(c))
 
-    def insert_changes(self, c: Conn, changes: Sequence[tuple[int, int]]) -> list[int]:
-        if not changes:
+    def insert_returning(self, c: Conn, sql: str, rows: Sequence[Sequence[Any]]) -> list[int]:
+        # one pipelined round trip for all rows, not one per row: bulk enrollment is bound by round trips
+        if not rows:
             return []
-        seqs = [int(c.execute("INSERT INTO changes(face_id, op) VALUES (?, ?) RETURNING seq", ch).fetchone()[0])
-                for ch in changes]
-        c.execute("SELECT pg_notify(?, ?)", (CHANNEL, str(seqs[-1])))  # delivered when the transaction commits
+        with cast(_PgConn, c).raw.cursor() as cur:
+            cur.executemany(_pg(sql), rows, returning=True)
+            out = []
+            while True:
+                out.append(int(cur.fetchone()[0]))  # type: ignore[index]
+                if not cur.nextset():
+                    return out
+
+    def insert_changes(self, c: Conn, changes: Sequence[tuple[int, int]]) -> list[int]:
+        seqs = super().insert_changes(c, changes)
+        if seqs:
+            c.execute("SELECT pg_notify(?, ?)", (CHANNEL, str(seqs[-1])))  # delivered when the transaction commits
         return seqs
 
     def all_embeddings(self, c: Conn, batch: int = 50_000) -> Iterator[tuple[list[int], bytes]]:

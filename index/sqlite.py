@@ -11,7 +11,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import cast
@@ -157,10 +157,6 @@ class SqliteStore(Store):
     def seq(self, c: Conn | None = None) -> int:
         row = (c or cast(Conn, self.conn)).execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
         return int(row[0]) if row else 0
-
-    def insert_changes(self, c: Conn, changes: Sequence[tuple[int, int]]) -> list[int]:
-        return [int(c.execute("INSERT INTO changes(face_id, op) VALUES (?, ?) RETURNING seq", ch).fetchone()[0])
-                for ch in changes]
 
     def erase_deleted(self) -> None:
         """Copy the WAL into the database file and truncate it to zero bytes (waits for readers)."""

@@ -70,9 +70,13 @@ class Store(ABC):
     def seq(self, c: Conn | None = None) -> int:
         """The last change's sequence number (0 when none)."""
 
-    @abstractmethod
+    def insert_returning(self, c: Conn, sql: str, rows: Sequence[Sequence[Any]]) -> list[int]:
+        """Run an ``INSERT ... RETURNING <id>`` for each row; returns the ids in order."""
+        return [int(c.execute(sql, row).fetchone()[0]) for row in rows]
+
     def insert_changes(self, c: Conn, changes: Sequence[tuple[int, int]]) -> list[int]:
         """Append (face id, op) to the change log; returns their sequence numbers."""
+        return self.insert_returning(c, "INSERT INTO changes(face_id, op) VALUES (?, ?) RETURNING seq", changes)
 
     @abstractmethod
     def erase_deleted(self) -> None:
@@ -149,26 +153,29 @@ class Store(ABC):
         """Insert faces (identities created as needed) in the caller's transaction; returns (face ids, change
         seqs)."""
         now = time.time()
+        keys = list(dict.fromkeys(k for k, _ in items))
+        meta = metadata or {}
+        # every statement runs once for the whole batch (pipelined on PostgreSQL), not once per identity
+        c.executemany("INSERT INTO identities(key, metadata, created_at) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING",
+                      [(k, json.dumps(meta.get(k) or {}), now) for k in keys])
+        c.executemany("UPDATE identities SET metadata = ? WHERE key = ?",
+                      [(json.dumps(meta[k]), k) for k in keys if meta.get(k) is not None])
         ident: dict[str, int] = {}
-        for key in dict.fromkeys(k for k, _ in items):
-            meta = (metadata or {}).get(key)
-            c.execute("INSERT INTO identities(key, metadata, created_at) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING",
-                      (key, json.dumps(meta or {}), now))
-            if meta is not None:
-                c.execute("UPDATE identities SET metadata = ? WHERE key = ?", (json.dumps(meta), key))
-            ident[key] = int(c.execute("SELECT id FROM identities WHERE key = ?", (key,)).fetchone()[0])
-        ids = []
-        for key, f in items:
-            row = c.execute(
-                "INSERT INTO faces(identity_id, embedding, model_version, box, score, sha256, thumbnail, created_at,"
-                " source, source_geometry) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (ident[key], f.embedding, model_version, f.box, f.score, f.sha256, f.thumbnail, now, f.source,
-                 f.source_geometry)).fetchone()
-            ids.append(int(row[0]))
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            ident.update((str(k), int(v)) for k, v in c.execute(
+                f"SELECT key, id FROM identities WHERE key IN ({','.join('?' * len(chunk))})", chunk))
+        ids = self.insert_returning(
+            c, "INSERT INTO faces(identity_id, embedding, model_version, box, score, sha256, thumbnail, created_at,"
+               " source, source_geometry) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            [(ident[key], f.embedding, model_version, f.box, f.score, f.sha256, f.thumbnail, now, f.source,
+              f.source_geometry) for key, f in items])
         seqs = self.insert_changes(c, [(i, ADD) for i in ids])
-        for key in ident:
-            self.audit(c, "enroll", actor=actor, identity=key,
-                       face_ids=[i for (k, _), i in zip(items, ids, strict=True) if k == key])
+        per_key: dict[str, list[int]] = {k: [] for k in keys}
+        for (k, _), i in zip(items, ids, strict=True):
+            per_key[k].append(i)
+        c.executemany("INSERT INTO audit(at, event, actor, identity, face_ids, detail) VALUES (?, ?, ?, ?, ?, ?)",
+                      [(now, "enroll", actor, k, json.dumps(f), "{}") for k, f in per_key.items()])
         return ids, seqs
 
     def delete_faces(self, c: Conn, face_ids: Sequence[int], *, event: str, actor: str | None,
