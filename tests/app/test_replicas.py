@@ -160,3 +160,47 @@ def test_postgres_outage_gives_503_and_replicas_recover(tmp_path: Path, server_f
     settle([a, b], timeout=15)
     assert top(a, "Tony_Blair")[0][0] == "Tony_Blair"
     assert top(b, "Colin_Powell")[0][0] == "Colin_Powell"
+
+
+def test_a_delete_through_one_replica_is_scrubbed_from_every_replicas_snapshot(tmp_path: Path, server_factory: Any,
+                                                                                pg_url: str) -> None:
+    import psycopg
+
+    from tests.erasure import files_holding
+
+    a, b = start(tmp_path, server_factory, pg_url, 2)
+    ids = {}
+    for name in PROBES[:2]:
+        status, body = enroll(a, name, name)
+        assert status == 201, body
+        ids[name] = [f["face_id"] for f in body["faces"]]
+    settle([a, b], timeout=10)
+    with psycopg.connect(pg_url) as con:
+        stored = {f"{i}/embedding": bytes(e) for i, e in con.execute(
+            "SELECT id, embedding FROM faces WHERE id = ANY(%s)", ([i for v in ids.values() for i in v],))}
+    assert len(stored) == 4
+    a.stop()
+    b.stop()  # clean stops write both replicas' snapshots: b's holds a's enrollments too
+    folders = [tmp_path / "replica0" / "data", tmp_path / "replica1" / "data"]
+    for folder in folders:
+        assert set(files_holding(folder, stored)) == set(stored), "the scan must find what is stored"
+    a, b = (server_factory(f, FACESEARCH_DATABASE_URL=pg_url) for f in folders)
+    a.wait_ready(timeout=240)
+    b.wait_ready(timeout=240)
+    victim = PROBES[0]
+    status, body = call(f"{b.url}/v1/identities/{victim}", "DELETE")  # through b; a follows
+    assert status == 200 and body["faces_deleted"] == 2
+    gone = {k: v for k, v in stored.items() if int(k.split("/")[0]) in ids[victim]}
+    kept = {k: v for k, v in stored.items() if k not in gone}
+    assert files_holding(folders[1], gone) == {}  # the replica that deleted: before it answered
+    deadline = time.monotonic() + 10
+    while files_holding(folders[0], gone):  # the other: once it applied the change (milliseconds)
+        assert time.monotonic() < deadline, "the other replica's snapshot still holds the deleted face"
+        time.sleep(0.1)
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait()
+    for folder in folders:
+        assert files_holding(folder, gone) == {}
+        assert set(files_holding(folder, kept)) == set(kept)
+    with psycopg.connect(pg_url) as con:
+        assert con.execute("SELECT count(*) FROM faces WHERE id = ANY(%s)", (ids[victim],)).fetchone()[0] == 0
