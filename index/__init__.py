@@ -1,6 +1,8 @@
-"""The gallery: identities + faces + vectors, a durable SQLite store with a derived FAISS index.
+"""The gallery: identities + faces + vectors, a durable store with a derived vector index.
 
-numpy, faiss and sqlite3 only: no torch, no HTTP.
+Stores (:mod:`index.store`): SQLite (:mod:`index.sqlite`, embedded) or PostgreSQL (:mod:`index.postgres`, shared
+by replicas). Vector indexes (:mod:`index.vectors`): FAISS in process, or Milvus (:mod:`index.milvus`).
+:class:`Gallery` composes one of each. numpy, faiss and the database drivers only: no torch, no HTTP.
 """
 
 from index.errors import (

@@ -1,18 +1,23 @@
-"""Gallery: identities and their faces in SQLite (truth), searched through a derived FAISS index.
+"""Gallery: identities and their faces in a store (the truth: SQLite, or PostgreSQL shared by replicas), searched
+through a vector index derived from it (FAISS in this process, or a Milvus collection shared by every replica).
 
-Writes commit to SQLite first, then update the index, under a write lock; searches hold a read lock,
-so a search never sees a half-applied write. The index is snapshotted with the store's change
-counter; on open, a valid snapshot is loaded and the changes after it replayed, anything else is
-rebuilt from the store.
+Writes commit to the store first, then update the index, under a write lock; searches hold a read lock,
+so a search never sees a half-applied write, and every hit is checked against the store (a face another replica
+deleted a moment ago is never returned). A FAISS index is snapshotted with the change-log position it reflects; on
+open, a valid snapshot is loaded and the changes after it replayed, anything else is rebuilt from the store. On
+PostgreSQL a thread follows the change log (NOTIFY wakes it, a poll every second is the fallback) and applies the
+other replicas' writes; this process's own writes are applied before they are acknowledged. A Milvus collection
+records in the store how far it has applied the change log; whoever applies it holds the store's write lock.
 
 Generations: the faces' embeddings all come from one model, recorded in the store with a generation number;
 the snapshot lives in ``index/g<generation>/``. :meth:`Gallery.reembed` embeds every face again with a new
 model beside the current generation (resumable: progress is committed per batch), then switches in one
-transaction and removes the old generation's snapshot.
+transaction and removes the old generation's snapshot (or Milvus collection).
 
-Deletion leaves nothing behind: the rows are overwritten by SQLite (``secure_delete``), the WAL is
-checkpointed and truncated, and the face's vector is overwritten in the index snapshot before the
-call returns; on open, stray files under ``index/`` are removed.
+Deletion leaves nothing behind in the embedded tier: the rows are overwritten by SQLite (``secure_delete``), the
+WAL is checkpointed and truncated, and the face's vector is overwritten in the index snapshot before the call
+returns (on PostgreSQL, in every replica's snapshot as it applies the delete); on open, stray files under
+``index/`` are removed. What PostgreSQL and Milvus keep of deleted rows: :mod:`index.postgres`, :mod:`index.milvus`.
 """
 
 from __future__ import annotations

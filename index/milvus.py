@@ -12,13 +12,32 @@ compaction after each delete (a Milvus server runs it in the background; Milvus 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 
+from index.errors import StoreUnavailable
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _unavailable(method: Callable[..., T]) -> Callable[..., T]:
+    """Milvus's errors (server down, timeouts) as StoreUnavailable, which the service answers with 503."""
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        from pymilvus.exceptions import MilvusException
+
+        try:
+            return method(*args, **kwargs)
+        except MilvusException as e:
+            raise StoreUnavailable(f"Milvus is unavailable: {e}") from e
+
+    return wrapper
 INSERT_BATCH = 2_000
 
 
@@ -54,6 +73,7 @@ class MilvusIndex:
         self.client.create_collection(self.collection, schema=schema, index_params=params,
                                       consistency_level="Strong")
 
+    @_unavailable
     def reset(self) -> None:
         """Drop the collection and start an empty one (a re-index)."""
         self.client.drop_collection(self.collection)
@@ -67,10 +87,12 @@ class MilvusIndex:
             self.client.drop_collection(name)
 
     @property
+    @_unavailable
     def live(self) -> int:
         res = self.client.query(self.collection, filter="", output_fields=["count(*)"], consistency_level="Strong")
         return int(res[0]["count(*)"])
 
+    @_unavailable
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """ids: int64 (n,); vectors: float32 (n, dim), L2-normalised. Upserts: applying a change twice is harmless."""
         v = np.asarray(vectors, dtype=np.float32)
@@ -79,6 +101,7 @@ class MilvusIndex:
                                                  for f, x in zip(ids[i : i + INSERT_BATCH], v[i : i + INSERT_BATCH],
                                                                  strict=True)])
 
+    @_unavailable
     def remove(self, ids: np.ndarray) -> None:
         if len(ids):
             self.client.delete(self.collection, ids=[int(i) for i in ids])
@@ -87,6 +110,7 @@ class MilvusIndex:
             except Exception as e:  # Milvus Lite has no compaction
                 log.debug("no compaction: %s", e)
 
+    @_unavailable
     def search(self, queries: np.ndarray, k: int, *, ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """queries: float32 (n, dim) -> (similarities float32 (n, k), ids int64 (n, k); -1 where none)."""
         q = np.asarray(queries, dtype=np.float32)
@@ -103,6 +127,7 @@ class MilvusIndex:
                 sims[r, c], ids[r, c] = h["distance"], h["id"]
         return sims, ids
 
+    @_unavailable
     def ids(self) -> np.ndarray:
         """All ids, int64, sorted."""
         it = self.client.query_iterator(self.collection, batch_size=10_000, filter="", output_fields=["id"])
@@ -114,6 +139,7 @@ class MilvusIndex:
             it.close()
         return np.sort(np.array(out, dtype=np.int64))
 
+    @_unavailable
     def vectors(self, ids: np.ndarray) -> list[bytes]:
         """Stored vectors of ``ids`` (float32 bytes)."""
         if not len(ids):
