@@ -95,3 +95,12 @@ def test_read_only_data_folder(tmp_path: Path) -> None:
             data.chmod(0o755)
     assert_refused(r, "not readable and writable")
     assert digest(data) == before
+
+
+def test_unreachable_postgresql(tmp_path: Path) -> None:
+    from tests.conftest import free_port
+
+    url = f"postgresql://facesearch:secret-password@127.0.0.1:{free_port()}/facesearch"  # nothing listens there
+    r = serve(tmp_path / "data", FACESEARCH_DATABASE_URL=url)
+    assert_refused(r, "PostgreSQL is unavailable")
+    assert "secret-password" not in r.stdout + r.stderr  # the URL's password is never logged
