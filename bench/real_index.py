@@ -146,6 +146,7 @@ def main() -> None:
             t = time.perf_counter()
             for i in range(0, len(g), 1000):
                 milvus.add(ids[i : i + 1000], emb[g[i : i + 1000]])
+            milvus.flush()
             out["milvus_insert_per_s"] = len(g) / (time.perf_counter() - t)
             milvus.search(probes[:1], 10)
             dp, ds = decision_agreement(milvus.search, exact.search, probes, strangers, owner, threshold)

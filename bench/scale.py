@@ -245,6 +245,7 @@ def bench_milvus(work: Path, n: int, out: dict[str, Any]) -> None:
     t = time.perf_counter()
     for i in range(0, n, 1000):
         milvus.add(ids[i : i + 1000], v[i : i + 1000])
+    milvus.flush()  # as `facesearch gallery reindex` ends (the adds flushed every 2,000 rows already)
     out["milvus_insert_per_s"] = n / (time.perf_counter() - t)
     assert milvus.live == n
     qrng = np.random.default_rng(7)
@@ -271,6 +272,19 @@ def bench_milvus(work: Path, n: int, out: dict[str, Any]) -> None:
           f"decision agreement {dp:.4f} / {ds:.4f}", flush=True)
 
 
+def save(path: Path | None, out: dict[str, Any]) -> None:
+    """Merge this run's figures into ``path`` (figures of sections skipped now keep their earlier values)."""
+    if path is None:
+        return
+    old = json.loads(path.read_text()) if path.exists() else {}
+    commit = machine()["git_commit"]
+    old.update({**out, **machine(), "concurrency": CONCURRENCY})
+    old.setdefault("sections", {})
+    for key in out:
+        old["sections"][key] = commit  # the commit each figure was measured at
+    path.write_text(json.dumps(old, indent=2))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=40.0, help="per throughput measurement")
@@ -278,7 +292,7 @@ def main() -> None:
     p.add_argument("--milvus-faces", type=int, default=1_000_000)
     p.add_argument("--database-url", help="an empty PostgreSQL database (default: a throwaway cluster)")
     p.add_argument("--skip", nargs="*", default=[], choices=["replicas", "lag", "bulk", "milvus"])
-    p.add_argument("--json", type=Path)
+    p.add_argument("--json", type=Path, help="figures merged into this file after each section")
     a = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fs-scale-"))
     cluster = None
@@ -293,24 +307,21 @@ def main() -> None:
         def database() -> str:
             return a.database_url or cluster.new_database()  # type: ignore[union-attr]
 
-        if "replicas" not in a.skip:
-            bench_replicas(work, database(), a.seconds, out)
-        if "lag" not in a.skip:
-            bench_lag(work, database(), out)
-        if "bulk" not in a.skip:
-            bench_bulk_and_startup(work, database, a.faces, out)
-        if "milvus" not in a.skip:
-            bench_milvus(work, a.milvus_faces, out)
+        sections = [("replicas", lambda: bench_replicas(work, database(), a.seconds, out)),
+                    ("lag", lambda: bench_lag(work, database(), out)),
+                    ("bulk", lambda: bench_bulk_and_startup(work, database, a.faces, out)),
+                    ("milvus", lambda: bench_milvus(work, a.milvus_faces, out))]
+        for name, run in sections:
+            if name not in a.skip:
+                run()
+                save(a.json, out)  # each section's figures kept as it ends (a later section may be skipped)
     finally:
         if cluster is not None:
             cluster.remove()
         shutil.rmtree(work, ignore_errors=True)
     for k, v in out.items():
         print(f"{k:40s} {v:,.3f}" if isinstance(v, float) else f"{k:40s} {v}")
-    info = {**machine(), "concurrency": CONCURRENCY}
-    print(json.dumps(info))
-    if a.json:
-        a.json.write_text(json.dumps({**out, **info}, indent=2))
+    print(json.dumps({**machine(), "concurrency": CONCURRENCY}))
 
 
 if __name__ == "__main__":

@@ -435,6 +435,7 @@ class Gallery:
                 for ids, blob in self.store.all_embeddings(c):
                     self.index.add(np.array(ids, dtype=np.int64),
                                    np.frombuffer(blob, dtype=np.float32).reshape(len(ids), -1))
+                getattr(self.index, "flush")()  # noqa: B009 (shared indexes only)
                 self.store.set_meta(c, key, str(seq))
                 log.info("re-indexed %s from the store in %.1f s", key, time.monotonic() - t0)
                 self._applied = seq

@@ -39,6 +39,9 @@ def _unavailable(method: Callable[..., T]) -> Callable[..., T]:
 
     return wrapper
 INSERT_BATCH = 2_000
+# Milvus searches rows still in growing segments on a slow path (Milvus Lite: 1.2 s per query with 70,000 rows
+# growing, 68 ms once flushed, measured; a flush took 2 s): seal them after this many rows written by this process
+FLUSH_EVERY = 2_000
 
 
 def collection_name(model_version: str, dim: int) -> str:
@@ -57,6 +60,7 @@ class MilvusIndex:
         self.uri, self.dim, self.index_type = uri, dim, index_type
         self.collection = collection_name(model_version, dim)
         self.client: Any = MilvusClient(uri)
+        self._unflushed = 0
         if not self.client.has_collection(self.collection):
             self._create()
         self.client.load_collection(self.collection)
@@ -79,6 +83,7 @@ class MilvusIndex:
         self.client.drop_collection(self.collection)
         self._create()
         self.client.load_collection(self.collection)
+        self._unflushed = 0
 
     def drop_collection_of(self, model_version: str, dim: int) -> None:
         """Drop another model's collection (the generation a re-embedding replaced)."""
@@ -100,6 +105,15 @@ class MilvusIndex:
             self.client.upsert(self.collection, [{"id": int(f), "vector": x.tolist()}
                                                  for f, x in zip(ids[i : i + INSERT_BATCH], v[i : i + INSERT_BATCH],
                                                                  strict=True)])
+        self._unflushed += len(ids)
+        if self._unflushed >= FLUSH_EVERY:
+            self.flush()
+
+    @_unavailable
+    def flush(self) -> None:
+        """Seal what was written into indexed segments (fast searches; Milvus does it by itself at its sizes)."""
+        self.client.flush(self.collection)
+        self._unflushed = 0
 
     @_unavailable
     def remove(self, ids: np.ndarray) -> None:
