@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from index.errors import Conflict, GalleryError, GalleryMismatch, InvalidKey, InvalidVector, NotFound, StoreUnavailable
-from index.sqlite import SqliteStore
+from index.sqlite import SqliteStore, read_export
 from index.store import ADD, DELETE, Conn, FaceRow, Store
 from index.vectors import Kind, SnapshotError, VectorIndex, Vectors, erase_from_snapshot
 
@@ -887,21 +887,13 @@ class Gallery:
     def import_(self, path: Path) -> tuple[int, int]:
         """Merge an exported gallery: identities by key, faces not already present (same identity and
         image hash). Returns (identities touched, faces added)."""
-        src = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True)
         try:
-            meta = dict(src.execute("SELECT key, value FROM meta").fetchall())
-            if int(meta.get("dim", 0)) != self.dim or meta.get("model_version") != self.model_version:
-                raise GalleryMismatch(f"export was made by model {meta.get('model_version')} "
-                                      f"({meta.get('dim')}-d); this gallery uses {self.model_version}")
-            idents = {r[0]: (r[1], json.loads(r[2])) for r in src.execute("SELECT id, key, metadata FROM identities")}
-            cols = {r[1] for r in src.execute("PRAGMA table_info(faces)")}
-            source_cols = "source, source_geometry" if "source" in cols else "NULL, NULL"
-            rows = src.execute(f"SELECT identity_id, embedding, box, score, sha256, thumbnail, {source_cols} "
-                               "FROM faces").fetchall()
+            meta, idents, rows = read_export(Path(path))
         except sqlite3.DatabaseError as e:
             raise GalleryMismatch(f"not a FaceSearch gallery export: {e}") from e
-        finally:
-            src.close()
+        if int(meta.get("dim", 0)) != self.dim or meta.get("model_version") != self.model_version:
+            raise GalleryMismatch(f"export was made by model {meta.get('model_version')} "
+                                  f"({meta.get('dim')}-d); this gallery uses {self.model_version}")
         have = self.store.identity_sha256s()
         items = []
         for ident_id, emb, box, score, sha, thumb, source, geometry in rows:

@@ -7,6 +7,7 @@ the WAL into the database file and truncates it, so a deleted face's bytes are l
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import threading
 import time
@@ -14,7 +15,7 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from index.store import Conn, Store
 
@@ -64,6 +65,24 @@ CREATE TABLE IF NOT EXISTS audit(
 """
 # columns added after a gallery format shipped: (table, column, declaration)
 ADDED_COLUMNS = [("faces", "source", "BLOB"), ("faces", "source_geometry", "TEXT")]
+
+
+def read_export(path: Path) -> tuple[dict[str, str], dict[int, tuple[str, Any]], list[tuple[Any, ...]]]:
+    """An exported gallery file (``Gallery.export``, any format version): (meta, identity id -> (key, metadata),
+    faces as (identity id, embedding, box, score, sha256, chip, source, source geometry)). Raises
+    sqlite3.DatabaseError when the file is not one."""
+    src = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        meta = {str(k): str(v) for k, v in src.execute("SELECT key, value FROM meta")}
+        idents = {int(r[0]): (str(r[1]), json.loads(r[2]))
+                  for r in src.execute("SELECT id, key, metadata FROM identities")}
+        cols = {r[1] for r in src.execute("PRAGMA table_info(faces)")}
+        source_cols = "source, source_geometry" if "source" in cols else "NULL, NULL"
+        rows = [tuple(r) for r in src.execute(
+            f"SELECT identity_id, embedding, box, score, sha256, thumbnail, {source_cols} FROM faces")]
+    finally:
+        src.close()
+    return meta, idents, rows
 
 
 class _Connection(sqlite3.Connection):
