@@ -94,7 +94,8 @@ def main() -> None:
             right = np.mean([x.identities[0].identity == n for x, (n, _, _) in zip(ra, probes, strict=True)])
             right_direct = np.mean([y.identities[0].identity == n for y, (n, _, _) in zip(rb, probes, strict=True)])
             # face by face: the re-embedded vector against the one the model made from the same photo
-            again = dict(g.store.conn.execute("SELECT sha256, embedding FROM faces").fetchall())
+            with g.store.read() as c:
+                again = dict(c.execute("SELECT sha256, embedding FROM faces").fetchall())
             per_face = [float(np.linalg.norm(np.frombuffer(again[key], np.float32) - f.embedding))
                         for _, key, f in direct_faces if key in again]
             r[f"{tag} probes"] = len(probes)
