@@ -111,3 +111,33 @@ def test_replicas_share_one_collection_fed_by_the_change_log(tmp_path: Path, pg_
     finally:
         a.close()
         b.close()
+
+
+def test_reembedding_fills_the_new_models_collection_and_drops_the_old(tmp_path: Path,
+                                                                      database_url: str | None) -> None:
+    from index.milvus import collection_name
+
+    uri = str(tmp_path / "milvus.db")
+    rng = np.random.default_rng(6)
+    old = Gallery(tmp_path / "a", dim=DIM, model_version="m1", database_url=database_url, vector_url=uri)
+    ids = old.add_many([(f"p{i % 5}", NewFace(v)) for i, v in enumerate(faces_like(rng, 10, 1))])
+    folder = tmp_path / ("b" if database_url else "a")  # SQLite: the same folder; PostgreSQL: another replica's
+    new = Gallery(folder, dim=DIM, model_version="m2", database_url=database_url, vector_url=uri,
+                  allow_mismatch=True)
+    try:
+        target = {i: faces_like(np.random.default_rng(i), 1, 1)[0] for i in ids}
+        old.delete_face(ids[0])  # while the new model waits: its face must not reach the new collection
+        report = new.reembed(lambda crops: [target[c.face_id] for c in crops], batch=4)
+        assert report.switched and report.reembedded == 9
+        assert np.array_equal(new.index.ids(), np.array(sorted(ids[1:])))
+        assert new.verify()["ok"]
+        for i in ids[1:4]:
+            hit = new.search(target[i], k=1)[0].identities[0]
+            assert hit.face_id == i and hit.distance < 1e-3
+        assert not new.index.client.has_collection(collection_name("m1", DIM))  # the old model's vectors went
+        new.close()
+        new = Gallery(folder, dim=DIM, model_version="m2", database_url=database_url, vector_url=uri)
+        assert new.verify()["ok"] and new.index.live == 9  # its position in the log was recorded with the switch
+    finally:
+        old.close()
+        new.close()
