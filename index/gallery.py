@@ -326,15 +326,9 @@ class Gallery:
     @staticmethod
     def _replay(index: VectorIndex, rows: list[tuple[int, int, int, bytes | None]]) -> None:
         """Apply change-log rows to an index that may hold some of them already (idempotent)."""
-        present: dict[int, bytes | None] = {}
-        for _, face_id, op, emb in rows:
-            present[face_id] = emb if op == ADD else None
-        existing = set(index.ids().tolist()) if rows else set()
-        index.remove(np.array([f for f, e in present.items() if e is None and f in existing], dtype=np.int64))
-        adds = [(f, e) for f, e in present.items() if e is not None and f not in existing]
-        if adds:
-            index.add(np.array([f for f, _ in adds], dtype=np.int64),
-                      np.stack([np.frombuffer(e, dtype=np.float32) for _, e in adds]))
+        if rows:
+            gone, add_ids, add_vecs = _changes(rows, existing=set(index.ids().tolist()))
+            _apply(index, gone, add_ids, add_vecs)
 
     def _build_from_store(self) -> tuple[VectorIndex, int]:
         """A new index of every stored face, and the change counter it reflects. The rows are read in one short
@@ -401,13 +395,9 @@ class Gallery:
         with self._write_mutex:
             with self._lock.write():
                 theirs = [r for r in rows if r[0] not in self._own]
-                gone = np.array([f for _, f, op, _ in theirs if op == DELETE], dtype=np.int64)
+                gone, add_ids, add_vecs = _changes(theirs)
                 erased = self.index.vectors(gone)
-                self.index.remove(gone)
-                adds = [(f, e) for _, f, op, e in theirs if op == ADD and e is not None]
-                if adds:
-                    self.index.add(np.array([f for f, _ in adds], dtype=np.int64),
-                                   np.stack([np.frombuffer(e, dtype=np.float32) for _, e in adds]))
+                _apply(self.index, gone, add_ids, add_vecs)
                 self._advance(rows[-1][0])
             if erased:  # another replica's delete: its vectors leave this replica's snapshot too
                 erase_from_snapshot(self.snapshot_dir, erased)
@@ -442,12 +432,7 @@ class Gallery:
                 return 0
             rows = self.store.changes_after(cursor, c)
             if rows:
-                gone = np.array([f for _, f, op, _ in rows if op == DELETE], dtype=np.int64)
-                adds = [(f, e) for _, f, op, e in rows if op == ADD and e is not None]
-                if adds:
-                    self.index.add(np.array([f for f, _ in adds], dtype=np.int64),
-                                   np.stack([np.frombuffer(e, dtype=np.float32) for _, e in adds]))
-                self.index.remove(gone)
+                _apply(self.index, *_changes(rows))
                 self.store.set_meta(c, key, str(rows[-1][0]))
             self._applied = rows[-1][0] if rows else cursor
             return len(rows)
@@ -852,8 +837,9 @@ class Gallery:
         The faces are read one query each, so the iterator may be consumed from any thread; a face deleted
         meanwhile is skipped."""
         record = self.get_identity(identity)
-        page = self.store.list_faces(identity, 1 << 62, 0)
-        ids = [int(r[0]) for r in page[0]] if page else []
+        with self.store.read() as c:
+            ident = self.store.identity_id(c, identity)
+            ids = self.store.identity_face_ids(c, ident) if ident is not None else []
 
         def faces() -> Iterator[dict[str, Any]]:
             for face_id in ids:
@@ -914,6 +900,29 @@ class Gallery:
                 "reembed": self.reembed_status(), "store": "postgresql" if self.store.shared else "sqlite",
                 "db_bytes": self.store.size_bytes(), "change_counter": self.store.seq(),
                 "applied_change": self._applied}
+
+
+def _changes(rows: Sequence[tuple[int, int, int, bytes | None]], existing: set[int] | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Change-log rows (seq, face id, op, embedding or None once the face is gone) as (ids to remove int64 (n,),
+    ids to add int64 (m,), their vectors float32 (m, D)). The last change of a face counts; an added face deleted
+    since is skipped (its delete follows). ``existing``: the ids the index holds, for an index that may hold some of
+    the changes already (nothing is added twice, only held ids are removed)."""
+    last: dict[int, tuple[int, bytes | None]] = {}
+    for _, face_id, op, emb in rows:
+        last[face_id] = (op, emb)
+    held = existing if existing is not None else set()
+    gone = [f for f, (op, e) in last.items()
+            if (op == DELETE or (e is None and f in held)) and (existing is None or f in existing)]
+    adds = [(f, e) for f, (op, e) in last.items() if op == ADD and e is not None and f not in held]
+    vecs = np.stack([np.frombuffer(e, dtype=np.float32) for _, e in adds]) if adds else np.zeros((0, 0), np.float32)
+    return np.array(gone, dtype=np.int64), np.array([f for f, _ in adds], dtype=np.int64), vecs
+
+
+def _apply(index: Vectors, gone: np.ndarray, add_ids: np.ndarray, add_vecs: np.ndarray) -> None:
+    index.remove(gone)
+    if len(add_ids):
+        index.add(add_ids, add_vecs)
 
 
 def _is_int64(x: object) -> bool:
