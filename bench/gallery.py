@@ -5,7 +5,8 @@
 Figures: exact search p50/p99 (one query) and queries/s (batches of 32) at 100k and 1M faces, beside a
 plain numpy matrix product; HNSW p50, recall@10 and decision agreement with exact search at 1M (the share of
 probes of enrolled people whose top identity and match/unknown decision equal exact search's, and of strangers
-whose decision does: ``hnsw_decision_agreement_probes`` / ``_strangers``); bulk add rate (batches of 1,000);
+whose decision does: ``hnsw_decision_agreement_probes`` / ``_strangers``), and the time of the same graph walking
+float32 instead of float16 vectors (``hnsw_fp16_time_ratio``, interleaved); bulk add rate (batches of 1,000);
 single-face add latency (with its fsync) and delete latency (with its erasure); start-up from the snapshot and
 from SQLite alone; bytes per face.
 
@@ -34,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import blas_info, machine  # noqa: E402
 
 from index import Gallery, NewFace  # noqa: E402
-from index.vectors import HNSW_EF_SEARCH  # noqa: E402
+from index.vectors import HNSW_EF_SEARCH, HNSW_M  # noqa: E402
 
 DIM = 128
 
@@ -171,8 +172,10 @@ def bench_size(folder: Path, n: int, out: dict[str, float], label: str, hnsw: bo
         more_strangers = photos(qrng, people(qrng, 2000))
         out["decision_threshold"] = threshold
         out["decision_probes"], out["decision_strangers"] = len(more_probes), len(more_strangers)
-        for ef in sorted({64, 96, 128, 192, 256, 384, 512, HNSW_EF_SEARCH}):
+        for ef in sorted({48, 64, 80, 96, 128, 192, 256, HNSW_EF_SEARCH}):
             p50h, _ = latency(lambda x, ef=ef: h.index.search(x, 10, ef_search=ef), probes)
+            out[f"hnsw_ef{ef}_p50_ms_strangers"], _ = latency(
+                lambda x, ef=ef: h.index.search(x, 10, ef_search=ef), strangers)
             rp = recall(h.index.search(probes, 10, ef_search=ef)[1], truth_probes)
             rs = recall(h.index.search(strangers, 10, ef_search=ef)[1], truth_strangers)
             out[f"hnsw_ef{ef}_p50_ms"], out[f"hnsw_ef{ef}_recall_at_10"] = p50h, rp
@@ -183,9 +186,29 @@ def bench_size(folder: Path, n: int, out: dict[str, float], label: str, hnsw: bo
             out[f"hnsw_ef{ef}_decision_agreement_strangers"] = ds
         # the headline figures: the service's default efSearch, from the sweep
         out["hnsw_ef_search"] = HNSW_EF_SEARCH
-        for key in ("p50_ms", "recall_at_10", "recall_at_10_strangers", "decision_agreement_probes",
-                    "decision_agreement_strangers"):
+        for key in ("p50_ms", "p50_ms_strangers", "recall_at_10", "recall_at_10_strangers",
+                    "decision_agreement_probes", "decision_agreement_strangers"):
             out[f"hnsw_{key}"] = out[f"hnsw_ef{HNSW_EF_SEARCH}_{key}"]
+        # what the float16 copies buy: the very same graph walking float32 vectors (no re-scoring needed),
+        # interleaved with the service's index at the default efSearch
+        graph = h.index._graph()
+        assert np.array_equal(faiss.vector_to_array(h.index.index.id_map), np.arange(1, n + 1))
+        storage = faiss.IndexFlatIP(DIM)
+        storage.add(mat)
+        twin = faiss.IndexHNSW(storage, HNSW_M)
+        twin.hnsw, twin.ntotal = graph.hnsw, graph.ntotal  # a copy of the graph's links
+        both = np.concatenate([probes, strangers])
+        p50_fp16, p50_f32 = [], []
+        faiss.omp_set_num_threads(1)  # as the service searches a few queries (index/vectors.py, _search)
+        for _ in range(3):
+            p50_fp16.append(latency(lambda x: h.index.search(x, 10), both)[0])
+            p50_f32.append(latency(lambda x: twin.search(x, 10, params=faiss.SearchParametersHNSW(
+                efSearch=HNSW_EF_SEARCH)), both)[0])
+        faiss.omp_set_num_threads(2)
+        out["hnsw_float32_graph_p50_ms"] = min(p50_f32)
+        out["hnsw_fp16_graph_p50_ms"] = min(p50_fp16)
+        out["hnsw_fp16_time_ratio"] = min(p50_fp16) / min(p50_f32)
+        del twin, storage
         h.close()
     # single-face adds, each its own fsynced transaction
     v, _ = vectors(np.random.default_rng(99), 50, 10)

@@ -3,9 +3,10 @@
     python bench/hnsw_params.py M EF_CONSTRUCTION
 
 Builds one HNSW graph with M and efConstruction over the 1M gallery of bench/gallery.py (``data(1_000_000)``, the
-same seed) and sweeps efSearch, printing the one-query p50 and the decision agreement with exact search as
-bench/gallery.py measures it (its probes, strangers and threshold, drawn in the same order). The service's graph
-is M=32, efConstruction=80 (index/vectors.py).
+same seed) as the service builds it (float16 copies walked, the k found re-scored in float32) and sweeps efSearch,
+printing the one-query p50 and the decision agreement with exact search as bench/gallery.py measures it (its
+probes, strangers and threshold, drawn in the same order). The service's graph is M=48, efConstruction=160
+(index/vectors.py).
 """
 
 from __future__ import annotations

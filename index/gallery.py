@@ -400,7 +400,7 @@ class Gallery:
                 _apply(self.index, gone, add_ids, add_vecs)
                 self._advance(rows[-1][0])
             if erased:  # another replica's delete: its vectors leave this replica's snapshot too
-                erase_from_snapshot(self.snapshot_dir, erased)
+                self._erase_snapshot(erased)
         self._maybe_rebuild()
         return len(theirs)
 
@@ -573,8 +573,13 @@ class Gallery:
     def _erase(self, vectors: list[bytes]) -> None:
         """After a delete committed (caller holds the write mutex, so no snapshot is being written): overwrite
         the vectors in the current snapshot and let the store drop its copies of the rows."""
-        erase_from_snapshot(self.snapshot_dir, vectors)
+        self._erase_snapshot(vectors)
         self.store.erase_deleted()
+
+    def _erase_snapshot(self, vectors: list[bytes]) -> None:
+        """Overwrite these vectors, in every form this process's index stores them, in its snapshot file."""
+        if isinstance(self.index, VectorIndex):  # a shared index has no snapshot here
+            erase_from_snapshot(self.snapshot_dir, self.index.stored_forms(vectors))
 
     def update_identity(self, identity: str, *, new_key: str | None = None,
                         metadata: dict[str, Any] | None = None, actor: str | None = None) -> IdentityRecord:

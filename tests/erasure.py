@@ -5,12 +5,17 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import faiss
+import numpy as np
+
 WINDOW = 32
 
 
-def face_bytes(db: Path, face_ids: list[int]) -> dict[str, bytes]:
+def face_bytes(db: Path, face_ids: list[int], *, hnsw: bool = False) -> dict[str, bytes]:
     """The stored bytes of these faces (embedding, chip, source crop, and a re-embedding under way), read
-    from the database before they are deleted: ``"<face id>/<column>" -> bytes``."""
+    from the database before they are deleted: ``"<face id>/<column>" -> bytes``. ``hnsw``: also the float16
+    copy of each embedding that an HNSW graph walks (``"<face id>/embedding-fp16"``), encoded by FAISS's own
+    float16 codec (it rounds some values differently from numpy's)."""
     out: dict[str, bytes] = {}
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
@@ -20,12 +25,20 @@ def face_bytes(db: Path, face_ids: list[int]) -> dict[str, bytes]:
             for name, blob in zip(("embedding", "chip", "source"), row, strict=True):
                 if blob is not None:
                     out[f"{i}/{name}"] = bytes(blob)
+            if hnsw:
+                out[f"{i}/embedding-fp16"] = fp16(bytes(row[0]))
             new = con.execute("SELECT embedding FROM reembedding WHERE face_id = ?", (i,)).fetchone()
             if new is not None and new[0] is not None:
                 out[f"{i}/reembedding"] = bytes(new[0])
     finally:
         con.close()
     return out
+
+
+def fp16(embedding: bytes) -> bytes:
+    x = np.frombuffer(embedding, dtype=np.float32)[None, :]
+    codec = faiss.IndexScalarQuantizer(x.shape[1], faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+    return bytes(codec.sa_encode(np.ascontiguousarray(x))[0])
 
 
 def windows(blob: bytes) -> list[bytes]:

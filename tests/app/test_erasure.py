@@ -35,11 +35,14 @@ def test_deleted_faces_leave_no_bytes_in_any_file(tmp_path: Path, server_factory
     server.wait_ready()
     ids = {name: enroll(server.url, name) for name in PEOPLE}
     server.stop()  # a clean stop writes the index snapshot: every vector is in it now
-    stored = face_bytes(data / "gallery.db", [i for v in ids.values() for i in v])
-    assert len(stored) == 3 * 2 * len(PEOPLE)  # embedding, chip and source crop of each face
+    stored = face_bytes(data / "gallery.db", [i for v in ids.values() for i in v], hnsw=kind == "hnsw")
+    forms = 4 if kind == "hnsw" else 3  # embedding, chip and source crop of each face; the graph's float16 copy
+    assert len(stored) == forms * 2 * len(PEOPLE)
     held = files_holding(data, stored)
     assert set(held) == set(stored), "the scan must find what is stored"
     assert any(f.startswith("index/") for f in held[f"{ids[PEOPLE[0]][0]}/embedding"])
+    if kind == "hnsw":
+        assert all(f.startswith("index/") for f in held[f"{ids[PEOPLE[0]][0]}/embedding-fp16"])
 
     # one face
     server = server_factory(data, **env)
