@@ -11,7 +11,9 @@ Figures, each side by side with its embedded-tier counterpart in the same run:
 - bulk enrollment (batches of 1,000 faces) into PostgreSQL and into SQLite, faces/s;
 - replica start-up with ``--faces`` in PostgreSQL: from PostgreSQL alone, and from its snapshot plus 1,000 changes;
 - Milvus Lite beside FAISS (exact) on the same ``--milvus-faces`` vectors: insert faces/s, one-query search p50, and
-  the decision agreement of bench/gallery.py (top identity and match/unknown equal to exact search's).
+  the decision agreement of bench/gallery.py (top identity and match/unknown equal to exact search's);
+- ``facesearch gallery compact`` on PostgreSQL and on SQLite: 20,000 faces with chips and crops, 1% deleted first.
+Sections run alone with ``--skip`` naming the others.
 """
 
 from __future__ import annotations
@@ -229,6 +231,32 @@ def bench_bulk_and_startup(work: Path, database: Callable[[], str], faces: int, 
           f"from snapshot + 1,000 changes {out['startup_from_snapshot_plus_log_s']:.1f} s", flush=True)
 
 
+def bench_compact(work: Path, url: str, out: dict[str, Any], faces: int = 20_000) -> None:
+    """``Gallery.compact`` (``facesearch gallery compact``) on PostgreSQL and on SQLite: the same faces, each with a
+    chip and a source crop of their median sizes (random bytes: coded images do not compress), 1% deleted one
+    by one first; seconds, and the store's bytes before and after."""
+    rng = np.random.default_rng(11)
+    v, who, _ = data(faces)
+    for name, g in (("postgres", Gallery(work / "compact-pg", dim=DIM, model_version="c", database_url=url)),
+                    ("sqlite", Gallery(work / "compact-sqlite", dim=DIM, model_version="c"))):
+        for i in range(0, faces, 500):
+            g.add_many([(f"id-{w:07d}", NewFace(x, thumbnail=rng.bytes(5_400), source=rng.bytes(48_000)))
+                        for x, w in zip(v[i : i + 500], who[i : i + 500], strict=True)])
+        for face_id in range(1, faces + 1, 100):
+            g.delete_face(face_id)
+        out[f"compact_store_bytes_before_{name}"] = g.store.size_bytes()
+        t = time.perf_counter()
+        report = g.compact()
+        out[f"compact_s_{name}"] = time.perf_counter() - t
+        out[f"compact_store_bytes_after_{name}"] = g.store.size_bytes()
+        out[f"compact_left_{name}"] = report["store"]["left"]
+        g.close()
+    out["compact_faces"] = faces
+    print(f"compact at {faces:,} faces with chips and crops: PostgreSQL {out['compact_s_postgres']:.1f} s "
+          f"({out['compact_store_bytes_before_postgres'] / 1e9:.2f} GB), SQLite {out['compact_s_sqlite']:.1f} s "
+          f"({out['compact_store_bytes_before_sqlite'] / 1e9:.2f} GB)", flush=True)
+
+
 def bench_milvus(work: Path, n: int, out: dict[str, Any]) -> None:
     from index.milvus import MilvusIndex
     from index.vectors import VectorIndex
@@ -291,7 +319,7 @@ def main() -> None:
     p.add_argument("--faces", type=int, default=1_000_000, help="start-up measurement's gallery size")
     p.add_argument("--milvus-faces", type=int, default=1_000_000)
     p.add_argument("--database-url", help="an empty PostgreSQL database (default: a throwaway cluster)")
-    p.add_argument("--skip", nargs="*", default=[], choices=["replicas", "lag", "bulk", "milvus"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["replicas", "lag", "bulk", "milvus", "compact"])
     p.add_argument("--json", type=Path, help="figures merged into this file after each section")
     a = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fs-scale-"))
@@ -310,7 +338,8 @@ def main() -> None:
         sections = [("replicas", lambda: bench_replicas(work, database(), a.seconds, out)),
                     ("lag", lambda: bench_lag(work, database(), out)),
                     ("bulk", lambda: bench_bulk_and_startup(work, database, a.faces, out)),
-                    ("milvus", lambda: bench_milvus(work, a.milvus_faces, out))]
+                    ("milvus", lambda: bench_milvus(work, a.milvus_faces, out)),
+                    ("compact", lambda: bench_compact(work, database(), out))]
         for name, run in sections:
             if name not in a.skip:
                 run()

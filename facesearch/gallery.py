@@ -1,4 +1,4 @@
-"""`facesearch gallery`: stats, export, import, rebuild-index (alias reindex), verify, reembed.
+"""`facesearch gallery`: stats, export, import, rebuild-index (alias reindex), verify, reembed, compact.
 
 Opens the gallery under a data folder with the encoder's dimension and model version (read from the
 checkpoint's card without loading torch when ``--dim``/``--model-version`` are given).
@@ -8,6 +8,11 @@ crop into a new generation, then switches to it; killed, it resumes where it sto
 enrolled before source crops existed are re-embedded from their chip where it is this encoder's chip; the
 others are listed (face id, identity) on stderr and in ``--report`` and block the switch until they are
 enrolled again or dropped (``--drop-unrecoverable``).
+
+``compact`` rewrites what keeps deleted faces' bytes in free space until it is reused: PostgreSQL's tables (VACUUM
+FULL) and WAL (switched and checkpointed), a Milvus collection (filled again from the store), the HNSW graph. It
+exits 1 when the report lists copies still kept (``"left"``: WAL recycling, archiving, replication slots, or
+missing privileges). Under SQLite deletes already erase; compact only returns freed pages to the file system.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from index.gallery import Gallery
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="facesearch gallery", description=__doc__)
     p.add_argument("action", choices=["stats", "export", "import", "rebuild-index", "reindex", "verify",
-                                       "reembed"])
+                                       "reembed", "compact"])
     p.add_argument("file", nargs="?", type=Path, help="export/import file")
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("FACESEARCH_DATA_DIR", "data")),
                    help="the gallery's folder (its SQLite store and index snapshot); default: FACESEARCH_DATA_DIR")
@@ -69,6 +74,12 @@ def main(argv: list[str] | None = None) -> int:
             report = g.verify()
             print(json.dumps(report, indent=2))
             return 0 if report["ok"] else 1
+        elif a.action == "compact":
+            report = g.compact()
+            print(json.dumps(report, indent=2))
+            for left in report["store"]["left"]:
+                print(f"still kept: {left}", file=sys.stderr)
+            return 1 if report["store"]["left"] else 0
         elif a.action == "reembed":
             assert embedder is not None
             return _reembed(g, embedder, a.report, a.drop_unrecoverable, a.batch)

@@ -725,6 +725,18 @@ class Gallery:
             self._applied, self._own = seq, set()
         self.snapshot(force=True)
 
+    def compact(self) -> dict[str, Any]:
+        """Rewrite everything that keeps deleted faces' bytes in free space: the store's tables and log
+        (:meth:`Store.compact`), and a shared Milvus collection, dropped and filled again from the store (the only
+        way Milvus Lite lets go of deleted vectors' files). This process's FAISS index and snapshot already
+        overwrote them at each delete."""
+        with self._writing():
+            store = self.store.compact()
+        if self.index.shared:
+            self.rebuild_index()
+        return {"store": store, "index": {"kind": self.index.kind, "rebuilt": self.index.shared,
+                                          "faces": self.index.live}}
+
     def _maybe_rebuild(self) -> None:
         """HNSW: once tombstones pass a fraction, rebuild the graph in the background; the old graph
         (with tombstones filtered) keeps serving until the new one is swapped in."""

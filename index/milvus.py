@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from index.errors import StoreUnavailable
+from index.vectors import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -72,7 +73,7 @@ class MilvusIndex:
         schema.add_field("id", DataType.INT64, is_primary=True)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
         params = self.client.prepare_index_params()
-        extra = {"M": 32, "efConstruction": 80} if self.index_type == "HNSW" else {}
+        extra = {"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION} if self.index_type == "HNSW" else {}
         params.add_index(field_name="vector", index_type=self.index_type, metric_type="IP", params=extra)
         self.client.create_collection(self.collection, schema=schema, index_params=params,
                                       consistency_level="Strong")
@@ -130,7 +131,7 @@ class MilvusIndex:
         q = np.asarray(queries, dtype=np.float32)
         params: dict[str, Any] = {"metric_type": "IP"}
         if self.index_type == "HNSW":
-            params["params"] = {"ef": max(k, ef_search or 192)}
+            params["params"] = {"ef": max(k, ef_search or HNSW_EF_SEARCH)}
         hits = self.client.search(self.collection, data=q.tolist(), limit=max(1, min(k, 16_384)), search_params=params,
                                   output_fields=["id"], consistency_level="Strong")
         width = max((len(h) for h in hits), default=0)

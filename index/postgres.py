@@ -200,6 +200,39 @@ class PostgresStore(Store):
         with self._connection() as conn:
             conn.execute("VACUUM faces, reembedding")
 
+    def compact(self) -> dict[str, Any]:
+        """A plain VACUUM (after every delete) frees deleted rows' space but leaves their bytes in the table
+        and TOAST files until reused, and the WAL holds them until its segments are overwritten. Here: VACUUM
+        FULL writes the tables holding faces and identities into new files (the old ones are unlinked), then a
+        WAL switch and a checkpoint retire every segment written before. That retires their bytes from the
+        server's files only where nothing keeps WAL: ``wal_recycle = off`` (else retired segments are renamed for
+        reuse, bytes intact), no archiving, no replication slots, ``wal_keep_size = 0``; what does is reported
+        under ``"left"``. The WAL steps need a superuser (or the pg_checkpoint role and EXECUTE on
+        pg_switch_wal). VACUUM FULL locks each table while it is rewritten: writes and searches wait."""
+        report: dict[str, Any] = {"left": []}
+        with self._connection() as conn:
+            conn.execute("VACUUM (FULL) faces, reembedding, identities")
+            report["tables"] = "rewritten (VACUUM FULL faces, reembedding, identities)"
+            try:
+                conn.execute("SELECT pg_switch_wal()")
+                conn.execute("CHECKPOINT")
+                report["wal"] = "switched and checkpointed: earlier segments retired"
+            except psycopg.errors.InsufficientPrivilege as e:
+                report["wal"] = "not retired"
+                report["left"].append(f"WAL: {str(e).splitlines()[0]} (needs a superuser or pg_checkpoint)")
+            setting = {name: str(conn.execute(f"SHOW {name}").fetchone()[0])  # type: ignore[index]
+                       for name in ("wal_recycle", "archive_mode", "wal_keep_size")}
+            slots = int(conn.execute("SELECT count(*) FROM pg_replication_slots").fetchone()[0])  # type: ignore[index]
+        if setting["wal_recycle"] == "on":
+            report["left"].append("WAL: wal_recycle = on renames retired segments for reuse, their bytes intact")
+        if setting["archive_mode"] != "off":
+            report["left"].append(f"WAL archive: archive_mode = {setting['archive_mode']} keeps copies")
+        if setting["wal_keep_size"] not in ("0", "0MB", "0kB"):
+            report["left"].append(f"WAL: wal_keep_size = {setting['wal_keep_size']} keeps segments")
+        if slots:
+            report["left"].append(f"WAL: {slots} replication slot(s) keep segments; standbys hold copies")
+        return report
+
     def size_bytes(self) -> int:
         with self.read() as c:
             return int(c.execute("SELECT pg_database_size(current_database())").fetchone()[0])

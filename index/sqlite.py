@@ -188,6 +188,13 @@ class SqliteStore(Store):
                 raise sqlite3.OperationalError("WAL checkpoint blocked by a reader for 60 s")
             time.sleep(0.05)
 
+    def compact(self) -> dict[str, Any]:
+        """``secure_delete`` already zeroed every deleted row and each delete truncated the WAL: VACUUM only
+        gives the freed pages back to the file system, then the WAL it wrote is truncated."""
+        self.conn.execute("VACUUM")
+        self.erase_deleted()
+        return {"tables": "rewritten (VACUUM)", "wal": "truncated", "left": []}
+
     def size_bytes(self) -> int:
         return self.path.stat().st_size if self.path.exists() else 0
 

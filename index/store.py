@@ -83,6 +83,12 @@ class Store(ABC):
         """After deletes committed: make the engine drop its copies of the deleted rows (see the engine)."""
 
     @abstractmethod
+    def compact(self) -> dict[str, Any]:
+        """Rewrite the tables that held deleted faces and identities so that no file of the engine keeps their
+        bytes in free space, and retire the engine's log; blocks the gallery meanwhile. Returns what was done
+        and, under ``"left"``, what still keeps copies (empty when nothing does)."""
+
+    @abstractmethod
     def size_bytes(self) -> int: ...
 
     @abstractmethod

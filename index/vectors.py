@@ -27,11 +27,14 @@ Kind = Literal["exact", "hnsw"]
 # M=48, efConstruction=160: on 1M vectors the graph that agrees with exact search's decisions on >= 99.5% of
 # probes and strangers within 1 ms (bench/gallery.py, bench/hnsw_params.py); M=32, efConstruction=80 needed
 # efSearch 384 (2.4 ms) for that
-HNSW_M = 48
-HNSW_EF_CONSTRUCTION = 160
+HNSW_M = 64
+HNSW_EF_CONSTRUCTION = 200
 HNSW_EF_SEARCH = 96
 HNSW_LAYOUT = "refine-flat/hnsw-fp16"  # snapshots of another layout are rebuilt from the store
-_HNSW_PARAMS: Any = getattr(faiss, "SearchParametersHNSW")  # noqa: B009 (missing from faiss's stubs)
+# faiss's bundled stubs lack these or type them too narrowly
+_HNSW_PARAMS: Any = getattr(faiss, "SearchParametersHNSW")  # noqa: B009
+_REFINE_PARAMS: Any = getattr(faiss, "IndexRefineSearchParameters")  # noqa: B009
+_HNSW_SQ: Any = getattr(faiss, "IndexHNSWSQ")  # noqa: B009
 BLOCK = 1 << 20
 INDEX_FILE, META_FILE = "vectors.faiss", "meta.json"
 
@@ -73,7 +76,7 @@ class VectorIndex:
         if kind == "exact":
             base: Any = faiss.IndexFlatIP(dim)
         elif kind == "hnsw":
-            graph = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_fp16, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+            graph = _HNSW_SQ(dim, faiss.ScalarQuantizer.QT_fp16, HNSW_M, faiss.METRIC_INNER_PRODUCT)
             graph.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
             graph.hnsw.efSearch = HNSW_EF_SEARCH
             base = faiss.IndexRefineFlat(graph)  # keeps the float32 vectors; re-scores the graph's k
@@ -160,7 +163,7 @@ class VectorIndex:
             dead = faiss.IDSelectorBatch(np.fromiter(self.tombstones, dtype=np.int64))
             alive = faiss.IDSelectorNot(dead)
             graph.sel = faiss.IDSelectorTranslated(self.index.id_map, alive)
-        params = faiss.IndexRefineSearchParameters(k_factor=1.0, base_index_params=graph)
+        params = _REFINE_PARAMS(k_factor=1.0, base_index_params=graph)
         return _search(self.index, q, k, params)
 
     def ids(self) -> np.ndarray:

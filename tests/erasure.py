@@ -4,30 +4,33 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
+import psycopg
 
 WINDOW = 32
 
 
-def face_bytes(db: Path, face_ids: list[int], *, hnsw: bool = False) -> dict[str, bytes]:
+def face_bytes(db: Path | str, face_ids: list[int], *, hnsw: bool = False) -> dict[str, bytes]:
     """The stored bytes of these faces (embedding, chip, source crop, and a re-embedding under way), read
     from the database before they are deleted: ``"<face id>/<column>" -> bytes``. ``hnsw``: also the float16
     copy of each embedding that an HNSW graph walks (``"<face id>/embedding-fp16"``), encoded by FAISS's own
-    float16 codec (it rounds some values differently from numpy's)."""
+    float16 codec (it rounds some values differently from numpy's). ``db``: the SQLite file or a PostgreSQL URL."""
     out: dict[str, bytes] = {}
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    con: Any = psycopg.connect(db) if isinstance(db, str) else sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    mark = "%s" if isinstance(db, str) else "?"
     try:
         for i in face_ids:
-            row = con.execute("SELECT embedding, thumbnail, source FROM faces WHERE id = ?", (i,)).fetchone()
+            row = con.execute(f"SELECT embedding, thumbnail, source FROM faces WHERE id = {mark}", (i,)).fetchone()
             assert row is not None, f"face {i} is not stored"
             for name, blob in zip(("embedding", "chip", "source"), row, strict=True):
                 if blob is not None:
                     out[f"{i}/{name}"] = bytes(blob)
             if hnsw:
                 out[f"{i}/embedding-fp16"] = fp16(bytes(row[0]))
-            new = con.execute("SELECT embedding FROM reembedding WHERE face_id = ?", (i,)).fetchone()
+            new = con.execute(f"SELECT embedding FROM reembedding WHERE face_id = {mark}", (i,)).fetchone()
             if new is not None and new[0] is not None:
                 out[f"{i}/reembedding"] = bytes(new[0])
     finally:

@@ -41,7 +41,7 @@ class Cluster:
 
     def start(self) -> None:
         opts = (f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=200 "
-                "-c shared_buffers=64MB")
+                "-c shared_buffers=64MB -c wal_recycle=off")  # retired WAL is unlinked, not kept for reuse
         self._run(_bin("pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.dir / "server.log"), "-w", "start")
 
     def stop(self, mode: str = "fast") -> None:
