@@ -91,8 +91,8 @@ def test_compact_leaves_no_deleted_bytes_in_postgresql_or_milvus_files(tmp_path:
                                                                       pg_url: str) -> None:
     """The replica tier: after deletes, ``facesearch gallery compact`` leaves none of the deleted faces' bytes in
     any file of the PostgreSQL server (tables and WAL), of Milvus Lite, or of the replica's data folder. Without
-    it, plain VACUUM leaves them in the tables' freed space and Milvus Lite in its segment files (checked by
-    hand: this test fails with the compact call removed)."""
+    it, plain VACUUM leaves them in the tables' freed space (checked by hand: with the compact call removed, every
+    deleted face's embedding, chip and crop is found in the server's files). Milvus's side: test_milvus.py."""
     data, milvus = tmp_path / "data", tmp_path / "milvus"
     milvus.mkdir()
     env = {"FACESEARCH_DATABASE_URL": pg_url, "FACESEARCH_VECTOR_URL": str(milvus / "vectors.db")}

@@ -141,3 +141,34 @@ def test_reembedding_fills_the_new_models_collection_and_drops_the_old(tmp_path:
     finally:
         old.close()
         new.close()
+
+
+def test_compact_leaves_no_deleted_vector_in_milvus_files(tmp_path: Path, database_url: str | None) -> None:
+    """Milvus Lite keeps deleted vectors in its flushed segment files (a delete only marks them; its compaction
+    rewrites nothing): ``Gallery.compact`` fills the collection again from the store, after which no file of
+    Milvus holds a deleted face's vector, and the gallery answers as before."""
+    from tests.erasure import files_holding
+
+    rng = np.random.default_rng(5)
+    vecs = faces_like(rng, 600, 4)  # 2,400 faces: more than one flush's worth, so segment files are written
+    folder = tmp_path / "milvus"
+    folder.mkdir()
+    g = Gallery(tmp_path / "a", dim=DIM, model_version="m1", database_url=database_url,
+                vector_url=str(folder / "vectors.db"))
+    ids = g.add_many([(f"p{i // 4}", NewFace(v)) for i, v in enumerate(vecs)])
+    for face_id in ids[:8]:
+        g.delete_face(face_id)
+    g.delete_identity("p7")  # ids[28:32]
+    gone = {str(i): vecs[k].tobytes() for k, i in enumerate(ids) if k < 8 or 28 <= k < 32}
+    kept = {str(i): vecs[k].tobytes() for k, i in enumerate(ids) if k in (8, 100, 2399)}
+    probes = vecs[40:60] + 0.05 * rng.normal(size=(20, DIM)).astype(np.float32)
+    before = [[(h.identity, h.face_id) for h in r.identities] for r in g.search(probes, k=3)]
+    assert files_holding(folder, gone), "Milvus Lite kept the deleted vectors (why compact exists)"
+
+    report = g.compact()
+    assert report["index"] == {"kind": "milvus", "rebuilt": True, "faces": len(ids) - 12}
+    assert files_holding(folder, gone) == {}
+    assert set(files_holding(folder, kept)) == set(kept), "the scan must find what is stored"
+    assert [[(h.identity, h.face_id) for h in r.identities] for r in g.search(probes, k=3)] == before
+    assert g.verify()["ok"]
+    g.close()
