@@ -179,9 +179,10 @@ def bench_size(folder: Path, n: int, out: dict[str, float], label: str, hnsw: bo
         out["decision_threshold"] = threshold
         out["decision_probes"], out["decision_strangers"] = len(more_probes), len(more_strangers)
         for ef in sorted({48, 64, 80, 96, 112, 128, 160, 192, HNSW_EF_SEARCH}):
-            p50h, _ = latency(lambda x, ef=ef: h.index.search(x, 10, ef_search=ef), probes)
-            out[f"hnsw_ef{ef}_p50_ms_strangers"], _ = latency(
-                lambda x, ef=ef: h.index.search(x, 10, ef_search=ef), strangers)
+            # the best of three passes' medians: the machine is shared, and a pass can lose its core for a while
+            p50h = min(latency(lambda x, ef=ef: h.index.search(x, 10, ef_search=ef), probes)[0] for _ in range(3))
+            out[f"hnsw_ef{ef}_p50_ms_strangers"] = min(
+                latency(lambda x, ef=ef: h.index.search(x, 10, ef_search=ef), strangers)[0] for _ in range(3))
             rp = recall(h.index.search(probes, 10, ef_search=ef)[1], truth_probes)
             rs = recall(h.index.search(strangers, 10, ef_search=ef)[1], truth_strangers)
             out[f"hnsw_ef{ef}_p50_ms"], out[f"hnsw_ef{ef}_recall_at_10"] = p50h, rp
