@@ -207,6 +207,26 @@ def test_snapshot_replay_and_corruption(tmp_path: Path) -> None:
     g.close()
 
 
+def test_hnsw_snapshot_of_the_float32_layout_is_rebuilt(tmp_path: Path) -> None:
+    """Snapshots written before the graph walked float16 copies carry no layout in their meta: an HNSW gallery
+    rebuilds from the store rather than load a graph of the old shape; an exact snapshot of then still loads."""
+    rng = np.random.default_rng(6)
+    vecs = unit(rng, 200)
+    for kind, reloaded in (("hnsw", -1), ("exact", 200)):
+        g = Gallery(tmp_path / kind, dim=DIM, model_version="m1", kind=kind)
+        fill(g, vecs, people=20)
+        g.close()
+        meta_path = tmp_path / kind / "index" / "g0" / "meta.json"
+        meta = json.loads(meta_path.read_text())
+        assert meta["layout"] == ("refine-flat/hnsw-fp16" if kind == "hnsw" else "flat")
+        del meta["layout"]  # as the previous version wrote it
+        meta_path.write_text(json.dumps(meta))
+        g = Gallery(tmp_path / kind, dim=DIM, model_version="m1", kind=kind)
+        assert g._loaded_seq == reloaded and g.verify()["ok"] and g.index.live == 200
+        assert [r.identities[0].identity for r in g.search(vecs[:5], k=1)] == [f"person-{i:03d}" for i in range(5)]
+        g.close()
+
+
 def test_hnsw_recall_tombstones_rebuild_and_kind_switch(tmp_path: Path) -> None:
     from index.gallery import REBUILD_TOMBSTONE_FRACTION
 
