@@ -10,9 +10,10 @@ others are listed (face id, identity) on stderr and in ``--report`` and block th
 enrolled again or dropped (``--drop-unrecoverable``).
 
 ``compact`` rewrites what keeps deleted faces' bytes in free space until it is reused: PostgreSQL's tables (VACUUM
-FULL) and WAL (switched and checkpointed), a Milvus collection (filled again from the store), the HNSW graph. It
-exits 1 when the report lists copies still kept (``"left"``: WAL recycling, archiving, replication slots, or
-missing privileges). Under SQLite deletes already erase; compact only returns freed pages to the file system.
+FULL) and WAL (switched and checkpointed), a Milvus collection (filled again from the store); the FAISS index and
+its snapshot already overwrote them at each delete. It exits 1 when the report lists copies still kept
+(``"left"``: WAL recycling, archiving, replication slots, or missing privileges). Under SQLite deletes already
+erase; compact only returns freed pages to the file system.
 """
 
 from __future__ import annotations

@@ -928,10 +928,11 @@ def _changes(rows: Sequence[tuple[int, int, int, bytes | None]], existing: set[i
     last: dict[int, tuple[int, bytes | None]] = {}
     for _, face_id, op, emb in rows:
         last[face_id] = (op, emb)
-    held = existing if existing is not None else set()
-    gone = [f for f, (op, e) in last.items()
-            if (op == DELETE or (e is None and f in held)) and (existing is None or f in existing)]
-    adds = [(f, e) for f, (op, e) in last.items() if op == ADD and e is not None and f not in held]
+    if existing is None:
+        gone = [f for f, (op, _) in last.items() if op == DELETE]
+    else:
+        gone = [f for f, (op, e) in last.items() if f in existing and (op == DELETE or e is None)]
+    adds = [(f, e) for f, (op, e) in last.items() if op == ADD and e is not None and f not in (existing or ())]
     vecs = np.stack([np.frombuffer(e, dtype=np.float32) for _, e in adds]) if adds else np.zeros((0, 0), np.float32)
     return np.array(gone, dtype=np.int64), np.array([f for f, _ in adds], dtype=np.int64), vecs
 
