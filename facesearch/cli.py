@@ -16,6 +16,7 @@ COMMANDS = {
     "teacher": ("model.train.teacher", "dlib embeddings of the training photos (distillation targets)"),
     "train": ("model.train.train", "train the triplet-loss encoder"),
     "evaluate": ("model.train.evaluate", "LFW View 2 evaluation of a checkpoint"),
+    "evaluate-cfp": ("model.train.cfp", "CFP frontal-frontal and frontal-profile evaluation (splits 6-10 only)"),
     "average": ("model.train.average", "average the weights of checkpoints from one training run"),
     "export": ("model.train.export", "package a trained checkpoint + its evaluation as shipped weights"),
     "gallery": ("facesearch.gallery", "gallery maintenance: stats, export, import, rebuild-index, verify, reembed"),
