@@ -12,8 +12,8 @@ import anyio
 from fastapi import Depends, Request, UploadFile
 
 from app.errors import NOT_MULTIPART, NOT_READY, TOO_LARGE, UNAUTHORIZED, ApiError
-from app.settings import Settings
 from app.state import AppState
+from facesearch.settings import Settings
 from index.gallery import Gallery
 from model.pipeline import FacePipeline
 

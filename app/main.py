@@ -19,8 +19,9 @@ from app import __version__, errors
 from app.deps import require_api_key
 from app.routes import audit, embed, faces, health, identities, info, search, verify, web
 from app.schemas import ERROR_RESPONSES
-from app.settings import Settings
 from app.state import AppState
+from facesearch.compose import open_pipeline, open_settings_gallery
+from facesearch.settings import Settings
 from index.gallery import Gallery
 from model.pipeline import FacePipeline, embed_stored
 
@@ -47,16 +48,12 @@ def load(state: AppState) -> None:
     s = state.settings
     _check_data_dir(s)
     try:
-        pipeline = FacePipeline(checkpoint=s.checkpoint, min_face_size=s.min_face_size,
-                                detect_max_side=s.detect_max_side, max_pixels=s.max_pixels,
-                                torch_threads=s.torch_threads, max_batch=s.max_batch, batch_wait_ms=s.batch_wait_ms,
-                                on_batch=state.metrics.batch_size.observe)
+        pipeline = open_pipeline(s, on_batch=state.metrics.batch_size.observe)
     except Exception as e:
         raise StartupError(f"cannot load the encoder: {e}") from e
     try:
-        gallery = Gallery(s.data_dir, dim=pipeline.dim, model_version=pipeline.model_version, kind=s.index_kind,
-                          allow_mismatch=s.reembed == "auto", database_url=s.database_url, pool_size=s.workers + 2,
-                          vector_url=s.vector_url, milvus_index=s.milvus_index)
+        gallery = open_settings_gallery(s, dim=pipeline.dim, model_version=pipeline.model_version,
+                                        allow_mismatch=s.reembed == "auto")
     except Exception as e:
         pipeline.close()
         where = "in PostgreSQL (FACESEARCH_DATABASE_URL)" if s.database_url else f"in {s.data_dir}"

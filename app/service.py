@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from app import schemas
-from index.gallery import Gallery, IdentityHit, NewFace
+from index.gallery import Gallery, IdentityHit
 from model.pipeline import AnalyzedFace, FacePipeline
-
-NEAR_DUPLICATE_DISTANCE = 0.25
-MIN_FACE_SIZE = 40
-MIN_BLUR = 30.0
-MAX_YAW = 35.0
 
 
 def distance_to_similarity(d: float) -> float:
@@ -51,49 +45,6 @@ def verify_threshold(pipeline: FacePipeline, requested: float | None) -> schemas
 
 def _nan_none(x: float) -> float | None:
     return None if x != x else x
-
-
-def enrollment_warnings(gallery: Gallery, identity: str, f: AnalyzedFace, sha256: str) -> list[str]:
-    warnings = []
-    q = f.quality
-    if q.face_size < MIN_FACE_SIZE:
-        warnings.append(f"small face ({q.face_size:.0f} px): recognition is less reliable below {MIN_FACE_SIZE} px")
-    if q.blur < MIN_BLUR:
-        warnings.append(f"blurry face (sharpness {q.blur:.0f})")
-    if abs(q.yaw) > MAX_YAW:
-        warnings.append(f"face turned away ({q.yaw:.0f} degrees): a frontal photo enrolls better")
-    for dup in gallery.faces_with_sha256(sha256):
-        warnings.append(f"the same image is already enrolled as face {dup.id} of identity {dup.identity!r}")
-    assert f.embedding is not None
-    res = gallery.search(f.embedding[None, :], k=5)[0]
-    own = next((h for h in res.identities if h.identity == identity), None)
-    if res.faces and res.faces[0].distance < NEAR_DUPLICATE_DISTANCE:
-        near = res.faces[0]
-        warnings.append(f"near-duplicate of face {near.face_id} of identity {near.identity!r} "
-                        f"(distance {near.distance:.3f})")
-    other = next((h for h in res.identities if h.identity != identity), None)
-    if other is not None and (own is None and _has_faces(gallery, identity) or own is not None
-                              and other.distance < own.distance):
-        warnings.append(f"this face is closer to identity {other.identity!r} (distance {other.distance:.3f}) "
-                        f"than to the identity's own faces")
-    return warnings
-
-
-def _has_faces(gallery: Gallery, identity: str) -> bool:
-    try:
-        return gallery.get_identity(identity).faces > 0
-    except KeyError:
-        return False
-
-
-def new_face(f: AnalyzedFace, sha256: str) -> NewFace:
-    assert f.embedding is not None
-    return NewFace(embedding=f.embedding, box=[float(x) for x in f.face.box], score=f.face.score, sha256=sha256,
-                   thumbnail=f.thumbnail_jpeg(), source=f.source_image(), source_geometry=f.source_geometry)
-
-
-def sha256_of(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def assign_identities(hits: list[list[IdentityHit]], threshold: float) -> list[IdentityHit | None]:

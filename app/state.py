@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 
 from app.metrics import Metrics
-from app.settings import Settings
+from facesearch.settings import Settings
 from index.gallery import Gallery
 from model.pipeline import FacePipeline
 

@@ -39,7 +39,7 @@ def main() -> None:
     from fastapi.testclient import TestClient
 
     from app.main import create_app
-    from app.settings import Settings
+    from facesearch.settings import Settings
     from model.train.train import read_people
 
     ids = read_people(HELDOUT)

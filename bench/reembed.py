@@ -54,7 +54,7 @@ def main() -> None:
     p.add_argument("--second", type=Path, action="append", help="a further checkpoint to re-embed for (repeat)")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
-    from app.service import new_face
+    from facesearch.enrollment import new_face
     from index.gallery import Gallery
     from model.dlib_resnet import DLIB_DAT
     from model.encoder import SHIPPED_CHECKPOINT

@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         items = kept
     counts = {"enrolled": 0, "skipped": 0, "no_face": 0, "failed": 0}
     no_face: list[str] = []
+    warned: list[str] = []  # in-process: the enrollment warnings the API would answer
     if a.url:
         remote = Remote(a.url, a.api_key)
         known: dict[str, set[str]] = {}
@@ -101,28 +102,24 @@ def main(argv: list[str] | None = None) -> int:
                 counts["failed"] += 1
                 log.warning("%s: %s %s", path, status, body.get("detail"))
     else:
-        from app.service import new_face, sha256_of
-        from app.settings import Settings
-        from index.gallery import Gallery
+        from facesearch import enrollment
+        from facesearch.compose import open_pipeline, open_settings_gallery
+        from facesearch.settings import Settings
         from model.errors import ImageError
-        from model.pipeline import FacePipeline
 
         s = Settings(**({"data_dir": a.data_dir} if a.data_dir else {}))
-        pipeline = FacePipeline(checkpoint=s.checkpoint, min_face_size=s.min_face_size,
-                                detect_max_side=s.detect_max_side, max_pixels=s.max_pixels,
-                                torch_threads=s.torch_threads)
-        gallery = Gallery(s.data_dir, dim=pipeline.dim, model_version=pipeline.model_version, kind=s.index_kind,
-                          database_url=s.database_url)
+        pipeline = open_pipeline(s)
+        gallery = open_settings_gallery(s, dim=pipeline.dim, model_version=pipeline.model_version)
 
         def prepare(item: tuple[str, Path]) -> tuple[str, str, Path, Any]:
             """Read, hash, detect and embed in a worker thread; the gallery writes stay in this thread."""
             ident, path = item
             data = path.read_bytes()
-            sha = sha256_of(data)
+            sha = enrollment.sha256_of(data)
             if any(f.identity == ident for f in gallery.faces_with_sha256(sha)):
                 return "skipped", sha, path, None
-            try:
-                return "analyzed", sha, path, pipeline.analyze(data, max_faces=1)
+            try:  # as the API enrolls: the source crop is kept, so a later encoder can re-embed the face
+                return "analyzed", sha, path, pipeline.analyze(data, max_faces=1, sources=True)
             except ImageError as e:
                 return "failed", sha, path, e
 
@@ -140,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
                         counts["no_face"] += 1
                         no_face.append(str(path))
                     else:
-                        gallery.add_faces(ident, [new_face(result.faces[0], sha)])
+                        done = enrollment.enroll(gallery, ident, enrollment.choose_faces([result], "largest"),
+                                                 [sha], actor="cli")
+                        warned += [f"{path}: {w}" for w in done[0].warnings]
                         added.add((ident, sha))
                         counts["enrolled"] += 1
         finally:
@@ -149,4 +148,6 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(counts))
     for path_str in no_face[:50]:
         print(f"no face: {path_str}")
+    for line in warned[:50]:
+        print(f"warning: {line}")
     return 0 if counts["failed"] == 0 else 1

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from facesearch.settings import Settings
 from index.gallery import Gallery
 
 
@@ -33,32 +33,49 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("action", choices=["stats", "export", "import", "rebuild-index", "reindex", "verify",
                                        "reembed", "compact"])
     p.add_argument("file", nargs="?", type=Path, help="export/import file")
-    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("FACESEARCH_DATA_DIR", "data")),
-                   help="the gallery's folder (its SQLite store and index snapshot); default: FACESEARCH_DATA_DIR")
-    p.add_argument("--database-url", default=os.environ.get("FACESEARCH_DATABASE_URL") or None,
-                   help="postgresql://... : the gallery lives in PostgreSQL (default: FACESEARCH_DATABASE_URL)")
-    p.add_argument("--vector-url", default=os.environ.get("FACESEARCH_VECTOR_URL") or None,
-                   help="Milvus (URL or Milvus Lite file) holds the vectors (default: FACESEARCH_VECTOR_URL)")
-    p.add_argument("--index-kind", choices=["exact", "hnsw"], default="exact")
-    p.add_argument("--checkpoint", type=Path, help="encoder checkpoint (default: shipped weights)")
+    # every default is the service's own (FACESEARCH_* variables, read by the same Settings as `serve`)
+    p.add_argument("--data-dir", type=Path, help="the gallery's folder (default: FACESEARCH_DATA_DIR or ./data)")
+    p.add_argument("--database-url", help="postgresql://... : the gallery lives in PostgreSQL "
+                                           "(default: FACESEARCH_DATABASE_URL)")
+    p.add_argument("--vector-url", help="Milvus (URL or Milvus Lite file) holds the vectors "
+                                         "(default: FACESEARCH_VECTOR_URL)")
+    p.add_argument("--index-kind", choices=["exact", "hnsw"], help="default: FACESEARCH_INDEX_KIND or exact")
+    p.add_argument("--milvus-index", choices=["FLAT", "HNSW"], help="default: FACESEARCH_MILVUS_INDEX or FLAT")
+    p.add_argument("--checkpoint", type=Path, help="encoder checkpoint (default: FACESEARCH_CHECKPOINT or the "
+                                                    "shipped weights)")
     p.add_argument("--dim", type=int)
     p.add_argument("--model-version")
-    p.add_argument("--report", type=Path, default=Path("reembed-unrecoverable.json"),
-                   help="reembed: where to list the faces that must be enrolled again")
+    p.add_argument("--create", action="store_true",
+                   help="create an empty gallery where none exists (otherwise the command refuses)")
+    p.add_argument("--report", type=Path,
+                   help="reembed: where to list the faces that must be enrolled again "
+                        "(default: reembed-unrecoverable.json in the data folder)")
     p.add_argument("--batch", type=int, default=64, help="reembed: faces per committed batch")
     p.add_argument("--drop-unrecoverable", action="store_true",
                    help="reembed: delete the faces no stored crop can re-embed, then switch")
     a = p.parse_args(argv)
     if a.action in ("export", "import") and a.file is None:
         p.error(f"{a.action} needs a file")
+    overrides = {"data_dir": a.data_dir, "database_url": a.database_url, "vector_url": a.vector_url,
+                 "index_kind": a.index_kind, "milvus_index": a.milvus_index, "checkpoint": a.checkpoint}
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    from index.config import gallery_exists
+
+    if not a.create and not gallery_exists(settings.data_dir, settings.database_url):
+        print(f"facesearch gallery: no gallery in {settings.data_dir} (set --data-dir or FACESEARCH_DATA_DIR; "
+              "--create makes an empty one)", file=sys.stderr)
+        return 2
     embedder = None
     if a.dim is None or a.model_version is None or a.action == "reembed":
         from model.encoder import load_encoder  # only when needed: stats and verify stay torch-free
 
-        embedder, card = load_encoder(a.checkpoint)
+        embedder, card = load_encoder(settings.checkpoint)
         a.dim, a.model_version = embedder.dim, card["model_version"]
-    g = Gallery(a.data_dir, dim=a.dim, model_version=a.model_version, kind=a.index_kind,
-                allow_mismatch=a.action == "reembed", database_url=a.database_url, vector_url=a.vector_url)
+    from facesearch.compose import open_settings_gallery
+
+    g = open_settings_gallery(settings, dim=a.dim, model_version=a.model_version,
+                              allow_mismatch=a.action == "reembed")
+    report_path = a.report or settings.data_dir / "reembed-unrecoverable.json"
     try:
         if a.action == "stats":
             print(json.dumps(g.stats(), indent=2))
@@ -83,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if report["store"]["left"] else 0
         elif a.action == "reembed":
             assert embedder is not None
-            return _reembed(g, embedder, a.report, a.drop_unrecoverable, a.batch)
+            return _reembed(g, embedder, report_path, a.drop_unrecoverable, a.batch)
     finally:
         g.close()
     return 0

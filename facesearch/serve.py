@@ -34,7 +34,7 @@ def limit_malloc_arenas(n: int = 2) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from app.settings import Settings
+    from facesearch.settings import Settings
 
     p = argparse.ArgumentParser(prog="facesearch serve", description=__doc__)
     p.add_argument("--host", help="default: FACESEARCH_HOST or 127.0.0.1")

@@ -37,8 +37,9 @@ from typing import Any
 
 import numpy as np
 
+from index.config import new_vectors, open_store
 from index.errors import Conflict, GalleryError, GalleryMismatch, InvalidKey, InvalidVector, NotFound, StoreUnavailable
-from index.sqlite import SqliteStore, read_export
+from index.sqlite import read_export
 from index.store import ADD, DELETE, Conn, FaceRow, Store
 from index.vectors import Kind, SnapshotError, VectorIndex, Vectors, erase_from_snapshot
 
@@ -197,12 +198,7 @@ class Gallery:
         self.model_version = model_version
         self.kind: Kind = kind
         self.vector_url, self.milvus_index = vector_url, milvus_index
-        if database_url:
-            from index.postgres import PostgresStore  # psycopg is needed only for this tier
-
-            self.store: Store = PostgresStore(database_url, pool_size=pool_size)
-        else:
-            self.store = SqliteStore(self.folder / "gallery.db")
+        self.store: Store = open_store(self.folder, database_url, pool_size)
         self._lock = RWLock()
         self._write_mutex = threading.Lock()  # serialises writers before they queue for the RW lock
         self._rebuild_thread: threading.Thread | None = None
@@ -283,12 +279,8 @@ class Gallery:
 
     def _new_index(self, model_version: str | None = None) -> Vectors:
         """An empty index of this gallery's kind; Milvus: the model's collection (created if missing)."""
-        if self.vector_url:
-            from index.milvus import MilvusIndex  # pymilvus is needed only for this tier
-
-            return MilvusIndex(self.vector_url, self.dim, model_version or self.model_version,
-                               index_type=self.milvus_index)
-        return VectorIndex(self.dim, self.kind)
+        return new_vectors(self.dim, model_version or self.model_version, self.kind, self.vector_url,
+                           self.milvus_index)
 
     def _load_index(self) -> Vectors:
         snap = self.snapshot_dir

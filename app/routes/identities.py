@@ -15,6 +15,7 @@ from fastapi.responses import StreamingResponse
 from app import schemas, service
 from app.deps import Actor, GalleryDep, Multipart, Pipeline, SettingsDep, State, read_upload, run_cpu
 from app.errors import MULTIPLE_FACES, NO_FACE, ApiError
+from facesearch import enrollment
 from index.gallery import FaceRecord, IdentityRecord, validate_key
 
 router = APIRouter(prefix="/identities", tags=["identities"])
@@ -65,23 +66,20 @@ async def enroll(
         raise ApiError(422, "validation_error", "at most 32 photos per request")
     blobs = [await read_upload(f, settings) for f in image]
     analyses = [await run_cpu(state, pipeline.analyze, b, sources=True) for b in blobs]
-    chosen = []
-    for i, a in enumerate(analyses):
+    for a in analyses:
         state.metrics.faces_detected.inc(a.faces_found)
-        if not a.faces:
-            raise ApiError(422, "no_face", NO_FACE, {"file_index": i})
-        if a.faces_found > 1 and face == "single":
-            raise ApiError(422, "multiple_faces", MULTIPLE_FACES,
-                           {"file_index": i, "boxes": [service.detected(f)["box"] for f in a.faces]})
-        chosen.append(a.faces[0])
-    shas = [service.sha256_of(b) for b in blobs]
+    try:
+        chosen = enrollment.choose_faces(analyses, face)
+    except enrollment.Refused as e:
+        if e.code == "no_face":
+            raise ApiError(422, "no_face", NO_FACE, {"file_index": e.file_index}) from e
+        raise ApiError(422, "multiple_faces", MULTIPLE_FACES, {"file_index": e.file_index, "boxes": e.boxes}) from e
+    shas = [enrollment.sha256_of(b) for b in blobs]
 
     def write() -> list[schemas.EnrolledFace]:
-        warnings = [service.enrollment_warnings(gallery, identity, f, s) for f, s in zip(chosen, shas, strict=True)]
-        ids = gallery.add_many([(identity, service.new_face(f, s)) for f, s in zip(chosen, shas, strict=True)],
-                               metadata={identity: meta} if meta is not None else None, actor=actor)
-        return [schemas.EnrolledFace(face_id=i, sha256=s, warnings=w, **service.detected(f))
-                for i, s, w, f in zip(ids, shas, warnings, chosen, strict=True)]
+        done = enrollment.enroll(gallery, identity, chosen, shas, metadata=meta, actor=actor)
+        return [schemas.EnrolledFace(face_id=e.face_id, sha256=e.sha256, warnings=e.warnings,
+                                     **service.detected(e.face)) for e in done]
 
     faces = await run_cpu(state, write)
     return schemas.EnrollResponse(identity=identity, faces=faces, model=pipeline.model_version)

@@ -169,8 +169,10 @@ def dlib_embeddings(root: Path, files: list[str]) -> dict[str, np.ndarray | None
 def protocol_metrics(pairs: list[CfpPair], emb: dict[str, np.ndarray | None]) -> dict[str, Any]:
     from model.train.metrics import kfold_accuracy, roc_auc
 
-    dist = np.array([NO_FACE_DISTANCE if emb[a] is None or emb[b] is None
-                     else float(np.linalg.norm(emb[a] - emb[b])) for a, b in (p.files for p in pairs)])
+    def distance(a: np.ndarray | None, b: np.ndarray | None) -> float:
+        return NO_FACE_DISTANCE if a is None or b is None else float(np.linalg.norm(a - b))
+
+    dist = np.array([distance(emb[p.files[0]], emb[p.files[1]]) for p in pairs])
     same = np.array([p.same for p in pairs])
     split = np.array([p.split for p in pairs])
     acc, std, thresholds = kfold_accuracy(dist, same, split)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from app import errors
 from app.main import create_app
-from app.settings import Settings
+from facesearch.settings import Settings
 from tests.conftest import lfw_photo, orl_photo
 
 # LFW people with several photos: enrolled with photos 1-2, probed with photo 3

@@ -16,7 +16,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.settings import Settings
+from facesearch.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.main import create_app
-from app.settings import Settings
+from facesearch.settings import Settings
 from tests.conftest import lfw_photo
 from tests.images import encode as enc
 from tests.images import gif_animated, png_claiming, zip_bytes

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from app.main import create_app
-from app.settings import Settings
+from facesearch.settings import Settings
 from tests.app.client import call
 from tests.conftest import Server, lfw_photo
 

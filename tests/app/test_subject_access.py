@@ -18,7 +18,7 @@ from PIL import Image
 
 from app.deps import key_id
 from app.main import create_app
-from app.settings import Settings
+from facesearch.settings import Settings
 from model.faces import face_in_source
 from tests.conftest import lfw_photo
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.settings import Settings
+from facesearch.settings import Settings
 from model.train.lfw import parse_folds, people_in_folds, read_pairs
 from tests.conftest import LFW
 

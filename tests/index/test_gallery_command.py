@@ -27,7 +27,9 @@ def test_gallery_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert main(["rebuild-index", "--data-dir", str(tmp_path / "a"), *common]) == 0
     assert json.loads(capsys.readouterr().out)["ok"] is True
     assert main(["export", str(tmp_path / "g.db"), "--data-dir", str(tmp_path / "a"), *common]) == 0
-    assert main(["import", str(tmp_path / "g.db"), "--data-dir", str(tmp_path / "b"), *common]) == 0
+    assert main(["import", str(tmp_path / "g.db"), "--data-dir", str(tmp_path / "b"), *common]) == 2  # no gallery
+    assert not (tmp_path / "b").exists()
+    assert main(["import", str(tmp_path / "g.db"), "--data-dir", str(tmp_path / "b"), "--create", *common]) == 0
     assert "imported 9 faces of 3 identities" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["export", "--data-dir", str(tmp_path / "a"), *common])  # no file given
@@ -69,4 +71,50 @@ def test_reembed_lists_faces_without_a_usable_crop(tmp_path: Path, capsys: pytes
     g = Gallery(tmp_path / "g", dim=128, model_version=card["model_version"])
     assert g.count() == (2, 0) and g.generation == 1
     assert [e["event"] for e in g.audit_log()][-3:] == ["delete_face", "delete_face", "reembed"]
+    g.close()
+
+
+def test_gallery_commands_refuse_a_folder_without_a_gallery(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("FACESEARCH_DATA_DIR", raising=False)
+    for action in ("stats", "verify", "reindex", "compact"):
+        assert main([action, "--dim", "8", "--model-version", "m1"]) == 2
+        assert "no gallery in data" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # nothing created in ./data
+
+
+def test_gallery_commands_read_the_service_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`gallery reindex` and `compact` on a deployment whose Milvus collection is HNSW (FACESEARCH_MILVUS_INDEX)
+    keep it HNSW: the commands read every FACESEARCH_* variable as `serve` does."""
+    pytest.importorskip("pymilvus")
+    from pymilvus import MilvusClient
+
+    from index.config import GalleryConfig, open_gallery
+
+    uri = str(tmp_path / "milvus.db")
+    cfg = GalleryConfig(folder=tmp_path / "g", dim=8, model_version="m1", vector_url=uri, milvus_index="HNSW")
+    g = open_gallery(cfg)
+    rng = np.random.default_rng(1)
+    g.add_many([(f"p{i % 3}", NewFace(v)) for i, v in enumerate(rng.normal(size=(9, 8)))])
+    collection = g.index.collection  # type: ignore[union-attr]
+    g.close()
+    for name, value in {"FACESEARCH_DATA_DIR": str(tmp_path / "g"), "FACESEARCH_VECTOR_URL": uri,
+                        "FACESEARCH_MILVUS_INDEX": "HNSW"}.items():
+        monkeypatch.setenv(name, value)
+
+    def index_type() -> str:
+        client = MilvusClient(uri)
+        try:
+            return str(client.describe_index(collection, client.list_indexes(collection)[0])["index_type"])
+        finally:
+            client.close()
+
+    assert index_type() == "HNSW"
+    assert main(["reindex", "--dim", "8", "--model-version", "m1"]) == 0
+    assert index_type() == "HNSW"
+    assert main(["compact", "--dim", "8", "--model-version", "m1"]) == 0
+    assert index_type() == "HNSW"
+    g = open_gallery(cfg)
+    assert g.index.live == 9
     g.close()

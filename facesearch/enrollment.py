@@ -1,0 +1,101 @@
+"""Enrollment, the one path for the API (``POST /v1/identities/{identity}/faces``) and ``facesearch enroll``:
+pick the face of each analysed photo, warn about what makes it a poor reference, and add the faces with their
+chip, source crop (so a later encoder can re-embed them) and an audit actor, all or none."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from index.errors import NotFound
+from index.gallery import Gallery, NewFace
+from model.pipeline import Analysis, AnalyzedFace
+
+NEAR_DUPLICATE_DISTANCE = 0.25
+MIN_FACE_SIZE = 40
+MIN_BLUR = 30.0
+MAX_YAW = 35.0
+FaceChoice = Literal["single", "largest"]
+
+
+class Refused(Exception):
+    """A photo of the batch cannot be enrolled as asked: ``code`` is ``no_face`` or ``multiple_faces``."""
+
+    def __init__(self, code: str, file_index: int, boxes: list[list[float]] | None = None) -> None:
+        super().__init__(f"{code} in photo {file_index}")
+        self.code, self.file_index, self.boxes = code, file_index, boxes
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    face_id: int
+    sha256: str
+    warnings: list[str]
+    face: AnalyzedFace
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def choose_faces(analyses: Sequence[Analysis], face: FaceChoice) -> list[AnalyzedFace]:
+    """The face each photo enrolls (its largest); raises :class:`Refused` for a photo with none, or with several
+    when ``face`` is ``single``. ``analyses`` must come from ``FacePipeline.analyze(..., sources=True)``."""
+    chosen = []
+    for i, a in enumerate(analyses):
+        if not a.faces:
+            raise Refused("no_face", i)
+        if a.faces_found > 1 and face == "single":
+            raise Refused("multiple_faces", i, [[round(float(x), 2) for x in f.face.box] for f in a.faces])
+        chosen.append(a.faces[0])
+    return chosen
+
+
+def enroll(gallery: Gallery, identity: str, faces: Sequence[AnalyzedFace], shas: Sequence[str], *,
+           metadata: dict[str, Any] | None = None, actor: str | None = None) -> list[Enrolled]:
+    """Add the faces to ``identity`` in one transaction; each comes back with its id and warnings."""
+    warnings = [enrollment_warnings(gallery, identity, f, s) for f, s in zip(faces, shas, strict=True)]
+    ids = gallery.add_many([(identity, new_face(f, s)) for f, s in zip(faces, shas, strict=True)],
+                           metadata={identity: metadata} if metadata is not None else None, actor=actor)
+    return [Enrolled(i, s, w, f) for i, s, w, f in zip(ids, shas, warnings, faces, strict=True)]
+
+
+def new_face(f: AnalyzedFace, sha256: str) -> NewFace:
+    assert f.embedding is not None
+    return NewFace(embedding=f.embedding, box=[float(x) for x in f.face.box], score=f.face.score, sha256=sha256,
+                   thumbnail=f.thumbnail_jpeg(), source=f.source_image(), source_geometry=f.source_geometry)
+
+
+def enrollment_warnings(gallery: Gallery, identity: str, f: AnalyzedFace, sha256: str) -> list[str]:
+    warnings = []
+    q = f.quality
+    if q.face_size < MIN_FACE_SIZE:
+        warnings.append(f"small face ({q.face_size:.0f} px): recognition is less reliable below {MIN_FACE_SIZE} px")
+    if q.blur < MIN_BLUR:
+        warnings.append(f"blurry face (sharpness {q.blur:.0f})")
+    if abs(q.yaw) > MAX_YAW:
+        warnings.append(f"face turned away ({q.yaw:.0f} degrees): a frontal photo enrolls better")
+    for dup in gallery.faces_with_sha256(sha256):
+        warnings.append(f"the same image is already enrolled as face {dup.id} of identity {dup.identity!r}")
+    assert f.embedding is not None
+    res = gallery.search(f.embedding[None, :], k=5)[0]
+    own = next((h for h in res.identities if h.identity == identity), None)
+    if res.faces and res.faces[0].distance < NEAR_DUPLICATE_DISTANCE:
+        near = res.faces[0]
+        warnings.append(f"near-duplicate of face {near.face_id} of identity {near.identity!r} "
+                        f"(distance {near.distance:.3f})")
+    other = next((h for h in res.identities if h.identity != identity), None)
+    if other is not None and (own is None and _has_faces(gallery, identity) or own is not None
+                              and other.distance < own.distance):
+        warnings.append(f"this face is closer to identity {other.identity!r} (distance {other.distance:.3f}) "
+                        f"than to the identity's own faces")
+    return warnings
+
+
+def _has_faces(gallery: Gallery, identity: str) -> bool:
+    try:
+        return gallery.get_identity(identity).faces > 0
+    except NotFound:
+        return False

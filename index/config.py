@@ -1,0 +1,63 @@
+"""Which engines hold a gallery: the one place they are chosen (the service, every CLI command and the benches
+come through :func:`open_gallery`).
+
+Store: SQLite under the gallery's folder, or PostgreSQL at ``database_url`` (shared by replicas). Vectors: FAISS in
+this process (``kind`` exact or hnsw), or a Milvus collection at ``vector_url`` (a server, or a Milvus Lite file)
+with ``milvus_index`` FLAT or HNSW.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from index.store import Store
+from index.vectors import Kind, VectorIndex, Vectors
+
+if TYPE_CHECKING:
+    from index.gallery import Gallery
+
+
+@dataclass(frozen=True)
+class GalleryConfig:
+    folder: Path
+    dim: int
+    model_version: str
+    kind: Kind = "exact"
+    allow_mismatch: bool = False
+    database_url: str | None = None
+    pool_size: int = 8
+    vector_url: str | None = None
+    milvus_index: Literal["FLAT", "HNSW"] = "FLAT"
+
+
+def open_gallery(cfg: GalleryConfig) -> Gallery:
+    from index.gallery import Gallery
+
+    return Gallery(**asdict(cfg))
+
+
+def open_store(folder: Path, database_url: str | None, pool_size: int) -> Store:
+    """PostgreSQL at ``database_url`` (shared by replicas), else SQLite in ``folder/gallery.db``."""
+    if database_url:
+        from index.postgres import PostgresStore  # psycopg is needed only for this tier
+
+        return PostgresStore(database_url, pool_size=pool_size)
+    from index.sqlite import SqliteStore
+
+    return SqliteStore(Path(folder) / "gallery.db")
+
+
+def new_vectors(dim: int, model_version: str, kind: Kind, vector_url: str | None, milvus_index: str) -> Vectors:
+    """An empty FAISS index of ``kind``, or the model's Milvus collection at ``vector_url`` (created if missing)."""
+    if vector_url:
+        from index.milvus import MilvusIndex  # pymilvus is needed only for this tier
+
+        return MilvusIndex(vector_url, dim, model_version, index_type=milvus_index)
+    return VectorIndex(dim, kind)
+
+
+def gallery_exists(folder: Path, database_url: str | None) -> bool:
+    """Whether a gallery is there to open (PostgreSQL: assumed; its tables are created on first open)."""
+    return bool(database_url) or (Path(folder) / "gallery.db").exists()
