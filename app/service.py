@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from app import schemas
-from index.gallery import Gallery, IdentityHit
+from index.gallery import Gallery
+from index.records import IdentityHit
 from model.pipeline import AnalyzedFace, FacePipeline
 
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from index.errors import NotFound
-from index.gallery import Gallery, NewFace
+from index.gallery import Gallery
+from index.records import NewFace
 from model.pipeline import Analysis, AnalyzedFace
 
 NEAR_DUPLICATE_DISTANCE = 0.25

@@ -13,7 +13,8 @@ from index.errors import (
     InvalidVector,
     NotFound,
 )
-from index.gallery import FaceRecord, Gallery, NewFace, SearchResult
+from index.gallery import Gallery
+from index.records import FaceRecord, NewFace, SearchResult
 
 __all__ = [
     "Conflict", "FaceRecord", "Gallery", "GalleryError", "GalleryMismatch", "InvalidKey", "InvalidVector",

@@ -24,160 +24,44 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from index.changelog import apply_changes, changes, replay
 from index.config import new_vectors, open_store
-from index.errors import Conflict, GalleryError, GalleryMismatch, InvalidKey, InvalidVector, NotFound, StoreUnavailable
+from index.errors import Conflict, GalleryError, GalleryMismatch, InvalidVector, NotFound, StoreUnavailable
+from index.locks import RWLock
+from index.records import (
+    FaceHit,
+    FaceRecord,
+    IdentityHit,
+    IdentityRecord,
+    NewFace,
+    ReembedReport,
+    SearchResult,
+    StoredCrop,
+    face_record,
+    identity_record,
+    is_int64,
+    similarity_to_distance,
+    unit_vectors,
+    validate_key,
+)
 from index.sqlite import read_export
-from index.store import ADD, DELETE, Conn, FaceRow, Store
+from index.store import DELETE, Conn, FaceRow, Store
 from index.vectors import Kind, SnapshotError, VectorIndex, Vectors, erase_from_snapshot
 
 log = logging.getLogger(__name__)
-MAX_KEY_LEN = 128
 REBUILD_TOMBSTONE_FRACTION = 0.1
 FOLLOW_POLL_S = 1.0  # a replica reads the change log at least this often (NOTIFY wakes it sooner)
-
-
-def validate_key(key: object) -> str:
-    """Identity keys: 1-128 printable characters (any language)."""
-    if not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY_LEN or not key.isprintable():
-        raise InvalidKey("identity must be 1-128 printable characters")
-    return key
-
-
-def similarity_to_distance(sim: np.ndarray | float) -> np.ndarray:
-    """Cosine similarity of unit vectors -> Euclidean distance (0..2)."""
-    return np.sqrt(np.clip(2.0 - 2.0 * np.asarray(sim, dtype=np.float64), 0.0, 4.0))
-
-
-@dataclass(frozen=True)
-class NewFace:
-    """A face to add. embedding: float32 (D,), L2-normalised."""
-
-    embedding: np.ndarray
-    box: Sequence[float] | None = None
-    score: float | None = None
-    sha256: str | None = None
-    thumbnail: bytes | None = None  # the encoder's aligned chip (JPEG)
-    source: bytes | None = None  # model-independent crop with context (JPEG), for re-embedding
-    source_geometry: dict[str, Any] | None = None  # box and landmarks in the source crop's pixels
-
-
-@dataclass(frozen=True)
-class StoredCrop:
-    """What a face's embedding can be made again from (see :meth:`Gallery.reembed`)."""
-
-    face_id: int
-    identity: str
-    source: bytes | None
-    source_geometry: dict[str, Any] | None
-    chip: bytes | None  # the aligned chip cut for the model that enrolled the face
-
-
-@dataclass
-class ReembedReport:
-    model_version: str
-    faces: int
-    reembedded: int
-    unrecoverable: list[tuple[int, str]]  # (face id, identity): no stored crop this model can use
-    switched: bool
-    generation: int
-    seconds: float
-
-
-@dataclass(frozen=True)
-class FaceRecord:
-    id: int
-    identity: str
-    model_version: str
-    box: list[float] | None
-    score: float | None
-    sha256: str | None
-    created_at: float
-    has_thumbnail: bool
-    has_source: bool = False
-
-
-@dataclass(frozen=True)
-class IdentityRecord:
-    key: str
-    metadata: dict[str, Any]
-    faces: int
-    created_at: float
-
-
-@dataclass(frozen=True)
-class FaceHit:
-    face_id: int
-    identity: str
-    similarity: float
-    distance: float
-
-
-@dataclass(frozen=True)
-class IdentityHit:
-    identity: str
-    face_id: int  # the best-matching face
-    similarity: float
-    distance: float
-    matched_faces: list[int]
-    match: bool | None = None  # against the search's threshold, when one was given
-
-
-@dataclass
-class SearchResult:
-    faces: list[FaceHit] = field(default_factory=list)
-    identities: list[IdentityHit] = field(default_factory=list)
-
-
-class RWLock:
-    """Many readers or one writer; writers are not starved (new readers wait while one is queued)."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._readers = 0
-        self._writer = False
-        self._waiting_writers = 0
-
-    @contextmanager
-    def read(self) -> Iterator[None]:
-        with self._cond:
-            while self._writer or self._waiting_writers:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
-
-    @contextmanager
-    def write(self) -> Iterator[None]:
-        with self._cond:
-            self._waiting_writers += 1
-            while self._writer or self._readers:
-                self._cond.wait()
-            self._waiting_writers -= 1
-            self._writer = True
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._writer = False
-                self._cond.notify_all()
 
 
 class Gallery:
@@ -301,7 +185,7 @@ class Gallery:
             if seq < self.store.pruned_through():
                 raise SnapshotError("snapshot is older than the change log")
             rows = self.store.changes_after(seq)
-            self._replay(index, rows)
+            replay(index, rows)
             self._replayed_deletes = any(op == DELETE for _, _, op, _ in rows)
             self._loaded_seq = seq
             self._applied = rows[-1][0] if rows else seq
@@ -314,13 +198,6 @@ class Gallery:
             self._applied = seq
             self._loaded_seq = -1  # force a snapshot at the next opportunity
             return index
-
-    @staticmethod
-    def _replay(index: VectorIndex, rows: list[tuple[int, int, int, bytes | None]]) -> None:
-        """Apply change-log rows to an index that may hold some of them already (idempotent)."""
-        if rows:
-            gone, add_ids, add_vecs = _changes(rows, existing=set(index.ids().tolist()))
-            _apply(index, gone, add_ids, add_vecs)
 
     def _build_from_store(self) -> tuple[VectorIndex, int]:
         """A new index of every stored face, and the change counter it reflects. The rows are read in one short
@@ -387,9 +264,9 @@ class Gallery:
         with self._write_mutex:
             with self._lock.write():
                 theirs = [r for r in rows if r[0] not in self._own]
-                gone, add_ids, add_vecs = _changes(theirs)
+                gone, add_ids, add_vecs = changes(theirs)
                 erased = self.index.vectors(gone)
-                _apply(self.index, gone, add_ids, add_vecs)
+                apply_changes(self.index, gone, add_ids, add_vecs)
                 self._advance(rows[-1][0])
             if erased:  # another replica's delete: its vectors leave this replica's snapshot too
                 self._erase_snapshot(erased)
@@ -424,7 +301,7 @@ class Gallery:
                 return 0
             rows = self.store.changes_after(cursor, c)
             if rows:
-                _apply(self.index, *_changes(rows))
+                apply_changes(self.index, *changes(rows))
                 self.store.set_meta(c, key, str(rows[-1][0]))
             self._applied = rows[-1][0] if rows else cursor
             return len(rows)
@@ -481,20 +358,7 @@ class Gallery:
             yield
 
     def _check_vectors(self, faces: Sequence[NewFace]) -> np.ndarray:
-        if not faces:
-            raise InvalidVector("no faces given")
-        try:
-            vecs = np.stack([np.asarray(f.embedding, dtype=np.float32).reshape(-1) for f in faces])
-        except ValueError as e:
-            raise InvalidVector(f"embeddings must all be {self.dim}-d") from e
-        if vecs.shape[1] != self.dim:
-            raise InvalidVector(f"embedding dimension {vecs.shape[1]}, gallery expects {self.dim}")
-        if not np.isfinite(vecs).all():
-            raise InvalidVector("embedding contains NaN or inf")
-        norms = np.linalg.norm(vecs, axis=1, keepdims=True)
-        if (norms < 1e-6).any():
-            raise InvalidVector("embedding has zero length")
-        return vecs / norms
+        return unit_vectors(faces, self.dim)
 
     def add_faces(self, identity: str, faces: Sequence[NewFace], *, metadata: dict[str, Any] | None = None
                   ) -> list[int]:
@@ -527,7 +391,7 @@ class Gallery:
     def delete_face(self, face_id: int, *, actor: str | None = None) -> str:
         """Delete one face; returns its identity. An identity left without faces is kept.
         When it returns, no file under the gallery's folder holds the face's embedding or crops."""
-        if not _is_int64(face_id):
+        if not is_int64(face_id):
             raise NotFound(f"face {face_id} not found")
         with self._write_mutex:
             with self._lock.write():
@@ -597,47 +461,38 @@ class Gallery:
         """(identities, faces)."""
         return self.store.count()
 
-    @staticmethod
-    def _identity(r: tuple[Any, ...]) -> IdentityRecord:
-        return IdentityRecord(key=r[0], metadata=json.loads(r[1]), created_at=r[2], faces=int(r[3]))
-
     def get_identity(self, identity: str) -> IdentityRecord:
         row = self.store.get_identity(identity)
         if row is None:
             raise NotFound(f"identity {identity!r} not found")
-        return self._identity(row)
+        return identity_record(row)
 
     def list_identities(self, *, limit: int = 50, offset: int = 0, prefix: str = ""
                         ) -> tuple[list[IdentityRecord], int]:
         """Identities ordered by key, optionally those starting with ``prefix``; returns (page, total)."""
         rows, total = self.store.list_identities(limit, offset, prefix)
-        return [self._identity(r) for r in rows], total
-
-    @staticmethod
-    def _face(r: tuple[Any, ...]) -> FaceRecord:
-        return FaceRecord(id=int(r[0]), identity=r[1], model_version=r[2], box=json.loads(r[3]) if r[3] else None,
-                          score=r[4], sha256=r[5], created_at=r[6], has_thumbnail=bool(r[7]), has_source=bool(r[8]))
+        return [identity_record(r) for r in rows], total
 
     def list_faces(self, identity: str, *, limit: int = 100, offset: int = 0) -> tuple[list[FaceRecord], int]:
         page = self.store.list_faces(identity, limit, offset)
         if page is None:
             raise NotFound(f"identity {identity!r} not found")
-        return [self._face(r) for r in page[0]], page[1]
+        return [face_record(r) for r in page[0]], page[1]
 
     def get_face(self, face_id: int) -> FaceRecord:
-        row = self.store.get_face(int(face_id)) if _is_int64(face_id) else None
+        row = self.store.get_face(int(face_id)) if is_int64(face_id) else None
         if row is None:
             raise NotFound(f"face {face_id} not found")
-        return self._face(row)
+        return face_record(row)
 
     def thumbnail(self, face_id: int) -> bytes:
-        exists, data = self.store.face_column(int(face_id), "thumbnail") if _is_int64(face_id) else (False, None)
+        exists, data = self.store.face_column(int(face_id), "thumbnail") if is_int64(face_id) else (False, None)
         if data is None:
             raise NotFound(f"face {face_id} has no thumbnail" if exists else f"face {face_id} not found")
         return data
 
     def faces_with_sha256(self, sha256: str) -> list[FaceRecord]:
-        return [self._face(r) for r in self.store.faces_with_sha256(sha256)]
+        return [face_record(r) for r in self.store.faces_with_sha256(sha256)]
 
     def embeddings(self, identity: str) -> tuple[np.ndarray, np.ndarray]:
         """(face ids int64 (n,), embeddings float32 (n, D)) of one identity."""
@@ -744,7 +599,7 @@ class Gallery:
             fresh, seq = self._build_from_store()
             with self._writing():
                 rows = self.store.changes_after(seq)
-                self._replay(fresh, rows)
+                replay(fresh, rows)
                 self.index = fresh
                 self._advance(rows[-1][0] if rows else seq)
             log.info("rebuilt the HNSW graph (%d faces)", fresh.live)
@@ -909,34 +764,6 @@ class Gallery:
                 "reembed": self.reembed_status(), "store": "postgresql" if self.store.shared else "sqlite",
                 "db_bytes": self.store.size_bytes(), "change_counter": self.store.seq(),
                 "applied_change": self._applied}
-
-
-def _changes(rows: Sequence[tuple[int, int, int, bytes | None]], existing: set[int] | None = None
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Change-log rows (seq, face id, op, embedding or None once the face is gone) as (ids to remove int64 (n,),
-    ids to add int64 (m,), their vectors float32 (m, D)). The last change of a face counts; an added face deleted
-    since is skipped (its delete follows). ``existing``: the ids the index holds, for an index that may hold some of
-    the changes already (nothing is added twice, only held ids are removed)."""
-    last: dict[int, tuple[int, bytes | None]] = {}
-    for _, face_id, op, emb in rows:
-        last[face_id] = (op, emb)
-    if existing is None:
-        gone = [f for f, (op, _) in last.items() if op == DELETE]
-    else:
-        gone = [f for f, (op, e) in last.items() if f in existing and (op == DELETE or e is None)]
-    adds = [(f, e) for f, (op, e) in last.items() if op == ADD and e is not None and f not in (existing or ())]
-    vecs = np.stack([np.frombuffer(e, dtype=np.float32) for _, e in adds]) if adds else np.zeros((0, 0), np.float32)
-    return np.array(gone, dtype=np.int64), np.array([f for f, _ in adds], dtype=np.int64), vecs
-
-
-def _apply(index: Vectors, gone: np.ndarray, add_ids: np.ndarray, add_vecs: np.ndarray) -> None:
-    index.remove(gone)
-    if len(add_ids):
-        index.add(add_ids, add_vecs)
-
-
-def _is_int64(x: object) -> bool:
-    return isinstance(x, int | np.integer) and -(2**63) <= int(x) < 2**63 and not math.isnan(float(x))
 
 
 def _remove(path: Path) -> None:

@@ -16,7 +16,7 @@ from app import schemas, service
 from app.deps import Actor, GalleryDep, Multipart, Pipeline, SettingsDep, State, read_upload, run_cpu
 from app.errors import MULTIPLE_FACES, NO_FACE, ApiError
 from facesearch import enrollment
-from index.gallery import FaceRecord, IdentityRecord, validate_key
+from index.records import FaceRecord, IdentityRecord, validate_key
 
 router = APIRouter(prefix="/identities", tags=["identities"])
 IdentityPath = Annotated[str, Path(description="the app's own key: 1-128 printable characters, no '/'")]

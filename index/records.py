@@ -1,0 +1,140 @@
+"""Typed records of the gallery (faces, identities, hits, re-embedding) and the validation of keys and vectors."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from index.errors import InvalidKey, InvalidVector
+
+MAX_KEY_LEN = 128
+
+
+def validate_key(key: object) -> str:
+    """Identity keys: 1-128 printable characters (any language)."""
+    if not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY_LEN or not key.isprintable():
+        raise InvalidKey("identity must be 1-128 printable characters")
+    return key
+
+
+def similarity_to_distance(sim: np.ndarray | float) -> np.ndarray:
+    """Cosine similarity of unit vectors -> Euclidean distance (0..2)."""
+    return np.sqrt(np.clip(2.0 - 2.0 * np.asarray(sim, dtype=np.float64), 0.0, 4.0))
+
+
+@dataclass(frozen=True)
+class NewFace:
+    """A face to add. embedding: float32 (D,), L2-normalised."""
+
+    embedding: np.ndarray
+    box: Sequence[float] | None = None
+    score: float | None = None
+    sha256: str | None = None
+    thumbnail: bytes | None = None  # the encoder's aligned chip (JPEG)
+    source: bytes | None = None  # model-independent crop with context (JPEG), for re-embedding
+    source_geometry: dict[str, Any] | None = None  # box and landmarks in the source crop's pixels
+
+
+@dataclass(frozen=True)
+class StoredCrop:
+    """What a face's embedding can be made again from (see :meth:`Gallery.reembed`)."""
+
+    face_id: int
+    identity: str
+    source: bytes | None
+    source_geometry: dict[str, Any] | None
+    chip: bytes | None  # the aligned chip cut for the model that enrolled the face
+
+
+@dataclass
+class ReembedReport:
+    model_version: str
+    faces: int
+    reembedded: int
+    unrecoverable: list[tuple[int, str]]  # (face id, identity): no stored crop this model can use
+    switched: bool
+    generation: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FaceRecord:
+    id: int
+    identity: str
+    model_version: str
+    box: list[float] | None
+    score: float | None
+    sha256: str | None
+    created_at: float
+    has_thumbnail: bool
+    has_source: bool = False
+
+
+@dataclass(frozen=True)
+class IdentityRecord:
+    key: str
+    metadata: dict[str, Any]
+    faces: int
+    created_at: float
+
+
+@dataclass(frozen=True)
+class FaceHit:
+    face_id: int
+    identity: str
+    similarity: float
+    distance: float
+
+
+@dataclass(frozen=True)
+class IdentityHit:
+    identity: str
+    face_id: int  # the best-matching face
+    similarity: float
+    distance: float
+    matched_faces: list[int]
+    match: bool | None = None  # against the search's threshold, when one was given
+
+
+@dataclass
+class SearchResult:
+    faces: list[FaceHit] = field(default_factory=list)
+    identities: list[IdentityHit] = field(default_factory=list)
+
+
+def face_record(r: Sequence[Any]) -> FaceRecord:
+    """A face row (id, identity, model version, box JSON, score, sha256, created at, has chip, has source)."""
+    return FaceRecord(id=int(r[0]), identity=r[1], model_version=r[2], box=json.loads(r[3]) if r[3] else None,
+                      score=r[4], sha256=r[5], created_at=r[6], has_thumbnail=bool(r[7]), has_source=bool(r[8]))
+
+
+def identity_record(r: Sequence[Any]) -> IdentityRecord:
+    """An identity row (key, metadata JSON, created at, faces)."""
+    return IdentityRecord(key=r[0], metadata=json.loads(r[1]), created_at=r[2], faces=int(r[3]))
+
+
+def unit_vectors(faces: Sequence[NewFace], dim: int) -> np.ndarray:
+    """The faces' embeddings as float32 (N, dim), L2-normalised; InvalidVector for anything else."""
+    if not faces:
+        raise InvalidVector("no faces given")
+    try:
+        vecs = np.stack([np.asarray(f.embedding, dtype=np.float32).reshape(-1) for f in faces])
+    except ValueError as e:
+        raise InvalidVector(f"embeddings must all be {dim}-d") from e
+    if vecs.shape[1] != dim:
+        raise InvalidVector(f"embedding dimension {vecs.shape[1]}, gallery expects {dim}")
+    if not np.isfinite(vecs).all():
+        raise InvalidVector("embedding contains NaN or inf")
+    norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+    if (norms < 1e-6).any():
+        raise InvalidVector("embedding has zero length")
+    return vecs / norms
+
+
+def is_int64(x: object) -> bool:
+    return isinstance(x, int | np.integer) and -(2**63) <= int(x) < 2**63 and not math.isnan(float(x))
