@@ -20,6 +20,9 @@ def best_threshold(dist: np.ndarray, same: np.ndarray) -> float:
     genuine_acc = np.concatenate([[0], np.cumsum(s)])
     impostor_rej = (len(s) - s.sum()) - np.concatenate([[0], np.cumsum(1 - s)])
     correct = genuine_acc + impostor_rej
+    # a threshold cannot split equal distances (pairs decided "different" for want of a face all lie at one value)
+    splittable = np.concatenate([[True], d[1:] > d[:-1], [True]])
+    correct = np.where(splittable, correct, -1)
     i = int(np.argmax(correct))
     if i == 0:
         return float(d[0] - 1e-6)

@@ -52,3 +52,13 @@ def test_eer_and_val_at_far(data: tuple[np.ndarray, np.ndarray]) -> None:
     perfect = np.array([0.1, 0.2, 1.5, 1.6])
     labels = np.array([True, True, False, False])
     assert eer(perfect, labels) == 0.0 and val_at_far(perfect, labels, 1e-3)[0] == 1.0
+
+
+def test_best_threshold_never_splits_equal_distances() -> None:
+    """Pairs decided "different" for want of a face all sit at one distance: a threshold there would accept them
+    all, so the best threshold lies below them, not in the middle of the tie."""
+    dist = np.array([0.1, 0.2, 2.0, 2.0, 2.0, 2.0])
+    same = np.array([True, True, True, False, False, False])
+    t = best_threshold(dist, same)
+    assert 0.2 < t < 2.0
+    assert accuracy_at(dist, same, t) == 5 / 6
