@@ -35,17 +35,32 @@ def get_settings(state: State) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
+def given_key(request: Request) -> str:
+    """The key a request carries: ``X-API-Key: KEY`` or ``Authorization: Bearer KEY``."""
+    key = request.headers.get("x-api-key")
+    if key is not None:
+        return key
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" else ""
+
+
 def require_api_key(request: Request, state: State) -> None:
     keys = state.settings.api_keys
     if not keys:
         return
-    given = request.headers.get("x-api-key", "")
+    given = given_key(request)
     # compare against every key, so timing does not reveal which one nearly matched
     ok = False
     for key in keys:
         ok |= secrets.compare_digest(given.encode(), key.encode())
     if not ok:
-        raise ApiError(401, "unauthorized", UNAUTHORIZED)
+        raise ApiError(401, "unauthorized", UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
+
+
+def require_metrics_key(request: Request, state: State) -> None:
+    """/metrics: the API's keys protect it too, unless FACESEARCH_METRICS_PUBLIC (a scraper inside the network)."""
+    if not state.settings.metrics_public:
+        require_api_key(request, state)
 
 
 def key_id(key: str) -> str:
@@ -57,7 +72,7 @@ def get_actor(request: Request, state: State) -> str:
     """Who makes this request, for the audit: the API key's id, or ``open`` when auth is off."""
     if not state.settings.api_keys:
         return "open"
-    return key_id(request.headers.get("x-api-key", ""))
+    return key_id(given_key(request))
 
 
 Actor = Annotated[str, Depends(get_actor)]
@@ -93,10 +108,22 @@ async def read_upload(upload: UploadFile, settings: Settings) -> bytes:
     return data
 
 
-def require_multipart(request: Request) -> None:
-    """Uploads must be multipart/form-data; anything else is 415, not a confusing 422."""
+async def require_multipart(request: Request) -> None:
+    """Uploads must be multipart/form-data; anything else is 415, not a confusing 422. A form field the route does
+    not take is refused (422 naming it), so that a misspelt or misplaced option is never silently ignored."""
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         raise ApiError(415, "unsupported_media_type", NOT_MULTIPART)
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known = {f.alias for f in dependant.body_params}
+    unknown = sorted({name for name in await request.form() if name not in known})
+    if unknown:
+        raise ApiError(422, "validation_error",
+                       f"unknown form field {', '.join(map(repr, unknown))}; this route takes "
+                       f"{', '.join(sorted(known))}", {"errors": [{"loc": ["body", n], "msg": "unknown field",
+                                                                   "type": "unknown_field"} for n in unknown]})
 
 
 Multipart = Depends(require_multipart)

@@ -18,19 +18,31 @@ log = logging.getLogger(__name__)
 # Messages are constants so tests can assert them.
 NO_FACE = "no face found in the image"
 MULTIPLE_FACES = "the image holds more than one face; send face=largest to enroll the largest"
-UNAUTHORIZED = "missing or invalid API key (X-API-Key header)"
+UNAUTHORIZED = "missing or invalid API key (X-API-Key: KEY or Authorization: Bearer KEY)"
 NOT_READY = "the service is still loading"
 TOO_LARGE = "upload exceeds the size limit"
 NOT_MULTIPART = "send the image as multipart/form-data (field 'image')"
 INTERNAL = "internal error"
 STORE_UNAVAILABLE = "the gallery's database is unavailable; retry later"
+SLASH_IN_IDENTITY = "identity must not contain '/'"
 RETRY_AFTER_S = 5
+ENCODED_SLASH = re.compile(r"^/v1/identities/[^/]*%2[fF]")
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, detail: str, extra: dict[str, object] | None = None) -> None:
+    def __init__(self, status: int, code: str, detail: str, extra: dict[str, object] | None = None, *,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
-        self.status, self.code, self.detail, self.extra = status, code, detail, extra or {}
+        self.status, self.code, self.detail, self.extra, self.headers = status, code, detail, extra or {}, headers
+
+
+def validation_detail(errors: list[dict[str, object]]) -> str:
+    """One line naming each refused field: ``k: Input should be greater than or equal to 1``."""
+    parts = []
+    for err in errors:
+        loc = [str(x) for x in err["loc"] if x not in ("body", "query", "path", "header")]  # type: ignore[attr-defined]
+        parts.append(f"{'.'.join(loc) or 'request'}: {err['msg']}")
+    return "; ".join(parts) or "invalid request"
 
 
 def error_response(status: int, code: str, detail: object, **extra: object) -> JSONResponse:
@@ -65,7 +77,9 @@ def allowed_methods(request: Request) -> list[str]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(_: Request, e: ApiError) -> JSONResponse:
-        return error_response(e.status, e.code, e.detail, **e.extra)
+        response = error_response(e.status, e.code, e.detail, **e.extra)
+        response.headers.update(e.headers or {})
+        return response
 
     for exc, status, code in _MAPPED:
         def make(status: int = status, code: str = code):  # bind loop variables
@@ -84,10 +98,14 @@ def install(app: FastAPI) -> None:
     async def _validation(_: Request, e: RequestValidationError) -> JSONResponse:
         errors = [{"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "")), "type": err.get("type")}
                   for err in e.errors()]
-        return error_response(422, "validation_error", errors)
+        # detail is a string like every other error's; the field list travels beside it
+        return error_response(422, "validation_error", validation_detail(errors), errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        if e.status_code == 404 and ENCODED_SLASH.search(request.scope.get("raw_path", b"").decode("latin-1")):
+            # an identity key with an encoded '/' ("a%2Fb") is decoded into two path segments: say why
+            return error_response(422, "invalid_identity", SLASH_IN_IDENTITY)
         headers = dict(e.headers or {})
         if e.status_code == 405:
             # Starlette names only the first route whose path matched; list every method of the path

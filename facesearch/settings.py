@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     # Comma-separated list in the environment; empty means auth off (and loopback only).
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    metrics_public: bool = Field(False, description="/metrics without a key (default: the API keys protect it)")
     max_upload_mb: float = Field(10.0, gt=0, le=200)
     max_pixels: int = Field(40_000_000, gt=0, description="Decoded pixel limit (decompression bombs).")
     detect_max_side: int = Field(1024, ge=160, description="Photos are downscaled to this for detection.")

@@ -368,8 +368,7 @@ class Gallery:
     def add_many(self, items: Sequence[tuple[str, NewFace]], *,
                  metadata: dict[str, dict[str, Any]] | None = None, actor: str | None = None) -> list[int]:
         """Add faces of one or more identities in one transaction (all or none). Returns face ids in order."""
-        for key, _ in items:
-            validate_key(key)
+        items = [(validate_key(key), f) for key, f in items]
         vecs = self._check_vectors([f for _, f in items])
         rows = [(key, FaceRow(v.tobytes(), json.dumps([float(x) for x in f.box]) if f.box is not None else None,
                               f.score, f.sha256, f.thumbnail, f.source,
@@ -441,7 +440,7 @@ class Gallery:
                         metadata: dict[str, Any] | None = None, actor: str | None = None) -> IdentityRecord:
         """Rename and/or replace the metadata of an identity."""
         if new_key is not None:
-            validate_key(new_key)
+            new_key = validate_key(new_key)
         with self._writing(), self.store.transaction() as c:
             ident = self.store.identity_id(c, identity)
             if ident is None:

@@ -16,8 +16,14 @@ MAX_KEY_LEN = 128
 
 
 def validate_key(key: object) -> str:
-    """Identity keys: 1-128 printable characters (any language)."""
-    if not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY_LEN or not key.isprintable():
+    """Identity keys: 1-128 printable characters (any language), without surrounding whitespace (trimmed).
+    Returns the trimmed key."""
+    if not isinstance(key, str):
+        raise InvalidKey("identity must be 1-128 printable characters")
+    key = key.strip()
+    if not key:
+        raise InvalidKey("identity must not be blank")
+    if len(key) > MAX_KEY_LEN or not key.isprintable():
         raise InvalidKey("identity must be 1-128 printable characters")
     return key
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import struct
 import warnings
 
@@ -12,6 +13,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from model.errors import ImageTooLarge, InvalidImage, UnsupportedImageType
 
 ACCEPTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "MPO", "PPM"})
+
+CORRUPT = "the image data is corrupt or truncated"
 
 # Magic numbers of common non-image files, so a zip or PDF gets 415 rather than 400.
 _NON_IMAGE_MAGIC = (b"PK\x03\x04", b"%PDF", b"\x1f\x8b", b"7z\xbc\xaf", b"Rar!", b"\x7fELF")
@@ -29,7 +32,8 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
         raise UnsupportedImageType("not an image format")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # our limit, not Pillow's: its warning (and error, at twice its own limit) would speak of its number
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img: Image.Image = Image.open(io.BytesIO(data))
             if img.format not in ACCEPTED_FORMATS:
                 raise UnsupportedImageType(f"unsupported image format {img.format}")
@@ -37,21 +41,28 @@ def decode_image(data: bytes, *, max_pixels: int) -> np.ndarray:
             if w < 1 or h < 1:
                 raise InvalidImage("image has no pixels")
             if w * h > max_pixels:
-                raise ImageTooLarge(f"image has {w}x{h} pixels, limit is {max_pixels}")
+                raise ImageTooLarge(too_large(w * h, max_pixels, f"{w}x{h}"))
             img.seek(0)
             img.load()
             img = ImageOps.exif_transpose(img) or img
             rgb = _to_rgb(img)
     except (ImageTooLarge, UnsupportedImageType, InvalidImage):
         raise
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
-        raise ImageTooLarge(str(e)) from e
+    except Image.DecompressionBombError as e:  # beyond twice Pillow's limit: it refuses before we see the size
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        raise ImageTooLarge(too_large(int(found.group(1)) if found else None, max_pixels)) from e
     except UnidentifiedImageError as e:
         raise InvalidImage("not a recognised image") from e
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, KeyError, ZeroDivisionError,
             MemoryError, AttributeError, struct.error) as e:
-        raise InvalidImage(f"corrupt or truncated image: {type(e).__name__}") from e
+        raise InvalidImage(CORRUPT) from e
     return rgb
+
+
+def too_large(pixels: int | None, limit: int, size: str | None = None) -> str:
+    """The one message for an image over the pixel limit (FACESEARCH_MAX_PIXELS)."""
+    what = f"{size} = {pixels:,} pixels" if size and pixels else f"{pixels:,} pixels" if pixels else "too many pixels"
+    return f"image has {what}; the limit is {limit:,} pixels"
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:

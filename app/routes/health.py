@@ -1,12 +1,12 @@
-"""Liveness, readiness and Prometheus metrics (open even when API keys are set)."""
+"""Liveness and readiness (always open), Prometheus metrics (behind the API keys unless FACESEARCH_METRICS_PUBLIC)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app import schemas
-from app.deps import State
+from app.deps import State, require_metrics_key
 from app.errors import RETRY_AFTER_S
 from index.errors import StoreUnavailable
 
@@ -35,7 +35,7 @@ def ready(state: State, response: Response) -> schemas.Health:
     return schemas.Health(status="ready", model=state.pipeline.model_version, gallery_faces=state.gallery.index.live)
 
 
-@router.get("/metrics", include_in_schema=False)
+@router.get("/metrics", include_in_schema=False, dependencies=[Depends(require_metrics_key)])
 def metrics(state: State) -> Response:
     if state.gallery is not None:
         identities, faces = state.gallery.count()

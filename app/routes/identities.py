@@ -11,15 +11,18 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Path, Query, UploadFile
 from fastapi.responses import StreamingResponse
+from pydantic import AfterValidator
 
 from app import schemas, service
 from app.deps import Actor, GalleryDep, Multipart, Pipeline, SettingsDep, State, read_upload, run_cpu
-from app.errors import MULTIPLE_FACES, NO_FACE, ApiError
+from app.errors import MULTIPLE_FACES, NO_FACE, SLASH_IN_IDENTITY, ApiError
 from facesearch import enrollment
 from index.records import FaceRecord, IdentityRecord, validate_key
 
 router = APIRouter(prefix="/identities", tags=["identities"])
-IdentityPath = Annotated[str, Path(description="the app's own key: 1-128 printable characters, no '/'")]
+# surrounding whitespace is not part of a key: " alice" is alice, on every route
+IdentityPath = Annotated[str, AfterValidator(str.strip),
+                         Path(description="the app's own key: 1-128 printable characters, no '/'")]
 
 
 def identity_out(r: IdentityRecord) -> schemas.Identity:
@@ -60,7 +63,7 @@ async def enroll(
     = "single",
     metadata: Annotated[str | None, Form(description="JSON object stored with the identity")] = None,
 ) -> schemas.EnrollResponse:
-    validate_key(identity)
+    identity = validate_key(identity)
     meta = parse_metadata(metadata)
     if len(image) > 32:
         raise ApiError(422, "validation_error", "at most 32 photos per request")
@@ -115,7 +118,7 @@ async def get_identity(
 async def update_identity(identity: IdentityPath, body: schemas.IdentityPatch, state: State,
                           gallery: GalleryDep, actor: Actor) -> schemas.Identity:
     if body.identity is not None and "/" in body.identity:
-        raise ApiError(422, "invalid_identity", "identity must not contain '/'")
+        raise ApiError(422, "invalid_identity", SLASH_IN_IDENTITY)
     if body.metadata is not None and len(json.dumps(body.metadata)) > 16_384:
         raise ApiError(422, "validation_error", "metadata is limited to 16 KiB")
     r = await run_cpu(state, lambda: gallery.update_identity(identity, new_key=body.identity, metadata=body.metadata,
