@@ -117,7 +117,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if not state.settings.api_keys:
         log.warning("FACESEARCH_API_KEYS is not set: the API is open; serve on 127.0.0.1 only")
     task = asyncio.create_task(_snapshot_loop(state.gallery))
-    log.info("ready: model %s, %d faces in the gallery", state.pipeline.model_version, state.gallery.index.live)
+    log.info("ready: model %s, %d faces in the gallery", state.pipeline.model_version,
+             state.gallery.searchable_faces)
     try:
         yield
     finally:

@@ -504,6 +504,15 @@ class Gallery:
         return ids, vecs
 
     # --- search ----------------------------------------------------------------------------------------
+    def ping(self) -> None:
+        """Raises StoreUnavailable when the store does not answer."""
+        self.store.ping()
+
+    @property
+    def searchable_faces(self) -> int:
+        """How many faces a search compares against (what the search threshold is calibrated for)."""
+        return self.index.live
+
     def search(self, queries: np.ndarray, *, k: int = 5, k_faces: int | None = None,
                threshold: float | None = None) -> list[SearchResult]:
         """For each query (float32 (n, D), L2-normalised): the top faces and the top-k identities.

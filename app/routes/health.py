@@ -27,12 +27,13 @@ def ready(state: State, response: Response) -> schemas.Health:
         return schemas.Health(status="loading")
     assert state.pipeline is not None and state.gallery is not None
     try:
-        state.gallery.store.ping()
+        state.gallery.ping()
     except StoreUnavailable:
         response.status_code = 503
         response.headers["Retry-After"] = str(RETRY_AFTER_S)
         return schemas.Health(status="store_unavailable", model=state.pipeline.model_version)
-    return schemas.Health(status="ready", model=state.pipeline.model_version, gallery_faces=state.gallery.index.live)
+    return schemas.Health(status="ready", model=state.pipeline.model_version,
+                          gallery_faces=state.gallery.searchable_faces)
 
 
 @router.get("/metrics", include_in_schema=False, dependencies=[Depends(require_metrics_key)])

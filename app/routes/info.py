@@ -22,11 +22,9 @@ def info(state: State) -> schemas.Info:
         model["search_fpir"] = state.settings.search_fpir
     gallery = None
     if state.gallery is not None:
-        identities, faces = state.gallery.count()
-        gallery = {"identities": identities, "faces": faces, "index_kind": state.gallery.index.kind,
-                   "indexed": state.gallery.index.live, "applied_change": state.gallery.applied_change,
-                   "store": "postgresql" if state.gallery.store.shared else "sqlite",
-                   "model_version": state.gallery.stored_model()[0], "generation": state.gallery.generation,
-                   "reembed": state.gallery.reembed_status()}
+        stats = state.gallery.stats()
+        gallery = {k: stats[k] for k in ("identities", "faces", "index_kind", "indexed", "applied_change", "store",
+                                         "generation", "reembed")}
+        gallery["model_version"] = stats["stored_model_version"]
     return schemas.Info(service="facesearch", version=__version__, auth=bool(state.settings.api_keys),
                         model=model, gallery=gallery)

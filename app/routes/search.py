@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-import numpy as np
 from fastapi import APIRouter, File, Form, UploadFile
 
 from app import schemas, service
 from app.deps import GalleryDep, Multipart, Pipeline, SettingsDep, State, read_upload, run_cpu
+from facesearch import decisions
 
 router = APIRouter(tags=["search"])
 
@@ -30,25 +30,18 @@ async def search(
     data = await read_upload(image, settings)
     analysis = await run_cpu(state, pipeline.analyze, data, max_faces=max_faces or settings.max_faces)
     state.metrics.faces_detected.inc(analysis.faces_found)
-    thr = service.search_threshold(pipeline, gallery, settings.search_fpir, threshold)
-    faces = analysis.faces
-    results = []
-    if faces:
-        queries = np.stack([f.embedding for f in faces if f.embedding is not None])
-        results = await run_cpu(state, lambda: gallery.search(queries, k=k, threshold=thr.distance))
-    assigned = service.assign_identities([r.identities for r in results], thr.distance)
-    out = []
-    for f, r, hit in zip(faces, results, assigned, strict=True):
-        best = hit or (r.identities[0] if r.identities else None)
-        out.append(schemas.SearchFace(
-            **service.detected(f),
-            decision="match" if hit else "unknown",
-            identity=hit.identity if hit else None,
-            similarity=best.similarity if best else None,
-            distance=best.distance if best else None,
-            candidates=[schemas.Candidate(identity=h.identity, face_id=h.face_id, similarity=h.similarity,
-                                          distance=h.distance) for h in r.identities],
-        ))
+    thr = decisions.search_threshold(pipeline.calibration, gallery.searchable_faces, settings.search_fpir, threshold)
+    found = await run_cpu(state, decisions.search, gallery, analysis.faces, thr, k)
+    out = [schemas.SearchFace(
+        **service.detected(d.face),
+        decision="match" if d.match else "unknown",
+        identity=d.match.identity if d.match else None,
+        similarity=d.best.similarity if d.best else None,
+        distance=d.best.distance if d.best else None,
+        candidates=[schemas.Candidate(identity=h.identity, face_id=h.face_id, similarity=h.similarity,
+                                      distance=h.distance) for h in d.candidates],
+    ) for d in found]
     return schemas.SearchResponse(faces=out, faces_found=analysis.faces_found,
-                                  image=schemas.Size(width=analysis.width, height=analysis.height), threshold=thr,
+                                  image=schemas.Size(width=analysis.width, height=analysis.height),
+                                  threshold=service.threshold_out(thr),
                                   model=pipeline.model_version, took_ms=round((time.perf_counter() - t0) * 1000, 2))

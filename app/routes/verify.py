@@ -11,6 +11,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 from app import schemas, service
 from app.deps import GalleryDep, Multipart, Pipeline, SettingsDep, State, read_upload, run_cpu
 from app.errors import NO_FACE, ApiError
+from facesearch import decisions
 from model.pipeline import Analysis
 
 router = APIRouter(tags=["verify"])
@@ -44,28 +45,25 @@ async def verify(
     against = image is not None and identity is not None and image1 is None and image2 is None
     if not (pair or against):
         raise ApiError(422, "validation_error", USAGE)
-    thr = service.verify_threshold(pipeline, threshold)
-    matched_face = None
+    thr = decisions.verify_threshold(pipeline.calibration, threshold)
     if pair:
         assert image1 is not None and image2 is not None
         a1 = await run_cpu(state, pipeline.analyze, await read_upload(image1, settings), max_faces=1)
         a2 = await run_cpu(state, pipeline.analyze, await read_upload(image2, settings), max_faces=1)
         e1, f1 = _face(a1, "image1")
         e2, f2 = _face(a2, "image2")
-        distance = float(np.linalg.norm(e1 - e2))
+        verdict = decisions.verify_pair(e1, e2, thr)
         faces = [f1, f2]
     else:
         assert image is not None and identity is not None
-        ids, vecs = await run_cpu(state, gallery.embeddings, identity)
-        if not len(ids):
+        if not (await run_cpu(state, gallery.get_identity, identity)).faces:  # before the photo is analysed
             raise ApiError(404, "not_found", f"identity {identity!r} has no faces")
         a = await run_cpu(state, pipeline.analyze, await read_upload(image, settings), max_faces=1)
         e, f = _face(a, "image")
-        d = np.linalg.norm(vecs - e[None, :], axis=1)
-        best = int(np.argmin(d))
-        distance, matched_face = float(d[best]), int(ids[best])
+        verdict = await run_cpu(state, decisions.verify_against, gallery, identity, e, thr)
         faces = [f]
     return schemas.VerifyResponse(
-        same_person=distance <= thr.distance, distance=distance, similarity=service.distance_to_similarity(distance),
-        threshold=thr, faces=faces, identity=identity, matched_face_id=matched_face, model=pipeline.model_version,
+        same_person=verdict.same_person, distance=verdict.distance, similarity=verdict.similarity,
+        threshold=service.threshold_out(thr), faces=faces, identity=identity, matched_face_id=verdict.matched_face_id,
+        model=pipeline.model_version,
         took_ms=round((time.perf_counter() - t0) * 1000, 2))
