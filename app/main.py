@@ -23,6 +23,7 @@ from app.state import AppState
 from facesearch.compose import open_pipeline, open_settings_gallery
 from facesearch.settings import Settings
 from index.gallery import Gallery
+from index.vectors import faiss_build
 from model.pipeline import FacePipeline, embed_stored
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ def load(state: AppState) -> None:
         pipeline.close()
         raise
     pipeline.warm_up()
+    log.info("%s", faiss_build())
     state.pipeline, state.gallery = pipeline, gallery
 
 

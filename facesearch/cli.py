@@ -21,12 +21,16 @@ COMMANDS = {
     "export": ("model.train.export", "package a trained checkpoint + its evaluation as shipped weights"),
     "gallery": ("facesearch.gallery", "gallery maintenance: stats, export, import, rebuild-index, verify, reembed"),
     "enroll": ("facesearch.enroll", "bulk-enroll an identity-per-folder tree"),
+    "search": ("facesearch.search", "who is in these photos (in-process or against a server)"),
+    "verify": ("facesearch.verify", "are two photos (or a photo and an identity) the same person"),
 }
+# the commands that need the train extra (pip install 'facesearch[train]')
+TRAINING = {"align", "import-dlib", "teacher", "train", "evaluate", "evaluate-cfp", "average", "export"}
 
 
 def _usage() -> str:
     lines = ["usage: facesearch <command> [options]", "", "commands:"]
-    lines += [f"  {name:<11} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:<13} {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += ["", "Run `facesearch <command> --help` for a command's options."]
     return "\n".join(lines)
 
@@ -41,8 +45,19 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"facesearch: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    # FAISS's loader reports each CPU build it tries at INFO ("Could not load library with AVX2 support"): noise
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    try:
+        module = importlib.import_module(COMMANDS[name][0])
+        return int(module.main(rest) or 0)
+    except ModuleNotFoundError as e:
+        if e.name is None or e.name.split(".")[0] in ("app", "model", "index", "facesearch"):
+            raise
+        extra = "train" if name in TRAINING else "milvus" if e.name.startswith(("pymilvus", "milvus")) else None
+        hint = f"install it with: pip install 'facesearch[{extra}]'" if extra else f"install {e.name}"
+        print(f"facesearch {name}: needs the Python package {e.name!r}, which is not installed; {hint}",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

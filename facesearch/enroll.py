@@ -11,15 +11,14 @@ import argparse
 import hashlib
 import json
 import logging
-import urllib.error
-import urllib.parse
-import urllib.request
-import uuid
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
+
+from facesearch.remote import Remote, Unreachable, identity_path
 
 log = logging.getLogger(__name__)
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".pgm"}
@@ -29,37 +28,12 @@ def photos(root: Path) -> list[tuple[str, Path]]:
     return sorted((p.parent.name, p) for p in root.glob("*/*") if p.suffix.lower() in SUFFIXES)
 
 
-class Remote:
-    def __init__(self, url: str, api_key: str | None) -> None:
-        self.url = url.rstrip("/")
-        self.headers = {"X-API-Key": api_key} if api_key else {}
-
-    def _call(self, method: str, path: str, body: bytes | None = None, ctype: str | None = None
-              ) -> tuple[int, dict[str, Any]]:
-        headers = dict(self.headers)
-        if ctype:
-            headers["Content-Type"] = ctype
-        req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=120) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read() or b"{}")
-
-    def enrolled(self, identity: str) -> set[str]:
-        status, body = self._call("GET", f"/v1/identities/{urllib.parse.quote(identity, safe='')}?limit=1000")
-        if status != 200:
-            return set()
-        items = body.get("face_list", {}).get("items", [])
-        return {f["sha256"] for f in items if f.get("sha256")}
-
-    def enroll(self, identity: str, data: bytes, filename: str) -> tuple[int, dict[str, Any]]:
-        boundary = uuid.uuid4().hex
-        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"face\"\r\n\r\nlargest\r\n"
-                f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{filename}\"\r\n"
-                "Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-        return self._call("POST", f"/v1/identities/{urllib.parse.quote(identity, safe='')}/faces", body,
-                          f"multipart/form-data; boundary={boundary}")
+def enrolled_hashes(remote: Remote, identity: str) -> set[str]:
+    status, body = remote.call("GET", identity_path(identity) + "?limit=1000")
+    if status != 200:
+        return set()
+    items = body.get("face_list", {}).get("items", [])
+    return {f["sha256"] for f in items if f.get("sha256")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,7 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", type=Path, help="in-process: gallery folder (default: FACESEARCH_DATA_DIR)")
     p.add_argument("--limit-per-identity", type=int, default=0, help="enroll at most this many photos each")
     a = p.parse_args(argv)
+    if not a.dir.is_dir():
+        print(f"facesearch enroll: {a.dir} is not a folder (expected one sub-folder of photos per identity)",
+              file=sys.stderr)
+        return 2
     items = photos(a.dir)
+    if not items:
+        print(f"facesearch enroll: no photos in {a.dir} (expected {a.dir}/<identity>/<photo>)", file=sys.stderr)
+        return 2
     if a.limit_per_identity:
         seen: dict[str, int] = {}
         kept = []
@@ -85,14 +66,25 @@ def main(argv: list[str] | None = None) -> int:
     if a.url:
         remote = Remote(a.url, a.api_key)
         known: dict[str, set[str]] = {}
+        try:
+            remote.call("GET", "/health/live")
+        except Unreachable as e:
+            print(f"facesearch enroll: {e}", file=sys.stderr)
+            return 2
         for ident, path in tqdm(items, desc="enroll"):
             data = path.read_bytes()
             if ident not in known:
-                known[ident] = remote.enrolled(ident)
+                known[ident] = enrolled_hashes(remote, ident)
             if hashlib.sha256(data).hexdigest() in known[ident]:
                 counts["skipped"] += 1
                 continue
-            status, body = remote.enroll(ident, data, path.name)
+            try:
+                status, body = remote.call("POST", identity_path(ident) + "/faces", {"face": "largest"},
+                                           [("image", path.name, data)])
+            except Unreachable as e:
+                print(f"facesearch enroll: {e}", file=sys.stderr)
+                print(json.dumps(counts))
+                return 2
             if status == 201:
                 counts["enrolled"] += 1
             elif body.get("code") == "no_face":

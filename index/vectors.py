@@ -289,3 +289,9 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def faiss_build() -> str:
+    """Which FAISS this process loaded (version and the CPU features its build uses), for the start-up log."""
+    options = faiss.get_compile_options() if hasattr(faiss, "get_compile_options") else ""
+    return f"FAISS {faiss.__version__} ({options.strip() or 'generic build'})"

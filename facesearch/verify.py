@@ -1,0 +1,107 @@
+"""`facesearch verify A B` (or `facesearch verify A --identity NAME`): are these the same person?
+
+Prints ``same person`` or ``different people`` with the distance and the threshold it was decided at (the
+shipped encoder's calibrated verification threshold unless --threshold), in-process or against a running server
+(--url). The largest face of each photo is compared. Exit status: 0 same person, 1 different people, 2 on errors
+(no such file, no face, unknown identity, server unreachable), so scripts can branch on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from facesearch.remote import Remote, Unreachable
+
+
+class Refused(Exception):
+    pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="facesearch verify", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("photo", type=Path)
+    p.add_argument("other", type=Path, nargs="?", help="the second photo (or give --identity)")
+    p.add_argument("--identity", help="compare with this enrolled identity's faces instead of a second photo")
+    p.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8000 (default: in-process)")
+    p.add_argument("--api-key")
+    p.add_argument("--data-dir", type=Path, help="in-process, with --identity: the gallery's folder")
+    p.add_argument("--threshold", type=float, help="distance threshold (default: the calibrated one)")
+    p.add_argument("--json", action="store_true", help="print the answer as JSON")
+    a = p.parse_args(argv)
+    if (a.other is None) == (a.identity is None):
+        p.error("give a second photo or --identity, not both")
+    missing = [str(x) for x in (a.photo, a.other) if x is not None and not x.is_file()]
+    if missing:
+        print(f"facesearch verify: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    try:
+        answer = remote_verify(a) if a.url else local_verify(a)
+    except (Unreachable, Refused) as e:
+        print(f"facesearch verify: {e}", file=sys.stderr)
+        return 2
+    if a.json:
+        print(json.dumps(answer))
+    else:
+        verdict = "same person" if answer["same_person"] else "different people"
+        print(f"{verdict}\tdistance {answer['distance']:.3f}\tthreshold {answer['threshold']['distance']:.3f}")
+    return 0 if answer["same_person"] else 1
+
+
+def remote_verify(a: argparse.Namespace) -> dict[str, Any]:
+    remote = Remote(a.url, a.api_key)
+    fields = {"threshold": str(a.threshold)} if a.threshold is not None else {}
+    if a.identity is not None:
+        status, body = remote.call("POST", "/v1/verify", {**fields, "identity": a.identity},
+                                   [("image", a.photo.name, a.photo.read_bytes())])
+    else:
+        status, body = remote.call("POST", "/v1/verify", fields, [("image1", a.photo.name, a.photo.read_bytes()),
+                                                                  ("image2", a.other.name, a.other.read_bytes())])
+    if status != 200:
+        raise Refused(str(body.get("detail")))
+    return body
+
+
+def local_verify(a: argparse.Namespace) -> dict[str, Any]:
+    from facesearch import decisions
+    from facesearch.compose import open_pipeline, open_settings_gallery
+    from facesearch.settings import Settings
+    from index.config import gallery_exists
+    from index.errors import NotFound
+    from model.errors import ImageError
+
+    s = Settings(**({"data_dir": a.data_dir} if a.data_dir else {}))
+    if a.identity is not None and not gallery_exists(s.data_dir, s.database_url):
+        raise Refused(f"no gallery in {s.data_dir} (set --data-dir or FACESEARCH_DATA_DIR)")
+    pipeline = open_pipeline(s)
+    try:
+        def embedding(photo: Path) -> Any:
+            try:
+                analysis = pipeline.analyze(photo.read_bytes(), max_faces=1)
+            except ImageError as e:
+                raise Refused(f"{photo}: {e}") from e
+            if not analysis.faces:
+                raise Refused(f"{photo}: no face found in the image")
+            return analysis.faces[0].embedding
+
+        thr = decisions.verify_threshold(pipeline.calibration, a.threshold)
+        e = embedding(a.photo)
+        if a.identity is None:
+            verdict = decisions.verify_pair(e, embedding(a.other), thr)
+        else:
+            gallery = open_settings_gallery(s, dim=pipeline.dim, model_version=pipeline.model_version)
+            try:
+                verdict = decisions.verify_against(gallery, a.identity, e, thr)
+            except NotFound as err:
+                raise Refused(str(err)) from err
+            finally:
+                gallery.close()
+    finally:
+        pipeline.close()
+    return {"same_person": verdict.same_person, "distance": verdict.distance,
+            "threshold": {"distance": thr.distance, "source": thr.source}, "identity": a.identity,
+            "matched_face_id": verdict.matched_face_id}
