@@ -10,7 +10,6 @@ import random
 import shutil
 import signal
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -23,49 +22,63 @@ from tests.conftest import LFW, ROOT
 NAMES = sorted(d.name for d in LFW.iterdir() if (d / f"{d.name}_0002.jpg").exists())[:300]
 
 
+ACK_TIMEOUT_S = 600  # a round waits this long for its acknowledgements: on a loaded machine, slowly, not flakily
+
+
 def run_rounds(tmp_path: Path, server_factory, rounds: int) -> None:  # type: ignore[no-untyped-def]
+    """Each round kills the server once a number of enrollments (2-12, drawn per round) were acknowledged in it,
+    while others are in flight: what is checked is durability, whatever the machine's speed."""
     data = tmp_path / "data"
     rnd = random.Random(1)
     acked: dict[str, list[int]] = {}  # identity -> face ids the server acknowledged
-    lock = threading.Lock()
+    cond = threading.Condition()
     errors: list[str] = []  # what the client threads saw go wrong (an assert in a thread cannot fail the test)
     counter = iter(range(10**6))
     for r in range(rounds):
         server = server_factory(data)
         server.wait_ready()
-        stop = threading.Event()
+        killed = threading.Event()
+        target = len(acked) + rnd.randint(2, 12)
 
-        def client(server=server, r=r, stop=stop) -> None:  # type: ignore[no-untyped-def]
-            while not stop.is_set():
-                i = next(counter)
-                name = NAMES[i % len(NAMES)]
-                ident = f"r{r}-{i}-{name}"
-                photos = [(LFW / name / f"{name}_{k:04d}.jpg").read_bytes() for k in (1, 2)]
-                try:
-                    status, body = call(f"{server.url}/v1/identities/{quote(ident)}/faces", "POST",
-                                        fields={"face": "largest"}, files=[("image", p) for p in photos], timeout=30)
-                except OSError:
-                    return  # the server is gone
-                with lock:
-                    if status == 201:
-                        acked[ident] = [f["face_id"] for f in body["faces"]]
-                    elif status >= 500 or not isinstance(body, dict) or "code" not in body:
-                        errors.append(f"round {r}: {ident} answered {status} {body}")
+        def client(server=server, r=r, killed=killed) -> None:  # type: ignore[no-untyped-def]
+            try:
+                while not killed.is_set():
+                    i = next(counter)
+                    name = NAMES[i % len(NAMES)]
+                    ident = f"r{r}-{i}-{name}"
+                    photos = [(LFW / name / f"{name}_{k:04d}.jpg").read_bytes() for k in (1, 2)]
+                    try:
+                        status, body = call(f"{server.url}/v1/identities/{quote(ident)}/faces", "POST",
+                                            fields={"face": "largest"}, files=[("image", p) for p in photos],
+                                            timeout=ACK_TIMEOUT_S)
+                    except OSError as e:
+                        if not killed.is_set():  # refused, reset or timed out while the server was alive
+                            raise AssertionError(f"round {r}: {ident}: {e!r} before the kill") from e
+                        return  # the server is gone: this request's fate is checked below (all or nothing)
+                    with cond:
+                        if status == 201:
+                            acked[ident] = [f["face_id"] for f in body["faces"]]
+                            cond.notify_all()
+                        elif status >= 500 or not isinstance(body, dict) or "code" not in body:
+                            errors.append(f"round {r}: {ident} answered {status} {body}")
+            except BaseException as e:  # every unexpected failure of a client fails the test
+                with cond:
+                    errors.append(f"round {r}: client thread failed: {e!r}")
+                    cond.notify_all()
 
         threads = [threading.Thread(target=client) for _ in range(4)]
         for t in threads:
             t.start()
-        time.sleep(rnd.uniform(1.0, 4.0))
+        with cond:
+            reached = cond.wait_for(lambda target=target: len(acked) >= target or bool(errors), timeout=ACK_TIMEOUT_S)
+        killed.set()
         server.proc.send_signal(signal.SIGKILL)
         server.proc.wait()
-        stop.set()
         for t in threads:
             t.join()
+        assert reached, f"round {r}: only {len(acked)} of {target} enrollments acknowledged in {ACK_TIMEOUT_S} s"
 
     assert not errors, errors[:5]
-    # each round ran 1-4 s of 4 clients enrolling two photos each (about 35 a round in CI runs): a server
-    # that acknowledged next to nothing would leave nothing to check
-    assert len(acked) >= 8 * rounds, f"only {len(acked)} enrollments acknowledged in {rounds} rounds"
     server = server_factory(data)
     server.wait_ready()
     status, listing = call(f"{server.url}/v1/identities?limit=1000")
