@@ -60,6 +60,21 @@ def test_port_equals_dlib(dlib_chips: list[np.ndarray]) -> None:
     assert np.linalg.norm(want[0] - want[1]) > 0.3
 
 
+def test_served_preprocessing_equals_dlibs(tmp_path: Path, dlib_chips: list[np.ndarray]) -> None:
+    """dlib's weights through the serving Embedder (its Preprocess: mean, scale, channel order, layout) give dlib's own
+    descriptors on dlib's chips: a wrong mean, scale or channel order in what serves would not pass."""
+    import_dlib(dlib_models_dir() / DLIB_DAT, tmp_path / "dlib.pt")
+    embedder, _ = load_encoder(tmp_path / "dlib.pt", flip=False)
+    resnet = dlib.face_recognition_model_v1(str(dlib_models_dir() / DLIB_DAT))
+    want = np.stack([np.asarray(resnet.compute_face_descriptor(np.ascontiguousarray(c)), np.float32)
+                     for c in dlib_chips])
+    want /= np.linalg.norm(want, axis=1, keepdims=True)  # served embeddings are unit vectors
+    got = embedder(np.stack(dlib_chips))
+    assert np.abs(got - want).max() < 1e-4
+    swapped = embedder(np.stack(dlib_chips)[..., ::-1].copy())  # the positive control: BGR is caught
+    assert np.abs(swapped - want).max() > 1e-2
+
+
 def test_imported_checkpoint_serves_dlib_chips(tmp_path: Path, lfw: Path, dlib_chips: list[np.ndarray]) -> None:
     card = import_dlib(dlib_models_dir() / DLIB_DAT, tmp_path / "dlib.pt")
     assert card["training"]["licence"].startswith("CC0")
