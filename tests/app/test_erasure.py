@@ -107,6 +107,8 @@ def test_compact_leaves_no_deleted_bytes_in_postgresql_or_milvus_files(tmp_path:
     gone = of(stored, [victim, *ids[PEOPLE[1]]])
     kept = of(stored, [ids[PEOPLE[0]][1], *ids[PEOPLE[2]]])
 
+    # the positive control: before compact, the deleted faces' bytes are still in the server's files
+    assert set(files_holding(pg_cluster.data, gone)) == set(gone), "the scan must first find what it asserts gone"
     cli = [sys.executable, "-m", "facesearch.cli", "gallery", "compact", "--data-dir", str(data),
            "--database-url", pg_url, "--vector-url", str(milvus / "vectors.db")]
     done = subprocess.run(cli, capture_output=True, text=True, timeout=600)

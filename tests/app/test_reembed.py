@@ -79,6 +79,7 @@ def test_reembed_resumes_after_kills_erases_and_switches(tmp_path: Path, server_
     victim = next(n for n in PEOPLE if db_count(db, f"SELECT COUNT(*) FROM reembedding WHERE face_id = {ids[n][0]}"))
     stored = face_bytes(db, ids[victim])
     assert any(k.endswith("/reembedding") for k in stored)
+    assert set(files_holding(data, stored)) == set(stored), "the scan must first find what it later asserts gone"
     server = server_factory(data)
     server.wait_ready()
     status, info = call(f"{server.url}/v1/info")
