@@ -7,6 +7,7 @@ Like for like:
   MTCNN's box; the shipped chip), batches of 32 and of one, each warmed up first, median of repeats.
   Ours as served (affines or batch norms folded), without and with mirror averaging; dlib's
   ``compute_face_descriptor`` on a list of chips (its batch call).
+- the same network on ONNX Runtime (``--runtime``, the service's default), timed beside PyTorch's runs.
 - whole path, photo -> one embedding: ours MTCNN + chip + encoder (mirror averaging as the checkpoint ships),
   dlib's HOG + 5-point shape + chip + ResNet (face_recognition's pipeline), one photo at a time.
 dlib comes from the project's own dlib path (dlib-bin, a core dependency; its ResNet file from the ``train``
@@ -55,6 +56,8 @@ def main() -> None:
     p.add_argument("--photos", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--checkpoint", type=Path)
+    p.add_argument("--runtime", choices=["onnx", "torch"], default="onnx",
+                   help="what runs the encoder in the whole-path and as-served rows (the service's default: onnx)")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
@@ -67,7 +70,9 @@ def main() -> None:
     detector = FaceDetector()
     plain, card = load_encoder(a.checkpoint, flip=False)
     mirrored, _ = load_encoder(a.checkpoint, flip=True)
-    shipped, _ = load_encoder(a.checkpoint)
+    shipped, _ = load_encoder(a.checkpoint, runtime=a.runtime)
+    plain_ort, _ = load_encoder(a.checkpoint, flip=False, runtime="onnx")
+    mirrored_ort, _ = load_encoder(a.checkpoint, flip=True, runtime="onnx")
 
     # the same chips for both descriptors
     chipper = DlibChipper()
@@ -80,15 +85,25 @@ def main() -> None:
     batch = np.concatenate([chips_arr] * (1 + 32 // len(chips_arr)))[:32]
     batch_list = [np.ascontiguousarray(c) for c in batch]
     r: dict[str, Any] = {"model": card.get("model_version"), "threads": a.threads, "photos": len(photos),
-                         "shipped_mirror_averaging": shipped.flip,
+                         "shipped_mirror_averaging": shipped.flip, "runtime_as_served": a.runtime,
                          "chip": f"{shipped.config.chip} {shipped.config.input_size}px"}
     r["ours_faces_per_s_b32"] = 32 / median_s(lambda: plain(batch), 10)
     r["ours_flip_faces_per_s_b32"] = 32 / median_s(lambda: mirrored(batch), 10)
     r["ours_one_face_ms"] = 1000 * median_s(lambda: plain(batch[:1]), 30)
     r["ours_flip_one_face_ms"] = 1000 * median_s(lambda: mirrored(batch[:1]), 30)
+    # the same network on ONNX Runtime, interleaved with PyTorch's runs above and below
+    r["onnx_faces_per_s_b32"] = 32 / median_s(lambda: plain_ort(batch), 10)
+    r["onnx_flip_faces_per_s_b32"] = 32 / median_s(lambda: mirrored_ort(batch), 10)
+    r["onnx_one_face_ms"] = 1000 * median_s(lambda: plain_ort(batch[:1]), 30)
+    r["onnx_flip_one_face_ms"] = 1000 * median_s(lambda: mirrored_ort(batch[:1]), 30)
+    r["torch_again_flip_faces_per_s_b32"] = 32 / median_s(lambda: mirrored(batch), 10)
+    r["onnx_over_torch_flip_b32"] = r["onnx_flip_faces_per_s_b32"] / statistics.mean(
+        [r["ours_flip_faces_per_s_b32"], r["torch_again_flip_faces_per_s_b32"]])
     r["dlib_faces_per_s_b32"] = 32 / median_s(lambda: resnet.compute_face_descriptor(batch_list), 5)
     r["dlib_one_face_ms"] = 1000 * median_s(lambda: resnet.compute_face_descriptor(batch_list[0]), 15)
-    r["ours_shipped_faces_per_s_b32"] = r["ours_flip_faces_per_s_b32"] if shipped.flip else r["ours_faces_per_s_b32"]
+    runtime = "onnx" if a.runtime == "onnx" else "ours"
+    r["ours_shipped_faces_per_s_b32"] = r[f"{runtime}_flip_faces_per_s_b32" if shipped.flip else
+                                          f"{runtime}_faces_per_s_b32"]
     r["descriptor_ratio_b32"] = r["ours_faces_per_s_b32"] / r["dlib_faces_per_s_b32"]
     r["descriptor_ratio_b32_as_shipped"] = r["ours_shipped_faces_per_s_b32"] / r["dlib_faces_per_s_b32"]
     r["descriptor_ratio_one_face"] = r["dlib_one_face_ms"] / r["ours_one_face_ms"]

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     max_faces: int = Field(20, ge=1, le=100)
     checkpoint: Path | None = Field(None, description="Encoder checkpoint; default: the shipped weights.")
     index_kind: Literal["exact", "hnsw"] = "exact"
+    runtime: Literal["onnx", "torch"] = Field(
+        "onnx", description="what runs the encoder: ONNX Runtime (the same network, exported at start-up; faster on "
+        "CPU, bench/encoder.py) or PyTorch")
     search_fpir: float = Field(0.01, gt=0, lt=1)
     torch_threads: int = Field(default_factory=_default_torch_threads, ge=1)
     workers: int = Field(default_factory=_default_workers, ge=1, le=64, description="Threads for decode/detect/search.")

@@ -274,7 +274,7 @@ class Gallery:
         return len(theirs)
 
     def _cursor_key(self) -> str:
-        return f"vectors_applied:{getattr(self.index, 'collection', '')}"
+        return f"vectors_applied:{self.index.name}"
 
     def _consume(self, *, reindex: bool = False) -> int:
         """Shared vector index (Milvus): apply the change log after the cursor the store keeps for it, under the
@@ -289,12 +289,11 @@ class Gallery:
             seq = self.store.seq(c)
             if reindex or cursor < 0 or cursor < self.store.pruned_through(c) or cursor > seq:
                 t0 = time.monotonic()
-                reset = getattr(self.index, "reset")  # noqa: B009 (shared indexes only)
-                reset()
+                self.index.reset()
                 for ids, blob in self.store.all_embeddings(c):
                     self.index.add(np.array(ids, dtype=np.int64),
                                    np.frombuffer(blob, dtype=np.float32).reshape(len(ids), -1))
-                getattr(self.index, "flush")()  # noqa: B009 (shared indexes only)
+                self.index.flush()
                 self.store.set_meta(c, key, str(seq))
                 log.info("re-indexed %s from the store in %.1f s", key, time.monotonic() - t0)
                 self._applied = seq
@@ -677,7 +676,7 @@ class Gallery:
                 old_model = (self.store.get_meta("model_version", c), int(self.store.get_meta("dim", c) or 0))
                 index = self.index if self.index.shared else VectorIndex(self.dim, self.kind)
                 if self.index.shared:  # this model's collection, filled from scratch
-                    getattr(index, "reset")()  # noqa: B009 (shared indexes only)
+                    index.reset()
                 if rows:
                     index.add(np.array([r[0] for r in rows], dtype=np.int64),
                               np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1))
@@ -693,8 +692,8 @@ class Gallery:
             self.generation, self.index, self._snapshot_seq = generation, index, seq
             self._applied, self._own = seq, set()
         _remove(old_dir)  # the dropped faces' old vectors were only there
-        if self.index.shared and old_model[0] is not None:
-            getattr(self.index, "drop_collection_of")(*old_model)  # noqa: B009 (shared indexes only)
+        if old_model[0] is not None:
+            self.index.drop_collection_of(old_model[0], old_model[1])
         self.store.erase_deleted()
         return ReembedReport(self.model_version, total, len(rows), unrecoverable, True, generation, 0.0)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -42,6 +43,7 @@ def _unavailable(method: Callable[..., T]) -> Callable[..., T]:
 INSERT_BATCH = 2_000
 # Milvus searches rows still in growing segments on a slow path (Milvus Lite: 1.2 s per query with 70,000 rows
 # growing, 68 ms once flushed, measured; a flush took 2 s): seal them after this many rows written by this process
+LIVE_MAX_AGE_S = 1.0  # another replica's write is counted in a search's threshold within this
 FLUSH_EVERY = 2_000
 
 
@@ -62,6 +64,7 @@ class MilvusIndex:
         self.collection = collection_name(model_version, dim)
         self.client: Any = MilvusClient(uri)
         self._unflushed = 0
+        self._live: tuple[float, int] | None = None  # (when read, count)
         if not self.client.has_collection(self.collection):
             self._create()
         self.client.load_collection(self.collection)
@@ -78,6 +81,10 @@ class MilvusIndex:
         self.client.create_collection(self.collection, schema=schema, index_params=params,
                                       consistency_level="Strong")
 
+    @property
+    def name(self) -> str:
+        return str(self.collection)
+
     @_unavailable
     def reset(self) -> None:
         """Drop the collection and start an empty one (a re-index)."""
@@ -85,6 +92,7 @@ class MilvusIndex:
         self._create()
         self.client.load_collection(self.collection)
         self._unflushed = 0
+        self._live = None
 
     def drop_collection_of(self, model_version: str, dim: int) -> None:
         """Drop another model's collection (the generation a re-embedding replaced)."""
@@ -95,8 +103,14 @@ class MilvusIndex:
     @property
     @_unavailable
     def live(self) -> int:
-        res = self.client.query(self.collection, filter="", output_fields=["count(*)"], consistency_level="Strong")
-        return int(res[0]["count(*)"])
+        """How many vectors the collection holds. A strongly consistent count(*) is a round trip to Milvus, and every
+        search asks (its threshold follows the gallery's size): the count is kept between this process's writes, and
+        read again at most every LIVE_MAX_AGE_S for the writes of other replicas."""
+        now = time.monotonic()
+        if self._live is None or now - self._live[0] > LIVE_MAX_AGE_S:
+            res = self.client.query(self.collection, filter="", output_fields=["count(*)"], consistency_level="Strong")
+            self._live = (now, int(res[0]["count(*)"]))
+        return self._live[1]
 
     @_unavailable
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -107,6 +121,7 @@ class MilvusIndex:
                                                  for f, x in zip(ids[i : i + INSERT_BATCH], v[i : i + INSERT_BATCH],
                                                                  strict=True)])
         self._unflushed += len(ids)
+        self._live = None
         if self._unflushed >= FLUSH_EVERY:
             self.flush()
 
@@ -120,6 +135,7 @@ class MilvusIndex:
     def remove(self, ids: np.ndarray) -> None:
         if len(ids):
             self.client.delete(self.collection, ids=[int(i) for i in ids])
+            self._live = None
             try:
                 self.client.compact(self.collection)
             except Exception as e:  # Milvus Lite has no compaction

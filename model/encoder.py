@@ -61,6 +61,7 @@ class EncoderConfig:
 
 
 ARCHS = ("mobilenet_v2", "dlib_resnet_v1")
+RUNTIMES = ("torch", "onnx")
 POOLS = ("avg", "gdc")
 # MTCNN's five points (eye centres, nose tip, mouth corners) where they sit on average in dlib's 150x150 chip,
 # measured on 197 of dlib's own chips of LFW photos outside the evaluation folds (../shared/notes/dlib-resnet-v1.md):
@@ -179,12 +180,20 @@ class Embedder:
     averaging (the photo and its mirror image in one forward pass)."""
 
     def __init__(self, model: nn.Module, preprocess: Preprocess, *, flip: bool = False,
-                 max_batch: int = 64) -> None:
+                 max_batch: int = 64, runtime: str = "torch") -> None:
         self.model = fuse_for_inference(model)
         self.preprocess = preprocess
         self.config: EncoderConfig = model.config  # type: ignore[assignment]
         self.flip = flip
         self.max_batch = max_batch
+        if runtime not in RUNTIMES:
+            raise CheckpointError(f"unknown runtime {runtime!r} (one of {', '.join(RUNTIMES)})")
+        self.runtime = runtime
+        self._onnx = None
+        if runtime == "onnx":
+            from model.onnx_runtime import OnnxModel
+
+            self._onnx = OnnxModel(self.model, self.config.input_size, threads=torch.get_num_threads())
 
     @property
     def dim(self) -> int:
@@ -207,13 +216,19 @@ class Embedder:
                     chunk = np.concatenate([chunk, np.zeros((size - n, *chunk.shape[1:]), chunk.dtype)])
                 x = self.preprocess(chunk)
                 if self.flip:
-                    both = torch.cat([x, torch.flip(x, dims=[3])]).contiguous(memory_format=torch.channels_last)
-                    e = self.model(both)
+                    x = torch.cat([x, torch.flip(x, dims=[3])]).contiguous(memory_format=torch.channels_last)
+                e = self._forward(x)
+                if self.flip:
                     e = F.normalize(e[:size] + e[size:], dim=1)
-                else:
-                    e = self.model(x)
                 out.append(e[:n].float().numpy())
         return np.concatenate(out).astype(np.float32, copy=False)
+
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._onnx is not None:
+            return torch.from_numpy(self._onnx(x.numpy()))
+        out: torch.Tensor = self.model(x)
+        return out
 
 
 def batch_plan(total: int, max_batch: int) -> list[tuple[int, int, int]]:
@@ -280,11 +295,12 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def load_encoder(path: Path | None = None, *, flip: bool | None = None,
-                 max_batch: int = 64) -> tuple[Embedder, dict[str, Any]]:
+                 max_batch: int = 64, runtime: str = "torch") -> tuple[Embedder, dict[str, Any]]:
     """Build the encoder and its preprocessing from a checkpoint; returns (embedder, model card).
 
     ``flip`` (mirror averaging) defaults to what the checkpoint's config says, so serving and
-    evaluation embed the same way.
+    evaluation embed the same way. ``runtime``: ``torch``, or ``onnx`` (the same network exported to and run by
+    ONNX Runtime: what the service runs by default, FACESEARCH_RUNTIME).
     """
     path = Path(path) if path is not None else SHIPPED_CHECKPOINT
     ckpt = read_checkpoint(path)
@@ -297,4 +313,4 @@ def load_encoder(path: Path | None = None, *, flip: bool | None = None,
     card = dict(ckpt.get("card") or {})
     card.setdefault("model_version", config.model_version)
     use_flip = config.flip if flip is None else flip
-    return Embedder(model, Preprocess(config), flip=use_flip, max_batch=max_batch), card
+    return Embedder(model, Preprocess(config), flip=use_flip, max_batch=max_batch, runtime=runtime), card

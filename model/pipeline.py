@@ -126,9 +126,9 @@ class Batcher:
 class FacePipeline:
     def __init__(self, *, checkpoint: Path | None = None, min_face_size: int = 20, detect_max_side: int = 1024,
                  max_pixels: int = 40_000_000, torch_threads: int = 2, max_batch: int = 64,
-                 batch_wait_ms: float = 3.0, on_batch: Any = None) -> None:
+                 batch_wait_ms: float = 3.0, on_batch: Any = None, runtime: str = "torch") -> None:
         torch.set_num_threads(torch_threads)
-        self.embedder, self.card = load_encoder(checkpoint, max_batch=max_batch)
+        self.embedder, self.card = load_encoder(checkpoint, max_batch=max_batch, runtime=runtime)
         self.model_version: str = self.card["model_version"]
         self.calibration = Calibration(self.card)
         self.detector = FaceDetector(min_face_size=min_face_size, max_side=detect_max_side)
