@@ -1,12 +1,18 @@
-# syntax=docker/dockerfile:1
-# FaceSearch: CPU image. Build: docker build -t facesearch .   Run: docker compose up
+# FaceSearch: CPU image. Build: docker build -t facesearch .   Run: FACESEARCH_API_KEY=... docker compose up
+# Builds with the classic builder and with BuildKit alike (no BuildKit-only syntax). Tested by tests/docker/.
 
 FROM python:3.11-slim AS build
+# the build stage is thrown away: `docker image prune -f --filter label=facesearch.stage=build` removes it
+LABEL facesearch.stage=build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-# CPU-only torch wheels (the default PyPI wheels carry CUDA: gigabytes the image does not need)
-RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch>=2.4" "torchvision>=0.19"
+# Where torch comes from. Default: PyTorch's CPU-only wheels (PyPI's Linux wheels carry CUDA: gigabytes a CPU
+# server does not need). Empty: pip's default index (offline mirrors; the image then carries CUDA torch).
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+RUN if [ -n "$TORCH_INDEX_URL" ]; then \
+        pip install --index-url "$TORCH_INDEX_URL" "torch>=2.4" "torchvision>=0.19"; \
+    fi
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY app ./app
@@ -18,6 +24,8 @@ ARG EXTRAS=""
 RUN pip install ".${EXTRAS}"
 
 FROM python:3.11-slim AS runtime
+# FACESEARCH_HOST=0.0.0.0: inside a container on Docker's bridge network the published port reaches it only there;
+# with host networking set FACESEARCH_HOST=127.0.0.1 (or the one interface to serve on), as tests/docker/ does
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     FACESEARCH_DATA_DIR=/data \
@@ -28,7 +36,8 @@ COPY --from=build /opt/venv /opt/venv
 USER facesearch
 VOLUME ["/data"]
 EXPOSE 8000
+# probes the port the service listens on (FACESEARCH_PORT), not a fixed one
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import urllib.request, sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/health/live', timeout=4).status == 200 else 1)"]
+    CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('FACESEARCH_PORT', '8000'); sys.exit(0 if urllib.request.urlopen(f'http://127.0.0.1:{port}/health/live', timeout=4).status == 200 else 1)"]
 # one uvicorn worker per container: the model is loaded once
 CMD ["facesearch", "serve"]

@@ -11,10 +11,11 @@ from typing import Any
 
 
 def call(url: str, method: str = "GET", fields: dict[str, str] | None = None,
-         files: list[tuple[str, bytes]] | None = None, timeout: float = 60) -> tuple[int, Any]:
+         files: list[tuple[str, bytes]] | None = None, timeout: float = 60,
+         headers: dict[str, str] | None = None) -> tuple[int, Any]:
     """Returns (status, parsed JSON body); raises OSError when the server is unreachable."""
     body = None
-    headers = {}
+    headers = dict(headers or {})
     if fields is not None or files is not None:
         boundary = uuid.uuid4().hex
         parts = []
