@@ -8,11 +8,10 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 # Where torch comes from. Default: PyTorch's CPU-only wheels (PyPI's Linux wheels carry CUDA: gigabytes a CPU
-# server does not need). Empty: pip's default index (offline mirrors; the image then carries CUDA torch).
+# server does not need). Empty: pip's default index (offline mirrors; the image then carries CUDA torch). Its own
+# layer either way, so that a change to the code does not download torch again.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-RUN if [ -n "$TORCH_INDEX_URL" ]; then \
-        pip install --index-url "$TORCH_INDEX_URL" "torch>=2.4" "torchvision>=0.19"; \
-    fi
+RUN pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch>=2.4" "torchvision>=0.19"
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY app ./app

@@ -112,7 +112,8 @@ class PostgresStore(Store):
         self.timeout = timeout
         self.pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             url, min_size=1, max_size=max(2, pool_size), timeout=timeout, open=False,
-            kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))},
+            # text comes back as str on any server encoding (a SQL_ASCII database would otherwise answer bytes)
+            kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout)), "client_encoding": "UTF8"},
             check=ConnectionPool.check_connection, name="facesearch")
         self.pool.open(wait=False)
         self._listener: psycopg.Connection[Any] | None = None

@@ -430,3 +430,25 @@ def test_open_removes_stray_snapshots_and_temporary_files(tmp_path: Path) -> Non
     assert sorted(p.name for p in (root / "g0").iterdir()) == ["meta.json", "vectors.faiss"]
     assert g._loaded_seq > 0 and g.index.live == 6  # loaded from the snapshot
     g.close()
+
+
+def test_a_sql_ascii_postgresql_database_serves_like_a_utf8_one(pg_cluster, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A database created without a UTF-8 encoding (initdb without a locale makes SQL_ASCII) answers text as bytes
+    unless the client asks for UTF-8: the gallery must reopen it, with keys in any script intact."""
+    import uuid
+
+    import psycopg
+
+    name = "t_ascii_" + uuid.uuid4().hex[:8]
+    with psycopg.connect(pg_cluster.url(), autocommit=True) as c:
+        c.execute(f"CREATE DATABASE {name} ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+    url = pg_cluster.url(name)
+    try:
+        g = Gallery(tmp_path / "a", dim=4, model_version="m-é", database_url=url)
+        g.add_faces("Zoë 山田", [NewFace(np.array([1, 0, 0, 0], np.float32))])
+        g.close()
+        g = Gallery(tmp_path / "b", dim=4, model_version="m-é", database_url=url)  # reopened: the meta compares
+        assert [r.key for r in g.list_identities()[0]] == ["Zoë 山田"]
+        g.close()
+    finally:
+        pg_cluster.drop_database(url)
