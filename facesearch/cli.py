@@ -53,9 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as e:
         if e.name is None or e.name.split(".")[0] in ("app", "model", "index", "facesearch"):
             raise
-        extra = "train" if name in TRAINING else "milvus" if e.name.startswith(("pymilvus", "milvus")) else None
-        hint = f"install it with: pip install 'facesearch[{extra}]'" if extra else f"install {e.name}"
-        print(f"facesearch {name}: needs the Python package {e.name!r}, which is not installed; {hint}",
+        package = e.name.split(".")[0]
+        extra = "train" if name in TRAINING else "milvus" if package in ("pymilvus", "milvus_lite") else None
+        hint = f"install it with: pip install 'facesearch[{extra}]'" if extra else f"install {package}"
+        print(f"facesearch {name}: needs the Python package {package!r}, which is not installed; {hint}",
               file=sys.stderr)
         return 2
 

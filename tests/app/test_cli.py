@@ -86,7 +86,10 @@ def test_usual_mistakes_answer_one_line_and_status_2(tmp_path: Path, capsys: pyt
         assert message in err and "Traceback" not in err and len(err.splitlines()) == 1, (argv, err)
     assert not (tmp_path / "empty").exists()
     # a training command without the train extra: which package, and how to get it
-    monkeypatch.setitem(sys.modules, "pytorch_metric_learning", None)
+    loaded = [m for m in sys.modules if m.split(".")[0] == "pytorch_metric_learning"]
+    for module in [*loaded, "pytorch_metric_learning"]:
+        monkeypatch.setitem(sys.modules, module, None)  # as if not installed, whatever imported it before
     monkeypatch.delitem(sys.modules, "model.train.train", raising=False)
     assert cli.main(["train", "--help"]) == 2
-    assert "pip install 'facesearch[train]'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "needs the Python package 'pytorch_metric_learning'" in err and "pip install 'facesearch[train]'" in err
