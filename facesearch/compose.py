@@ -1,5 +1,6 @@
-"""Settings -> a face pipeline and a gallery: the one place that does it, for the service, every CLI command and
-the benches, so that each reads the same FACESEARCH_* variables the same way."""
+"""Settings -> a face pipeline and a gallery: the one place that does it, for the service and every CLI command
+(the benches that run the service go through it too), so that each reads the same FACESEARCH_* variables the same
+way."""
 
 from __future__ import annotations
 
