@@ -14,6 +14,7 @@ import csv
 import json
 import logging
 import math
+import os
 import random
 import shlex
 import sys
@@ -109,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--seed", type=int, default=0)
     return p
+
+
+def portable(arg: str) -> str:
+    """An absolute path as the model card records it: relative to the working folder (a reader elsewhere cannot
+    follow this machine's absolute paths); anything else unchanged."""
+    return os.path.relpath(arg) if os.path.isabs(arg) else arg
 
 
 def read_people(path: Path) -> list[str]:
@@ -315,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     writer = csv.DictWriter(log_file, fieldnames=CSV_FIELDS)
     if new_log:
         writer.writeheader()
-    command = "facesearch train " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[2:]))
+    given = argv if argv is not None else sys.argv[2:]
+    command = "facesearch train " + " ".join(shlex.quote(portable(a)) for a in given)
     t0 = time.time()
     model.train()
     stop = False
@@ -383,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         card = {
             "training": {
                 "command": command,
-                "data": [str(d) for d in args.data],
+                "data": [portable(str(d)) for d in args.data],
                 "excluded_pairs": str(args.exclude_pairs) if args.exclude_pairs else None,
                 "excluded_folds": parse_folds(args.exclude_folds) if args.exclude_pairs else [],
                 "excluded_people_file": str(args.exclude_people) if args.exclude_people else None,
