@@ -22,6 +22,7 @@ returns (on PostgreSQL, in every replica's snapshot as it applies the delete); o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -35,16 +36,27 @@ from typing import Any
 
 import numpy as np
 
+from index import photo_queries
 from index.changelog import apply_changes, changes, replay
 from index.config import new_vectors, open_store
-from index.errors import Conflict, GalleryError, GalleryMismatch, InvalidVector, NotFound, StoreUnavailable
+from index.errors import (
+    Conflict,
+    GalleryError,
+    GalleryMismatch,
+    InvalidKey,
+    InvalidVector,
+    NotFound,
+    StoreUnavailable,
+)
 from index.locks import RWLock
+from index.photos import Photos
 from index.records import (
     FaceHit,
     FaceRecord,
     IdentityHit,
     IdentityRecord,
     NewFace,
+    NewPhoto,
     ReembedReport,
     SearchResult,
     StoredCrop,
@@ -106,6 +118,7 @@ class Gallery:
                 self.index.close()
             self.store.close()
             raise
+        self.photos = Photos(self)
         if self.store.shared or self.index.shared:
             self._follower = threading.Thread(target=self._follow, name="gallery-follower", daemon=True)
             self._follower.start()
@@ -364,11 +377,18 @@ class Gallery:
         """Add faces to an identity (created if new), atomically. Returns the new face ids."""
         return self.add_many([(identity, f) for f in faces], metadata={identity: metadata} if metadata else None)
 
-    def add_many(self, items: Sequence[tuple[str, NewFace]], *,
-                 metadata: dict[str, dict[str, Any]] | None = None, actor: str | None = None) -> list[int]:
-        """Add faces of one or more identities in one transaction (all or none). Returns face ids in order."""
-        items = [(validate_key(key), f) for key, f in items]
-        vecs = self._check_vectors([f for _, f in items])
+    def add_many(self, items: Sequence[tuple[str | None, NewFace]], *,
+                 metadata: dict[str, dict[str, Any]] | None = None, actor: str | None = None,
+                 photo: NewPhoto | None = None, cluster_within: float | None = None) -> list[int]:
+        """Add faces of one or more identities in one transaction (all or none). Returns face ids in order.
+
+        ``photo``: the faces are that photo's (stored with it; Conflict if its key exists); a face with identity
+        None is nobody's yet and, with ``cluster_within`` (a distance), joins the cluster of its nearest unnamed
+        face that close, else starts its own."""
+        if photo is None and any(key is None for key, _ in items):
+            raise InvalidKey("identity must not be blank")
+        items = [(None if key is None else validate_key(key), f) for key, f in items]
+        vecs = self._check_vectors([f for _, f in items]) if items else np.zeros((0, self.dim), np.float32)
         rows = [(key, FaceRow(v.tobytes(), json.dumps([float(x) for x in f.box]) if f.box is not None else None,
                               f.score, f.sha256, f.thumbnail, f.source,
                               json.dumps(f.source_geometry) if f.source_geometry is not None else None))
@@ -378,51 +398,95 @@ class Gallery:
                 # inside the transaction: another process (a reembed) may have switched the model meanwhile
                 if self._needs_reembed(c):
                     raise GalleryMismatch("gallery awaits re-embedding with the current model")
-                ids, seqs = self.store.add_faces(c, rows, self.model_version, metadata, actor)
-                if self.index.shared:  # under the store's write lock: no delete of another replica can overtake it
+                if photo is not None:
+                    pid = photo_queries.insert_photo(self.store, c, photo)
+                    if pid is None:
+                        raise Conflict(f"photo {photo.key!r} already exists")
+                    rows = [(k, dataclasses.replace(r, photo_id=pid)) for k, r in rows]
+                ids, seqs = self.store.add_faces(c, rows, self.model_version, metadata, actor) if rows else ([], [])
+                if photo is not None:
+                    self.store.audit(c, "index_photo", actor=actor, face_ids=ids, photo=photo.key)
+                    if cluster_within is not None:
+                        unnamed = [n for n, (k, _) in enumerate(rows) if k is None]
+                        self._join_clusters(c, [ids[n] for n in unnamed], vecs[unnamed], cluster_within)
+                if self.index.shared and ids:  # under the store's write lock: no delete of another replica overtakes
                     self.index.add(np.array(ids, dtype=np.int64), vecs)
-            if not self.index.shared:  # this process's own index shows only what committed
+            if not self.index.shared and ids:  # this process's own index shows only what committed
                 self.index.add(np.array(ids, dtype=np.int64), vecs)
             self._applied_own(seqs)
         return ids
 
-    def delete_face(self, face_id: int, *, actor: str | None = None) -> str:
-        """Delete one face; returns its identity. An identity left without faces is kept.
-        When it returns, no file under the gallery's folder holds the face's embedding or crops."""
-        if not is_int64(face_id):
-            raise NotFound(f"face {face_id} not found")
-        with self._write_mutex:
-            with self._lock.write():
-                with self.store.transaction() as c:
-                    key = self.store.face_owner(c, int(face_id))
-                    if key is None:
-                        raise NotFound(f"face {face_id} not found")
-                    vectors, seqs = self.store.delete_faces(c, [int(face_id)], event="delete_face", actor=actor)
-                self.index.remove(np.array([face_id], dtype=np.int64))
-                self._applied_own(seqs)
-            self._erase(vectors)
-        self._maybe_rebuild()
-        return key
+    def _join_clusters(self, c: Conn, ids: list[int], vecs: np.ndarray, within: float) -> None:
+        """New unnamed faces (not yet in the index) join their nearest unnamed neighbour's cluster when it is
+        ``within`` that distance, else start their own; faces of the same photo never share one."""
+        if not ids:
+            return
+        sims, nbrs = self.index.search(vecs, 8) if self.index.live else \
+            (np.zeros((len(ids), 0), np.float32), np.zeros((len(ids), 0), np.int64))
+        near = photo_queries.unnamed_clusters(c, sorted({int(i) for i in nbrs.ravel() if i >= 0}))
+        taken: set[int] = set()
+        assignment = []
+        for n, face_id in enumerate(ids):
+            cluster = face_id
+            for s, i in zip(sims[n], nbrs[n], strict=True):
+                k = near.get(int(i))
+                if k is not None and k not in taken and float(similarity_to_distance(s)) <= within:
+                    cluster = k
+                    break
+            taken.add(cluster)
+            assignment.append((face_id, cluster))
+        photo_queries.set_clusters(c, assignment)
 
-    def delete_identity(self, identity: str, *, actor: str | None = None) -> int:
-        """Delete an identity with all its faces; returns how many faces went. When it returns, no file
-        under the gallery's folder holds their embeddings or crops (the audit keeps the event)."""
+    def _delete(self, select: Callable[[Conn], list[int]], event: str, actor: str | None, *,
+                finish: Callable[[Conn], None] | None = None, identity: str | None = None,
+                **detail: object) -> list[int]:
+        """Delete the faces ``select`` picks (it raises NotFound), then run ``finish`` (deleting the rows that
+        held them), in one write transaction; returns the face ids. When it returns, no file under the gallery's
+        folder holds their embeddings or crops (the audit keeps the event, without face data)."""
         with self._write_mutex:
             with self._lock.write():
                 with self.store.transaction() as c:
-                    ident = self.store.identity_id(c, identity)
-                    if ident is None:
-                        raise NotFound(f"identity {identity!r} not found")
-                    ids = self.store.identity_face_ids(c, ident)
-                    vectors, seqs = self.store.delete_faces(c, ids, event="delete_identity", actor=actor)
+                    ids = select(c)
+                    vectors, seqs = self.store.delete_faces(c, ids, event=event, actor=actor, **detail)
                     if not ids:
-                        self.store.audit(c, "delete_identity", actor=actor, identity=identity, face_ids=[])
-                    self.store.delete_identity_row(c, ident)
+                        self.store.audit(c, event, actor=actor, identity=identity, face_ids=[], **detail)
+                    if finish is not None:
+                        finish(c)
                 self.index.remove(np.array(ids, dtype=np.int64))
                 self._applied_own(seqs)
             self._erase(vectors)
         self._maybe_rebuild()
-        return len(ids)
+        return ids
+
+    def delete_face(self, face_id: int, *, actor: str | None = None) -> str | None:
+        """Delete one face; returns its identity (None: a photo's unnamed face). An identity left without faces
+        is kept. When it returns, no file under the gallery's folder holds the face's embedding or crops."""
+        owner: list[str | None] = []
+
+        def select(c: Conn) -> list[int]:
+            row = self.store.face_owner(c, int(face_id)) if is_int64(face_id) else None
+            if row is None:
+                raise NotFound(f"face {face_id} not found")
+            owner.append(row[0])
+            return [int(face_id)]
+
+        self._delete(select, "delete_face", actor)
+        return owner[0]
+
+    def delete_identity(self, identity: str, *, actor: str | None = None) -> int:
+        """Delete an identity with all its faces (those found in photos too); returns how many faces went. When it
+        returns, no file under the gallery's folder holds their embeddings or crops (the audit keeps the event)."""
+        ident: list[int] = []
+
+        def select(c: Conn) -> list[int]:
+            i = self.store.identity_id(c, identity)
+            if i is None:
+                raise NotFound(f"identity {identity!r} not found")
+            ident.append(i)
+            return self.store.identity_face_ids(c, i)
+
+        return len(self._delete(select, "delete_identity", actor, identity=identity,
+                                finish=lambda c: self.store.delete_identity_row(c, ident[0])))
 
     def _erase(self, vectors: list[bytes]) -> None:
         """After a delete committed (caller holds the write mutex, so no snapshot is being written): overwrite
@@ -509,8 +573,10 @@ class Gallery:
 
     @property
     def searchable_faces(self) -> int:
-        """How many faces a search compares against (what the search threshold is calibrated for)."""
-        return self.index.live
+        """How many identities' faces a search compares against (what the search threshold is calibrated for);
+        photos' unnamed faces are not searched for identities."""
+        with self.store.read() as c:
+            return max(0, self.index.live - photo_queries.count_unnamed(c))
 
     def search(self, queries: np.ndarray, *, k: int = 5, k_faces: int | None = None,
                threshold: float | None = None) -> list[SearchResult]:
@@ -533,8 +599,14 @@ class Gallery:
         k_faces = max(1, int(k_faces or k))
         fetch = max(k_faces, 4 * k, 32)  # enough faces to fill k distinct identities in most galleries
         with self._lock.read():
-            sims, ids = self.index.search(q, fetch)
-            owner = self.store.owners(sorted({int(i) for i in ids.ravel() if i >= 0}))
+            while True:
+                sims, ids = self.index.search(q, fetch)
+                owner = self.store.owners(sorted({int(i) for i in ids.ravel() if i >= 0}))
+                # photos' unnamed faces are in the index too: look further while they crowd out identities
+                short = any(sum(int(i) in owner for i in row) < k_faces and (row >= 0).all() for row in ids)
+                if not short or fetch >= self.index.live:
+                    break
+                fetch *= 4
         results = []
         for row_s, row_i in zip(sims, ids, strict=True):
             res = SearchResult()

@@ -15,16 +15,16 @@ from index.errors import InvalidKey, InvalidVector
 MAX_KEY_LEN = 128
 
 
-def validate_key(key: object) -> str:
-    """Identity keys: 1-128 printable characters (any language), without surrounding whitespace (trimmed).
-    Returns the trimmed key."""
+def validate_key(key: object, what: str = "identity") -> str:
+    """Identity (and photo) keys: 1-128 printable characters (any language), without surrounding whitespace
+    (trimmed). Returns the trimmed key."""
     if not isinstance(key, str):
-        raise InvalidKey("identity must be 1-128 printable characters")
+        raise InvalidKey(f"{what} must be 1-128 printable characters")
     key = key.strip()
     if not key:
-        raise InvalidKey("identity must not be blank")
+        raise InvalidKey(f"{what} must not be blank")
     if len(key) > MAX_KEY_LEN or not key.isprintable():
-        raise InvalidKey("identity must be 1-128 printable characters")
+        raise InvalidKey(f"{what} must be 1-128 printable characters")
     return key
 
 
@@ -51,7 +51,7 @@ class StoredCrop:
     """What a face's embedding can be made again from (see :meth:`Gallery.reembed`)."""
 
     face_id: int
-    identity: str
+    identity: str | None  # None: a photo's face of no identity
     source: bytes | None
     source_geometry: dict[str, Any] | None
     chip: bytes | None  # the aligned chip cut for the model that enrolled the face
@@ -62,7 +62,7 @@ class ReembedReport:
     model_version: str
     faces: int
     reembedded: int
-    unrecoverable: list[tuple[int, str]]  # (face id, identity): no stored crop this model can use
+    unrecoverable: list[tuple[int, str | None]]  # (face id, identity): no stored crop this model can use
     switched: bool
     generation: int
     seconds: float
@@ -71,7 +71,7 @@ class ReembedReport:
 @dataclass(frozen=True)
 class FaceRecord:
     id: int
-    identity: str
+    identity: str | None  # None: a photo's face nobody has named yet
     model_version: str
     box: list[float] | None
     score: float | None
@@ -79,6 +79,52 @@ class FaceRecord:
     created_at: float
     has_thumbnail: bool
     has_source: bool = False
+    photo: str | None = None  # the photo it was found in (POST /v1/photos)
+    cluster: int | None = None  # its group of unnamed faces
+
+
+@dataclass(frozen=True)
+class NewPhoto:
+    """A photo to index: the caller's key, an album (``""``: none), metadata and its size in pixels."""
+
+    key: str
+    album: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass(frozen=True)
+class PhotoRecord:
+    key: str
+    album: str
+    metadata: dict[str, Any]
+    width: int | None
+    height: int | None
+    created_at: float
+    faces: int
+
+
+@dataclass(frozen=True)
+class PhotoHit:
+    """A photo holding the searched person: its best-matching face."""
+
+    photo: str
+    album: str
+    face_id: int
+    box: list[float] | None
+    similarity: float
+    distance: float
+
+
+@dataclass(frozen=True)
+class ClusterRecord:
+    """A group of unnamed faces thought to be one person; ``id`` is its first face's id."""
+
+    id: int
+    faces: int
+    face_ids: list[int]  # the first ones, by id
+    photos: list[str]  # the photos holding them (the first ones)
 
 
 @dataclass(frozen=True)
@@ -114,9 +160,17 @@ class SearchResult:
 
 
 def face_record(r: Sequence[Any]) -> FaceRecord:
-    """A face row (id, identity, model version, box JSON, score, sha256, created at, has chip, has source)."""
+    """A face row (id, identity, model version, box JSON, score, sha256, created at, has chip, has source, photo,
+    cluster)."""
     return FaceRecord(id=int(r[0]), identity=r[1], model_version=r[2], box=json.loads(r[3]) if r[3] else None,
-                      score=r[4], sha256=r[5], created_at=r[6], has_thumbnail=bool(r[7]), has_source=bool(r[8]))
+                      score=r[4], sha256=r[5], created_at=r[6], has_thumbnail=bool(r[7]), has_source=bool(r[8]),
+                      photo=r[9], cluster=None if r[10] is None else int(r[10]))
+
+
+def photo_record(r: Sequence[Any]) -> PhotoRecord:
+    """A photo row (key, album, metadata JSON, width, height, created at, faces)."""
+    return PhotoRecord(key=str(r[0]), album=str(r[1]), metadata=json.loads(r[2]), width=r[3], height=r[4],
+                       created_at=float(r[5]), faces=int(r[6]))
 
 
 def identity_record(r: Sequence[Any]) -> IdentityRecord:

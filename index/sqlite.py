@@ -27,9 +27,19 @@ CREATE TABLE IF NOT EXISTS identities(
     metadata TEXT NOT NULL DEFAULT '{}',
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS photos(
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    album TEXT NOT NULL DEFAULT '',
+    metadata TEXT NOT NULL DEFAULT '{}',
+    width INTEGER,
+    height INTEGER,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS photos_album ON photos(album, id);
 CREATE TABLE IF NOT EXISTS faces(
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    identity_id INTEGER NOT NULL REFERENCES identities(id) ON DELETE CASCADE,
+    identity_id INTEGER REFERENCES identities(id) ON DELETE CASCADE,
     embedding BLOB NOT NULL,
     model_version TEXT NOT NULL,
     box TEXT,
@@ -38,10 +48,14 @@ CREATE TABLE IF NOT EXISTS faces(
     thumbnail BLOB,
     created_at REAL NOT NULL,
     source BLOB,
-    source_geometry TEXT
+    source_geometry TEXT,
+    photo_id INTEGER REFERENCES photos(id),
+    cluster_id INTEGER
 );
 CREATE INDEX IF NOT EXISTS faces_identity ON faces(identity_id);
 CREATE INDEX IF NOT EXISTS faces_sha256 ON faces(sha256);
+CREATE INDEX IF NOT EXISTS faces_photo ON faces(photo_id);
+CREATE INDEX IF NOT EXISTS faces_cluster ON faces(cluster_id);
 CREATE TABLE IF NOT EXISTS changes(
     seq INTEGER PRIMARY KEY AUTOINCREMENT, face_id INTEGER NOT NULL, op INTEGER NOT NULL
 );
@@ -64,7 +78,8 @@ CREATE TABLE IF NOT EXISTS audit(
 );
 """
 # columns added after a gallery format shipped: (table, column, declaration)
-ADDED_COLUMNS = [("faces", "source", "BLOB"), ("faces", "source_geometry", "TEXT")]
+ADDED_COLUMNS = [("faces", "source", "BLOB"), ("faces", "source_geometry", "TEXT"),
+                 ("faces", "photo_id", "INTEGER REFERENCES photos(id)"), ("faces", "cluster_id", "INTEGER")]
 
 
 def read_export(path: Path) -> tuple[dict[str, str], dict[int, tuple[str, Any]], list[tuple[Any, ...]]]:
@@ -99,9 +114,8 @@ class SqliteStore(Store):
         self._all: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._lock = threading.Lock()
         conn = self.conn
-        # migrations first: renaming `faces` while other tables reference it would repoint their keys
         self._add_columns(conn)
-        self._migrate_face_ids(conn)
+        self._rebuild_faces(conn)
         conn.executescript(SCHEMA)
 
     @staticmethod
@@ -113,26 +127,40 @@ class SqliteStore(Store):
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     @staticmethod
-    def _migrate_face_ids(conn: sqlite3.Connection) -> None:
-        """Galleries made before face ids were AUTOINCREMENT: without it SQLite hands the largest deleted id
-        to the next face, so a client's old face id would name someone else's face, and an index that still
-        holds the id as a tombstone would hide the new face. Rebuild the table once with AUTOINCREMENT."""
+    def _rebuild_faces(conn: sqlite3.Connection) -> None:
+        """Rebuild the faces table when its declaration is an old one: before face ids were AUTOINCREMENT (SQLite
+        would hand the largest deleted id to the next face, so a client's old face id would name someone else's
+        face), or before a face could belong to a photo without an identity (``identity_id`` NOT NULL). SQLite's
+        own recipe: foreign keys off, a new table filled from the old, the old dropped, the new renamed, the
+        AUTOINCREMENT counter carried over; other tables' references then name the new table."""
         row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'faces'").fetchone()
-        if row is None or "AUTOINCREMENT" in row[0].upper():
+        if row is None:
             return
-        create = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS faces(") : SCHEMA.index("CREATE INDEX")]
+        decl = " ".join(row[0].upper().split())
+        if "AUTOINCREMENT" in decl and "IDENTITY_ID INTEGER NOT NULL" not in decl:
+            return
+        create = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS faces(") : SCHEMA.index("CREATE INDEX IF NOT EXISTS "
+                                                                                         "faces_identity")]
+        create = create.replace("faces(", "faces_rebuilt(", 1)
+        cols = ", ".join(r[1] for r in conn.execute("PRAGMA table_info(faces)"))
+        conn.execute("PRAGMA foreign_keys=OFF")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute("ALTER TABLE faces RENAME TO faces_before_autoincrement")
+            counter = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'faces'").fetchone() \
+                if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence'").fetchone() else None
             conn.execute(create)
-            conn.execute("INSERT INTO faces SELECT * FROM faces_before_autoincrement")
-            conn.execute("DROP TABLE faces_before_autoincrement")
-            conn.execute("CREATE INDEX IF NOT EXISTS faces_identity ON faces(identity_id)")
-            conn.execute("CREATE INDEX IF NOT EXISTS faces_sha256 ON faces(sha256)")
+            conn.execute(f"INSERT INTO faces_rebuilt({cols}) SELECT {cols} FROM faces")
+            conn.execute("DROP TABLE faces")
+            conn.execute("ALTER TABLE faces_rebuilt RENAME TO faces")
+            if counter is not None:
+                conn.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'faces'", (int(counter[0]),))
+            conn.execute("PRAGMA foreign_key_check")
         except BaseException:
             conn.execute("ROLLBACK")
+            conn.execute("PRAGMA foreign_keys=ON")
             raise
         conn.execute("COMMIT")
+        conn.execute("PRAGMA foreign_keys=ON")
 
     @property
     def conn(self) -> sqlite3.Connection:

@@ -47,6 +47,7 @@ class FaceRow:
     thumbnail: bytes | None
     source: bytes | None
     source_geometry: str | None
+    photo_id: int | None = None
 
 
 class Store(ABC):
@@ -154,12 +155,12 @@ class Store(ABC):
             yield [int(r[0]) for r in rows], b"".join(bytes(r[1]) for r in rows)
 
     # --- writes --------------------------------------------------------------------------------------
-    def add_faces(self, c: Conn, items: Sequence[tuple[str, FaceRow]], model_version: str,
+    def add_faces(self, c: Conn, items: Sequence[tuple[str | None, FaceRow]], model_version: str,
                   metadata: dict[str, dict[str, Any]] | None, actor: str | None) -> tuple[list[int], list[int]]:
-        """Insert faces (identities created as needed) in the caller's transaction; returns (face ids, change
-        seqs)."""
+        """Insert faces (identities created as needed; None: a photo's face of no identity) in the caller's
+        transaction; enrolments are audited per identity. Returns (face ids, change seqs)."""
         now = time.time()
-        keys = list(dict.fromkeys(k for k, _ in items))
+        keys = list(dict.fromkeys(k for k, _ in items if k is not None))
         meta = metadata or {}
         # every statement runs once for the whole batch (pipelined on PostgreSQL), not once per identity
         c.executemany("INSERT INTO identities(key, metadata, created_at) VALUES (?, ?, ?) ON CONFLICT (key) DO NOTHING",
@@ -173,42 +174,44 @@ class Store(ABC):
                 f"SELECT key, id FROM identities WHERE key IN ({','.join('?' * len(chunk))})", chunk))
         ids = self.insert_returning(
             c, "INSERT INTO faces(identity_id, embedding, model_version, box, score, sha256, thumbnail, created_at,"
-               " source, source_geometry) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            [(ident[key], f.embedding, model_version, f.box, f.score, f.sha256, f.thumbnail, now, f.source,
-              f.source_geometry) for key, f in items])
+               " source, source_geometry, photo_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            [(None if key is None else ident[key], f.embedding, model_version, f.box, f.score, f.sha256, f.thumbnail,
+              now, f.source, f.source_geometry, f.photo_id) for key, f in items])
         seqs = self.insert_changes(c, [(i, ADD) for i in ids])
         per_key: dict[str, list[int]] = {k: [] for k in keys}
         for (k, _), i in zip(items, ids, strict=True):
-            per_key[k].append(i)
+            if k is not None:
+                per_key[k].append(i)
         c.executemany("INSERT INTO audit(at, event, actor, identity, face_ids, detail) VALUES (?, ?, ?, ?, ?, ?)",
                       [(now, "enroll", actor, k, json.dumps(f), "{}") for k, f in per_key.items()])
         return ids, seqs
 
     def delete_faces(self, c: Conn, face_ids: Sequence[int], *, event: str, actor: str | None,
-                     reason: str | None = None) -> tuple[list[bytes], list[int]]:
-        """Delete faces in the caller's transaction, logged and audited per identity; returns (their embeddings,
-        change seqs). Identities are kept."""
+                     **detail: object) -> tuple[list[bytes], list[int]]:
+        """Delete faces in the caller's transaction, logged and audited per identity (one line for the faces of
+        no identity); returns (their embeddings, change seqs). Identities and photos are kept."""
         if not face_ids:
             return [], []
         rows = []
         for i in range(0, len(face_ids), 500):
             chunk = list(face_ids[i : i + 500])
-            rows += c.execute(f"SELECT f.id, i.key, f.embedding FROM faces f JOIN identities i ON i.id = f.identity_id "
-                              f"WHERE f.id IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+            rows += c.execute(f"SELECT f.id, i.key, f.embedding FROM faces f LEFT JOIN identities i "
+                              f"ON i.id = f.identity_id WHERE f.id IN ({','.join('?' * len(chunk))})", chunk).fetchall()
         c.executemany("DELETE FROM faces WHERE id = ?", [(int(r[0]),) for r in rows])
         seqs = self.insert_changes(c, [(int(r[0]), DELETE) for r in rows])
-        by_key: dict[str, list[int]] = {}
+        by_key: dict[str | None, list[int]] = {}
         for r in rows:
-            by_key.setdefault(str(r[1]), []).append(int(r[0]))
-        extra = {"reason": reason} if reason else {}
+            by_key.setdefault(None if r[1] is None else str(r[1]), []).append(int(r[0]))
+        extra = {k: v for k, v in detail.items() if v is not None}
         for key, ids in by_key.items():
             self.audit(c, event, actor=actor, identity=key, face_ids=sorted(ids), **extra)
         return [bytes(r[2]) for r in rows], seqs
 
-    def face_owner(self, c: Conn, face_id: int) -> str | None:
-        row = c.execute("SELECT i.key FROM faces f JOIN identities i ON i.id = f.identity_id WHERE f.id = ?",
+    def face_owner(self, c: Conn, face_id: int) -> tuple[str | None] | None:
+        """(its identity or None) for a face that exists, else None."""
+        row = c.execute("SELECT i.key FROM faces f LEFT JOIN identities i ON i.id = f.identity_id WHERE f.id = ?",
                         (face_id,)).fetchone()
-        return None if row is None else str(row[0])
+        return None if row is None else (None if row[0] is None else str(row[0]),)
 
     def identity_id(self, c: Conn, identity: str) -> int | None:
         row = c.execute("SELECT id FROM identities WHERE key = ?", (identity,)).fetchone()
@@ -253,7 +256,9 @@ class Store(ABC):
         return [tuple(r) for r in rows], total
 
     FACE_COLS = ("f.id, i.key, f.model_version, f.box, f.score, f.sha256, f.created_at, "
-                 "f.thumbnail IS NOT NULL, f.source IS NOT NULL")
+                 "f.thumbnail IS NOT NULL, f.source IS NOT NULL, p.key, f.cluster_id")
+    # a face and what it belongs to: an identity, a photo, both
+    FACES = "faces f LEFT JOIN identities i ON i.id = f.identity_id LEFT JOIN photos p ON p.id = f.photo_id"
 
     def list_faces(self, identity: str, limit: int, offset: int) -> tuple[list[tuple[Any, ...]], int] | None:
         with self.read(consistent=True) as c:
@@ -261,15 +266,14 @@ class Store(ABC):
             if ident is None:
                 return None
             total = int(c.execute("SELECT COUNT(*) FROM faces WHERE identity_id = ?", (ident,)).fetchone()[0])
-            rows = c.execute(f"SELECT {self.FACE_COLS} FROM faces f JOIN identities i ON i.id = f.identity_id "
-                             "WHERE f.identity_id = ? ORDER BY f.id LIMIT ? OFFSET ?",
+            rows = c.execute(f"SELECT {self.FACE_COLS} FROM {self.FACES} WHERE f.identity_id = ? "
+                             "ORDER BY f.id LIMIT ? OFFSET ?",
                              (ident, limit, offset)).fetchall()
         return [tuple(r) for r in rows], total
 
     def get_face(self, face_id: int) -> tuple[Any, ...] | None:
         with self.read() as c:
-            row = c.execute(f"SELECT {self.FACE_COLS} FROM faces f JOIN identities i ON i.id = f.identity_id "
-                            "WHERE f.id = ?", (face_id,)).fetchone()
+            row = c.execute(f"SELECT {self.FACE_COLS} FROM {self.FACES} WHERE f.id = ?", (face_id,)).fetchone()
         return None if row is None else tuple(row)
 
     def face_column(self, face_id: int, column: str) -> tuple[bool, bytes | None]:
@@ -282,7 +286,7 @@ class Store(ABC):
     def faces_with_sha256(self, sha256: str) -> list[tuple[Any, ...]]:
         with self.read() as c:
             return [tuple(r) for r in c.execute(
-                f"SELECT {self.FACE_COLS} FROM faces f JOIN identities i ON i.id = f.identity_id WHERE f.sha256 = ?",
+                f"SELECT {self.FACE_COLS} FROM {self.FACES} WHERE f.sha256 = ?",
                 (sha256,))]
 
     def identity_embeddings(self, identity: str) -> list[tuple[int, bytes]] | None:
@@ -294,7 +298,7 @@ class Store(ABC):
                 "SELECT id, embedding FROM faces WHERE identity_id = ? ORDER BY id", (ident,))]
 
     def owners(self, face_ids: list[int]) -> dict[int, str]:
-        """face id -> identity key, for those of ``face_ids`` that exist."""
+        """face id -> identity key, for those of ``face_ids`` that exist and belong to an identity."""
         out: dict[int, str] = {}
         if not face_ids:
             return out
@@ -347,7 +351,7 @@ class Store(ABC):
         with self.read() as c:
             return [tuple(r) for r in c.execute(
                 "SELECT f.id, i.key, f.source, f.source_geometry, f.thumbnail FROM faces f "
-                "JOIN identities i ON i.id = f.identity_id LEFT JOIN reembedding r ON r.face_id = f.id "
+                "LEFT JOIN identities i ON i.id = f.identity_id LEFT JOIN reembedding r ON r.face_id = f.id "
                 "WHERE r.face_id IS NULL ORDER BY f.id LIMIT ?", (limit,))]
 
     def save_reembedded(self, c: Conn, rows: Sequence[tuple[int, bytes | None]]) -> None:
@@ -371,10 +375,10 @@ class Store(ABC):
         return int(c.execute("SELECT COUNT(*) FROM faces f LEFT JOIN reembedding r ON r.face_id = f.id "
                              "WHERE r.face_id IS NULL").fetchone()[0])
 
-    def unrecoverable(self, c: Conn) -> list[tuple[int, str]]:
-        """(face id, identity) of faces the new model found no usable crop for."""
-        return [(int(i), str(k)) for i, k in c.execute(
-            "SELECT f.id, i.key FROM faces f JOIN identities i ON i.id = f.identity_id "
+    def unrecoverable(self, c: Conn) -> list[tuple[int, str | None]]:
+        """(face id, identity or None) of faces the new model found no usable crop for."""
+        return [(int(i), None if k is None else str(k)) for i, k in c.execute(
+            "SELECT f.id, i.key FROM faces f LEFT JOIN identities i ON i.id = f.identity_id "
             "JOIN reembedding r ON r.face_id = f.id WHERE r.embedding IS NULL ORDER BY f.id")]
 
     def reembedded(self, c: Conn) -> list[tuple[int, bytes]]:
@@ -408,11 +412,15 @@ class Store(ABC):
                 dst.set_meta(w, "model_version", model_version)
                 for row in c.execute("SELECT id, key, metadata, created_at FROM identities ORDER BY id"):
                     w.execute("INSERT INTO identities(id, key, metadata, created_at) VALUES (?, ?, ?, ?)", tuple(row))
-                cur = c.execute("SELECT id, identity_id, embedding, model_version, box, score, sha256, thumbnail, "
-                                "created_at, source, source_geometry FROM faces ORDER BY id")
+                for row in c.execute("SELECT id, key, album, metadata, width, height, created_at FROM photos "
+                                     "ORDER BY id"):
+                    w.execute("INSERT INTO photos(id, key, album, metadata, width, height, created_at) "
+                              "VALUES (?, ?, ?, ?, ?, ?, ?)", tuple(row))
+                cols = ("id, identity_id, embedding, model_version, box, score, sha256, thumbnail, created_at, source, "
+                        "source_geometry, photo_id, cluster_id")
+                cur = c.execute(f"SELECT {cols} FROM faces ORDER BY id")
                 while rows := cur.fetchmany(1000):
-                    w.executemany("INSERT INTO faces(id, identity_id, embedding, model_version, box, score, sha256, "
-                                  "thumbnail, created_at, source, source_geometry) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    w.executemany(f"INSERT INTO faces({cols}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                                   [tuple(r) for r in rows])
         finally:
             dst.close()

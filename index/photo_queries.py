@@ -1,0 +1,151 @@
+"""The queries for photos and clusters of unnamed faces, written once for SQLite and PostgreSQL (``?`` marks a
+parameter), run on a connection from :class:`index.store.Store` (in the caller's transaction for writes).
+
+A photo's faces are rows of ``faces`` with ``photo_id`` set; a face nobody has named has no ``identity_id``;
+``cluster_id`` groups unnamed faces (the id of the cluster's first face) until someone names the cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from index.records import NewPhoto
+from index.store import Conn, Store
+
+PHOTO_COLS = ("p.key, p.album, p.metadata, p.width, p.height, p.created_at, "
+              "(SELECT COUNT(*) FROM faces f WHERE f.photo_id = p.id)")
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def insert_photo(store: Store, c: Conn, photo: NewPhoto) -> int | None:
+    """The new photo's row id, or None when a photo with this key exists."""
+    if photo_id(c, photo.key) is not None:
+        return None
+    return store.insert_returning(
+        c, "INSERT INTO photos(key, album, metadata, width, height, created_at) VALUES (?, ?, ?, ?, ?, ?) "
+           "RETURNING id",
+        [(photo.key, photo.album, json.dumps(photo.metadata), photo.width, photo.height, time.time())])[0]
+
+
+def photo_id(c: Conn, key: str) -> int | None:
+    row = c.execute("SELECT id FROM photos WHERE key = ?", (key,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def get_photo(c: Conn, key: str) -> tuple[Any, ...] | None:
+    row = c.execute(f"SELECT {PHOTO_COLS} FROM photos p WHERE p.key = ?", (key,)).fetchone()
+    return None if row is None else tuple(row)
+
+
+def list_photos(c: Conn, album: str | None, limit: int, offset: int) -> tuple[list[tuple[Any, ...]], int]:
+    where, args = ("WHERE p.album = ?", [album]) if album is not None else ("", [])
+    total = int(c.execute(f"SELECT COUNT(*) FROM photos p {where}", args).fetchone()[0])
+    rows = c.execute(f"SELECT {PHOTO_COLS} FROM photos p {where} ORDER BY p.id LIMIT ? OFFSET ?",
+                     [*args, limit, offset]).fetchall()
+    return [tuple(r) for r in rows], total
+
+
+def photo_face_ids(c: Conn, pid: int) -> list[int]:
+    return [int(r[0]) for r in c.execute("SELECT id FROM faces WHERE photo_id = ? ORDER BY id", (pid,))]
+
+
+def album_photo_ids(c: Conn, album: str) -> list[int]:
+    return [int(r[0]) for r in c.execute("SELECT id FROM photos WHERE album = ? ORDER BY id", (album,))]
+
+
+def faces_of_photos(c: Conn, pids: Sequence[int]) -> list[int]:
+    out: list[int] = []
+    for i in range(0, len(pids), 500):
+        chunk = list(pids[i : i + 500])
+        out += [int(r[0]) for r in c.execute(f"SELECT id FROM faces WHERE photo_id IN ({_marks(len(chunk))})", chunk)]
+    return out
+
+
+def delete_photo_rows(c: Conn, pids: Sequence[int]) -> None:
+    c.executemany("DELETE FROM photos WHERE id = ?", [(p,) for p in pids])
+
+
+def photo_faces(c: Conn, face_ids: Sequence[int], album: str | None) -> dict[int, tuple[str, str, str | None]]:
+    """face id -> (photo key, album, box JSON) for those of ``face_ids`` found in a photo (of ``album``)."""
+    out: dict[int, tuple[str, str, str | None]] = {}
+    extra, args = (" AND p.album = ?", [album]) if album is not None else ("", [])
+    for i in range(0, len(face_ids), 500):
+        chunk = list(face_ids[i : i + 500])
+        out.update((int(r[0]), (str(r[1]), str(r[2]), r[3])) for r in c.execute(
+            f"SELECT f.id, p.key, p.album, f.box FROM faces f JOIN photos p ON p.id = f.photo_id "
+            f"WHERE f.id IN ({_marks(len(chunk))}){extra}", [*chunk, *args]))
+    return out
+
+
+def count_photo_faces(c: Conn) -> int:
+    return int(c.execute("SELECT COUNT(*) FROM faces WHERE photo_id IS NOT NULL").fetchone()[0])
+
+
+def count_unnamed(c: Conn) -> int:
+    return int(c.execute("SELECT COUNT(*) FROM faces WHERE identity_id IS NULL").fetchone()[0])
+
+
+# --- clusters ------------------------------------------------------------------------------------------
+def unnamed_clusters(c: Conn, face_ids: Sequence[int]) -> dict[int, int]:
+    """face id -> cluster id, for those of ``face_ids`` that are unnamed and in a cluster."""
+    out: dict[int, int] = {}
+    for i in range(0, len(face_ids), 500):
+        chunk = list(face_ids[i : i + 500])
+        out.update((int(f), int(k)) for f, k in c.execute(
+            f"SELECT id, cluster_id FROM faces WHERE id IN ({_marks(len(chunk))}) AND identity_id IS NULL "
+            "AND cluster_id IS NOT NULL", chunk))
+    return out
+
+
+def set_clusters(c: Conn, assignment: Sequence[tuple[int, int]]) -> None:
+    """(face id, cluster id) pairs; faces that have an identity are left out of clusters."""
+    c.executemany("UPDATE faces SET cluster_id = ? WHERE id = ? AND identity_id IS NULL",
+                  [(k, f) for f, k in assignment])
+
+
+def unnamed_embeddings(c: Conn, album: str | None) -> list[tuple[int, bytes]]:
+    """(face id, embedding) of every unnamed face (of ``album``'s photos), by id."""
+    if album is None:
+        rows = c.execute("SELECT id, embedding FROM faces WHERE identity_id IS NULL ORDER BY id")
+    else:
+        rows = c.execute("SELECT f.id, f.embedding FROM faces f JOIN photos p ON p.id = f.photo_id "
+                         "WHERE f.identity_id IS NULL AND p.album = ? ORDER BY f.id", (album,))
+    return [(int(r[0]), bytes(r[1])) for r in rows]
+
+
+def list_clusters(c: Conn, limit: int, offset: int, min_faces: int) -> tuple[list[tuple[int, int]], int]:
+    """(cluster id, faces) of clusters of unnamed faces, largest first; and how many there are."""
+    group = "FROM faces WHERE identity_id IS NULL AND cluster_id IS NOT NULL GROUP BY cluster_id HAVING COUNT(*) >= ?"
+    total = int(c.execute(f"SELECT COUNT(*) FROM (SELECT cluster_id {group}) t", (min_faces,)).fetchone()[0])
+    rows = c.execute(f"SELECT cluster_id, COUNT(*) {group} ORDER BY COUNT(*) DESC, cluster_id LIMIT ? OFFSET ?",
+                     (min_faces, limit, offset)).fetchall()
+    return [(int(r[0]), int(r[1])) for r in rows], total
+
+
+def cluster_face_ids(c: Conn, cluster: int) -> list[int]:
+    return [int(r[0]) for r in c.execute(
+        "SELECT id FROM faces WHERE cluster_id = ? AND identity_id IS NULL ORDER BY id", (cluster,))]
+
+
+def cluster_photos(c: Conn, cluster: int, limit: int) -> list[str]:
+    return [str(r[0]) for r in c.execute(
+        "SELECT p.key FROM faces f JOIN photos p ON p.id = f.photo_id WHERE f.cluster_id = ? "
+        "AND f.identity_id IS NULL GROUP BY p.key ORDER BY MIN(f.id) LIMIT ?", (cluster, limit))]
+
+
+def name_faces(c: Conn, face_ids: Sequence[int], identity_id: int) -> None:
+    """The faces become the identity's (they leave their cluster)."""
+    c.executemany("UPDATE faces SET identity_id = ?, cluster_id = NULL WHERE id = ?",
+                  [(identity_id, f) for f in face_ids])
+
+
+def unnamed_face(c: Conn, face_id: int) -> bool | None:
+    """None: no such face; True: it has no identity."""
+    row = c.execute("SELECT identity_id FROM faces WHERE id = ?", (face_id,)).fetchone()
+    return None if row is None else row[0] is None

@@ -1,0 +1,234 @@
+"""Photos in a gallery: every face of a photo indexed (named or not), the photos a person appears in, and the
+clusters that group unnamed faces into people until someone names them.
+
+:class:`Photos` is a gallery's photo side (``Gallery.photos``): writes go through the gallery's write path (the
+store first, then the index; erasure as for any face), reads and searches through its store and index.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from index import clusters, photo_queries
+from index.errors import Conflict, NotFound
+from index.records import (
+    ClusterRecord,
+    FaceRecord,
+    NewFace,
+    NewPhoto,
+    PhotoHit,
+    PhotoRecord,
+    face_record,
+    photo_record,
+    similarity_to_distance,
+    validate_key,
+)
+from index.store import Conn
+
+if TYPE_CHECKING:
+    from index.gallery import Gallery
+
+
+class Photos:
+    def __init__(self, gallery: Gallery) -> None:
+        self.gallery = gallery
+        self.store = gallery.store
+
+    # --- writes --------------------------------------------------------------------------------------
+    def add(self, photo: NewPhoto, faces: Sequence[tuple[str | None, NewFace]], *, cluster_within: float | None,
+            actor: str | None = None) -> list[int]:
+        """Store the photo and its faces (each with the identity it is, or None) in one transaction; unnamed
+        faces join a cluster (see :meth:`Gallery.add_many`). Conflict when the key exists. Returns face ids."""
+        photo = NewPhoto(validate_key(photo.key, "photo_id"), photo.album, photo.metadata, photo.width,
+                         photo.height)
+        return self.gallery.add_many(faces, photo=photo, cluster_within=cluster_within, actor=actor)
+
+    def delete(self, key: str, *, actor: str | None = None) -> int:
+        """Delete a photo and its faces, named or not; returns how many faces went. Erasure as for faces."""
+        pid: list[int] = []
+
+        def select(c: Conn) -> list[int]:
+            i = photo_queries.photo_id(c, key)
+            if i is None:
+                raise NotFound(f"photo {key!r} not found")
+            pid.append(i)
+            return photo_queries.photo_face_ids(c, i)
+
+        return len(self.gallery._delete(select, "delete_photo", actor, photo=key,
+                                        finish=lambda c: photo_queries.delete_photo_rows(c, pid)))
+
+    def delete_album(self, album: str, *, actor: str | None = None) -> tuple[int, int]:
+        """Delete every photo of an album with their faces; returns (photos, faces)."""
+        pids: list[int] = []
+
+        def select(c: Conn) -> list[int]:
+            pids.extend(photo_queries.album_photo_ids(c, album))
+            if not pids:
+                raise NotFound(f"album {album!r} has no photos")
+            return photo_queries.faces_of_photos(c, pids)
+
+        faces = self.gallery._delete(select, "delete_album", actor, album=album,
+                                     finish=lambda c: photo_queries.delete_photo_rows(c, pids))
+        return len(pids), len(faces)
+
+    def delete_cluster(self, cluster: int, *, actor: str | None = None) -> int:
+        """Erase a cluster's faces (the photos stay, without them); returns how many went."""
+
+        def select(c: Conn) -> list[int]:
+            ids = photo_queries.cluster_face_ids(c, cluster)
+            if not ids:
+                raise NotFound(f"cluster {cluster} not found")
+            return ids
+
+        return len(self.gallery._delete(select, "delete_cluster", actor, cluster=cluster))
+
+    # --- reads ---------------------------------------------------------------------------------------
+    def get(self, key: str) -> tuple[PhotoRecord, list[FaceRecord]]:
+        with self.store.read(consistent=True) as c:
+            row = photo_queries.get_photo(c, key)
+            if row is None:
+                raise NotFound(f"photo {key!r} not found")
+            faces = c.execute(f"SELECT {self.store.FACE_COLS} FROM {self.store.FACES} WHERE p.key = ? ORDER BY f.id",
+                              (key,)).fetchall()
+        return photo_record(row), [face_record(r) for r in faces]
+
+    def list_photos(self, *, album: str | None = None, limit: int = 50, offset: int = 0
+                    ) -> tuple[list[PhotoRecord], int]:
+        with self.store.read(consistent=True) as c:
+            rows, total = photo_queries.list_photos(c, album, limit, offset)
+        return [photo_record(r) for r in rows], total
+
+    @property
+    def searchable_faces(self) -> int:
+        """How many photos' faces a photo search compares against (what its threshold is calibrated for)."""
+        with self.store.read() as c:
+            return photo_queries.count_photo_faces(c)
+
+    def search(self, queries: np.ndarray, threshold: float, *, album: str | None = None, limit: int = 100
+               ) -> list[PhotoHit]:
+        """The photos holding a face within ``threshold`` of any query (float32 (n, D): one selfie's face, or an
+        identity's faces), best first, each with its closest face."""
+        q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.gallery.dim)
+        live = self.gallery.index.live
+        fetch = min(max(4 * limit, 256), max(live, 1))
+        with self.gallery._lock.read():
+            while True:
+                sims, ids = self.gallery.index.search(q, fetch)
+                # everything fetched is within the threshold: there may be more beyond
+                full = (ids >= 0).all() and float(similarity_to_distance(sims[:, -1].max())) <= threshold
+                if not full or fetch >= live:
+                    break
+                fetch = min(4 * fetch, live)
+            close: dict[int, float] = {}
+            for row_s, row_i in zip(sims, ids, strict=True):
+                for s, i in zip(row_s, row_i, strict=True):
+                    d = float(similarity_to_distance(min(1.0, float(s))))
+                    if i >= 0 and d <= threshold and d < close.get(int(i), 9.0):
+                        close[int(i)] = d
+            with self.store.read() as c:
+                where = photo_queries.photo_faces(c, sorted(close), album)
+        best: dict[str, PhotoHit] = {}
+        for face_id, d in close.items():
+            if face_id not in where:
+                continue
+            key, alb, box = where[face_id]
+            hit = best.get(key)
+            if hit is None or d < hit.distance:
+                best[key] = PhotoHit(key, alb, face_id, _box(box), 1.0 - d * d / 2.0, d)
+        return sorted(best.values(), key=lambda h: (h.distance, h.photo))[:limit]
+
+    # --- clusters ------------------------------------------------------------------------------------
+    def list_clusters(self, *, limit: int = 50, offset: int = 0, min_faces: int = 1, sample: int = 8
+                 ) -> tuple[list[ClusterRecord], int]:
+        """Clusters of unnamed faces, largest first: their first faces and photos."""
+        with self.store.read(consistent=True) as c:
+            rows, total = photo_queries.list_clusters(c, limit, offset, min_faces)
+            out = [ClusterRecord(k, n, photo_queries.cluster_face_ids(c, k)[:sample],
+                                 photo_queries.cluster_photos(c, k, sample)) for k, n in rows]
+        return out, total
+
+    def cluster(self, cluster: int) -> ClusterRecord:
+        with self.store.read(consistent=True) as c:
+            ids = photo_queries.cluster_face_ids(c, cluster)
+            if not ids:
+                raise NotFound(f"cluster {cluster} not found")
+            return ClusterRecord(cluster, len(ids), ids, photo_queries.cluster_photos(c, cluster, 1000))
+
+    def recluster(self, threshold: float, *, album: str | None = None, method: clusters.Method = "whispers",
+                  actor: str | None = None) -> dict[str, Any]:
+        """Group the unnamed faces (of ``album``'s photos) again from scratch; returns counts."""
+        with self.store.read(consistent=True) as c:
+            rows = photo_queries.unnamed_embeddings(c, album)
+        if not rows:
+            return {"faces": 0, "clusters": 0}
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+        labels = clusters.cluster(vecs, threshold, method=method)
+        first: dict[int, int] = {}
+        for face_id, label in zip(ids.tolist(), labels.tolist(), strict=True):
+            first.setdefault(label, face_id)  # a cluster's id: its first face's
+        with self.gallery._write_mutex, self.store.transaction() as c:  # faces named meanwhile are left alone
+            photo_queries.set_clusters(c, [(f, first[lab]) for f, lab in zip(ids.tolist(), labels.tolist(),
+                                                                               strict=True)])
+            self.store.audit(c, "recluster", actor=actor, album=album, faces=len(ids), clusters=len(first))
+        return {"faces": len(ids), "clusters": len(first)}
+
+    def name_cluster(self, cluster: int, identity: str, *, actor: str | None = None) -> list[int]:
+        """The cluster's faces become the identity's (created if new); returns them."""
+        return self._name(lambda c: photo_queries.cluster_face_ids(c, cluster), identity, actor,
+                          f"cluster {cluster} not found", cluster=cluster)
+
+    def name_face(self, face_id: int, identity: str, *, actor: str | None = None) -> None:
+        """One unnamed face becomes the identity's."""
+
+        def pick(c: Conn) -> list[int]:
+            unnamed = photo_queries.unnamed_face(c, face_id)
+            if unnamed is False:
+                raise Conflict(f"face {face_id} already belongs to an identity")
+            return [] if unnamed is None else [face_id]
+
+        self._name(pick, identity, actor, f"face {face_id} not found")
+
+    def _name(self, pick: Callable[[Conn], list[int]], identity: str, actor: str | None, missing: str,
+              **detail: object) -> list[int]:
+        identity = validate_key(identity)
+        with self.gallery._write_mutex, self.store.transaction() as c:
+            ids = pick(c)
+            if not ids:
+                raise NotFound(missing)
+            c.execute("INSERT INTO identities(key, metadata, created_at) VALUES (?, '{}', ?) "
+                      "ON CONFLICT (key) DO NOTHING", (identity, time.time()))
+            ident = self.store.identity_id(c, identity)
+            assert ident is not None
+            photo_queries.name_faces(c, ids, ident)
+            self.store.audit(c, "name_faces", actor=actor, identity=identity, face_ids=ids, **detail)
+        return ids
+
+    def move_face(self, face_id: int, cluster: int, *, actor: str | None = None) -> None:
+        """Move an unnamed face into another cluster."""
+        with self.gallery._write_mutex, self.store.transaction() as c:
+            if not photo_queries.unnamed_face(c, face_id):
+                raise NotFound(f"unnamed face {face_id} not found")
+            if not photo_queries.cluster_face_ids(c, cluster):
+                raise NotFound(f"cluster {cluster} not found")
+            photo_queries.set_clusters(c, [(face_id, cluster)])
+            self.store.audit(c, "move_face", actor=actor, face_ids=[face_id], cluster=cluster)
+
+    def merge_clusters(self, into: int, other: int, *, actor: str | None = None) -> int:
+        """Every face of ``other`` joins ``into``; returns the merged cluster's size."""
+        with self.gallery._write_mutex, self.store.transaction() as c:
+            a, b = photo_queries.cluster_face_ids(c, into), photo_queries.cluster_face_ids(c, other)
+            if not a or not b:
+                raise NotFound(f"cluster {into if not a else other} not found")
+            photo_queries.set_clusters(c, [(f, into) for f in b])
+            self.store.audit(c, "merge_clusters", actor=actor, cluster=into, merged=other)
+        return len(a) + len(b)
+
+
+def _box(raw: str | None) -> list[float] | None:
+    return json.loads(raw) if raw else None
