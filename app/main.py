@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app import __version__, errors
 from app.deps import require_api_key
-from app.routes import audit, embed, faces, health, identities, info, search, verify, web
+from app.routes import audit, clusters, embed, faces, health, identities, info, photos, search, verify, web
 from app.schemas import ERROR_RESPONSES
 from app.state import AppState
 from facesearch.compose import open_pipeline, open_settings_gallery
@@ -169,7 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=web.STATIC), name="static")
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
-    for module in (info, identities, faces, search, verify, embed, audit):
+    for module in (info, identities, faces, search, verify, embed, photos, clusters, audit):
         v1.include_router(module.router)
     app.include_router(v1)
     app.add_middleware(OneLineStartupFailure)

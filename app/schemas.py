@@ -62,7 +62,9 @@ class IdentityList(BaseModel):
 
 class StoredFace(BaseModel):
     face_id: int
-    identity: str
+    identity: str | None = Field(description="None: a face found in a photo that nobody has named yet")
+    photo_id: str | None = Field(None, description="the photo it was found in (POST /v1/photos)")
+    cluster_id: int | None = Field(None, description="its group of unnamed faces (GET /v1/clusters)")
     box: list[float] | None
     detection_score: float | None
     sha256: str | None
@@ -90,7 +92,104 @@ class Deleted(BaseModel):
     deleted: bool = True
     identity: str | None = None
     face_id: int | None = None
+    photo_id: str | None = None
+    album: str | None = None
+    cluster_id: int | None = None
+    photos_deleted: int | None = None
     faces_deleted: int
+
+
+class PhotoFace(DetectedFace):
+    face_id: int
+    low_quality: list[str] = Field(description="why this face is a poor one to decide on; empty when fine. "
+                                               "It is kept and searched all the same")
+    identity: str | None = Field(description="the enrolled identity this face is (search threshold), if any")
+    distance: float | None = Field(description="to that identity's nearest face")
+    cluster_id: int | None = Field(None, description="the group of unnamed faces it joined")
+
+
+class IndexedPhoto(BaseModel):
+    photo_id: str
+    album: str
+    faces: list[PhotoFace]
+    faces_found: int = Field(description="faces detected; at most FACESEARCH_MAX_FACES are indexed, largest first")
+    image: Size
+    model: str
+
+
+class Photo(BaseModel):
+    photo_id: str
+    album: str
+    metadata: dict[str, Any]
+    image: Size | None
+    faces: int
+    created_at: float
+
+
+class PhotoList(BaseModel):
+    items: list[Photo]
+    total: int
+
+
+class PhotoDetail(Photo):
+    face_list: list[StoredFace]
+
+
+class PhotoMatch(BaseModel):
+    photo_id: str
+    album: str
+    face_id: int = Field(description="the photo's face that matched")
+    box: list[float] | None
+    similarity: float
+    distance: float
+
+
+class PhotoSearchResponse(BaseModel):
+    photos: list[PhotoMatch] = Field(description="the photos holding the person, best first")
+    query: str = Field(description="'selfie' (the photo's largest face) or 'identity' (all its faces)")
+    threshold: Threshold
+    model: str
+    took_ms: float
+
+
+class Cluster(BaseModel):
+    cluster_id: int
+    faces: int
+    face_ids: list[int] = Field(description="its first faces")
+    thumbnail_url: str = Field(description="the chip of its first face")
+    photos: list[str] = Field(description="photos holding its faces (the first ones)")
+
+
+class ClusterList(BaseModel):
+    items: list[Cluster]
+    total: int
+
+
+class NameBody(BaseModel):
+    model_config = {"extra": "forbid"}
+    identity: str = Field(description="the identity the faces become (created if new)")
+
+
+class MergeBody(BaseModel):
+    model_config = {"extra": "forbid"}
+    cluster_id: int = Field(ge=1, le=2**63 - 1, description="the cluster whose faces join this one")
+
+
+class ClusterBody(BaseModel):
+    model_config = {"extra": "forbid"}
+    cluster_id: int = Field(ge=1, le=2**63 - 1, description="the cluster the face moves to")
+
+
+class Named(BaseModel):
+    identity: str
+    face_ids: list[int]
+
+
+class Reclustered(BaseModel):
+    faces: int
+    clusters: int
+    album: str | None
+    threshold: float
 
 
 class Candidate(BaseModel):

@@ -30,7 +30,8 @@ def identity_out(r: IdentityRecord) -> schemas.Identity:
 
 
 def face_out(f: FaceRecord) -> schemas.StoredFace:
-    return schemas.StoredFace(face_id=f.id, identity=f.identity, box=f.box, detection_score=f.score,
+    return schemas.StoredFace(face_id=f.id, identity=f.identity, photo_id=f.photo, cluster_id=f.cluster,
+                              box=f.box, detection_score=f.score,
                               sha256=f.sha256, model_version=f.model_version, created_at=f.created_at,
                               thumbnail_url=f"/v1/faces/{f.id}/thumbnail" if f.has_thumbnail else None)
 

@@ -1,0 +1,96 @@
+"""People from unlabelled faces: clusters of photos' unnamed faces, named into identities, merged, corrected."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from app import schemas
+from app.deps import Actor, GalleryDep, Pipeline, State, run_cpu
+from app.errors import SLASH_IN_IDENTITY, ApiError
+from facesearch import photos
+from index.records import ClusterRecord
+
+router = APIRouter(tags=["clusters"])
+ClusterId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
+
+def cluster_out(r: ClusterRecord) -> schemas.Cluster:
+    return schemas.Cluster(cluster_id=r.id, faces=r.faces, face_ids=r.face_ids, photos=r.photos,
+                           thumbnail_url=f"/v1/faces/{r.face_ids[0]}/thumbnail")
+
+
+@router.get("/clusters")
+async def list_clusters(
+    state: State, gallery: GalleryDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    min_faces: Annotated[int, Query(ge=1, le=1_000_000, description="only clusters this large")] = 1,
+) -> schemas.ClusterList:
+    """Groups of unnamed faces thought to be one person, largest first."""
+    items, total = await run_cpu(state, lambda: gallery.photos.list_clusters(limit=limit, offset=offset,
+                                                                            min_faces=min_faces))
+    return schemas.ClusterList(items=[cluster_out(r) for r in items], total=total)
+
+
+@router.get("/clusters/{cluster_id}")
+async def get_cluster(cluster_id: ClusterId, state: State, gallery: GalleryDep) -> schemas.Cluster:
+    return cluster_out(await run_cpu(state, gallery.photos.cluster, cluster_id))
+
+
+@router.post("/clusters/{cluster_id}/name")
+async def name_cluster(cluster_id: ClusterId, body: schemas.NameBody, state: State, gallery: GalleryDep,
+                       actor: Actor) -> schemas.Named:
+    """The cluster's faces become the identity's (created if new; audited); the cluster is gone."""
+    if "/" in body.identity:
+        raise ApiError(422, "invalid_identity", SLASH_IN_IDENTITY)
+    ids = await run_cpu(state, gallery.photos.name_cluster, cluster_id, body.identity, actor=actor)
+    return schemas.Named(identity=body.identity.strip(), face_ids=ids)
+
+
+@router.post("/clusters/{cluster_id}/merge")
+async def merge_clusters(cluster_id: ClusterId, body: schemas.MergeBody, state: State, gallery: GalleryDep,
+                         actor: Actor) -> schemas.Cluster:
+    """The other cluster's faces join this one."""
+    if body.cluster_id == cluster_id:
+        raise ApiError(422, "validation_error", "a cluster cannot be merged into itself")
+    await run_cpu(state, gallery.photos.merge_clusters, cluster_id, body.cluster_id, actor=actor)
+    return cluster_out(await run_cpu(state, gallery.photos.cluster, cluster_id))
+
+
+@router.delete("/clusters/{cluster_id}")
+async def delete_cluster(cluster_id: ClusterId, state: State, gallery: GalleryDep, actor: Actor) -> schemas.Deleted:
+    """Erases the cluster's faces (their photos stay, without them), as face deletion does."""
+    n = await run_cpu(state, gallery.photos.delete_cluster, cluster_id, actor=actor)
+    return schemas.Deleted(cluster_id=cluster_id, faces_deleted=n)
+
+
+@router.post("/clusters/rebuild")
+async def rebuild_clusters(
+    state: State, pipeline: Pipeline, gallery: GalleryDep, actor: Actor,
+    album: Annotated[str | None, Query(max_length=128, description="only this album's unnamed faces")] = None,
+) -> schemas.Reclustered:
+    """Groups the unnamed faces again from scratch (Chinese whispers on their k-NN graph)."""
+    t = photos.cluster_threshold(pipeline.calibration)
+    out = await run_cpu(state, lambda: gallery.photos.recluster(t, album=None if album is None else album.strip(),
+                                                                actor=actor))
+    return schemas.Reclustered(faces=out["faces"], clusters=out["clusters"], album=album, threshold=t)
+
+
+@router.post("/faces/{face_id}/cluster", tags=["faces"])
+async def move_face(face_id: Annotated[int, Path(ge=1, le=2**63 - 1)], body: schemas.ClusterBody, state: State,
+                    gallery: GalleryDep, actor: Actor) -> schemas.Cluster:
+    """Moves an unnamed face into another cluster."""
+    await run_cpu(state, gallery.photos.move_face, face_id, body.cluster_id, actor=actor)
+    return cluster_out(await run_cpu(state, gallery.photos.cluster, body.cluster_id))
+
+
+@router.post("/faces/{face_id}/name", tags=["faces"])
+async def name_face(face_id: Annotated[int, Path(ge=1, le=2**63 - 1)], body: schemas.NameBody, state: State,
+                    gallery: GalleryDep, actor: Actor) -> schemas.Named:
+    """One unnamed face becomes the identity's (409 if it already belongs to one)."""
+    if "/" in body.identity:
+        raise ApiError(422, "invalid_identity", SLASH_IN_IDENTITY)
+    await run_cpu(state, gallery.photos.name_face, face_id, body.identity, actor=actor)
+    return schemas.Named(identity=body.identity.strip(), face_ids=[face_id])

@@ -1,0 +1,153 @@
+"""Photos: index every face of a photo, list and delete photos and albums, find the photos a person is in."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Path, Query, UploadFile
+from pydantic import AfterValidator
+
+from app import schemas, service
+from app.deps import Actor, GalleryDep, Multipart, Pipeline, SettingsDep, State, read_upload, run_cpu
+from app.errors import NO_FACE, ApiError
+from app.routes.identities import face_out, parse_metadata
+from facesearch import photos
+from index.errors import InvalidKey
+from index.records import NewPhoto, PhotoRecord, validate_key
+
+router = APIRouter(tags=["photos"])
+PhotoPath = Annotated[str, AfterValidator(str.strip), Path(description="the photo's key: 1-128 printable characters")]
+AlbumField = Annotated[str, Form(max_length=128, description="an album to file the photo under (empty: none)")]
+
+
+def photo_key(raw: str | None) -> str:
+    """The caller's photo_id (trimmed), or a new random one."""
+    if raw is None or raw == "":
+        return uuid.uuid4().hex
+    try:
+        key = validate_key(raw, "photo_id")
+    except InvalidKey as e:
+        raise ApiError(422, "invalid_photo_id", str(e)) from e
+    if "/" in key:
+        raise ApiError(422, "invalid_photo_id", "photo_id must not contain '/'")
+    return key
+
+
+def album_name(raw: str) -> str:
+    album = raw.strip()
+    if album and not album.isprintable():
+        raise ApiError(422, "validation_error", "album must be printable characters")
+    return album
+
+
+def photo_out(r: PhotoRecord) -> schemas.Photo:
+    return schemas.Photo(photo_id=r.key, album=r.album, metadata=r.metadata, faces=r.faces, created_at=r.created_at,
+                         image=schemas.Size(width=r.width, height=r.height) if r.width and r.height else None)
+
+
+@router.post("/photos", status_code=201, dependencies=[Multipart])
+async def index_photo(
+    state: State, pipeline: Pipeline, gallery: GalleryDep, settings: SettingsDep, actor: Actor,
+    image: Annotated[UploadFile, File(description="the photo")],
+    photo_id: Annotated[str | None, Form(max_length=512, description="your key for the photo; default: a new one")]
+    = None,
+    album: AlbumField = "",
+    metadata: Annotated[str | None, Form(description="JSON object stored with the photo")] = None,
+) -> schemas.IndexedPhoto:
+    """Stores the photo's faces (up to FACESEARCH_MAX_FACES, largest first) as faces of no identity, each with its
+    source crop, chip and embedding like an enrolled face; each joins a cluster of unnamed faces and is told which
+    enrolled identity it is, if any. A photo without a face is stored with none. 409 if the photo_id exists."""
+    key = photo_key(photo_id)
+    album = album_name(album)
+    meta = parse_metadata(metadata) or {}
+    data = await read_upload(image, settings)
+    analysis = await run_cpu(state, pipeline.analyze, data, max_faces=settings.max_faces, sources=True)
+    state.metrics.faces_detected.inc(analysis.faces_found)
+
+    def write() -> list[photos.IndexedFace]:
+        return photos.index_photo(gallery, pipeline.calibration, analysis, data, NewPhoto(key, album, meta),
+                                  fpir=settings.search_fpir, actor=actor)
+
+    done = await run_cpu(state, write)
+    clusters = {f.id: f.cluster for f in (await run_cpu(state, gallery.photos.get, key))[1]}
+    return schemas.IndexedPhoto(
+        photo_id=key, album=album, faces_found=analysis.faces_found, model=pipeline.model_version,
+        image=schemas.Size(width=analysis.width, height=analysis.height),
+        faces=[schemas.PhotoFace(**service.detected(f.face), face_id=f.face_id, low_quality=f.low_quality,
+                                 identity=f.match.identity if f.match else None,
+                                 distance=f.match.distance if f.match else None,
+                                 cluster_id=clusters.get(f.face_id)) for f in done])
+
+
+@router.get("/photos")
+async def list_photos(
+    state: State, gallery: GalleryDep,
+    album: Annotated[str | None, Query(max_length=128, description="only this album's photos")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
+) -> schemas.PhotoList:
+    items, total = await run_cpu(state, lambda: gallery.photos.list_photos(
+        album=None if album is None else album.strip(), limit=limit, offset=offset))
+    return schemas.PhotoList(items=[photo_out(r) for r in items], total=total)
+
+
+@router.get("/photos/{photo_id}")
+async def get_photo(photo_id: PhotoPath, state: State, gallery: GalleryDep) -> schemas.PhotoDetail:
+    record, faces = await run_cpu(state, gallery.photos.get, photo_id)
+    return schemas.PhotoDetail(**photo_out(record).model_dump(), face_list=[face_out(f) for f in faces])
+
+
+@router.delete("/photos/{photo_id}")
+async def delete_photo(photo_id: PhotoPath, state: State, gallery: GalleryDep, actor: Actor) -> schemas.Deleted:
+    """Deletes the photo and every face found in it, named or not. When this answers, no file of the gallery holds
+    their embeddings or crops; the audit keeps the event."""
+    n = await run_cpu(state, gallery.photos.delete, photo_id, actor=actor)
+    return schemas.Deleted(photo_id=photo_id, faces_deleted=n)
+
+
+@router.delete("/albums/{album}")
+async def delete_album(album: Annotated[str, AfterValidator(str.strip), Path(max_length=128)], state: State,
+                       gallery: GalleryDep, actor: Actor) -> schemas.Deleted:
+    """Deletes every photo of the album with their faces (erased as a photo's)."""
+    n_photos, n_faces = await run_cpu(state, gallery.photos.delete_album, album, actor=actor)
+    return schemas.Deleted(album=album, photos_deleted=n_photos, faces_deleted=n_faces)
+
+
+@router.post("/photos/search")
+async def search_photos(
+    state: State, pipeline: Pipeline, gallery: GalleryDep, settings: SettingsDep,
+    image: Annotated[UploadFile | None, File(description="a selfie: its largest face is searched")] = None,
+    identity: Annotated[str | None, Form(max_length=512, description="or: an enrolled identity (all its faces)")]
+    = None,
+    album: Annotated[str | None, Form(max_length=128, description="only this album's photos")] = None,
+    limit: Annotated[int, Form(ge=1, le=1000)] = 100,
+    threshold: Annotated[float | None, Form(ge=0, le=2, allow_inf_nan=False,
+                                            description="distance threshold; default from the target FPIR")] = None,
+) -> schemas.PhotoSearchResponse:
+    """Find my photos: the photos holding the person of the selfie (or of an identity), best first, each with the
+    face that matched; decided with the threshold that keeps a stranger's chance of matching any photo face at
+    FACESEARCH_SEARCH_FPIR."""
+    t0 = time.perf_counter()
+    if (image is None) == (identity is None or identity.strip() == ""):
+        raise ApiError(422, "validation_error", "send either image (a selfie) or identity, not both")
+    if image is not None:
+        data = await read_upload(image, settings)
+        analysis = await run_cpu(state, pipeline.analyze, data, max_faces=1)
+        if not analysis.faces or analysis.faces[0].embedding is None:
+            raise ApiError(422, "no_face", NO_FACE)
+        queries, query = analysis.faces[0].embedding[None, :], "selfie"
+    else:
+        assert identity is not None
+        queries, query = (await run_cpu(state, gallery.embeddings, identity.strip()))[1], "identity"
+        if not len(queries):
+            raise ApiError(422, "no_face", f"identity {identity.strip()!r} has no faces")
+    hits, thr = await run_cpu(state, lambda: photos.find_photos(
+        gallery, pipeline.calibration, queries, fpir=settings.search_fpir, requested=threshold,
+        album=None if album is None else album.strip(), limit=limit))
+    return schemas.PhotoSearchResponse(
+        photos=[schemas.PhotoMatch(photo_id=h.photo, album=h.album, face_id=h.face_id, box=h.box,
+                                   similarity=h.similarity, distance=h.distance) for h in hits],
+        query=query, threshold=service.threshold_out(thr), model=pipeline.model_version,
+        took_ms=round((time.perf_counter() - t0) * 1000, 2))

@@ -1,0 +1,178 @@
+"""Grouping unlabelled faces into people, on people no model here trained on, beside dlib's recipe; and the
+clustering time at scale.
+
+    python bench/photos.py --lfw ../shared/datasets/lfw --celeba DIR/img_align_celeba [--json PATH]
+    python bench/photos.py --scale 100000,1000000 [--json PATH]
+
+Sets: every photo of the people in LFW's folds 1-2 (our held-out test folds), and every photo of the 400
+CelebA identities in bench/celeba_heldout.txt (kept out of encoder v2's training). Each photo's face nearest the
+centre (LFW's convention), through the serving pipeline (MTCNN, chip, shipped encoder) and through dlib's
+(HOG, 5-point chip, ResNet); a photo where a pipeline finds no face is left out of both, so both cluster the
+same faces. Ours: ``index.clusters.cluster`` (k-NN graph, Chinese whispers or connected components) at the
+distance where the model card's impostor FAR is 1e-4 (fixed before measuring, not tuned here). dlib:
+``dlib.chinese_whispers_clustering`` on its descriptors at its documented 0.5 (face_recognition's recipe).
+Reported: BCubed precision, recall, F1 (Bagga and Baldwin 1998; Amigo et al. 2009) and clusters vs people.
+Embeddings are cached under cache/photos-bench/. ``--scale``: synthetic clustered unit vectors (128-d, 10 per
+person, noise like same-person faces), clustering time and BCubed F1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from index.clusters import cluster  # noqa: E402
+
+HELDOUT = Path(__file__).resolve().parent / "celeba_heldout.txt"
+CACHE = ROOT / "cache" / "photos-bench"
+
+
+def bcubed(labels: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """BCubed precision/recall/F1 of a clustering against the true people (item-averaged)."""
+    labels, truth = np.asarray(labels), np.asarray(truth)
+    pair = labels.astype(np.int64) * (int(truth.max()) + 1) + truth.astype(np.int64)
+    _, pair_inv, pair_n = np.unique(pair, return_inverse=True, return_counts=True)
+    _, lab_inv, lab_n = np.unique(labels, return_inverse=True, return_counts=True)
+    _, tru_inv, tru_n = np.unique(truth, return_inverse=True, return_counts=True)
+    both = pair_n[pair_inv].astype(np.float64)
+    p = float(np.mean(both / lab_n[lab_inv]))
+    r = float(np.mean(both / tru_n[tru_inv]))
+    return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(2 * p * r / (p + r), 4)}
+
+
+def centre_face(faces: list[Any], w: int, h: int) -> Any:
+    return min(faces, key=lambda f: ((f.box[0] + f.box[2]) / 2 - w / 2) ** 2 + ((f.box[1] + f.box[3]) / 2 - h / 2) ** 2)
+
+
+def embed_set(name: str, files: list[Path], people: list[str]) -> dict[str, np.ndarray]:
+    """Both pipelines' embeddings of each photo's centre face (NaN rows where none was found), cached."""
+    out = CACHE / f"{name}.npz"
+    if out.exists():
+        return dict(np.load(out))
+    import dlib
+    from tqdm import tqdm
+
+    from model.pipeline import FacePipeline
+    from model.train.teacher import dlib_pipeline
+
+    pipe = FacePipeline(runtime="onnx")  # what the service runs
+    detector, predictor, resnet = dlib_pipeline()
+    ours = np.full((len(files), pipe.embedder.dim), np.nan, np.float32)
+    theirs = np.full((len(files), 128), np.nan, np.float32)
+    for n, f in enumerate(tqdm(files, desc=name)):
+        data = f.read_bytes()
+        a = pipe.analyze(data, max_faces=20)
+        if a.faces:
+            face = centre_face([x.face for x in a.faces], a.width, a.height)
+            ours[n] = next(x.embedding for x in a.faces if x.face is face)
+        img = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(f).convert("RGB"))
+        boxes = list(detector(img, 1))
+        if boxes:
+            h, w = img.shape[:2]
+            b = min(boxes, key=lambda b: (b.center().x - w / 2) ** 2 + (b.center().y - h / 2) ** 2)
+            theirs[n] = np.asarray(resnet.compute_face_descriptor(img, predictor(img, b), 1), np.float32)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.savez(out, ours=ours, dlib=theirs, people=np.array(people), files=np.array([str(f) for f in files]))
+    _ = dlib
+    return dict(np.load(out))
+
+
+def lfw_set(lfw: Path) -> tuple[list[Path], list[str]]:
+    from model.train.lfw import people_in_folds, read_pairs
+
+    people = sorted(people_in_folds(read_pairs(lfw / "pairs.txt"), [1, 2]))
+    files, who = [], []
+    for p in people:
+        for f in sorted((lfw / "lfw-deepfunneled" / p).glob("*.jpg")):
+            files.append(f)
+            who.append(p)
+    return files, who
+
+
+def celeba_set(celeba: Path) -> tuple[list[Path], list[str]]:
+    people = [ln.split()[0] for ln in HELDOUT.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    files, who = [], []
+    for p in people:
+        for f in sorted((celeba / p).glob("*.jpg")):
+            files.append(f)
+            who.append(p)
+    return files, who
+
+
+def evaluate(name: str, emb: dict[str, np.ndarray], threshold: float) -> dict[str, Any]:
+    import dlib
+
+    ours, theirs, people = emb["ours"], emb["dlib"], emb["people"]
+    keep = ~np.isnan(ours).any(1) & ~np.isnan(theirs).any(1)
+    _, truth = np.unique(people[keep], return_inverse=True)
+    x = ours[keep]
+    row: dict[str, Any] = {"set": name, "photos": int(len(people)), "faces_clustered": int(keep.sum()),
+                           "people": int(truth.max() + 1), "threshold": round(threshold, 4)}
+    for method in ("whispers", "components"):
+        t = time.perf_counter()
+        labels = cluster(x, threshold, method=method)
+        row[f"ours_{method}"] = {**bcubed(labels, truth), "clusters": int(labels.max() + 1),
+                                 "seconds": round(time.perf_counter() - t, 2)}
+    t = time.perf_counter()
+    labels = np.array(dlib.chinese_whispers_clustering([dlib.vector(v.astype(float).tolist()) for v in theirs[keep]],
+                                                       0.5))
+    row["dlib_whispers_0.5"] = {**bcubed(labels, truth), "clusters": int(labels.max() + 1),
+                                "seconds": round(time.perf_counter() - t, 2)}
+    return row
+
+
+def synthetic(n: int, dim: int = 128, per_person: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors in clusters of ``per_person``: a random centre plus noise that puts same-person pairs at
+    distances like real genuine pairs (about 0.5-0.8)."""
+    rng = np.random.default_rng(seed)
+    people = n // per_person
+    centres = rng.standard_normal((people, dim)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    truth = np.repeat(np.arange(people), per_person)
+    x = centres[truth] + rng.standard_normal((len(truth), dim)).astype(np.float32) * (0.45 / np.sqrt(dim))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x, truth
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lfw", type=Path)
+    p.add_argument("--celeba", type=Path, help="celeba-more's img_align_celeba folder")
+    p.add_argument("--scale", help="comma-separated face counts for the synthetic timing")
+    p.add_argument("--json", type=Path)
+    a = p.parse_args()
+    rows: list[dict[str, Any]] = []
+    if a.lfw or a.celeba:
+        from model.calibration import Calibration
+        from model.encoder import load_encoder
+
+        threshold = Calibration(load_encoder(None)[1]).threshold_for_far(1e-4)
+        if a.lfw:
+            rows.append(evaluate("lfw folds 1-2", embed_set("lfw-folds-1-2", *lfw_set(a.lfw)), threshold))
+            print(json.dumps(rows[-1]), flush=True)
+        if a.celeba:
+            rows.append(evaluate("celeba held-out 400", embed_set("celeba-heldout", *celeba_set(a.celeba)),
+                                 threshold))
+            print(json.dumps(rows[-1]), flush=True)
+    for n in [int(s) for s in a.scale.split(",")] if a.scale else []:
+        x, truth = synthetic(n)
+        for method in ("whispers", "components"):
+            t = time.perf_counter()
+            labels = cluster(x, 0.9, method=method)
+            rows.append({"set": f"synthetic {n}", "method": method, "seconds": round(time.perf_counter() - t, 1),
+                         **bcubed(labels, truth)})
+            print(json.dumps(rows[-1]), flush=True)
+    if a.json:
+        a.json.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
