@@ -97,13 +97,27 @@ def reembed_at_startup(state: AppState, gallery: Gallery, pipeline: FacePipeline
     state.reembed = None
 
 
-async def _snapshot_loop(gallery: Gallery) -> None:
+async def _upkeep_loop(gallery: Gallery, settings: Settings) -> None:
+    """Every minute: the index snapshot, and the retention of photos' unnamed faces when it is set."""
     while True:
         await asyncio.sleep(SNAPSHOT_EVERY_S)
         try:
             await anyio.to_thread.run_sync(gallery.snapshot)
         except Exception:  # a failed snapshot only costs a longer replay at the next start
             log.exception("index snapshot failed")
+        await expire_unnamed(gallery, settings)
+
+
+async def expire_unnamed(gallery: Gallery, settings: Settings) -> None:
+    days = settings.unassigned_retention_days
+    if days is None:
+        return
+    try:
+        n = await anyio.to_thread.run_sync(gallery.photos.expire_unnamed, time.time() - days * 86400)
+        if n:
+            log.info("retention: erased %d unnamed faces indexed more than %g days ago", n, days)
+    except Exception:  # retried at the next round
+        log.exception("retention of unnamed faces failed")
 
 
 @asynccontextmanager
@@ -118,7 +132,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     assert state.gallery is not None and state.pipeline is not None
     if not state.settings.api_keys:
         log.warning("FACESEARCH_API_KEYS is not set: the API is open; serve on 127.0.0.1 only")
-    task = asyncio.create_task(_snapshot_loop(state.gallery))
+    await expire_unnamed(state.gallery, state.settings)
+    task = asyncio.create_task(_upkeep_loop(state.gallery, state.settings))
     log.info("ready: model %s, %d faces in the gallery", state.pipeline.model_version,
              state.gallery.searchable_faces)
     try:

@@ -79,7 +79,8 @@ def enrollment_warnings(gallery: Gallery, identity: str, f: AnalyzedFace, sha256
     if abs(q.yaw) > MAX_YAW:
         warnings.append(f"face turned away ({q.yaw:.0f} degrees): a frontal photo enrolls better")
     for dup in gallery.faces_with_sha256(sha256):
-        warnings.append(f"the same image is already enrolled as face {dup.id} of identity {dup.identity!r}")
+        warnings.append(f"the same image is already enrolled as face {dup.id} of identity {dup.identity!r}"
+                        if dup.identity is not None else f"the same image is already stored as photo {dup.photo!r}")
     assert f.embedding is not None
     res = gallery.search(f.embedding[None, :], k=5)[0]
     own = next((h for h in res.identities if h.identity == identity), None)

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
         None, description="a Milvus server (http://host:19530) or a local file (Milvus Lite) that holds the vectors, "
         "one collection shared by every replica; unset: FAISS in this process")
     milvus_index: Literal["FLAT", "HNSW"] = Field("FLAT", description="the Milvus collection's index type")
+    unassigned_retention_days: float | None = Field(
+        None, gt=0, description="photos' faces that nobody has named are erased this many days after they were "
+        "indexed (checked every minute; audited as 'retention'); unset: kept until deleted")
     reembed: Literal["off", "auto"] = Field(
         "off", description="auto: a gallery made by another model is re-embedded from its stored crops at start-up, "
         "before /health/ready turns 200; off: the service refuses to start on it")

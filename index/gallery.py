@@ -775,27 +775,25 @@ class Gallery:
 
     # --- subject access and audit ---------------------------------------------------------------------
     def identity_export(self, identity: str) -> tuple[IdentityRecord, Iterator[dict[str, Any]]]:
-        """Everything stored about one identity: its record and, lazily, each face with its crops and embedding.
-
-        The faces are read one query each, so the iterator may be consumed from any thread; a face deleted
-        meanwhile is skipped."""
+        """Everything stored about one identity: its record and, lazily, each face (:meth:`export_faces`)."""
         record = self.get_identity(identity)
         with self.store.read() as c:
             ident = self.store.identity_id(c, identity)
             ids = self.store.identity_face_ids(c, ident) if ident is not None else []
+        return record, self.export_faces(ids)
 
-        def faces() -> Iterator[dict[str, Any]]:
-            for face_id in ids:
-                r = self.store.export_face(face_id)
-                if r is None:
-                    continue
-                yield {"face_id": int(r[0]), "model_version": r[1], "box": json.loads(r[2]) if r[2] else None,
-                       "detection_score": r[3], "sha256": r[4], "created_at": r[5],
-                       "source_geometry": json.loads(r[6]) if r[6] else None,
-                       "embedding": np.frombuffer(bytes(r[7]), dtype=np.float32).tolist(),
-                       "chip": None if r[8] is None else bytes(r[8]), "source": None if r[9] is None else bytes(r[9])}
-
-        return record, faces()
+    def export_faces(self, ids: list[int]) -> Iterator[dict[str, Any]]:
+        """Each face with its crops and embedding (subject access). The faces are read one query each, so the
+        iterator may be consumed from any thread; a face deleted meanwhile is skipped."""
+        for face_id in ids:
+            r = self.store.export_face(face_id)
+            if r is None:
+                continue
+            yield {"face_id": int(r[0]), "model_version": r[1], "box": json.loads(r[2]) if r[2] else None,
+                   "detection_score": r[3], "sha256": r[4], "created_at": r[5],
+                   "source_geometry": json.loads(r[6]) if r[6] else None,
+                   "embedding": np.frombuffer(bytes(r[7]), dtype=np.float32).tolist(),
+                   "chip": None if r[8] is None else bytes(r[8]), "source": None if r[9] is None else bytes(r[9])}
 
     def audit_log(self, *, since: int = 0, limit: int = 100) -> list[dict[str, Any]]:
         """Audit lines with seq > ``since``, oldest first."""

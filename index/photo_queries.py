@@ -91,6 +91,12 @@ def count_unnamed(c: Conn) -> int:
     return int(c.execute("SELECT COUNT(*) FROM faces WHERE identity_id IS NULL").fetchone()[0])
 
 
+def unnamed_before(c: Conn, before: float, limit: int | None) -> list[int]:
+    """Unnamed faces indexed before ``before`` (a Unix time), by id."""
+    sql = "SELECT id FROM faces WHERE identity_id IS NULL AND created_at < ? ORDER BY id"
+    return [int(r[0]) for r in c.execute(sql + (" LIMIT ?" if limit else ""), (before, limit) if limit else (before,))]
+
+
 # --- clusters ------------------------------------------------------------------------------------------
 def unnamed_clusters(c: Conn, face_ids: Sequence[int]) -> dict[int, int]:
     """face id -> cluster id, for those of ``face_ids`` that are unnamed and in a cluster."""

@@ -87,6 +87,14 @@ class Photos:
 
         return len(self.gallery._delete(select, "delete_cluster", actor, cluster=cluster))
 
+    def expire_unnamed(self, before: float, *, actor: str | None = "retention") -> int:
+        """Erase the unnamed faces indexed before ``before`` (a Unix time); returns how many went."""
+        with self.store.read() as c:
+            if not photo_queries.unnamed_before(c, before, 1):
+                return 0
+        return len(self.gallery._delete(lambda c: photo_queries.unnamed_before(c, before, None), "retention", actor,
+                                        indexed_before=before))
+
     # --- reads ---------------------------------------------------------------------------------------
     def get(self, key: str) -> tuple[PhotoRecord, list[FaceRecord]]:
         with self.store.read(consistent=True) as c:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
+from fastapi.responses import StreamingResponse
 
-from app import schemas
+from app import schemas, subject_access
 from app.deps import Actor, GalleryDep, Pipeline, State, run_cpu
 from app.errors import SLASH_IN_IDENTITY, ApiError
 from facesearch import photos
@@ -57,6 +58,19 @@ async def merge_clusters(cluster_id: ClusterId, body: schemas.MergeBody, state: 
         raise ApiError(422, "validation_error", "a cluster cannot be merged into itself")
     await run_cpu(state, gallery.photos.merge_clusters, cluster_id, body.cluster_id, actor=actor)
     return cluster_out(await run_cpu(state, gallery.photos.cluster, cluster_id))
+
+
+@router.get("/clusters/{cluster_id}/export", response_class=StreamingResponse,
+            responses={200: {"content": {"application/zip": {}},
+                             "description": "cluster.json, and per face its record, source crop and chip"}})
+async def export_cluster(cluster_id: ClusterId, state: State, gallery: GalleryDep, actor: Actor) -> StreamingResponse:
+    """Subject access for a person nobody has named: everything stored about the cluster's faces, as a zip."""
+    record = await run_cpu(state, gallery.photos.cluster, cluster_id)
+    await run_cpu(state, lambda: gallery.record_audit("export", actor=actor, face_ids=record.face_ids,
+                                                      cluster=cluster_id))
+    return subject_access.zip_response(gallery.export_faces(record.face_ids), "cluster.json", {
+        "cluster_id": cluster_id, "photos": record.photos, "gallery_model": gallery.model_version},
+        f"cluster-{cluster_id}-export.zip")
 
 
 @router.delete("/clusters/{cluster_id}")

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import json
-import time
-import zipfile
-from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Path, Query, UploadFile
 from fastapi.responses import StreamingResponse
 from pydantic import AfterValidator
 
-from app import schemas, service
+from app import schemas, service, subject_access
 from app.deps import Actor, GalleryDep, Multipart, Pipeline, SettingsDep, State, read_upload, run_cpu
 from app.errors import MULTIPLE_FACES, NO_FACE, SLASH_IN_IDENTITY, ApiError
 from facesearch import enrollment
@@ -135,31 +131,6 @@ async def delete_identity(identity: IdentityPath, state: State, gallery: Gallery
     return schemas.Deleted(identity=identity, faces_deleted=n)
 
 
-class _ZipSink(io.RawIOBase):
-    """A write-only stream that hands what zipfile wrote to the response chunk by chunk."""
-
-    def __init__(self) -> None:
-        self._chunks: list[bytes] = []
-        self._pos = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b: Any) -> int:
-        data = bytes(b)
-        self._chunks.append(data)
-        self._pos += len(data)
-        return len(data)
-
-    def tell(self) -> int:
-        return self._pos
-
-    def drain(self) -> bytes:
-        out = b"".join(self._chunks)
-        self._chunks.clear()
-        return out
-
-
 @router.get("/{identity}/export", response_class=StreamingResponse,
             responses={200: {"content": {"application/zip": {}},
                              "description": "identity.json, and per face its record (box, landmarks, embedding, "
@@ -169,32 +140,6 @@ async def export_identity(identity: IdentityPath, state: State, gallery: Gallery
     """Subject access: everything stored about the identity, as a zip streamed while it is read."""
     record, faces = await run_cpu(state, gallery.identity_export, identity)
     await run_cpu(state, lambda: gallery.record_audit("export", actor=actor, identity=identity))
-
-    def stream() -> Iterator[bytes]:
-        sink = _ZipSink()
-        summary: list[dict[str, Any]] = []
-        with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as z:
-            for f in faces:
-                name = f"faces/{f['face_id']}"
-                files = {}
-                for kind, ext in (("source", "webp"), ("chip", "jpg")):
-                    blob = f.pop(kind)
-                    if blob is not None:
-                        z.writestr(f"{name}/{kind}.{ext}", blob)
-                        files[kind] = f"{name}/{kind}.{ext}"
-                f["files"] = files
-                z.writestr(f"{name}/face.json", json.dumps(f, indent=1))
-                summary.append({k: v for k, v in f.items() if k != "embedding"})
-                yield sink.drain()
-            z.writestr("identity.json", json.dumps({
-                "identity": record.key, "metadata": record.metadata, "created_at": record.created_at,
-                "exported_at": time.time(), "gallery_model": gallery.model_version, "faces": summary,
-                "about": "source.webp: the face with context as enrolled, lossless (landmarks and box in "
-                         "source_geometry, in its pixels); chip.jpg: the aligned crop the model embedded; "
-                         "face.json: the embedding too",
-            }, indent=1))
-        yield sink.drain()
-
-    filename = "identity-export.zip"
-    return StreamingResponse(stream(), media_type="application/zip",
-                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return subject_access.zip_response(faces, "identity.json", {
+        "identity": record.key, "metadata": record.metadata, "created_at": record.created_at,
+        "gallery_model": gallery.model_version}, "identity-export.zip")

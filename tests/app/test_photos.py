@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -268,3 +269,48 @@ def test_a_gallery_from_before_photos_opens_with_its_faces(tmp_path: Path) -> No
             assert c.execute("SELECT COUNT(*) FROM reembedding").fetchone()[0] == 0
     finally:
         store.close()
+
+
+def test_a_cluster_can_be_exported_for_subject_access(album: TestClient) -> None:
+    import json
+    import zipfile
+
+    cluster = album.get("/v1/clusters").json()["items"][0]
+    r = album.get(f"/v1/clusters/{cluster['cluster_id']}/export")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    z = zipfile.ZipFile(io.BytesIO(r.content))
+    summary = json.loads(z.read("cluster.json"))
+    assert summary["cluster_id"] == cluster["cluster_id"] and set(summary["photos"]) == set(cluster["photos"])
+    assert sorted(f["face_id"] for f in summary["faces"]) == sorted(cluster["face_ids"])
+    for f in cluster["face_ids"]:
+        face = json.loads(z.read(f"faces/{f}/face.json"))
+        assert len(face["embedding"]) == 128 and z.read(f"faces/{f}/chip.jpg")[:2] == b"\xff\xd8"
+        assert z.read(f"faces/{f}/source.webp")[:4] == b"RIFF"
+    export = [a for a in album.get("/v1/audit", params={"limit": 1000}).json()["items"] if a["event"] == "export"]
+    assert export and export[-1]["detail"] == {"cluster": cluster["cluster_id"]}
+    assert album.get("/v1/clusters/424242/export").status_code == 404
+
+
+def test_unnamed_faces_are_erased_after_the_retention_period(data_dir: Path) -> None:
+    """FACESEARCH_UNASSIGNED_RETENTION_DAYS: a restart past the period (the check also runs every minute) erases
+    the photos' faces nobody named, leaves named faces and enrolled identities, and audits it."""
+    with TestClient(create_app(Settings(data_dir=data_dir))) as c:
+        assert c.post(f"/v1/identities/{A}/faces", files=files(lfw_photo(A, 4))).status_code == 201
+        photo = index(c, group(lfw_photo(B, 1), lfw_photo(C, 1)), photo_id="old")
+        unnamed = [f["face_id"] for f in photo["faces"]]
+        named = unnamed.pop(0)
+        assert c.post(f"/v1/faces/{named}/name", json={"identity": "kept"}).status_code == 200
+    stored = face_bytes(data_dir / "gallery.db", unnamed)
+    time.sleep(1.0)
+    with TestClient(create_app(Settings(data_dir=data_dir, unassigned_retention_days=0.5 / 86400))) as c:
+        got = c.get("/v1/photos/old").json()
+        assert [f["face_id"] for f in got["face_list"]] == [named]  # the photo keeps its named face
+        assert c.get(f"/v1/identities/{A}").json()["faces"] == 1
+        assert c.get("/v1/clusters").json()["total"] == 0
+        lines = [a for a in c.get("/v1/audit", params={"limit": 1000}).json()["items"] if a["event"] == "retention"]
+        assert len(lines) == 1 and sorted(lines[0]["face_ids"]) == sorted(unnamed) and lines[0]["actor"] == "retention"
+    assert files_holding(data_dir, stored) == {}
+    with TestClient(create_app(Settings(data_dir=data_dir))) as c:  # off by default: nothing more goes
+        index(c, lfw_photo(D, 1), photo_id="new")
+    with TestClient(create_app(Settings(data_dir=data_dir))) as c:
+        assert c.get("/v1/photos/new").json()["faces"] >= 1
