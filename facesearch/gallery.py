@@ -1,4 +1,4 @@
-"""`facesearch gallery`: stats, export, import, rebuild-index (alias reindex), verify, reembed, compact.
+"""`facesearch gallery`: stats, export, import, rebuild-index (alias reindex), verify, reembed, compact, cluster.
 
 Opens the gallery under a data folder with the encoder's dimension and model version (read from the
 checkpoint's card without loading torch when ``--dim``/``--model-version`` are given).
@@ -14,6 +14,10 @@ FULL) and WAL (switched and checkpointed), a Milvus collection (filled again fro
 its snapshot already overwrote them at each delete. It exits 1 when the report lists copies still kept
 (``"left"``: WAL recycling, archiving, replication slots, or missing privileges). Under SQLite deletes already
 erase; compact only returns freed pages to the file system.
+
+``cluster`` groups the photos' unnamed faces (``--album``: of one album) into people again from scratch (Chinese
+whispers on their k-NN graph at the distance where the card's impostor FAR is 1e-4; ``bench/photos.py``);
+faces also join clusters one by one as photos are indexed.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from index.gallery import Gallery
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="facesearch gallery", description=__doc__)
     p.add_argument("action", choices=["stats", "export", "import", "rebuild-index", "reindex", "verify",
-                                       "reembed", "compact"])
+                                       "reembed", "compact", "cluster"])
     p.add_argument("file", nargs="?", type=Path, help="export/import file")
     # every default is the service's own (FACESEARCH_* variables, read by the same Settings as `serve`)
     p.add_argument("--data-dir", type=Path, help="the gallery's folder (default: FACESEARCH_DATA_DIR or ./data)")
@@ -53,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=64, help="reembed: faces per committed batch")
     p.add_argument("--drop-unrecoverable", action="store_true",
                    help="reembed: delete the faces no stored crop can re-embed, then switch")
+    p.add_argument("--album", help="cluster: only this album's unnamed faces")
+    p.add_argument("--method", choices=["whispers", "components"], default="whispers",
+                   help="cluster: how clusters are read from the graph (default: whispers)")
     a = p.parse_args(argv)
     if a.action in ("export", "import") and a.file is None:
         p.error(f"{a.action} needs a file")
@@ -66,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
               "--create makes an empty one)", file=sys.stderr)
         return 2
     embedder = None
-    if a.dim is None or a.model_version is None or a.action == "reembed":
+    card: dict[str, Any] = {}
+    if a.dim is None or a.model_version is None or a.action in ("reembed", "cluster"):
         from model.encoder import load_encoder  # only when needed: stats and verify stay torch-free
 
         embedder, card = load_encoder(settings.checkpoint)
@@ -98,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
             for left in report["store"]["left"]:
                 print(f"still kept: {left}", file=sys.stderr)
             return 1 if report["store"]["left"] else 0
+        elif a.action == "cluster":
+            from facesearch.photos import cluster_threshold
+            from model.calibration import Calibration
+
+            t = cluster_threshold(Calibration(card))
+            print(json.dumps({**g.photos.recluster(t, album=a.album, method=a.method, actor="cli"), "threshold": t}))
         elif a.action == "reembed":
             assert embedder is not None
             return _reembed(g, embedder, report_path, a.drop_unrecoverable, a.batch)

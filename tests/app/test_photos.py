@@ -4,6 +4,7 @@ from a selfie, clusters of unnamed faces named into identities, erasure of photo
 from __future__ import annotations
 
 import io
+import json
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -272,7 +273,6 @@ def test_a_gallery_from_before_photos_opens_with_its_faces(tmp_path: Path) -> No
 
 
 def test_a_cluster_can_be_exported_for_subject_access(album: TestClient) -> None:
-    import json
     import zipfile
 
     cluster = album.get("/v1/clusters").json()["items"][0]
@@ -314,3 +314,21 @@ def test_unnamed_faces_are_erased_after_the_retention_period(data_dir: Path) -> 
         index(c, lfw_photo(D, 1), photo_id="new")
     with TestClient(create_app(Settings(data_dir=data_dir))) as c:
         assert c.get("/v1/photos/new").json()["faces"] >= 1
+
+
+def test_the_cluster_command_regroups_an_album(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from facesearch.gallery import main
+
+    with TestClient(create_app(Settings(data_dir=data_dir))) as c:
+        index(c, group(lfw_photo(A, 1), lfw_photo(B, 1)), photo_id="ab1", album="party")
+        index(c, group(lfw_photo(A, 2), lfw_photo(C, 1)), photo_id="ac2", album="party")
+        index(c, lfw_photo(A, 3), photo_id="a3", album="other")
+        c.post("/v1/clusters/99/merge", json={"cluster_id": 98})  # nothing to merge: 404, nothing changes
+    assert main(["cluster", "--data-dir", str(data_dir), "--album", "party"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["faces"] >= 4 and 3 <= out["clusters"] <= out["faces"] and 0.3 < out["threshold"] < 1.0
+    with TestClient(create_app(Settings(data_dir=data_dir))) as c:
+        truth = {centred(c.get(f"/v1/photos/{k}").json()["face_list"], 0, 2)["face_id"] for k in ("ab1", "ac2")}
+        a_cluster = [cl for cl in c.get("/v1/clusters").json()["items"] if truth & set(cl["face_ids"])]
+        assert len(a_cluster) == 1 and truth <= set(a_cluster[0]["face_ids"])  # A's two party faces: one cluster
+    assert main(["cluster", "--data-dir", str(data_dir / "none")]) == 2
