@@ -84,7 +84,7 @@ function form(fields) {
 }
 
 // ---- tabs -------------------------------------------------------------------------------------------
-const tabs = ["search", "verify", "gallery"];
+const tabs = ["search", "verify", "gallery", "photos"];
 function select(name) {
   for (const t of tabs) {
     $(`#tab-${t}`).setAttribute("aria-selected", String(t === name));
@@ -92,6 +92,7 @@ function select(name) {
   }
   showError(null);
   if (name === "gallery") loadGallery();
+  if (name === "photos") loadPeople();
 }
 tabs.forEach((t, i) => {
   const tab = $(`#tab-${t}`);
@@ -325,3 +326,120 @@ $("#enroll-form").addEventListener("submit", async (e) => {
 $("#gallery-filter").addEventListener("submit", (e) => { e.preventDefault(); offset = 0; loadGallery(); });
 $("#gallery-prev").addEventListener("click", () => { offset = Math.max(0, offset - PAGE); loadGallery(); });
 $("#gallery-next").addEventListener("click", () => { offset += PAGE; loadGallery(); });
+
+// ---- photos: upload many, find my photos, people from unnamed faces ---------------------------------
+$("#photos-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  showError(null);
+  const files = [...$("#photos-files").files];
+  if (!files.length) { showError(new Error("Choose one or more photos to upload.")); return; }
+  const bar = $("#photos-progress");
+  bar.hidden = false; bar.max = files.length; bar.value = 0;
+  let faces = 0, failed = 0;
+  for (const file of files) {
+    try {
+      const res = await api("/v1/photos", { method: "POST", body: form({ image: file, album: $("#photos-album").value }) });
+      faces += res.faces.length;
+    } catch (err) {
+      failed += 1;
+      showError(new Error(`${file.name}: ${err.message}`));
+    }
+    bar.value += 1;
+    $("#photos-status").textContent = `${bar.value} of ${files.length} photos uploaded, ${faces} faces found` +
+      (failed ? `, ${failed} failed` : "");
+  }
+  loadPeople();
+});
+
+async function findPhotos(file) {
+  showError(null);
+  $("#find-status").textContent = "Looking for this person…";
+  const list = $("#find-results");
+  list.replaceChildren();
+  try {
+    const album = $("#photos-album").value.trim();
+    const res = await api("/v1/photos/search", { method: "POST", body: form({ image: file, album: album || undefined }) });
+    $("#find-status").textContent = res.photos.length
+      ? `Found in ${res.photos.length} photo${res.photos.length > 1 ? "s" : ""}.`
+      : "This person is in none of the photos.";
+    for (const p of res.photos) {
+      const img = el("img", { alt: `the matching face in photo ${p.photo_id}` });
+      thumbnail(p.face_id).then((u) => { if (u) img.src = u; });
+      list.append(el("li", { class: "card" }, img, el("div", {}, el("strong", {}, p.photo_id), el("br"),
+        el("small", {}, `${p.album ? `album ${p.album} · ` : ""}similarity ${p.similarity.toFixed(3)}`))));
+    }
+  } catch (e) { $("#find-status").textContent = ""; showError(e); }
+}
+$("#find-file").addEventListener("change", (e) => e.target.files[0] && findPhotos(e.target.files[0]));
+let findStream = null;
+$("#find-camera").addEventListener("click", async () => {
+  try {
+    findStream = await navigator.mediaDevices.getUserMedia({ video: true });
+    $("#find-video").srcObject = findStream;
+    $("#find-cam").hidden = false;
+  } catch (e) { showError(new Error("The camera is not available (no camera, or permission was refused).")); }
+});
+function closeFindCamera() { if (findStream) findStream.getTracks().forEach((t) => t.stop()); findStream = null; $("#find-cam").hidden = true; }
+$("#find-close").addEventListener("click", closeFindCamera);
+$("#find-shoot").addEventListener("click", () => {
+  const v = $("#find-video");
+  const c = el("canvas"); c.width = v.videoWidth; c.height = v.videoHeight;
+  c.getContext("2d").drawImage(v, 0, 0);
+  c.toBlob((b) => { closeFindCamera(); findPhotos(new File([b], "selfie.jpg", { type: "image/jpeg" })); }, "image/jpeg", 0.92);
+});
+
+let mergeFrom = null;
+async function loadPeople() {
+  try {
+    const res = await api("/v1/clusters?limit=50");
+    $("#people-list").replaceChildren(...(res.items.length ? res.items.map(personItem)
+      : [el("li", {}, "No unnamed faces: upload photos above.")]));
+  } catch (e) { showError(e); }
+}
+function personItem(c) {
+  const faces = el("div", { class: "faces" });
+  for (const id of c.face_ids) {
+    const img = el("img", { class: "thumb", alt: `face ${id}` });
+    thumbnail(id).then((u) => { if (u) img.src = u; });
+    faces.append(el("div", { class: "face" }, img));
+  }
+  const merge = mergeFrom === null
+    ? el("button", { type: "button", class: "secondary", onclick: () => { mergeFrom = c.cluster_id; loadPeople(); } }, "Merge…")
+    : mergeFrom === c.cluster_id
+      ? el("button", { type: "button", class: "secondary", onclick: () => { mergeFrom = null; loadPeople(); } }, "Cancel merge")
+      : el("button", { type: "button", class: "secondary", onclick: () => mergeInto(c.cluster_id) }, "Merge here");
+  return el("li", { class: "identity person", "data-cluster": String(c.cluster_id) },
+    el("header", { class: "row" }, el("strong", {}, `Person ${c.cluster_id}`),
+      el("span", {}, `${c.faces} face${c.faces === 1 ? "" : "s"} in ${c.photos.length} photo${c.photos.length === 1 ? "" : "s"}`),
+      el("button", { type: "button", onclick: () => namePerson(c.cluster_id) }, "Name"), merge,
+      el("button", { type: "button", class: "secondary", onclick: () => erasePerson(c.cluster_id) }, "Delete")),
+    faces);
+}
+async function namePerson(id) {
+  const name = window.prompt("Who is this?");
+  if (!name || !name.trim()) return;
+  try {
+    await api(`/v1/clusters/${id}/name`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ identity: name.trim() }) });
+    $("#photos-status").textContent = `Named ${name.trim()}: now an identity in the gallery.`;
+    loadPeople();
+  } catch (e) { showError(e); }
+}
+async function mergeInto(id) {
+  const from = mergeFrom;
+  mergeFrom = null;
+  try {
+    await api(`/v1/clusters/${id}/merge`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ cluster_id: from }) });
+    loadPeople();
+  } catch (e) { showError(e); }
+}
+async function erasePerson(id) {
+  if (!window.confirm("Erase these faces from every photo?")) return;
+  try { await api(`/v1/clusters/${id}`, { method: "DELETE" }); loadPeople(); } catch (e) { showError(e); }
+}
+$("#people-rebuild").addEventListener("click", async () => {
+  try {
+    const res = await api("/v1/clusters/rebuild", { method: "POST" });
+    $("#photos-status").textContent = `${res.faces} faces regrouped into ${res.clusters} people.`;
+    loadPeople();
+  } catch (e) { showError(e); }
+});

@@ -112,3 +112,42 @@ def test_enroll_search_verify_delete_and_error(page, tmp_path: Path) -> None:  #
     page.click("#tab-gallery")
     page.wait_for_selector("#gallery-list .identity")
     shot(page, "gallery-phone")
+
+
+def test_photos_tab_uploads_finds_my_photos_and_names_people(page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Upload several photos with progress, find a person's photos from a selfie, name a group of faces."""
+    page.click("#tab-photos")
+    page.wait_for_selector("#people-list >> text=No unnamed faces")
+    page.fill("#photos-album", "trip")
+    uploads = [photo("Tony_Blair", 1), photo("Tony_Blair", 2), photo("Tony_Blair", 3), photo("Hugo_Chavez", 1)]
+    page.set_input_files("#photos-files", uploads)
+    page.click("#photos-form button[type=submit]")
+    page.wait_for_function("document.querySelector('#photos-status').textContent.startsWith('4 of 4 photos')")
+    assert page.get_attribute("#photos-progress", "value") == "4"
+
+    page.set_input_files("#find-file", photo("Tony_Blair", 4))
+    page.wait_for_selector("#find-results .card")
+    assert page.text_content("#find-status").startswith("Found in ")
+    assert page.locator("#find-results .card").count() >= 2
+    shot(page, "photos-find")
+
+    # the largest group is Tony Blair's; naming it makes an identity that the Gallery tab lists
+    page.wait_for_selector("#people-list .person")
+    top = page.locator("#people-list .person").first
+    assert top.locator(".thumb").count() >= 2
+    page.once("dialog", lambda d: d.accept("Tony Blair"))
+    top.locator("button", has_text="Name").click()
+    page.wait_for_function("document.querySelector('#photos-status').textContent.startsWith('Named Tony Blair')")
+    shot(page, "photos-people")
+    page.click("#tab-gallery")
+    page.wait_for_selector("#gallery-list .identity >> text=Tony Blair")
+
+    # an error in words: a selfie without a face
+    blank = tmp_path / "wall.png"
+    from PIL import Image
+
+    Image.new("RGB", (300, 300), (200, 200, 200)).save(blank)
+    page.click("#tab-photos")
+    page.set_input_files("#find-file", str(blank))
+    page.wait_for_selector("#error:not([hidden])")
+    assert "No face was found" in page.text_content("#error")
