@@ -172,3 +172,35 @@ def test_compact_leaves_no_deleted_vector_in_milvus_files(tmp_path: Path, databa
     assert [[(h.identity, h.face_id) for h in r.identities] for r in g.search(probes, k=3)] == before
     assert g.verify()["ok"]
     g.close()
+
+
+def test_photos_on_milvus_search_cluster_and_erase(tmp_path: Path, database_url: str | None) -> None:
+    """Photos' unnamed faces in a Milvus collection: identity search looks past them, photo search finds them,
+    clusters group them, and deleting a photo takes its vectors out of the collection."""
+    from index.records import NewPhoto
+
+    rng = np.random.default_rng(5)
+    vecs = faces_like(rng, 40, 6)  # 40 people x 6 photos
+    g = Gallery(tmp_path / "a", dim=DIM, model_version="m1", database_url=database_url,
+                vector_url=str(tmp_path / "milvus.db"))
+    g.add_many([("enrolled", NewFace(vecs[0]))])  # person 0's first photo enrolled under an identity
+    photo_faces: dict[str, list[int]] = {}
+    for n in range(1, 5):  # photos 1-4 of every person, four people per photo
+        for start in range(0, 40, 4):
+            key = f"photo{n}-{start}"
+            photo_faces[key] = g.photos.add(NewPhoto(key, "a"), [(None, NewFace(vecs[6 * p + n]))
+                                                                 for p in range(start, start + 4)], cluster_within=0.9)
+    assert g.index.live == 1 + 160 and g.searchable_faces == 1 and g.photos.searchable_faces == 160
+    # identity search: the 159 unnamed faces nearer than nothing do not hide the enrolled one
+    assert g.search(vecs[5][None], k=1)[0].identities[0].identity == "enrolled"
+    hits = g.photos.search(vecs[5][None], 0.9)  # person 0's 5th photo, never indexed: finds photos 1-4 of person 0
+    assert sorted(h.photo for h in hits) == [f"photo{n}-0" for n in range(1, 5)]
+    clusters, total = g.photos.list_clusters(limit=100)
+    assert total <= 60 and all(c.faces <= 4 for c in clusters)
+    g.photos.recluster(0.9)
+    clusters, total = g.photos.list_clusters(limit=100)
+    assert total == 40 and all(c.faces == 4 for c in clusters)  # one per person
+    assert g.photos.delete("photo1-0") == 4
+    assert g.index.live == 1 + 156 and g.verify()["ok"]
+    assert sorted(h.photo for h in g.photos.search(vecs[5][None], 0.9)) == [f"photo{n}-0" for n in range(2, 5)]
+    g.close()
