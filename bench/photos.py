@@ -2,6 +2,7 @@
 clustering time at scale.
 
     python bench/photos.py --lfw ../shared/datasets/lfw --celeba DIR/img_align_celeba [--json PATH]
+    python bench/photos.py --find --lfw ../shared/datasets/lfw --celeba DIR/img_align_celeba [--json PATH]
     python bench/photos.py --scale 100000,1000000 [--json PATH]
 
 Sets: every photo of the people in LFW's folds 1-2 (our held-out test folds), and every photo of the 400
@@ -12,7 +13,16 @@ same faces. Ours: ``index.clusters.cluster`` (k-NN graph, Chinese whispers or co
 distance where the model card's impostor FAR is 1e-4 (fixed before measuring, not tuned here). dlib:
 ``dlib.chinese_whispers_clustering`` on its descriptors at its documented 0.5 (face_recognition's recipe).
 Reported: BCubed precision, recall, F1 (Bagga and Baldwin 1998; Amigo et al. 2009) and clusters vs people.
-Embeddings are cached under cache/photos-bench/. ``--scale``: synthetic clustered unit vectors (128-d, 10 per
+Embeddings are cached under cache/photos-bench/.
+
+``--find``: find my photos, end to end through the HTTP API. Each person of the set with at least two photos keeps
+their last photo as the selfie; every other photo goes into a group photo of three people side by side
+(shuffled, seeded), indexed with ``POST /v1/photos``. Each selfie is searched with ``POST /v1/photos/search``
+(default threshold: FPIR 0.01 for the photo faces indexed). Reported: indexing rate (photos and faces per
+second), precision (returned photos that hold the person; a background face in an LFW photo may be someone else
+named in the set, which counts against us) and the share of the person's photos found.
+
+``--scale``: synthetic clustered unit vectors (128-d, 10 per
 person, noise like same-person faces), clustering time and BCubed F1.
 """
 
@@ -129,6 +139,64 @@ def evaluate(name: str, emb: dict[str, np.ndarray], threshold: float) -> dict[st
     return row
 
 
+def find_my_photos(name: str, files: list[Path], people: list[str], seed: int = 0) -> dict[str, Any]:
+    import io
+    import random
+    import tempfile
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from app.main import create_app
+    from facesearch.settings import Settings
+
+    by_person: dict[str, list[Path]] = {}
+    for f, p in zip(files, people, strict=True):
+        by_person.setdefault(p, []).append(f)
+    selfies = {p: fs[-1] for p, fs in by_person.items() if len(fs) >= 2}
+    pool = [(p, f) for p in selfies for f in by_person[p][:-1]]
+    random.Random(seed).shuffle(pool)
+    groups = [pool[i : i + 3] for i in range(0, len(pool), 3)]
+    holds: dict[str, set[str]] = {p: set() for p in selfies}
+    with tempfile.TemporaryDirectory() as d, TestClient(create_app(Settings(data_dir=Path(d)))) as c:
+        t0, faces = time.perf_counter(), 0
+        for n, grp in enumerate(groups):
+            imgs = [Image.open(f).convert("RGB") for _, f in grp]
+            canvas = Image.new("RGB", (sum(i.width for i in imgs) + 20 * (len(imgs) + 1),
+                                       max(i.height for i in imgs) + 40), (120, 120, 120))
+            x = 20
+            for i in imgs:
+                canvas.paste(i, (x, 20))
+                x += i.width + 20
+            buf = io.BytesIO()
+            canvas.save(buf, format="JPEG", quality=92)
+            r = c.post("/v1/photos", files={"image": ("g.jpg", buf.getvalue(), "image/jpeg")},
+                       data={"photo_id": f"g{n}"})
+            assert r.status_code == 201, r.text
+            faces += len(r.json()["faces"])
+            for p, _ in grp:
+                holds[p].add(f"g{n}")
+        index_s = time.perf_counter() - t0
+        returned = correct = found = wanted = no_face = 0
+        t0 = time.perf_counter()
+        for p, selfie in selfies.items():
+            r = c.post("/v1/photos/search", files={"image": ("s.jpg", selfie.read_bytes(), "image/jpeg")})
+            if r.status_code == 422:
+                no_face += 1
+                wanted += len(holds[p])
+                continue
+            got = {h["photo_id"] for h in r.json()["photos"]}
+            returned += len(got)
+            correct += len(got & holds[p])
+            found += len(got & holds[p])
+            wanted += len(holds[p])
+        search_s = time.perf_counter() - t0
+    return {"set": name, "people": len(selfies), "group_photos": len(groups), "faces_indexed": faces,
+            "index_photos_per_s": round(len(groups) / index_s, 2), "index_faces_per_s": round(faces / index_s, 2),
+            "precision": round(correct / max(1, returned), 4), "found": round(found / max(1, wanted), 4),
+            "selfies_without_face": no_face, "search_ms": round(1000 * search_s / len(selfies), 1)}
+
+
 def synthetic(n: int, dim: int = 128, per_person: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Unit vectors in clusters of ``per_person``: a random centre plus noise that puts same-person pairs at
     distances like real genuine pairs (about 0.5-0.8)."""
@@ -147,10 +215,16 @@ def main() -> None:
     p.add_argument("--lfw", type=Path)
     p.add_argument("--celeba", type=Path, help="celeba-more's img_align_celeba folder")
     p.add_argument("--scale", help="comma-separated face counts for the synthetic timing")
+    p.add_argument("--find", action="store_true", help="find my photos through the API instead of clustering")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
     rows: list[dict[str, Any]] = []
-    if a.lfw or a.celeba:
+    if a.find:
+        for name, (files, people) in ([("lfw folds 1-2", lfw_set(a.lfw))] if a.lfw else []) + \
+                ([("celeba held-out 400", celeba_set(a.celeba))] if a.celeba else []):
+            rows.append(find_my_photos(name, files, people))
+            print(json.dumps(rows[-1]), flush=True)
+    elif a.lfw or a.celeba:
         from model.calibration import Calibration
         from model.encoder import load_encoder
 
