@@ -66,9 +66,13 @@ _MAPPED: list[tuple[type[Exception], int, str]] = [
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """The methods the OpenAPI document lists for this path."""
+    """The methods the OpenAPI document lists for this path: a literal path (``/v1/photos/search``) rules out the
+    templates it also fits (``/v1/photos/{photo_id}``), as it does in routing."""
+    paths = request.app.openapi().get("paths", {})
+    if request.url.path in paths:
+        return sorted(m.upper() for m in paths[request.url.path])
     methods: set[str] = set()
-    for template, operations in request.app.openapi().get("paths", {}).items():
+    for template, operations in paths.items():
         if re.fullmatch(re.sub(r"\\\{[^}/]+\\\}", "[^/]+", re.escape(template)), request.url.path):
             methods |= {m.upper() for m in operations}
     return sorted(methods)

@@ -35,12 +35,12 @@ async def list_clusters(
     return schemas.ClusterList(items=[cluster_out(r) for r in items], total=total)
 
 
-@router.get("/clusters/{cluster_id}")
+@router.get("/clusters/{cluster_id:int}")
 async def get_cluster(cluster_id: ClusterId, state: State, gallery: GalleryDep) -> schemas.Cluster:
     return cluster_out(await run_cpu(state, gallery.photos.cluster, cluster_id))
 
 
-@router.post("/clusters/{cluster_id}/name")
+@router.post("/clusters/{cluster_id:int}/name")
 async def name_cluster(cluster_id: ClusterId, body: schemas.NameBody, state: State, gallery: GalleryDep,
                        actor: Actor) -> schemas.Named:
     """The cluster's faces become the identity's (created if new; audited); the cluster is gone."""
@@ -50,7 +50,7 @@ async def name_cluster(cluster_id: ClusterId, body: schemas.NameBody, state: Sta
     return schemas.Named(identity=body.identity.strip(), face_ids=ids)
 
 
-@router.post("/clusters/{cluster_id}/merge")
+@router.post("/clusters/{cluster_id:int}/merge")
 async def merge_clusters(cluster_id: ClusterId, body: schemas.MergeBody, state: State, gallery: GalleryDep,
                          actor: Actor) -> schemas.Cluster:
     """The other cluster's faces join this one."""
@@ -60,7 +60,7 @@ async def merge_clusters(cluster_id: ClusterId, body: schemas.MergeBody, state: 
     return cluster_out(await run_cpu(state, gallery.photos.cluster, cluster_id))
 
 
-@router.get("/clusters/{cluster_id}/export", response_class=StreamingResponse,
+@router.get("/clusters/{cluster_id:int}/export", response_class=StreamingResponse,
             responses={200: {"content": {"application/zip": {}},
                              "description": "cluster.json, and per face its record, source crop and chip"}})
 async def export_cluster(cluster_id: ClusterId, state: State, gallery: GalleryDep, actor: Actor) -> StreamingResponse:
@@ -73,7 +73,7 @@ async def export_cluster(cluster_id: ClusterId, state: State, gallery: GalleryDe
         f"cluster-{cluster_id}-export.zip")
 
 
-@router.delete("/clusters/{cluster_id}")
+@router.delete("/clusters/{cluster_id:int}")
 async def delete_cluster(cluster_id: ClusterId, state: State, gallery: GalleryDep, actor: Actor) -> schemas.Deleted:
     """Erases the cluster's faces (their photos stay, without them), as face deletion does."""
     n = await run_cpu(state, gallery.photos.delete_cluster, cluster_id, actor=actor)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Path, Query, UploadFile
 from pydantic import AfterValidator
+from starlette.convertors import Convertor, register_url_convertor
 
 from app import schemas, service
 from app.deps import Actor, GalleryDep, Multipart, Pipeline, SettingsDep, State, read_upload, run_cpu
@@ -17,6 +18,22 @@ from facesearch import photos
 from index.errors import InvalidKey
 from index.records import NewPhoto, PhotoRecord, validate_key
 
+
+class PhotoKey(Convertor[str]):
+    """A photo key in a path: anything but ``search``, which names POST /v1/photos/search (so that path is not
+    also a photo's, for GET and DELETE)."""
+
+    regex = r"(?!search$)[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("photo", PhotoKey())
+RESERVED = {"search"}
 router = APIRouter(tags=["photos"])
 PhotoPath = Annotated[str, AfterValidator(str.strip), Path(description="the photo's key: 1-128 printable characters")]
 AlbumField = Annotated[str, Form(max_length=128, description="an album to file the photo under (empty: none)")]
@@ -32,6 +49,8 @@ def photo_key(raw: str | None) -> str:
         raise ApiError(422, "invalid_photo_id", str(e)) from e
     if "/" in key:
         raise ApiError(422, "invalid_photo_id", "photo_id must not contain '/'")
+    if key in RESERVED:
+        raise ApiError(422, "invalid_photo_id", f"photo_id {key!r} is reserved (it names /v1/photos/{key})")
     return key
 
 
@@ -93,13 +112,13 @@ async def list_photos(
     return schemas.PhotoList(items=[photo_out(r) for r in items], total=total)
 
 
-@router.get("/photos/{photo_id}")
+@router.get("/photos/{photo_id:photo}")
 async def get_photo(photo_id: PhotoPath, state: State, gallery: GalleryDep) -> schemas.PhotoDetail:
     record, faces = await run_cpu(state, gallery.photos.get, photo_id)
     return schemas.PhotoDetail(**photo_out(record).model_dump(), face_list=[face_out(f) for f in faces])
 
 
-@router.delete("/photos/{photo_id}")
+@router.delete("/photos/{photo_id:photo}")
 async def delete_photo(photo_id: PhotoPath, state: State, gallery: GalleryDep, actor: Actor) -> schemas.Deleted:
     """Deletes the photo and every face found in it, named or not. When this answers, no file of the gallery holds
     their embeddings or crops; the audit keeps the event."""

@@ -225,6 +225,10 @@ def test_bad_photo_requests_get_clear_errors(client: TestClient) -> None:
                        ({"album": "a\x00b"}, "validation_error")]:
         r = client.post("/v1/photos", files=files(lfw_photo(A, 1)), data=data)
         assert r.status_code == 422 and r.json()["code"] == code, (data, r.text)
+    r = client.post("/v1/photos", files=files(lfw_photo(A, 1)), data={"photo_id": "search"})
+    assert r.status_code == 422 and "reserved" in r.json()["detail"]  # /v1/photos/search is find-my-photos
+    r = client.get("/v1/photos/search")
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
     r = client.post("/v1/photos", files=files(b"not an image"))
     assert r.status_code == 400 and r.json()["code"] == "invalid_image"
     assert client.get("/v1/photos/missing").status_code == 404
