@@ -142,6 +142,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        if state.cluster_thread is not None:  # a regrouping finishes its write before the gallery closes
+            await anyio.to_thread.run_sync(state.cluster_thread.join)
         gallery, pipeline = state.gallery, state.pipeline
         state.gallery = state.pipeline = None
         if gallery is not None:

@@ -185,11 +185,16 @@ class Named(BaseModel):
     face_ids: list[int]
 
 
-class Reclustered(BaseModel):
-    faces: int
-    clusters: int
-    album: str | None
-    threshold: float
+class ClusterJob(BaseModel):
+    state: Literal["idle", "running", "done", "failed"]
+    stage: str | None = Field(None, description="running: starting, reading, grouping, writing; then done")
+    faces: int | None = Field(None, description="unnamed faces being grouped")
+    clusters: int | None = Field(None, description="when done: how many groups")
+    album: str | None = None
+    threshold: float | None = Field(None, description="the distance within which faces are linked")
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
 
 
 class Candidate(BaseModel):

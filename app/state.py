@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,8 @@ class AppState:
     gallery: Gallery | None = None
     limiter: anyio.CapacityLimiter | None = None
     reembed: dict[str, Any] | None = None  # progress of a start-up re-embedding (FACESEARCH_REEMBED=auto)
+    cluster_job: dict[str, Any] = field(default_factory=lambda: {"state": "idle"})  # POST /v1/clusters/rebuild
+    cluster_thread: threading.Thread | None = None
 
     @property
     def ready(self) -> bool:

@@ -168,15 +168,20 @@ class Photos:
             return ClusterRecord(cluster, len(ids), ids, photo_queries.cluster_photos(c, cluster, 1000))
 
     def recluster(self, threshold: float, *, album: str | None = None, method: clusters.Method = "whispers",
-                  actor: str | None = None) -> dict[str, Any]:
-        """Group the unnamed faces (of ``album``'s photos) again from scratch; returns counts."""
+                  actor: str | None = None, progress: Callable[[str, int], None] | None = None) -> dict[str, Any]:
+        """Group the unnamed faces (of ``album``'s photos) again from scratch; returns counts. Merges and moves made
+        by hand are regrouped too. ``progress(stage, faces)``: reading, grouping, writing."""
+        report = progress or (lambda stage, faces: None)
+        report("reading", 0)
         with self.store.read(consistent=True) as c:
             rows = photo_queries.unnamed_embeddings(c, album)
         if not rows:
             return {"faces": 0, "clusters": 0}
         ids = np.array([r[0] for r in rows], dtype=np.int64)
         vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
+        report("grouping", len(ids))
         labels = clusters.cluster(vecs, threshold, method=method)
+        report("writing", len(ids))
         first: dict[int, int] = {}
         for face_id, label in zip(ids.tolist(), labels.tolist(), strict=True):
             first.setdefault(label, face_id)  # a cluster's id: its first face's

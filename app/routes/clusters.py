@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import logging
+import threading
+import time
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import StreamingResponse
@@ -13,6 +16,7 @@ from app.errors import SLASH_IN_IDENTITY, ApiError
 from facesearch import photos
 from index.records import ClusterRecord
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["clusters"])
 ClusterId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
@@ -80,16 +84,42 @@ async def delete_cluster(cluster_id: ClusterId, state: State, gallery: GalleryDe
     return schemas.Deleted(cluster_id=cluster_id, faces_deleted=n)
 
 
-@router.post("/clusters/rebuild")
+@router.post("/clusters/rebuild", status_code=202)
 async def rebuild_clusters(
     state: State, pipeline: Pipeline, gallery: GalleryDep, actor: Actor,
     album: Annotated[str | None, Query(max_length=128, description="only this album's unnamed faces")] = None,
-) -> schemas.Reclustered:
-    """Groups the unnamed faces again from scratch (Chinese whispers on their k-NN graph)."""
+) -> schemas.ClusterJob:
+    """Starts grouping the unnamed faces again from scratch (Chinese whispers on their k-NN graph) in the
+    background; follow it with GET /v1/clusters/rebuild. 409 while one runs."""
+    if state.cluster_thread is not None and state.cluster_thread.is_alive():
+        raise ApiError(409, "conflict", "a regrouping is already running; follow it with GET /v1/clusters/rebuild")
     t = photos.cluster_threshold(pipeline.calibration)
-    out = await run_cpu(state, lambda: gallery.photos.recluster(t, album=None if album is None else album.strip(),
-                                                                actor=actor))
-    return schemas.Reclustered(faces=out["faces"], clusters=out["clusters"], album=album, threshold=t)
+    album = None if album is None else album.strip()
+    job: dict[str, Any] = {"state": "running", "stage": "starting", "faces": 0, "clusters": None, "album": album,
+                           "threshold": t, "started_at": time.time(), "finished_at": None, "error": None}
+    state.cluster_job = job
+
+    def run() -> None:
+        def progress(stage: str, faces: int) -> None:
+            job.update(stage=stage, faces=faces)
+
+        try:
+            out = gallery.photos.recluster(t, album=album, actor=actor, progress=progress)
+            job.update(state="done", stage="done", faces=out["faces"], clusters=out["clusters"])
+        except Exception as e:  # reported to whoever follows the job
+            log.exception("regrouping the unnamed faces failed")
+            job.update(state="failed", error=str(e))
+        job["finished_at"] = time.time()
+
+    state.cluster_thread = threading.Thread(target=run, name="recluster", daemon=True)
+    state.cluster_thread.start()
+    return schemas.ClusterJob(**job)
+
+
+@router.get("/clusters/rebuild")
+async def rebuild_status(state: State) -> schemas.ClusterJob:
+    """The last regrouping of this process: idle, running (with its stage), done (with counts) or failed."""
+    return schemas.ClusterJob(**state.cluster_job)
 
 
 @router.post("/faces/{face_id}/cluster", tags=["faces"])

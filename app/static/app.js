@@ -436,10 +436,18 @@ async function erasePerson(id) {
   if (!window.confirm("Erase these faces from every photo?")) return;
   try { await api(`/v1/clusters/${id}`, { method: "DELETE" }); loadPeople(); } catch (e) { showError(e); }
 }
+// regrouping runs in the background on the server: follow its stage until it is done
 $("#people-rebuild").addEventListener("click", async () => {
+  showError(null);
   try {
-    const res = await api("/v1/clusters/rebuild", { method: "POST" });
-    $("#photos-status").textContent = `${res.faces} faces regrouped into ${res.clusters} people.`;
+    let job = await api("/v1/clusters/rebuild", { method: "POST" });
+    while (job.state === "running") {
+      $("#photos-status").textContent = `Regrouping: ${job.stage}${job.faces ? ` (${job.faces} faces)` : ""}…`;
+      await new Promise((r) => setTimeout(r, 500));
+      job = await api("/v1/clusters/rebuild");
+    }
+    if (job.state === "failed") throw new Error(`Regrouping failed: ${job.error}`);
+    $("#photos-status").textContent = `${job.faces} faces regrouped into ${job.clusters} people.`;
     loadPeople();
   } catch (e) { showError(e); }
 });

@@ -39,6 +39,14 @@ def client(data_dir: Path, database_url: str | None) -> Iterator[TestClient]:
         yield c
 
 
+def wait_for_regrouping(client: TestClient) -> dict:
+    deadline = time.monotonic() + 300
+    while (job := client.get("/v1/clusters/rebuild").json())["state"] == "running":
+        assert time.monotonic() < deadline, job
+        time.sleep(0.1)
+    return job
+
+
 def index(client: TestClient, photo: bytes, **fields: str) -> dict:
     r = client.post("/v1/photos", files=files(photo), data=fields)
     assert r.status_code == 201, r.text
@@ -151,8 +159,11 @@ def test_clusters_group_unnamed_faces_and_naming_makes_them_an_identity(album: T
         assert len({truth.get(f, f) for f in c["face_ids"]}) == 1, c
 
     # rebuild from scratch, then name the largest cluster
+    assert album.get("/v1/clusters/rebuild").json()["state"] == "idle"
     r = album.post("/v1/clusters/rebuild")
-    assert r.status_code == 200 and r.json()["faces"] >= 9
+    assert r.status_code == 202 and r.json()["state"] in ("running", "done")
+    job = wait_for_regrouping(album)
+    assert job["state"] == "done" and job["faces"] >= 9 and job["clusters"] >= 4 and job["finished_at"]
     top = album.get("/v1/clusters").json()["items"][0]
     assert top["faces"] == 3 and top["thumbnail_url"].endswith("/thumbnail")
     person = truth[top["face_ids"][0]]

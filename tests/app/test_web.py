@@ -142,6 +142,13 @@ def test_photos_tab_uploads_finds_my_photos_and_names_people(page, tmp_path: Pat
     page.click("#tab-gallery")
     page.wait_for_selector("#gallery-list .identity >> text=Tony Blair")
 
+    # regroup from scratch: the server works in the background, the page follows it
+    page.click("#tab-photos")
+    page.click("#people-rebuild")
+    page.wait_for_function("/faces regrouped into \\d+ people/"
+                           ".test(document.querySelector('#photos-status').textContent)")
+    assert page.locator("#people-list .person").count() >= 1
+
     # an error in words: a selfie without a face
     blank = tmp_path / "wall.png"
     from PIL import Image
