@@ -835,7 +835,10 @@ class Gallery:
 
     def stats(self) -> dict[str, Any]:
         identities, faces = self.count()
-        return {"identities": identities, "faces": faces, "index_kind": self.index.kind,
+        with self.store.read() as c:
+            photos, unnamed = photo_queries.count_photos(c), photo_queries.count_unnamed(c)
+        return {"identities": identities, "faces": faces, "photos": photos, "unnamed_faces": unnamed,
+                "index_kind": self.index.kind,
                 "indexed": self.index.live, "dim": self.dim, "model_version": self.model_version,
                 "stored_model_version": self.stored_model()[0], "generation": self.generation,
                 "reembed": self.reembed_status(), "store": "postgresql" if self.store.shared else "sqlite",

@@ -87,6 +87,10 @@ def count_photo_faces(c: Conn) -> int:
     return int(c.execute("SELECT COUNT(*) FROM faces WHERE photo_id IS NOT NULL").fetchone()[0])
 
 
+def count_photos(c: Conn) -> int:
+    return int(c.execute("SELECT COUNT(*) FROM photos").fetchone()[0])
+
+
 def count_unnamed(c: Conn) -> int:
     return int(c.execute("SELECT COUNT(*) FROM faces WHERE identity_id IS NULL").fetchone()[0])
 

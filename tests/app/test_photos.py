@@ -118,6 +118,8 @@ def test_every_face_of_a_photo_is_indexed_and_told_who_it_is(client: TestClient)
     listed = client.get("/v1/photos", params={"album": "party"}).json()
     assert listed["total"] == 1 and listed["items"][0]["photo_id"] == "p1"
     assert client.get("/v1/photos").json()["total"] == 3
+    gallery = client.get("/v1/info").json()["gallery"]
+    assert gallery["photos"] == 3 and gallery["unnamed_faces"] == len(faces) + 1  # and the generated photo's face
 
 
 def test_find_my_photos_from_a_selfie_and_from_an_identity(album: TestClient) -> None:
