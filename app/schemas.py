@@ -141,7 +141,9 @@ class PhotoMatch(BaseModel):
     face_id: int = Field(description="the photo's face that matched")
     box: list[float] | None
     similarity: float
-    distance: float
+    distance: float = Field(description="of that face to the query")
+    expanded: bool = Field(description="found through two of the faces the query matched (within the threshold "
+                                       "of both), not the query alone; such photos are listed after the others")
 
 
 class PhotoSearchResponse(BaseModel):

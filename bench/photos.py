@@ -2,7 +2,7 @@
 clustering time at scale.
 
     python bench/photos.py --lfw ../shared/datasets/lfw --celeba DIR/img_align_celeba [--json PATH]
-    python bench/photos.py --find --lfw ../shared/datasets/lfw --celeba DIR/img_align_celeba [--json PATH]
+    python bench/photos.py --find --lfw ../shared/datasets/lfw --celeba DIR/img_align_celeba [--cfp CFP] [--json PATH]
     python bench/photos.py --scale 100000,1000000 [--json PATH]
 
 Sets: every photo of the people in LFW's folds 1-2 (our held-out test folds), and every photo of the 400
@@ -19,8 +19,10 @@ Embeddings are cached under cache/photos-bench/.
 ``--find``: find my photos, end to end through the HTTP API. Each person of the set with at least two photos keeps
 their last photo as the selfie; every other photo goes into a group photo of three people side by side
 (shuffled, seeded), indexed with ``POST /v1/photos``. Each selfie is searched with ``POST /v1/photos/search``
-(default threshold: FPIR 0.01 for the photo faces indexed). Reported: indexing rate (photos and faces per
-second), precision (returned photos that hold the person; a background face in an LFW photo may be someone else
+(default threshold: FPIR 0.01 for the photo faces indexed; photos vouched for by two direct matches included).
+``--cfp``: CFP's people 401-500, whose 4 profiles and 9 frontals are indexed, a frontal the selfie. Reported:
+indexing rate (photos and faces per second), precision (returned photos that hold the person; a background face in
+an LFW photo may be someone else
 named in the set, which counts against us) and the share of the person's photos found.
 
 ``--scale``: synthetic clustered unit vectors (128-d, 10 per
@@ -118,6 +120,21 @@ def celeba_set(celeba: Path) -> tuple[list[Path], list[str]]:
     return files, who
 
 
+def cfp_set(root: Path, splits: tuple[int, ...] = (9, 10)) -> tuple[list[Path], list[str]]:
+    """CFP's people of these splits (never trained on by the shipped encoder; splits 1-5 are refused): each
+    person's 4 profiles, then 10 frontals (the last one is find-my-photos' selfie)."""
+    from model.train.cfp import Cfp
+
+    cfp = Cfp(root)
+    files, who = [], []
+    for person in cfp.people(list(splits)):
+        for pose, count in (("profile", 4), ("frontal", 10)):
+            for number in range(1, count + 1):
+                files.append(cfp.root / cfp.photo(person, pose, number))
+                who.append(f"cfp{person:03d}")
+    return files, who
+
+
 def evaluate(name: str, emb: dict[str, np.ndarray], threshold: float) -> dict[str, Any]:
     import dlib
 
@@ -182,7 +199,7 @@ def find_my_photos(name: str, files: list[Path], people: list[str], seed: int = 
             for p, _ in grp:
                 holds[p].add(f"g{n}")
         index_s = time.perf_counter() - t0
-        returned = correct = found = wanted = no_face = 0
+        returned = correct = found = wanted = no_face = returned_direct = correct_direct = 0
         t0 = time.perf_counter()
         for p, selfie in selfies.items():
             r = c.post("/v1/photos/search", files={"image": ("s.jpg", selfie.read_bytes(), "image/jpeg")})
@@ -190,7 +207,11 @@ def find_my_photos(name: str, files: list[Path], people: list[str], seed: int = 
                 no_face += 1
                 wanted += len(holds[p])
                 continue
-            got = {h["photo_id"] for h in r.json()["photos"]}
+            hits = r.json()["photos"]
+            got = {h["photo_id"] for h in hits}
+            direct = {h["photo_id"] for h in hits if not h["expanded"]}
+            returned_direct += len(direct)
+            correct_direct += len(direct & holds[p])
             returned += len(got)
             correct += len(got & holds[p])
             found += len(got & holds[p])
@@ -199,6 +220,8 @@ def find_my_photos(name: str, files: list[Path], people: list[str], seed: int = 
     return {"set": name, "people": len(selfies), "group_photos": len(groups), "faces_indexed": faces,
             "index_photos_per_s": round(len(groups) / index_s, 2), "index_faces_per_s": round(faces / index_s, 2),
             "precision": round(correct / max(1, returned), 4), "found": round(found / max(1, wanted), 4),
+            "direct_only": {"precision": round(correct_direct / max(1, returned_direct), 4),
+                            "found": round(correct_direct / max(1, wanted), 4)},
             "selfies_without_face": no_face, "search_ms": round(1000 * search_s / len(selfies), 1)}
 
 
@@ -236,6 +259,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lfw", type=Path)
     p.add_argument("--celeba", type=Path, help="celeba-more's img_align_celeba folder")
+    p.add_argument("--cfp", type=Path, help="--find: also CFP's splits 9-10 (a CFP tree, see evaluate-cfp)")
     p.add_argument("--scale", help="comma-separated face counts for the synthetic timing")
     p.add_argument("--find", action="store_true", help="find my photos through the API instead of clustering")
     p.add_argument("--json", type=Path)
@@ -243,7 +267,8 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     if a.find:
         for name, (files, people) in ([("lfw folds 1-2", lfw_set(a.lfw))] if a.lfw else []) + \
-                ([("celeba held-out 400", celeba_set(a.celeba))] if a.celeba else []):
+                ([("celeba held-out 400", celeba_set(a.celeba))] if a.celeba else []) + \
+                ([("cfp splits 9-10 (profiles indexed)", cfp_set(a.cfp))] if a.cfp else []):
             rows.append(find_my_photos(name, files, people))
             print(json.dumps(rows[-1]), flush=True)
     elif a.lfw or a.celeba:

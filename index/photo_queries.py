@@ -12,6 +12,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from index.records import NewPhoto
 from index.store import Conn, Store
 
@@ -81,6 +83,18 @@ def photo_faces(c: Conn, face_ids: Sequence[int], album: str | None) -> dict[int
             f"SELECT f.id, p.key, p.album, f.box FROM faces f JOIN photos p ON p.id = f.photo_id "
             f"WHERE f.id IN ({_marks(len(chunk))}){extra}", [*chunk, *args]))
     return out
+
+
+def embeddings(c: Conn, face_ids: Sequence[int]) -> tuple[list[int], np.ndarray]:
+    """(the ids of those faces that exist, in the order given; their embeddings, float32 (n, D))."""
+    got: dict[int, bytes] = {}
+    for i in range(0, len(face_ids), 500):
+        chunk = list(face_ids[i : i + 500])
+        got.update((int(f), bytes(e)) for f, e in c.execute(
+            f"SELECT id, embedding FROM faces WHERE id IN ({_marks(len(chunk))})", chunk))
+    ids = [f for f in face_ids if f in got]
+    return ids, np.stack([np.frombuffer(got[f], dtype=np.float32) for f in ids]) if ids else np.zeros((0, 0),
+                                                                                                    np.float32)
 
 
 def count_photo_faces(c: Conn) -> int:

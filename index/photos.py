@@ -33,6 +33,7 @@ from index.store import Conn
 if TYPE_CHECKING:
     from index.gallery import Gallery
 
+EXPAND_SEEDS = 64  # the closest faces found that widen a photo search
 
 class Photos:
     def __init__(self, gallery: Gallery) -> None:
@@ -117,38 +118,61 @@ class Photos:
         with self.store.read() as c:
             return photo_queries.count_photo_faces(c)
 
-    def search(self, queries: np.ndarray, threshold: float, *, album: str | None = None, limit: int = 100
-               ) -> list[PhotoHit]:
+    def search(self, queries: np.ndarray, threshold: float, *, album: str | None = None, limit: int = 100,
+               expand: bool = True) -> list[PhotoHit]:
         """The photos holding a face within ``threshold`` of any query (float32 (n, D): one selfie's face, or an
-        identity's faces), best first, each with its closest face."""
+        identity's faces), best first, each with its closest face. ``expand``: also the photos holding a face
+        within ``threshold`` of at least two of the faces found so (other photos of the person, in other light and
+        pose), listed after them with ``expanded``."""
         q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.gallery.dim)
-        live = self.gallery.index.live
-        fetch = min(max(4 * limit, 256), max(live, 1))
         with self.gallery._lock.read():
-            while True:
-                sims, ids = self.gallery.index.search(q, fetch)
-                # everything fetched is within the threshold: there may be more beyond
-                full = (ids >= 0).all() and float(similarity_to_distance(sims[:, -1].max())) <= threshold
-                if not full or fetch >= live:
-                    break
-                fetch = min(4 * fetch, live)
-            close: dict[int, float] = {}
-            for row_s, row_i in zip(sims, ids, strict=True):
-                for s, i in zip(row_s, row_i, strict=True):
-                    d = float(similarity_to_distance(min(1.0, float(s))))
-                    if i >= 0 and d <= threshold and d < close.get(int(i), 9.0):
-                        close[int(i)] = d
+            close = self._within(q, threshold)[0]
+            more: dict[int, float] = {}
+            if expand and len(close) >= 2:
+                seeds = sorted(close, key=lambda f: close[f])[:EXPAND_SEEDS]
+                with self.store.read() as c:
+                    _, vecs = photo_queries.embeddings(c, seeds)
+                _, votes = self._within(vecs, threshold)
+                found = [f for f, n in votes.items() if n >= 2 and f not in close]
+                if found:
+                    with self.store.read() as c:
+                        found, cand = photo_queries.embeddings(c, found)
+                    d = np.sqrt(np.clip(2.0 - 2.0 * cand @ q.T, 0.0, 4.0)).min(axis=1)
+                    more = {f: float(x) for f, x in zip(found, d.tolist(), strict=True)}
             with self.store.read() as c:
-                where = photo_queries.photo_faces(c, sorted(close), album)
+                where = photo_queries.photo_faces(c, sorted(close | more.keys()), album)
         best: dict[str, PhotoHit] = {}
-        for face_id, d in close.items():
-            if face_id not in where:
-                continue
-            key, alb, box = where[face_id]
-            hit = best.get(key)
-            if hit is None or d < hit.distance:
-                best[key] = PhotoHit(key, alb, face_id, _box(box), 1.0 - d * d / 2.0, d)
-        return sorted(best.values(), key=lambda h: (h.distance, h.photo))[:limit]
+        for faces, expanded in ((close, False), (more, True)):
+            for face_id, d in faces.items():
+                if face_id not in where:
+                    continue
+                key, alb, box = where[face_id]
+                hit = best.get(key)  # a photo found directly keeps its direct hit
+                if hit is None or (hit.expanded == expanded and d < hit.distance):
+                    best[key] = PhotoHit(key, alb, face_id, _box(box), 1.0 - d * d / 2.0, d, expanded)
+        return sorted(best.values(), key=lambda h: (h.expanded, h.distance, h.photo))[:limit]
+
+    def _within(self, q: np.ndarray, threshold: float) -> tuple[dict[int, float], dict[int, int]]:
+        """Faces within ``threshold`` of any of the queries: (face id -> its smallest distance, face id -> how
+        many queries it is within ``threshold`` of). Caller holds the gallery's read lock."""
+        live = self.gallery.index.live
+        fetch = min(256, max(live, 1))
+        while True:
+            sims, ids = self.gallery.index.search(q, fetch)
+            # everything fetched is within the threshold: there may be more beyond
+            full = (ids >= 0).all() and float(similarity_to_distance(sims[:, -1].max())) <= threshold
+            if not full or fetch >= live:
+                break
+            fetch = min(4 * fetch, live)
+        close: dict[int, float] = {}
+        votes: dict[int, int] = {}
+        for row_s, row_i in zip(sims, ids, strict=True):
+            for s, i in zip(row_s, row_i, strict=True):
+                d = float(similarity_to_distance(min(1.0, float(s))))
+                if i >= 0 and d <= threshold:
+                    close[int(i)] = min(d, close.get(int(i), 9.0))
+                    votes[int(i)] = votes.get(int(i), 0) + 1
+        return close, votes
 
     # --- clusters ------------------------------------------------------------------------------------
     def list_clusters(self, *, limit: int = 50, offset: int = 0, min_faces: int = 1, sample: int = 8

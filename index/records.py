@@ -113,8 +113,9 @@ class PhotoHit:
     album: str
     face_id: int
     box: list[float] | None
-    similarity: float
+    similarity: float  # to the nearest query
     distance: float
+    expanded: bool = False  # found through two of the faces the query found, not the query alone
 
 
 @dataclass(frozen=True)

@@ -167,6 +167,6 @@ async def search_photos(
         album=None if album is None else album.strip(), limit=limit))
     return schemas.PhotoSearchResponse(
         photos=[schemas.PhotoMatch(photo_id=h.photo, album=h.album, face_id=h.face_id, box=h.box,
-                                   similarity=h.similarity, distance=h.distance) for h in hits],
+                                   similarity=h.similarity, distance=h.distance, expanded=h.expanded) for h in hits],
         query=query, threshold=service.threshold_out(thr), model=pipeline.model_version,
         took_ms=round((time.perf_counter() - t0) * 1000, 2))
