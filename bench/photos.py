@@ -17,16 +17,15 @@ Reported: BCubed precision, recall, F1 (Bagga and Baldwin 1998; Amigo et al. 200
 Embeddings are cached under cache/photos-bench/.
 
 ``--find``: find my photos, end to end through the HTTP API. Each person of the set with at least two photos keeps
-their last photo as the selfie; every other photo goes into a group photo of three people side by side
-(shuffled, seeded), indexed with ``POST /v1/photos``. Each selfie is searched with ``POST /v1/photos/search``
-(default threshold: FPIR 0.01 for the photo faces indexed; photos vouched for by two direct matches included).
-``--cfp``: CFP's people 401-500, whose 4 profiles and 9 frontals are indexed, a frontal the selfie. Reported:
-indexing rate (photos and faces per second), precision (returned photos that hold the person; a background face in
-an LFW photo may be someone else
-named in the set, which counts against us) and the share of the person's photos found.
+their last photo as the selfie; every other photo goes into a group photo of three people side by side (shuffled,
+seeded), indexed with ``POST /v1/photos``. Each selfie is searched with ``POST /v1/photos/search`` (default
+threshold: FPIR 0.01 for the photo faces indexed; photos vouched for by two direct matches included). ``--cfp``:
+CFP's people 401-500, whose 4 profiles and 9 frontals are indexed, a frontal the selfie. Reported: indexing rate
+(photos and faces per second), precision (returned photos that hold the person; a background face in an LFW photo
+may be someone else named in the set, which counts against us) and the share of the person's photos found.
 
-``--scale``: synthetic clustered unit vectors (128-d, 10 per
-person, noise like same-person faces), clustering time and BCubed F1.
+``--scale``: synthetic clustered unit vectors (128-d, 10 per person, noise like same-person faces), clustering time
+and BCubed F1.
 """
 
 from __future__ import annotations
