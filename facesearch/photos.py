@@ -57,8 +57,9 @@ def index_photo(gallery: Gallery, cal: Calibration, analysis: Analysis, data: by
 
 
 def find_photos(gallery: Gallery, cal: Calibration, queries: np.ndarray, *, fpir: float,
-                requested: float | None = None, album: str | None = None, limit: int = 100
+                requested: float | None = None, album: str | None = None, limit: int = 100, expand: bool = False
                 ) -> tuple[list[PhotoHit], decisions.Threshold]:
-    """The photos holding the person of ``queries`` (one selfie face, or an identity's faces), best first."""
+    """The photos holding the person of ``queries`` (one selfie face, or an identity's faces), best first;
+    ``expand``: and those two of the faces found vouch for (more photos, lower precision: bench/photos.py)."""
     thr = decisions.search_threshold(cal, gallery.photos.searchable_faces, fpir, requested)
-    return gallery.photos.search(queries, thr.distance, album=album, limit=limit), thr
+    return gallery.photos.search(queries, thr.distance, album=album, limit=limit, expand=expand), thr

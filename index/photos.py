@@ -119,7 +119,7 @@ class Photos:
             return photo_queries.count_photo_faces(c)
 
     def search(self, queries: np.ndarray, threshold: float, *, album: str | None = None, limit: int = 100,
-               expand: bool = True) -> list[PhotoHit]:
+               expand: bool = False) -> list[PhotoHit]:
         """The photos holding a face within ``threshold`` of any query (float32 (n, D): one selfie's face, or an
         identity's faces), best first, each with its closest face. ``expand``: also the photos holding a face
         within ``threshold`` of at least two of the faces found so (other photos of the person, in other light and

@@ -27,14 +27,14 @@ def test_photos_found_directly_and_through_two_direct_matches(tmp_path: Path) ->
     for key, v in faces.items():
         g.photos.add(NewPhoto(key), [(None, NewFace(v))], cluster_within=None)
 
-    direct = g.photos.search(q[None], t, expand=False)
+    direct = g.photos.search(q[None], t)
     assert [h.photo for h in direct] == ["near1", "near2"] or [h.photo for h in direct] == ["near2", "near1"]
     assert not any(h.expanded for h in direct) and all(h.distance <= t for h in direct)
 
-    hits = g.photos.search(q[None], t)
+    hits = g.photos.search(q[None], t, expand=True)
     assert [h.photo for h in hits][2:] == ["vouched"] and hits[2].expanded
     assert abs(hits[2].distance - float(np.linalg.norm(faces["vouched"] - q))) < 1e-5  # reported against the query
-    assert g.photos.search(q[None], 0.25) == []  # nothing direct, nothing to vouch
+    assert g.photos.search(q[None], 0.25, expand=True) == []  # nothing direct, nothing to vouch
     g.photos.delete("near2")  # one voucher left: the vouched photo goes with it
-    assert [h.photo for h in g.photos.search(q[None], t)] == ["near1"]
+    assert [h.photo for h in g.photos.search(q[None], t, expand=True)] == ["near1"]
     g.close()
