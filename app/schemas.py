@@ -82,6 +82,11 @@ class IdentityDetail(Identity):
     face_list: FaceList
 
 
+class MergeIdentity(BaseModel):
+    model_config = {"extra": "forbid"}
+    identity: str = Field(description="the identity whose faces join this one (it is deleted)")
+
+
 class IdentityPatch(BaseModel):
     model_config = {"extra": "forbid"}
     identity: str | None = Field(None, description="new identity key (rename)")

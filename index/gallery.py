@@ -518,6 +518,20 @@ class Gallery:
                 self.store.audit(c, "update_metadata", actor=actor, identity=new_key or identity)
         return self.get_identity(new_key if new_key is not None else identity)
 
+    def merge_identities(self, into: str, other: str, *, actor: str | None = None) -> IdentityRecord:
+        """Every face of ``other`` becomes ``into``'s and ``other`` is deleted (its metadata with it); audited."""
+        with self._writing(), self.store.transaction() as c:
+            a, b = self.store.identity_id(c, into), self.store.identity_id(c, other)
+            if a is None or b is None:
+                raise NotFound(f"identity {into if a is None else other!r} not found")
+            if a == b:
+                raise Conflict("an identity cannot be merged into itself")
+            moved = self.store.identity_face_ids(c, b)
+            photo_queries.name_faces(c, moved, a)
+            self.store.delete_identity_row(c, b)
+            self.store.audit(c, "merge_identities", actor=actor, identity=into, face_ids=moved, merged=other)
+        return self.get_identity(into)
+
     # --- reads -----------------------------------------------------------------------------------------
     def count(self) -> tuple[int, int]:
         """(identities, faces)."""

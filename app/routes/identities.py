@@ -123,6 +123,15 @@ async def update_identity(identity: IdentityPath, body: schemas.IdentityPatch, s
     return identity_out(r)
 
 
+@router.post("/{identity}/merge")
+async def merge_identity(identity: IdentityPath, body: schemas.MergeIdentity, state: State, gallery: GalleryDep,
+                         actor: Actor) -> schemas.Identity:
+    """Every face of the other identity becomes this one's; the other is deleted (two names for one person, or a
+    cluster named twice)."""
+    r = await run_cpu(state, lambda: gallery.merge_identities(identity, body.identity.strip(), actor=actor))
+    return identity_out(r)
+
+
 @router.delete("/{identity}")
 async def delete_identity(identity: IdentityPath, state: State, gallery: GalleryDep, actor: Actor) -> schemas.Deleted:
     """Deletes the identity and its faces. When this answers, no file of the gallery holds their embeddings or

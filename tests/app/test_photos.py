@@ -193,6 +193,15 @@ def test_clusters_group_unnamed_faces_and_naming_makes_them_an_identity(album: T
         merged.json()["faces"] + 1
     r = album.post(f"/v1/faces/{top['face_ids'][0]}/name", json={"identity": "someone else"})
     assert r.status_code == 409
+
+    # two names for one person: merge the identities
+    other = album.get("/v1/clusters").json()["items"][0]
+    assert album.post(f"/v1/clusters/{other['cluster_id']}/name", json={"identity": "person two"}).status_code == 200
+    r = album.post("/v1/identities/person one/merge", json={"identity": "person two"})
+    assert r.status_code == 200 and r.json()["faces"] == 3 + other["faces"]
+    assert album.get("/v1/identities/person two").status_code == 404
+    assert album.post("/v1/identities/person one/merge", json={"identity": "person one"}).status_code == 409
+    assert album.post("/v1/identities/person one/merge", json={"identity": "nobody"}).status_code == 404
     for url, body in [(f"/v1/clusters/{a}/merge", {"cluster_id": a}), ("/v1/clusters/99999/name", {"identity": "x"}),
                       (f"/v1/clusters/{a}/name", {"identity": "a/b"}), (f"/v1/clusters/{a}/name", {"nope": 1})]:
         r = album.post(url, json=body)
