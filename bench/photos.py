@@ -70,31 +70,24 @@ def embed_set(name: str, files: list[Path], people: list[str]) -> dict[str, np.n
     out = CACHE / f"{name}.npz"
     if out.exists():
         return dict(np.load(out))
-    import dlib
     from tqdm import tqdm
 
     from model.pipeline import FacePipeline
-    from model.train.teacher import dlib_pipeline
+    from model.train.teacher import dlib_embedding
 
     pipe = FacePipeline(runtime="onnx")  # what the service runs
-    detector, predictor, resnet = dlib_pipeline()
     ours = np.full((len(files), pipe.embedder.dim), np.nan, np.float32)
     theirs = np.full((len(files), 128), np.nan, np.float32)
     for n, f in enumerate(tqdm(files, desc=name)):
-        data = f.read_bytes()
-        a = pipe.analyze(data, max_faces=20)
+        a = pipe.analyze(f.read_bytes(), max_faces=20)
         if a.faces:
             face = centre_face([x.face for x in a.faces], a.width, a.height)
             ours[n] = next(x.embedding for x in a.faces if x.face is face)
-        img = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(f).convert("RGB"))
-        boxes = list(detector(img, 1))
-        if boxes:
-            h, w = img.shape[:2]
-            b = min(boxes, key=lambda b: (b.center().x - w / 2) ** 2 + (b.center().y - h / 2) ** 2)
-            theirs[n] = np.asarray(resnet.compute_face_descriptor(img, predictor(img, b), 1), np.float32)
+        emb, found = dlib_embedding(f)  # dlib's pipeline, the face nearest the centre
+        if found:
+            theirs[n] = emb
     CACHE.mkdir(parents=True, exist_ok=True)
     np.savez(out, ours=ours, dlib=theirs, people=np.array(people), files=np.array([str(f) for f in files]))
-    _ = dlib
     return dict(np.load(out))
 
 

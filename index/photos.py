@@ -8,7 +8,6 @@ store first, then the index; erasure as for any face), reads and searches throug
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -238,11 +237,7 @@ class Photos:
             ids = pick(c)
             if not ids:
                 raise NotFound(missing)
-            c.execute("INSERT INTO identities(key, metadata, created_at) VALUES (?, '{}', ?) "
-                      "ON CONFLICT (key) DO NOTHING", (identity, time.time()))
-            ident = self.store.identity_id(c, identity)
-            assert ident is not None
-            photo_queries.name_faces(c, ids, ident)
+            photo_queries.name_faces(c, ids, self.store.ensure_identity(c, identity))
             self.store.audit(c, "name_faces", actor=actor, identity=identity, face_ids=ids, **detail)
         return ids
 

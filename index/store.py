@@ -217,6 +217,14 @@ class Store(ABC):
         row = c.execute("SELECT id FROM identities WHERE key = ?", (identity,)).fetchone()
         return None if row is None else int(row[0])
 
+    def ensure_identity(self, c: Conn, identity: str) -> int:
+        """The identity's row id, the identity created (no metadata) if new."""
+        c.execute("INSERT INTO identities(key, metadata, created_at) VALUES (?, '{}', ?) ON CONFLICT (key) DO NOTHING",
+                  (identity, time.time()))
+        ident = self.identity_id(c, identity)
+        assert ident is not None
+        return ident
+
     def identity_face_ids(self, c: Conn, identity_id: int) -> list[int]:
         return [int(r[0]) for r in c.execute("SELECT id FROM faces WHERE identity_id = ? ORDER BY id", (identity_id,))]
 

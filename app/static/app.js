@@ -174,24 +174,29 @@ drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); if (e.dataTransfer.files[0]) search(e.dataTransfer.files[0]); });
 drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("#search-file").click(); } });
 
-let stream = null;
-$("#camera-button").addEventListener("click", async () => {
-  try {
-    stream = await navigator.mediaDevices.getUserMedia({ video: true });
-    $("#camera-video").srcObject = stream;
-    $("#camera").hidden = false;
-  } catch (e) {
-    showError(new Error("The camera is not available (no camera, or permission was refused)."));
-  }
-});
-function closeCamera() { if (stream) stream.getTracks().forEach((t) => t.stop()); stream = null; $("#camera").hidden = true; }
-$("#camera-close").addEventListener("click", closeCamera);
-$("#camera-shoot").addEventListener("click", () => {
-  const v = $("#camera-video");
-  const c = el("canvas"); c.width = v.videoWidth; c.height = v.videoHeight;
-  c.getContext("2d").drawImage(v, 0, 0);
-  c.toBlob((b) => { closeCamera(); search(new File([b], "camera.jpg", { type: "image/jpeg" })); }, "image/jpeg", 0.92);
-});
+// a camera panel: open shows the live video, shoot hands a JPEG to onPhoto and closes it
+function camera(ids, name, onPhoto) {
+  let stream = null;
+  const close = () => { if (stream) stream.getTracks().forEach((t) => t.stop()); stream = null; $(ids.panel).hidden = true; };
+  $(ids.open).addEventListener("click", async () => {
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ video: true });
+      $(ids.video).srcObject = stream;
+      $(ids.panel).hidden = false;
+    } catch (e) {
+      showError(new Error("The camera is not available (no camera, or permission was refused)."));
+    }
+  });
+  $(ids.close).addEventListener("click", close);
+  $(ids.shoot).addEventListener("click", () => {
+    const v = $(ids.video);
+    const c = el("canvas"); c.width = v.videoWidth; c.height = v.videoHeight;
+    c.getContext("2d").drawImage(v, 0, 0);
+    c.toBlob((b) => { close(); onPhoto(new File([b], name, { type: "image/jpeg" })); }, "image/jpeg", 0.92);
+  });
+}
+camera({ open: "#camera-button", panel: "#camera", video: "#camera-video", shoot: "#camera-shoot", close: "#camera-close" },
+  "camera.jpg", search);
 
 // ---- verify -----------------------------------------------------------------------------------------
 const pair = [null, null];
@@ -371,22 +376,8 @@ async function findPhotos(file) {
   } catch (e) { $("#find-status").textContent = ""; showError(e); }
 }
 $("#find-file").addEventListener("change", (e) => e.target.files[0] && findPhotos(e.target.files[0]));
-let findStream = null;
-$("#find-camera").addEventListener("click", async () => {
-  try {
-    findStream = await navigator.mediaDevices.getUserMedia({ video: true });
-    $("#find-video").srcObject = findStream;
-    $("#find-cam").hidden = false;
-  } catch (e) { showError(new Error("The camera is not available (no camera, or permission was refused).")); }
-});
-function closeFindCamera() { if (findStream) findStream.getTracks().forEach((t) => t.stop()); findStream = null; $("#find-cam").hidden = true; }
-$("#find-close").addEventListener("click", closeFindCamera);
-$("#find-shoot").addEventListener("click", () => {
-  const v = $("#find-video");
-  const c = el("canvas"); c.width = v.videoWidth; c.height = v.videoHeight;
-  c.getContext("2d").drawImage(v, 0, 0);
-  c.toBlob((b) => { closeFindCamera(); findPhotos(new File([b], "selfie.jpg", { type: "image/jpeg" })); }, "image/jpeg", 0.92);
-});
+camera({ open: "#find-camera", panel: "#find-cam", video: "#find-video", shoot: "#find-shoot", close: "#find-close" },
+  "selfie.jpg", findPhotos);
 
 let mergeFrom = null;
 async function loadPeople() {
