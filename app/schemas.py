@@ -34,6 +34,8 @@ class DetectedFace(BaseModel):
     landmarks: list[list[float]] = Field(description="5 points: eyes, nose, mouth corners")
     detection_score: float
     quality: Quality
+    low_quality: list[str] = Field(description="why a decision on this face is less reliable (small, blurry, turned "
+                                               "away); empty when fine. It is searched and stored all the same")
 
 
 class EnrolledFace(DetectedFace):
@@ -106,8 +108,6 @@ class Deleted(BaseModel):
 
 class PhotoFace(DetectedFace):
     face_id: int
-    low_quality: list[str] = Field(description="why this face is a poor one to decide on; empty when fine. "
-                                               "It is kept and searched all the same")
     identity: str | None = Field(description="the enrolled identity this face is (search threshold), if any")
     distance: float | None = Field(description="to that identity's nearest face")
     cluster_id: int | None = Field(None, description="the group of unnamed faces it joined")
@@ -248,6 +248,8 @@ class VerifyFace(BaseModel):
     box: list[float] | None
     detection_score: float | None
     faces_in_image: int
+    low_quality: list[str] = Field(default_factory=list, description="why the decision on this face is less "
+                                                                     "reliable; empty when fine")
     note: str | None = None
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from app import schemas
-from facesearch.decisions import Threshold
+from facesearch.decisions import Threshold, low_quality
 from model.pipeline import AnalyzedFace
 
 
@@ -17,6 +17,7 @@ def detected(f: AnalyzedFace) -> dict[str, Any]:
         "detection_score": round(f.face.score, 5),
         "quality": schemas.Quality(face_size=round(f.quality.face_size, 1), blur=round(f.quality.blur, 1),
                                    yaw=round(f.quality.yaw, 1)),
+        "low_quality": low_quality(f.quality),
     }
 
 

@@ -17,6 +17,7 @@ COMMANDS = {
     "train": ("model.train.train", "train the triplet-loss encoder"),
     "evaluate": ("model.train.evaluate", "LFW View 2 evaluation of a checkpoint"),
     "evaluate-cfp": ("model.train.cfp", "CFP frontal-frontal and frontal-profile evaluation (splits 6-10 only)"),
+    "calibrate-openset": ("model.train.openset", "search threshold per gallery size, measured on strangers"),
     "average": ("model.train.average", "average the weights of checkpoints from one training run"),
     "export": ("model.train.export", "package a trained checkpoint + its evaluation as shipped weights"),
     "gallery": ("facesearch.gallery", "gallery maintenance: stats, export, import, rebuild-index, verify, reembed"),
@@ -25,7 +26,8 @@ COMMANDS = {
     "verify": ("facesearch.verify", "are two photos (or a photo and an identity) the same person"),
 }
 # the commands that need the train extra (pip install 'facesearch[train]')
-TRAINING = {"align", "import-dlib", "teacher", "train", "evaluate", "evaluate-cfp", "average", "export"}
+TRAINING = {"align", "import-dlib", "teacher", "train", "evaluate", "evaluate-cfp", "calibrate-openset", "average",
+            "export"}
 
 
 def _usage() -> str:

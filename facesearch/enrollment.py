@@ -9,15 +9,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from facesearch import decisions
 from index.errors import NotFound
 from index.gallery import Gallery
 from index.records import NewFace
 from model.pipeline import Analysis, AnalyzedFace
 
 NEAR_DUPLICATE_DISTANCE = 0.25
-MIN_FACE_SIZE = 40
-MIN_BLUR = 30.0
-MAX_YAW = 35.0
 FaceChoice = Literal["single", "largest"]
 
 
@@ -70,14 +68,7 @@ def new_face(f: AnalyzedFace, sha256: str) -> NewFace:
 
 
 def enrollment_warnings(gallery: Gallery, identity: str, f: AnalyzedFace, sha256: str) -> list[str]:
-    warnings = []
-    q = f.quality
-    if q.face_size < MIN_FACE_SIZE:
-        warnings.append(f"small face ({q.face_size:.0f} px): recognition is less reliable below {MIN_FACE_SIZE} px")
-    if q.blur < MIN_BLUR:
-        warnings.append(f"blurry face (sharpness {q.blur:.0f})")
-    if abs(q.yaw) > MAX_YAW:
-        warnings.append(f"face turned away ({q.yaw:.0f} degrees): a frontal photo enrolls better")
+    warnings = decisions.low_quality(f.quality)
     for dup in gallery.faces_with_sha256(sha256):
         warnings.append(f"the same image is already enrolled as face {dup.id} of identity {dup.identity!r}"
                         if dup.identity is not None else f"the same image is already stored as photo {dup.photo!r}")

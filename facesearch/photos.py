@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from facesearch import decisions
-from facesearch.enrollment import MIN_BLUR, MIN_FACE_SIZE, new_face, sha256_of
+from facesearch.enrollment import new_face, sha256_of
 from index.gallery import Gallery
 from index.records import IdentityHit, NewPhoto, PhotoHit
 from model.calibration import Calibration
@@ -26,21 +26,11 @@ CLUSTER_FAR = 1e-4  # a cluster joins two faces when strangers are that close on
 class IndexedFace:
     face_id: int
     face: AnalyzedFace
-    low_quality: list[str]  # why the face is a poor one to decide on (kept, marked)
     match: IdentityHit | None  # the enrolled identity it is, under the search threshold
 
 
 def cluster_threshold(cal: Calibration) -> float:
     return cal.threshold_for_far(CLUSTER_FAR)
-
-
-def low_quality(f: AnalyzedFace) -> list[str]:
-    q, out = f.quality, []
-    if q.face_size < MIN_FACE_SIZE:
-        out.append(f"small face ({q.face_size:.0f} px)")
-    if q.blur < MIN_BLUR:
-        out.append(f"blurry face (sharpness {q.blur:.0f})")
-    return out
 
 
 def index_photo(gallery: Gallery, cal: Calibration, analysis: Analysis, data: bytes, photo: NewPhoto, *,
@@ -53,7 +43,7 @@ def index_photo(gallery: Gallery, cal: Calibration, analysis: Analysis, data: by
     photo = NewPhoto(photo.key, photo.album, photo.metadata, analysis.width, analysis.height)
     ids = gallery.photos.add(photo, [(None, new_face(f, sha)) for f in faces], cluster_within=cluster_threshold(cal),
                              actor=actor)
-    return [IndexedFace(i, f, low_quality(f), d.match) for i, f, d in zip(ids, faces, found, strict=True)]
+    return [IndexedFace(i, f, d.match) for i, f, d in zip(ids, faces, found, strict=True)]
 
 
 def find_photos(gallery: Gallery, cal: Calibration, queries: np.ndarray, *, fpir: float,

@@ -94,7 +94,7 @@ async def index_photo(
     return schemas.IndexedPhoto(
         photo_id=key, album=album, faces_found=analysis.faces_found, model=pipeline.model_version,
         image=schemas.Size(width=analysis.width, height=analysis.height),
-        faces=[schemas.PhotoFace(**service.detected(f.face), face_id=f.face_id, low_quality=f.low_quality,
+        faces=[schemas.PhotoFace(**service.detected(f.face), face_id=f.face_id,
                                  identity=f.match.identity if f.match else None,
                                  distance=f.match.distance if f.match else None,
                                  cluster_id=clusters.get(f.face_id)) for f in done])

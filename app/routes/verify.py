@@ -23,7 +23,8 @@ def _face(a: Analysis, source: str) -> tuple[np.ndarray, schemas.VerifyFace]:
         raise ApiError(422, "no_face", NO_FACE, {"source": source})
     f = a.faces[0]
     assert f.embedding is not None
-    return f.embedding, schemas.VerifyFace(source=source, box=service.detected(f)["box"],
+    shown = service.detected(f)
+    return f.embedding, schemas.VerifyFace(source=source, box=shown["box"], low_quality=shown["low_quality"],
                                            detection_score=f.face.score, faces_in_image=a.faces_found,
                                            note=service.largest_face_note(a.faces_found))
 

@@ -70,3 +70,36 @@ def test_genuine_searches_are_matched(data_dir: Path) -> None:
                 matched += face["decision"] == "match" and face["identity"] == name
     assert first >= GENUINE_FIRST_FLOOR * probes, f"right person first for {first} of {probes}"
     assert matched >= GENUINE_MATCH_FLOOR * probes, f"matched {matched} of {probes} genuine searches"
+
+
+def test_faces_a_decision_is_less_reliable_on_say_so(data_dir: Path) -> None:
+    """A small face is searched all the same, and its answer says why it may be wrong; the full-size photo is not
+    called small."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    photo = (LFW / "Colin_Powell" / "Colin_Powell_0001.jpg").read_bytes()
+    small = Image.open(BytesIO(photo)).resize((90, 90))  # the face shrinks from ~110 px to ~35 px
+    buf = BytesIO()
+    small.save(buf, "JPEG", quality=95)
+    with TestClient(create_app(Settings(data_dir=data_dir))) as c:
+        r = c.post("/v1/identities/Colin_Powell/faces", files={"image": ("a.jpg", photo, "image/jpeg")},
+                   data={"face": "largest"})
+        assert r.status_code == 201, r.text
+        assert not any(reason.startswith("small face") for reason in r.json()["faces"][0]["low_quality"]), r.text
+        found = c.post("/v1/search", files={"image": ("s.jpg", buf.getvalue(), "image/jpeg")}).json()["faces"]
+        assert found and any(reason.startswith("small face") for reason in found[0]["low_quality"]), found
+        assert found[0]["candidates"][0]["identity"] == "Colin_Powell"  # still searched
+        v = c.post("/v1/verify", files={"image": ("s.jpg", buf.getvalue(), "image/jpeg")},
+                   data={"identity": "Colin_Powell"}).json()
+        assert any(reason.startswith("small face") for reason in v["faces"][0]["low_quality"]), v
+
+
+def test_a_face_turned_away_is_marked() -> None:
+    from facesearch.decisions import MAX_YAW, low_quality
+    from model.faces import Quality
+
+    assert low_quality(Quality(face_size=120, blur=200, yaw=5)) == []
+    turned = low_quality(Quality(face_size=120, blur=200, yaw=-(MAX_YAW + 20)))
+    assert len(turned) == 1 and turned[0].startswith("face turned away (-55 degrees)")

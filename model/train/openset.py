@@ -1,0 +1,228 @@
+"""`facesearch calibrate-openset`: the search threshold measured on strangers, per gallery size.
+
+A stranger (someone not enrolled) is accepted when some gallery face lies within the search threshold, so how
+often that happens (the false-positive identification rate, FPIR) grows with the gallery. The first calibration
+read it from LFW's impostor distances and an independence formula; on in-the-wild photos strangers were then
+accepted three times as often as promised. This command measures it instead:
+
+- strangers: every photo of people the encoder never saw (``--strangers``; CFP people 251-400, splits 6-8);
+- galleries: random draws of N faces of other people (``--fillers``; LFW outside pairs.txt's folds 1-2, celeba-more
+  outside ``bench/celeba_heldout.txt``) for N from a hundred faces to the whole pool;
+- a filler person who is one of the strangers (a celebrity in two datasets) leaves the pool: their photos' mean
+  embeddings lie within the verification threshold of each other;
+- for each N and each target FPIR: the distance under which that share of the strangers' nearest gallery faces
+  falls. The model card's ``openset`` table keeps them; the service interpolates in log N and log FPIR
+  (:class:`model.calibration.Calibration`) and extrapolates in log N beyond the largest gallery measured.
+
+The verification threshold is refitted on pairs that are not reported: CFP's frontal-frontal pairs of splits 6-8
+(the best accuracy there); LFW folds 1-2 are then measured at it, never fitted on.
+
+Inputs are chip folders written by ``facesearch align`` (``index.tsv`` says which photos had a face detected; only
+those count). Embeddings are cached per folder in ``--cache``. ``--write`` puts the table and the threshold into the
+shipped card (``model/weights``: the card inside ``encoder.pt`` and ``model_card.json``; the weights and their
+version stay, so galleries need no re-embedding).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from model.encoder import SHIPPED_CHECKPOINT, Embedder, load_encoder, read_checkpoint
+from model.train.align import read_index
+from model.train.lfw import parse_folds, people_in_folds, read_pairs
+from model.train.metrics import accuracy_at, best_threshold
+
+log = logging.getLogger(__name__)
+SIZES = (100, 300, 1000, 3000, 10000, 30000)
+FPIRS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
+
+
+@dataclass
+class Chips:
+    """Embedded chips: one row per photo, with the person (folder) it belongs to."""
+
+    embeddings: np.ndarray
+    people: np.ndarray
+    files: list[str]
+    name: str = ""
+
+    @classmethod
+    def of(cls, embeddings: np.ndarray, people: list[str]) -> Chips:
+        return cls(embeddings, np.array(people), [f"{p}/{i}" for i, p in enumerate(people)])
+
+    @classmethod
+    def load(cls, folder: Path, embedder: Embedder, version: str, cache: Path,
+             exclude: frozenset[str] | set[str] = frozenset()) -> Chips:
+        """The detected chips of one ``facesearch align`` folder, embedded once (cached in ``cache``)."""
+        files = sorted(f for f, status in read_index(folder).items()
+                       if status == "detected" and Path(f).parts[0] not in exclude)
+        cache_file = cache / f"{folder.name}-{version}.npz"
+        if cache_file.exists() and np.load(cache_file)["files"].tolist() == files:
+            embeddings = np.load(cache_file)["embeddings"]
+        else:
+            embeddings = embed(folder, files, embedder)
+            cache.mkdir(parents=True, exist_ok=True)
+            np.savez(cache_file, files=np.array(files), embeddings=embeddings)
+        return cls(embeddings, np.array([Path(f).parts[0] for f in files]), files, folder.name)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+def embed(folder: Path, files: list[str], embedder: Embedder, batch: int = 256) -> np.ndarray:
+    out = []
+    for i in range(0, len(files), batch):
+        chips = np.stack([np.asarray(Image.open(folder / f).convert("RGB")) for f in files[i:i + batch]])
+        out.append(embedder(chips))
+        log.info("%s: %d/%d embedded", folder.name, min(i + batch, len(files)), len(files))
+    return np.concatenate(out) if out else np.zeros((0, 128), np.float32)
+
+
+def same_people(strangers: Chips, fillers: Chips, threshold: float) -> set[str]:
+    """Filler people who are one of the strangers: nine in ten of the pairs of their photos lie within ``threshold``
+    (the verification threshold). Looser rules catch look-alikes too: on CFP's small photos about 2% of pairs of
+    different people lie within it, and a hub stranger is that close to dozens of people for half of the pairs."""
+    order = np.argsort(fillers.people, kind="stable")
+    names, starts = np.unique(fillers.people[order], return_index=True)
+    counts = np.diff(np.append(starts, len(order)))
+    gallery = fillers.embeddings[order]
+    out: set[str] = set()
+    for person in np.unique(strangers.people):
+        photos = strangers.embeddings[strangers.people == person]
+        close = (np.sqrt(np.maximum(0.0, 2.0 - 2.0 * photos @ gallery.T)) <= threshold).sum(axis=0)
+        share = np.add.reduceat(close, starts) / (counts * len(photos))
+        out.update(names[share >= 0.9].tolist())
+    return out
+
+
+def nearest(probes: np.ndarray, gallery: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """Each probe's distance to its nearest gallery face."""
+    best = np.full(len(probes), -1.0, np.float32)
+    for i in range(0, len(gallery), chunk):
+        best = np.maximum(best, (probes @ gallery[i:i + chunk].T).max(axis=1))
+    return np.sqrt(np.maximum(0.0, 2.0 - 2.0 * best))
+
+
+def openset_table(probes: np.ndarray, pool: np.ndarray, sizes: list[int], fpirs: tuple[float, ...],
+                  seed: int = 0, max_draws: int = 20) -> dict[str, Any]:
+    """For each gallery size: the strangers' nearest distances over random galleries drawn from ``pool``, and the
+    distance under which each target share of them falls."""
+    rng = np.random.default_rng(seed)
+    rows, draws_used = [], []
+    for n in sizes:
+        draws = int(np.clip(len(pool) // n, 1, max_draws))
+        mins = np.concatenate([nearest(probes, pool[rng.choice(len(pool), n, replace=False)])
+                               for _ in range(draws)])
+        rows.append([round(float(np.quantile(mins, f)), 4) for f in fpirs])
+        draws_used.append(draws)
+        log.info("gallery %d faces (%d draws): %s", n, draws, rows[-1])
+    return {"gallery_faces": list(sizes), "fpir": list(fpirs), "thresholds": rows, "draws": draws_used}
+
+
+def cfp_pairs(cfp_root: Path, chips: Chips, splits: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Distances and same-person flags of CFP's frontal-frontal pairs of ``splits`` whose chips were detected."""
+    from model.train.cfp import Cfp
+
+    where = {f: i for i, f in enumerate(chips.files)}
+
+    def chip(rel: str) -> int | None:  # Data/Images/[train/]<id>/<pose>/<nn>.jpg -> cfp<id>/<pose>_<nn>.png
+        parts = Path(rel).parts
+        return where.get(f"cfp{parts[-3]}/{parts[-2]}_{Path(parts[-1]).stem}.png")
+
+    dist, same = [], []
+    for p in Cfp(cfp_root).pairs("FF", splits):
+        i, j = chip(p.files[0]), chip(p.files[1])
+        if i is not None and j is not None:
+            dist.append(float(np.linalg.norm(chips.embeddings[i] - chips.embeddings[j])))
+            same.append(p.same)
+    return np.array(dist), np.array(same)
+
+
+def lfw_accuracy(pairs_file: Path, chips: Chips, folds: list[int], threshold: float) -> dict[str, Any]:
+    where = {f: i for i, f in enumerate(chips.files)}
+    dist, same, missing = [], [], 0
+    for p in read_pairs(pairs_file):
+        if p.fold not in folds:
+            continue
+        i, j = (where.get(str(Path(f).with_suffix(".png"))) for f in p.files)
+        if i is None or j is None:
+            missing += 1
+            dist.append(2.0)  # no face: decided "different", as the service would
+        else:
+            dist.append(float(np.linalg.norm(chips.embeddings[i] - chips.embeddings[j])))
+        same.append(p.same)
+    return {"pairs": len(dist), "without_face": missing,
+            "accuracy": round(accuracy_at(np.array(dist), np.array(same), threshold), 4)}
+
+
+def write_card(checkpoint: Path, card_json: Path | None, updates: dict[str, Any]) -> None:
+    """Merge ``updates`` into the checkpoint's card (and its readable copy); the weights are untouched."""
+    import torch
+
+    ckpt = read_checkpoint(checkpoint)
+    card = {**(ckpt.get("card") or {}), **updates}
+    card["thresholds"] = {**(ckpt.get("card") or {}).get("thresholds", {}), **updates.get("thresholds", {})}
+    ckpt["card"] = card
+    tmp = checkpoint.with_suffix(".tmp")
+    torch.save(ckpt, tmp)
+    tmp.replace(checkpoint)
+    if card_json is not None:
+        card_json.write_text(json.dumps(card, indent=2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="facesearch calibrate-openset", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--strangers", type=Path, required=True, help="chips of people the encoder never saw (CFP 6-8)")
+    p.add_argument("--fillers", type=Path, action="append", required=True, help="chips of other people (repeat)")
+    p.add_argument("--exclude-pairs", type=Path, required=True, help="LFW pairs.txt: its folds' people are kept out")
+    p.add_argument("--exclude-folds", default="1-2")
+    p.add_argument("--cfp", type=Path, required=True, help="CFP tree: splits 6-8 frontal pairs fit verification")
+    p.add_argument("--lfw-chips", type=Path, required=True, help="LFW chips: folds 1-2 measured at that threshold")
+    p.add_argument("--checkpoint", type=Path, default=SHIPPED_CHECKPOINT)
+    p.add_argument("--cache", type=Path, default=Path("cache/openset"))
+    p.add_argument("--sizes", default=",".join(map(str, SIZES)), help="gallery sizes (faces); the pool's size is added")
+    p.add_argument("--json", type=Path, help="write the report here")
+    p.add_argument("--write", action="store_true", help="put the table and threshold into the checkpoint's card")
+    a = p.parse_args(argv)
+
+    embedder, card = load_encoder(a.checkpoint)
+    version = str(card.get("model_version"))
+    folds = parse_folds(a.exclude_folds)
+    held_out = people_in_folds(read_pairs(a.exclude_pairs), folds)
+    strangers = Chips.load(a.strangers, embedder, version, a.cache)
+    fillers = [Chips.load(f, embedder, version, a.cache, exclude=held_out) for f in a.fillers]
+    verification = best_threshold(*cfp_pairs(a.cfp, strangers, [6, 7, 8]))
+    twins = [same_people(strangers, f, verification) for f in fillers]
+    pool = np.concatenate([f.embeddings[~np.isin(f.people, list(t))] for f, t in zip(fillers, twins, strict=True)])
+    sizes = sorted({s for s in map(int, a.sizes.split(",")) if s < len(pool)} | {len(pool)})
+    table = openset_table(strangers.embeddings, pool, sizes, FPIRS)
+    table.update({
+        "strangers": f"{len(strangers)} photos of {len(set(strangers.people))} people ({strangers.name})",
+        "fillers": {f.name: f"{len(f)} photos of {len(set(f.people))} people, {len(t)} people also "
+                                   f"among the strangers left out" for f, t in zip(fillers, twins, strict=True)},
+        "method": "quantiles of strangers' nearest distances over random galleries (model/train/openset.py)",
+    })
+    lfw = lfw_accuracy(a.exclude_pairs, Chips.load(a.lfw_chips, embedder, version, a.cache), folds, verification)
+    report = {"model_version": version, "openset": table,
+              "verification": {"threshold": round(verification, 4), "fitted_on": "CFP splits 6-8 frontal pairs",
+                               f"lfw_folds_{a.exclude_folds}_at_it": lfw}}
+    print(json.dumps(report, indent=2))
+    if a.json:
+        a.json.write_text(json.dumps(report, indent=2) + "\n")
+    if a.write:
+        card_json = a.checkpoint.parent / "model_card.json"
+        write_card(a.checkpoint, card_json if card_json.exists() else None,
+                   {"openset": table, "thresholds": {"verification": verification,
+                                                     "verification_fitted_on": "CFP splits 6-8 frontal pairs",
+                                                     "verification_accuracy": lfw["accuracy"]}})
+        log.info("wrote the open-set table and verification threshold into %s", a.checkpoint)
+    return 0
