@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+from collections.abc import Iterable
+from pathlib import Path
 
 COMMANDS = {
     "serve": ("facesearch.serve", "run the HTTP service (uvicorn, one worker)"),
@@ -25,6 +27,16 @@ COMMANDS = {
     "search": ("facesearch.search", "who is in these photos (in-process or against a server)"),
     "verify": ("facesearch.verify", "are two photos (or a photo and an identity) the same person"),
 }
+
+
+def missing_files(command: str, paths: Iterable[Path | None]) -> bool:
+    """Name the files that do not exist, in one line on stderr; True when there are any (the command exits 2)."""
+    missing = [str(p) for p in paths if p is not None and not p.is_file()]
+    if missing:
+        print(f"facesearch {command}: no such file: {', '.join(missing)}", file=sys.stderr)
+    return bool(missing)
+
+
 # the commands that need the train extra (pip install 'facesearch[train]')
 TRAINING = {"align", "import-dlib", "teacher", "train", "evaluate", "evaluate-cfp", "calibrate-openset", "average",
             "export"}

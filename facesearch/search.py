@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from facesearch.cli import missing_files
 from facesearch.remote import Remote, Unreachable
 
 
@@ -36,9 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threshold", type=float, help="distance threshold (default: from FACESEARCH_SEARCH_FPIR)")
     p.add_argument("--json", action="store_true", help="print the service's answer per photo as JSON")
     a = p.parse_args(argv)
-    missing = [str(x) for x in a.photos if not x.is_file()]
-    if missing:
-        print(f"facesearch search: no such file: {', '.join(missing)}", file=sys.stderr)
+    if missing_files("search", a.photos):
         return 2
     try:
         answers = remote_search(a) if a.url else local_search(a)

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from facesearch.cli import missing_files
 from facesearch.remote import Remote, Unreachable
 
 
@@ -35,9 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if (a.other is None) == (a.identity is None):
         p.error("give a second photo or --identity, not both")
-    missing = [str(x) for x in (a.photo, a.other) if x is not None and not x.is_file()]
-    if missing:
-        print(f"facesearch verify: no such file: {', '.join(missing)}", file=sys.stderr)
+    if missing_files("verify", (a.photo, a.other)):
         return 2
     try:
         answer = remote_verify(a) if a.url else local_verify(a)

@@ -62,8 +62,7 @@ class Chips:
     def load(cls, folder: Path, embedder: Embedder, version: str, cache: Path,
              exclude: frozenset[str] | set[str] = frozenset()) -> Chips:
         """The detected chips of one ``facesearch align`` folder, embedded once (cached in ``cache``)."""
-        files = sorted(f for f, status in read_index(folder).items()
-                       if status == "detected" and Path(f).parts[0] not in exclude)
+        files = sorted(f for f, status in read_index(folder).items() if status == "detected")
         cache_file = cache / f"{folder.name}-{version}.npz"
         if cache_file.exists() and np.load(cache_file)["files"].tolist() == files:
             embeddings = np.load(cache_file)["embeddings"]
@@ -71,7 +70,9 @@ class Chips:
             embeddings = embed(folder, files, embedder)
             cache.mkdir(parents=True, exist_ok=True)
             np.savez(cache_file, files=np.array(files), embeddings=embeddings)
-        return cls(embeddings, np.array([Path(f).parts[0] for f in files]), files, folder.name)
+        people = np.array([Path(f).parts[0] for f in files])
+        keep = ~np.isin(people, list(exclude))
+        return cls(embeddings[keep], people[keep], [f for f, k in zip(files, keep, strict=True) if k], folder.name)
 
     def __len__(self) -> int:
         return len(self.files)

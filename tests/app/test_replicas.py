@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from tests.app.client import call, quote
-from tests.conftest import LFW, lfw_photo
+from tests.conftest import lfw_photo
+from tests.enrollers import Enrollers
 
-NAMES = sorted(d.name for d in LFW.iterdir() if (d / f"{d.name}_0003.jpg").exists())[:200]
 PROBES = ["Colin_Powell", "Tony_Blair", "Donald_Rumsfeld", "Gerhard_Schroeder"]
 
 
@@ -26,6 +26,7 @@ def start(tmp_path: Path, server_factory: Any, url: str, n: int) -> list[Any]:
 
 
 def enroll(server: Any, ident: str, name: str, timeout: float = 60) -> tuple[int, Any]:
+    """Two photos of LFW's ``name`` as the new identity ``ident``, through this replica."""
     return call(f"{server.url}/v1/identities/{quote(ident)}/faces", "POST", fields={"face": "largest"},
                 files=[("image", lfw_photo(name, 1)), ("image", lfw_photo(name, 2))], timeout=timeout)
 
@@ -72,64 +73,6 @@ def test_writes_through_one_replica_are_seen_by_the_others(tmp_path: Path, serve
     assert any(ln["event"] == "delete_identity" and set(ln["face_ids"]) == gone for ln in lines)
 
 
-ACK_TIMEOUT_S = 600  # waits for acknowledgements are this long: a loaded machine is slow, not wrong
-
-
-class Enrollers:
-    """Client threads enrolling two photos per new identity through given replicas. What the servers acknowledge is
-    kept with its face ids; every other outcome is an error that fails the test, but for the ones ``tolerate``
-    allows (a killed replica's refused connections, 503 + store_unavailable while PostgreSQL is down)."""
-
-    def __init__(self, servers: list[Any], tolerate: Any) -> None:
-        self.acked: dict[str, list[int]] = {}
-        self.errors: list[str] = []
-        self.cond = threading.Condition()
-        self.stop = threading.Event()
-        self._counter = iter(range(10**6))
-        self._tolerate = tolerate
-        self.threads = [threading.Thread(target=self._run, args=(s,)) for s in servers]
-        for t in self.threads:
-            t.start()
-
-    def _run(self, server: Any) -> None:
-        try:
-            while not self.stop.is_set():
-                i = next(self._counter)
-                name = NAMES[i % len(NAMES)]
-                ident = f"{i}-{name}"
-                try:
-                    status, body = enroll(server, ident, name, timeout=ACK_TIMEOUT_S)
-                except OSError as e:
-                    if self._tolerate(server, None, e):
-                        return
-                    raise
-                with self.cond:
-                    if status == 201:
-                        self.acked[ident] = sorted(f["face_id"] for f in body["faces"])
-                        self.cond.notify_all()
-                    elif not (isinstance(body, dict) and "code" in body and status < 500
-                              or self._tolerate(server, (status, body), None)):
-                        self.errors.append(f"{ident} via {server.url} answered {status} {body}")
-        except BaseException as e:  # every unexpected failure of a client fails the test
-            with self.cond:
-                self.errors.append(f"client of {server.url} failed: {e!r}")
-                self.cond.notify_all()
-
-    def wait_for(self, n: int) -> None:
-        """Until ``n`` enrollments in all were acknowledged (or a client failed)."""
-        with self.cond:
-            self.cond.wait_for(lambda: len(self.acked) >= n or bool(self.errors), timeout=ACK_TIMEOUT_S)
-            assert not self.errors, self.errors[:5]
-            assert len(self.acked) >= n, f"only {len(self.acked)} of {n} enrollments acknowledged"
-
-    def finish(self) -> dict[str, list[int]]:
-        self.stop.set()
-        for t in self.threads:
-            t.join()
-        assert not self.errors, self.errors[:5]
-        return dict(self.acked)
-
-
 def assert_all_or_nothing(server: Any, acked: dict[str, list[int]]) -> dict[str, int]:
     """Every acknowledged enrollment is there with its face ids; every identity holds its two photos."""
     status, listing = call(f"{server.url}/v1/identities?limit=1000")
@@ -146,7 +89,7 @@ def assert_all_or_nothing(server: Any, acked: dict[str, list[int]]) -> dict[str,
 def test_sigkill_of_a_replica_during_concurrent_enrollment(tmp_path: Path, server_factory: Any, pg_url: str) -> None:
     a, b, c = start(tmp_path, server_factory, pg_url, 3)
     killed = threading.Event()
-    clients = Enrollers([a, a, b, b], lambda server, answer, error: server is a and killed.is_set())
+    clients = Enrollers([a, a, b, b], enroll, lambda server, answer, error, began: server is a and killed.is_set())
     clients.wait_for(6)  # a is killed with enrollments through it in flight
     killed.set()
     a.proc.send_signal(signal.SIGKILL)
@@ -177,11 +120,11 @@ def test_postgres_outage_gives_503_and_replicas_recover(tmp_path: Path, server_f
     settle([a, b], timeout=10)
     down = threading.Event()
 
-    def unavailable(server: Any, answer: Any, error: Any) -> bool:
+    def unavailable(server: Any, answer: Any, error: Any, began: float) -> bool:
         return answer is not None and answer[0] == 503 and answer[1].get("code") == "store_unavailable" \
             and down.is_set()
 
-    clients = Enrollers([a, b, a, b], unavailable)
+    clients = Enrollers([a, b, a, b], enroll, unavailable)
     clients.wait_for(4)
     down.set()
     pg_cluster.stop("immediate")

@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 import uuid
@@ -28,13 +27,13 @@ import pytest
 import yaml
 
 from tests.app.client import call, quote
-from tests.conftest import LFW, free_port, lfw_photo
+from tests.conftest import free_port, lfw_photo
 from tests.docker import engine
+from tests.enrollers import Enrollers
 
 pytestmark = pytest.mark.docker
 KEY = "docker-test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-ACK_TIMEOUT_S = 600
 
 
 @pytest.fixture(scope="module")
@@ -174,61 +173,21 @@ def host_network_stack(folder: Path, replica_ports: list[int], pg_port: int, mil
     return path
 
 
-class Enrollers:
-    """Client threads enrolling through nginx; 502 is tolerated only for requests in flight while a replica was
-    being killed (nginx never resends a POST that reached a replica). Anything else unexpected fails the test."""
+class KillWindow:
+    """A replica container killed under traffic: nginx never resends a POST that reached it, so a 502 is tolerated
+    for requests in flight from just before the kill until it has taken effect, and for nothing else."""
 
-    def __init__(self, url: str, threads: int) -> None:
-        self.url = url
-        self.kill_began = self.kill_ended = math.inf  # monotonic times, set by kill()
-        self.acked: dict[str, list[int]] = {}
-        self.errors: list[str] = []
-        self.cond = threading.Condition()
-        self.stop = threading.Event()
-        self._counter = iter(range(10**6))
-        self._names = sorted(d.name for d in LFW.iterdir() if (d / f"{d.name}_0003.jpg").exists())[:200]
-        self.threads = [threading.Thread(target=self._run) for _ in range(threads)]
-        for t in self.threads:
-            t.start()
-
-    def _run(self) -> None:
-        try:
-            while not self.stop.is_set():
-                i = next(self._counter)
-                name = self._names[i % len(self._names)]
-                ident = f"{i}-{name}"
-                began = time.monotonic()
-                status, body = enroll(self.url, ident, name, timeout=ACK_TIMEOUT_S)
-                with self.cond:
-                    if status == 201:
-                        self.acked[ident] = sorted(f["face_id"] for f in body["faces"])
-                        self.cond.notify_all()
-                    elif not (status == 502 and began <= self.kill_ended and time.monotonic() >= self.kill_began):
-                        self.errors.append(f"{ident}: {status} {body}")
-        except BaseException as e:  # every unexpected failure of a client fails the test
-            with self.cond:
-                self.errors.append(f"client failed: {e!r}")
-                self.cond.notify_all()
+    def __init__(self) -> None:
+        self.began = self.ended = math.inf  # time.monotonic() of the kill
 
     def kill(self, container: str) -> None:
-        """Kill a replica; requests in flight from just before the kill until it has finished may get 502."""
-        self.kill_began = time.monotonic()
+        self.began = time.monotonic()
         engine.docker("kill", container)
         time.sleep(1)  # the process is gone and its port refuses within this; later requests must all succeed
-        self.kill_ended = time.monotonic()
+        self.ended = time.monotonic()
 
-    def wait_for(self, n: int) -> None:
-        with self.cond:
-            self.cond.wait_for(lambda: len(self.acked) >= n or bool(self.errors), timeout=ACK_TIMEOUT_S)
-            assert not self.errors, self.errors[:5]
-            assert len(self.acked) >= n, f"only {len(self.acked)} of {n} enrollments acknowledged"
-
-    def finish(self) -> dict[str, list[int]]:
-        self.stop.set()
-        for t in self.threads:
-            t.join()
-        assert not self.errors, self.errors[:5]
-        return dict(self.acked)
+    def tolerates(self, url: str, answer: tuple[int, Any] | None, error: OSError | None, began: float) -> bool:
+        return answer is not None and answer[0] == 502 and began <= self.ended and time.monotonic() >= self.began
 
 
 @pytest.fixture
@@ -285,10 +244,12 @@ def test_replica_tier_from_the_scale_compose_file(scale_stack: dict[str, Any]) -
     settle(urls)
     for url in urls:  # enrolled through nginx, found through every replica
         assert top(url, "Colin_Powell")[0][0] == "Colin_Powell"
-    clients = Enrollers(nginx, 3)
+    window = KillWindow()
+    clients = Enrollers([nginx] * 3, lambda url, ident, name, timeout: enroll(url, ident, name, timeout=timeout),
+                        window.tolerates)
     clients.wait_for(4)
     victim = f"{scale_stack['project']}_facesearch-1_1"
-    clients.kill(victim)
+    window.kill(victim)
     clients.wait_for(len(clients.acked) + 6)  # nginx routes around the dead replica
     acked = clients.finish()
     engine.docker("start", victim)  # it rejoins from its snapshot in /data and PostgreSQL's change log, and agrees

@@ -69,11 +69,16 @@ def test_calibration_reads_the_card() -> None:
     assert cal.has_distribution and cal.impostor_pairs > 1_000_000
     t3, t4 = cal.threshold_for_far(1e-3), cal.threshold_for_far(1e-4)
     assert t4 <= t3 and cal.far_at(t3) <= 1e-3 and cal.far_at(t4) <= 1e-4
-    # the search threshold tightens as the gallery grows, and never exceeds verification's
+    # the search threshold is the measured open-set table's, tightens as the gallery grows, and never exceeds
+    # verification's
+    assert cal.has_openset
+    table = card["openset"]
+    j = table["fpir"].index(0.01)
+    for n, row in zip(table["gallery_faces"], table["thresholds"], strict=True):
+        assert cal.search_threshold(0.01, n) == (pytest.approx(min(row[j], cal.verify_threshold)), 0.01)
     small, _ = cal.search_threshold(0.01, 10)
-    large, expected = cal.search_threshold(0.01, 100_000)
-    assert large <= small <= cal.verify_threshold
-    assert expected == pytest.approx(1 - (1 - cal.far_at(large)) ** 100_000)
+    large, _ = cal.search_threshold(0.01, 1_000_000)
+    assert large < small <= cal.verify_threshold
 
 
 def test_per_comparison_far_for_a_target_fpir() -> None:
