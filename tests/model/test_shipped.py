@@ -75,7 +75,7 @@ def test_calibration_reads_the_card() -> None:
     table = card["openset"]
     j = table["fpir"].index(0.01)
     for n, row in zip(table["gallery_faces"], table["thresholds"], strict=True):
-        assert cal.search_threshold(0.01, n) == (pytest.approx(min(row[j], cal.verify_threshold)), 0.01)
+        assert cal.search_threshold(0.01, n) == pytest.approx((min(row[j], cal.verify_threshold), 0.01))
     small, _ = cal.search_threshold(0.01, 10)
     large, _ = cal.search_threshold(0.01, 1_000_000)
     assert large < small <= cal.verify_threshold
