@@ -22,7 +22,7 @@ from model.pipeline import AnalyzedFace
 # Faces a decision is less reliable on. A side view: on CFP's people 251-400 (never trained on), the landmarks' yaw
 # estimate exceeds 35 degrees for 95% of the profile photos and for none of the frontal ones, and an enrolled
 # person is ranked first for 57% of their profiles against 100% of their frontal photos (3 frontal photos
-# enrolled, 150 people; model/train/openset.py's data).
+# enrolled, 150 people; docs/model-card.md).
 MIN_FACE_SIZE = 40  # pixels, the shorter side of the box
 MIN_BLUR = 30.0  # variance of the Laplacian of the chip
 MAX_YAW = 35.0  # degrees

@@ -37,6 +37,7 @@ from PIL import Image
 
 from model.encoder import SHIPPED_CHECKPOINT, Embedder, load_encoder, read_checkpoint
 from model.train.align import read_index
+from model.train.cfp import NO_FACE_DISTANCE, Cfp
 from model.train.lfw import parse_folds, people_in_folds, read_pairs
 from model.train.metrics import accuracy_at, best_threshold
 
@@ -64,8 +65,9 @@ class Chips:
         """The detected chips of one ``facesearch align`` folder, embedded once (cached in ``cache``)."""
         files = sorted(f for f, status in read_index(folder).items() if status == "detected")
         cache_file = cache / f"{folder.name}-{version}.npz"
-        if cache_file.exists() and np.load(cache_file)["files"].tolist() == files:
-            embeddings = np.load(cache_file)["embeddings"]
+        cached = np.load(cache_file) if cache_file.exists() else None
+        if cached is not None and cached["files"].tolist() == files:
+            embeddings = cached["embeddings"]
         else:
             embeddings = embed(folder, files, embedder)
             cache.mkdir(parents=True, exist_ok=True)
@@ -98,10 +100,15 @@ def same_people(strangers: Chips, fillers: Chips, threshold: float) -> set[str]:
     out: set[str] = set()
     for person in np.unique(strangers.people):
         photos = strangers.embeddings[strangers.people == person]
-        close = (np.sqrt(np.maximum(0.0, 2.0 - 2.0 * photos @ gallery.T)) <= threshold).sum(axis=0)
+        close = (distance(photos @ gallery.T) <= threshold).sum(axis=0)
         share = np.add.reduceat(close, starts) / (counts * len(photos))
         out.update(names[share >= 0.9].tolist())
     return out
+
+
+def distance(cosine: np.ndarray) -> np.ndarray:
+    """Euclidean distance between unit vectors from their inner product."""
+    return np.sqrt(np.maximum(0.0, 2.0 - 2.0 * cosine))
 
 
 def nearest(probes: np.ndarray, gallery: np.ndarray, chunk: int = 8192) -> np.ndarray:
@@ -109,7 +116,7 @@ def nearest(probes: np.ndarray, gallery: np.ndarray, chunk: int = 8192) -> np.nd
     best = np.full(len(probes), -1.0, np.float32)
     for i in range(0, len(gallery), chunk):
         best = np.maximum(best, (probes @ gallery[i:i + chunk].T).max(axis=1))
-    return np.sqrt(np.maximum(0.0, 2.0 - 2.0 * best))
+    return distance(best)
 
 
 def openset_table(probes: np.ndarray, pool: np.ndarray, sizes: list[int], fpirs: tuple[float, ...],
@@ -128,40 +135,34 @@ def openset_table(probes: np.ndarray, pool: np.ndarray, sizes: list[int], fpirs:
     return {"gallery_faces": list(sizes), "fpir": list(fpirs), "thresholds": rows, "draws": draws_used}
 
 
+def pair_distances(chips: Chips, pairs: list[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray]:
+    """Each pair of chip files' distance, and whether both had a face detected (NO_FACE_DISTANCE where not:
+    decided "different", as the service would)."""
+    where = {f: i for i, f in enumerate(chips.files)}
+    rows = [(where.get(a), where.get(b)) for a, b in pairs]
+    found = np.array([i is not None and j is not None for i, j in rows], dtype=bool)
+    dist = np.array([float(np.linalg.norm(chips.embeddings[i] - chips.embeddings[j])) if i is not None and j is not None
+                     else NO_FACE_DISTANCE for i, j in rows])
+    return dist, found
+
+
 def cfp_pairs(cfp_root: Path, chips: Chips, splits: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """Distances and same-person flags of CFP's frontal-frontal pairs of ``splits`` whose chips were detected."""
-    from model.train.cfp import Cfp
-
-    where = {f: i for i, f in enumerate(chips.files)}
-
-    def chip(rel: str) -> int | None:  # Data/Images/[train/]<id>/<pose>/<nn>.jpg -> cfp<id>/<pose>_<nn>.png
+    def chip(rel: str) -> str:  # Data/Images/[train/]<id>/<pose>/<nn>.jpg -> cfp<id>/<pose>_<nn>.png
         parts = Path(rel).parts
-        return where.get(f"cfp{parts[-3]}/{parts[-2]}_{Path(parts[-1]).stem}.png")
+        return f"cfp{parts[-3]}/{parts[-2]}_{Path(parts[-1]).stem}.png"
 
-    dist, same = [], []
-    for p in Cfp(cfp_root).pairs("FF", splits):
-        i, j = chip(p.files[0]), chip(p.files[1])
-        if i is not None and j is not None:
-            dist.append(float(np.linalg.norm(chips.embeddings[i] - chips.embeddings[j])))
-            same.append(p.same)
-    return np.array(dist), np.array(same)
+    pairs = Cfp(cfp_root).pairs("FF", splits)
+    dist, found = pair_distances(chips, [(chip(p.files[0]), chip(p.files[1])) for p in pairs])
+    return dist[found], np.array([p.same for p in pairs])[found]
 
 
 def lfw_accuracy(pairs_file: Path, chips: Chips, folds: list[int], threshold: float) -> dict[str, Any]:
-    where = {f: i for i, f in enumerate(chips.files)}
-    dist, same, missing = [], [], 0
-    for p in read_pairs(pairs_file):
-        if p.fold not in folds:
-            continue
-        i, j = (where.get(str(Path(f).with_suffix(".png"))) for f in p.files)
-        if i is None or j is None:
-            missing += 1
-            dist.append(2.0)  # no face: decided "different", as the service would
-        else:
-            dist.append(float(np.linalg.norm(chips.embeddings[i] - chips.embeddings[j])))
-        same.append(p.same)
-    return {"pairs": len(dist), "without_face": missing,
-            "accuracy": round(accuracy_at(np.array(dist), np.array(same), threshold), 4)}
+    pairs = [p for p in read_pairs(pairs_file) if p.fold in folds]
+    dist, found = pair_distances(chips, [(str(Path(a).with_suffix(".png")), str(Path(b).with_suffix(".png")))
+                                         for a, b in (p.files for p in pairs)])
+    return {"pairs": len(pairs), "without_face": int((~found).sum()),
+            "accuracy": round(accuracy_at(dist, np.array([p.same for p in pairs]), threshold), 4)}
 
 
 def write_card(checkpoint: Path, card_json: Path | None, updates: dict[str, Any]) -> None:
@@ -169,8 +170,8 @@ def write_card(checkpoint: Path, card_json: Path | None, updates: dict[str, Any]
     import torch
 
     ckpt = read_checkpoint(checkpoint)
-    card = {**(ckpt.get("card") or {}), **updates}
-    card["thresholds"] = {**(ckpt.get("card") or {}).get("thresholds", {}), **updates.get("thresholds", {})}
+    old = ckpt.get("card") or {}
+    card = {**old, **updates, "thresholds": {**old.get("thresholds", {}), **updates.get("thresholds", {})}}
     ckpt["card"] = card
     tmp = checkpoint.with_suffix(".tmp")
     torch.save(ckpt, tmp)
