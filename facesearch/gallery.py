@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from facesearch.settings import Settings
+from index import transfer
 from index.gallery import Gallery
 
 
@@ -88,10 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         if a.action == "stats":
             print(json.dumps(g.stats(), indent=2))
         elif a.action == "export":
-            g.export(a.file)
+            transfer.export(g, a.file)
             print(f"exported {g.count()[1]} faces to {a.file}")
         elif a.action == "import":
-            idents, faces = g.import_(a.file)
+            idents, faces = transfer.import_(g, a.file)
             print(f"imported {faces} faces of {idents} identities")
         elif a.action in ("rebuild-index", "reindex"):
             g.rebuild_index()
@@ -140,9 +141,10 @@ def _reembed(g: Gallery, embedder: Any, report_path: Path, drop: bool, batch: in
     if report.unrecoverable:
         report_path.write_text(json.dumps(
             {"model_version": report.model_version, "dropped": report.switched,
-             "faces": [{"face_id": i, "identity": k} for i, k in report.unrecoverable]}, indent=2))
-        for i, k in report.unrecoverable:
-            print(f"face {i} of identity {k!r}: no stored crop serves {report.model_version}", file=sys.stderr)
+             "faces": [f._asdict() for f in report.unrecoverable]}, indent=2))
+        for f in report.unrecoverable:
+            print(f"face {f.face_id} of identity {f.identity!r}: no stored crop serves {report.model_version}",
+                  file=sys.stderr)
     if not report.switched and report.unrecoverable:
         print(f"facesearch gallery reembed: {len(report.unrecoverable)} faces have no stored crop this encoder can "
               f"use (listed in {report_path}); enroll their photos again, or rerun with --drop-unrecoverable to "

@@ -7,21 +7,20 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from index.records import Change
 from index.store import ADD, DELETE
 from index.vectors import Vectors
-
-Change = tuple[int, int, int, bytes | None]  # (seq, face id, op, embedding or None once the face is gone)
 
 
 def changes(rows: Sequence[Change], existing: set[int] | None = None
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Change-log rows (seq, face id, op, embedding or None once the face is gone) as (ids to remove int64 (n,),
+    """Change-log entries as (ids to remove int64 (n,),
     ids to add int64 (m,), their vectors float32 (m, D)). The last change of a face counts; an added face deleted
     since is skipped (its delete follows). ``existing``: the ids the index holds, for an index that may hold some of
     the changes already (nothing is added twice, only held ids are removed)."""
     last: dict[int, tuple[int, bytes | None]] = {}
-    for _, face_id, op, emb in rows:
-        last[face_id] = (op, emb)
+    for r in rows:
+        last[r.face_id] = (r.op, r.embedding)
     if existing is None:
         gone = [f for f, (op, _) in last.items() if op == DELETE]
     else:

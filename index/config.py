@@ -12,8 +12,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from index.keeper import Keeper
+from index.local_keeper import LocalKeeper
+from index.locks import Locks
 from index.store import Store
-from index.vectors import Kind, VectorIndex, Vectors
+from index.vectors import Kind
 
 if TYPE_CHECKING:
     from index.gallery import Gallery
@@ -49,13 +52,21 @@ def open_store(folder: Path, database_url: str | None, pool_size: int) -> Store:
     return SqliteStore(Path(folder) / "gallery.db")
 
 
-def new_vectors(dim: int, model_version: str, kind: Kind, vector_url: str | None, milvus_index: str) -> Vectors:
-    """An empty FAISS index of ``kind``, or the model's Milvus collection at ``vector_url`` (created if missing)."""
+def new_keeper(store: Store, locks: Locks, folder: Path, *, dim: int, model_version: str, kind: Kind,
+               vector_url: str | None, milvus_index: str) -> Keeper:
+    """The keeper of the model's Milvus collection at ``vector_url`` (created if missing), else of a FAISS index of
+    ``kind`` in this process, snapshotted under ``folder``."""
     if vector_url:
         from index.milvus import MilvusIndex  # pymilvus is needed only for this tier
+        from index.shared_keeper import SharedKeeper
 
-        return MilvusIndex(vector_url, dim, model_version, index_type=milvus_index)
-    return VectorIndex(dim, kind)
+        index = MilvusIndex(vector_url, dim, model_version, index_type=milvus_index)
+        try:
+            return SharedKeeper(store, locks, index, dim=dim, model_version=model_version)
+        except BaseException:
+            index.close()
+            raise
+    return LocalKeeper(store, locks, folder, dim=dim, kind=kind, model_version=model_version)
 
 
 def gallery_exists(folder: Path, database_url: str | None) -> bool:

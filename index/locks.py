@@ -44,3 +44,17 @@ class RWLock:
             with self._cond:
                 self._writer = False
                 self._cond.notify_all()
+
+
+class Locks:
+    """A gallery's two locks. Writers queue on ``mutex`` (one writer at a time, also while they only read the store
+    or write files), then take ``rw`` alone to change the index; searches share ``rw``."""
+
+    def __init__(self) -> None:
+        self.mutex = threading.Lock()
+        self.rw = RWLock()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        with self.mutex, self.rw.write():
+            yield

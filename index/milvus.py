@@ -53,8 +53,7 @@ def collection_name(model_version: str, dim: int) -> str:
 
 
 class MilvusIndex:
-    kind = "milvus"
-    shared = True  # one collection for every replica: its writes are ordered by the store's write lock
+    kind = "milvus"  # one collection for every replica: its writes are ordered by the store's write lock
     tombstone_fraction = 0.0
 
     def __init__(self, uri: str, dim: int, model_version: str, *, index_type: str = "FLAT") -> None:

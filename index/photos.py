@@ -28,6 +28,7 @@ from index.records import (
     validate_key,
 )
 from index.store import Conn
+from index.vectors import Vectors
 
 if TYPE_CHECKING:
     from index.gallery import Gallery
@@ -59,8 +60,8 @@ class Photos:
             pid.append(i)
             return photo_queries.photo_face_ids(c, i)
 
-        return len(self.gallery._delete(select, "delete_photo", actor, photo=key,
-                                        finish=lambda c: photo_queries.delete_photo_rows(c, pid)))
+        return len(self.gallery.delete_where(select, "delete_photo", actor, photo=key,
+                                             finish=lambda c: photo_queries.delete_photo_rows(c, pid)))
 
     def delete_album(self, album: str, *, actor: str | None = None) -> tuple[int, int]:
         """Delete every photo of an album with their faces; returns (photos, faces)."""
@@ -72,8 +73,8 @@ class Photos:
                 raise NotFound(f"album {album!r} has no photos")
             return photo_queries.faces_of_photos(c, pids)
 
-        faces = self.gallery._delete(select, "delete_album", actor, album=album,
-                                     finish=lambda c: photo_queries.delete_photo_rows(c, pids))
+        faces = self.gallery.delete_where(select, "delete_album", actor, album=album,
+                                          finish=lambda c: photo_queries.delete_photo_rows(c, pids))
         return len(pids), len(faces)
 
     def delete_cluster(self, cluster: int, *, actor: str | None = None) -> int:
@@ -85,15 +86,15 @@ class Photos:
                 raise NotFound(f"cluster {cluster} not found")
             return ids
 
-        return len(self.gallery._delete(select, "delete_cluster", actor, cluster=cluster))
+        return len(self.gallery.delete_where(select, "delete_cluster", actor, cluster=cluster))
 
     def expire_unnamed(self, before: float, *, actor: str | None = "retention") -> int:
         """Erase the unnamed faces indexed before ``before`` (a Unix time); returns how many went."""
         with self.store.read() as c:
             if not photo_queries.unnamed_before(c, before, 1):
                 return 0
-        return len(self.gallery._delete(lambda c: photo_queries.unnamed_before(c, before, None), "retention", actor,
-                                        indexed_before=before))
+        return len(self.gallery.delete_where(lambda c: photo_queries.unnamed_before(c, before, None), "retention",
+                                             actor, indexed_before=before))
 
     # --- reads ---------------------------------------------------------------------------------------
     def get(self, key: str) -> tuple[PhotoRecord, list[FaceRecord]]:
@@ -124,7 +125,7 @@ class Photos:
         within ``threshold`` of at least two of the faces found so (other photos of the person, in other light and
         pose), listed after them with ``expanded``."""
         q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.gallery.dim)
-        with self.gallery._lock.read():
+        with self.gallery.locks.rw.read():
             close = self._within(q, threshold)[0]
             more: dict[int, float] = {}
             if expand and len(close) >= 2:
@@ -208,7 +209,7 @@ class Photos:
         first: dict[int, int] = {}
         for face_id, label in zip(ids.tolist(), labels.tolist(), strict=True):
             first.setdefault(label, face_id)  # a cluster's id: its first face's
-        with self.gallery._write_mutex, self.store.transaction() as c:  # faces named meanwhile are left alone
+        with self.gallery.locks.mutex, self.store.transaction() as c:  # faces named meanwhile are left alone
             photo_queries.set_clusters(c, [(f, first[lab]) for f, lab in zip(ids.tolist(), labels.tolist(),
                                                                                strict=True)])
             self.store.audit(c, "recluster", actor=actor, album=album, faces=len(ids), clusters=len(first))
@@ -233,7 +234,7 @@ class Photos:
     def _name(self, pick: Callable[[Conn], list[int]], identity: str, actor: str | None, missing: str,
               **detail: object) -> list[int]:
         identity = validate_key(identity)
-        with self.gallery._write_mutex, self.store.transaction() as c:
+        with self.gallery.locks.mutex, self.store.transaction() as c:
             ids = pick(c)
             if not ids:
                 raise NotFound(missing)
@@ -243,7 +244,7 @@ class Photos:
 
     def move_face(self, face_id: int, cluster: int, *, actor: str | None = None) -> None:
         """Move an unnamed face into another cluster."""
-        with self.gallery._write_mutex, self.store.transaction() as c:
+        with self.gallery.locks.mutex, self.store.transaction() as c:
             if not photo_queries.unnamed_face(c, face_id):
                 raise NotFound(f"unnamed face {face_id} not found")
             if not photo_queries.cluster_face_ids(c, cluster):
@@ -253,7 +254,7 @@ class Photos:
 
     def merge_clusters(self, into: int, other: int, *, actor: str | None = None) -> int:
         """Every face of ``other`` joins ``into``; returns the merged cluster's size."""
-        with self.gallery._write_mutex, self.store.transaction() as c:
+        with self.gallery.locks.mutex, self.store.transaction() as c:
             a, b = photo_queries.cluster_face_ids(c, into), photo_queries.cluster_face_ids(c, other)
             if not a or not b:
                 raise NotFound(f"cluster {into if not a else other} not found")
@@ -264,3 +265,25 @@ class Photos:
 
 def _box(raw: str | None) -> list[float] | None:
     return json.loads(raw) if raw else None
+
+
+def join_clusters(c: Conn, index: Vectors, ids: list[int], vecs: np.ndarray, within: float) -> None:
+    """New unnamed faces (not yet in the index) join their nearest unnamed neighbour's cluster when it is
+    ``within`` that distance, else start their own; faces of the same photo never share one."""
+    if not ids:
+        return
+    sims, nbrs = index.search(vecs, 8) if index.live else \
+        (np.zeros((len(ids), 0), np.float32), np.zeros((len(ids), 0), np.int64))
+    near = photo_queries.unnamed_clusters(c, sorted({int(i) for i in nbrs.ravel() if i >= 0}))
+    taken: set[int] = set()
+    assignment = []
+    for n, face_id in enumerate(ids):
+        cluster = face_id
+        for s, i in zip(sims[n], nbrs[n], strict=True):
+            k = near.get(int(i))
+            if k is not None and k not in taken and float(similarity_to_distance(s)) <= within:
+                cluster = k
+                break
+        taken.add(cluster)
+        assignment.append((face_id, cluster))
+    photo_queries.set_clusters(c, assignment)

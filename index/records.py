@@ -6,7 +6,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -57,12 +57,64 @@ class StoredCrop:
     chip: bytes | None  # the aligned chip cut for the model that enrolled the face
 
 
+class Change(NamedTuple):
+    """One entry of the change log: a face added or deleted."""
+
+    seq: int
+    face_id: int
+    op: int  # index.store.ADD or DELETE
+    embedding: bytes | None  # None once the face is gone
+
+
+class FaceOwner(NamedTuple):
+    face_id: int
+    identity: str | None  # None: a photo's face of no identity
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    seq: int
+    at: float
+    event: str
+    actor: str | None
+    identity: str | None
+    face_ids: list[int]
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Generation:
+    """The embeddings' generation a re-embedding switched to."""
+
+    generation: int
+    model_version: str
+    dim: int
+    faces: int
+    switched_at: float
+
+
+@dataclass(frozen=True)
+class StoredFace:
+    """Everything stored of one face (subject access and export)."""
+
+    face_id: int
+    model_version: str
+    box: list[float] | None
+    detection_score: float | None
+    sha256: str | None
+    created_at: float
+    source_geometry: dict[str, Any] | None
+    embedding: list[float]
+    chip: bytes | None
+    source: bytes | None
+
+
 @dataclass
 class ReembedReport:
     model_version: str
     faces: int
     reembedded: int
-    unrecoverable: list[tuple[int, str | None]]  # (face id, identity): no stored crop this model can use
+    unrecoverable: list[FaceOwner]  # no stored crop this model can use
     switched: bool
     generation: int
     seconds: float
@@ -199,3 +251,15 @@ def unit_vectors(faces: Sequence[NewFace], dim: int) -> np.ndarray:
 
 def is_int64(x: object) -> bool:
     return isinstance(x, int | np.integer) and -(2**63) <= int(x) < 2**63 and not math.isnan(float(x))
+
+
+def unit_queries(queries: np.ndarray, dim: int) -> np.ndarray:
+    """Search queries as float32 (n, dim), L2-normalised; InvalidVector for anything else."""
+    q = np.asarray(queries, dtype=np.float32)
+    if q.ndim == 1:
+        q = q[None, :]
+    if q.ndim != 2 or q.shape[1] != dim:
+        raise InvalidVector(f"queries must have shape (n, {dim})")
+    if not np.isfinite(q).all():
+        raise InvalidVector("query contains NaN or inf")
+    return q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)

@@ -17,6 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
+
+from index.records import NewFace
 from index.store import Conn, Store
 
 SCHEMA = """
@@ -82,22 +85,25 @@ ADDED_COLUMNS = [("faces", "source", "BLOB"), ("faces", "source_geometry", "TEXT
                  ("faces", "photo_id", "INTEGER REFERENCES photos(id)"), ("faces", "cluster_id", "INTEGER")]
 
 
-def read_export(path: Path) -> tuple[dict[str, str], dict[int, tuple[str, Any]], list[tuple[Any, ...]]]:
-    """An exported gallery file (``Gallery.export``, any format version): (meta, identity id -> (key, metadata),
-    faces as (identity id, embedding, box, score, sha256, chip, source, source geometry)). Raises
-    sqlite3.DatabaseError when the file is not one."""
+def read_export(path: Path) -> tuple[dict[str, str], dict[str, dict[str, Any]], list[tuple[str, NewFace]]]:
+    """An exported gallery file (``index.transfer.export``, any format version): (meta, identity -> metadata, faces
+    with their identity). Raises sqlite3.DatabaseError when the file is not one."""
     src = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         meta = {str(k): str(v) for k, v in src.execute("SELECT key, value FROM meta")}
-        idents = {int(r[0]): (str(r[1]), json.loads(r[2]))
-                  for r in src.execute("SELECT id, key, metadata FROM identities")}
+        keys, metadata = {}, {}
+        for ident, key, meta_json in src.execute("SELECT id, key, metadata FROM identities"):
+            keys[int(ident)] = str(key)
+            metadata[str(key)] = json.loads(meta_json)
         cols = {r[1] for r in src.execute("PRAGMA table_info(faces)")}
         source_cols = "source, source_geometry" if "source" in cols else "NULL, NULL"
-        rows = [tuple(r) for r in src.execute(
-            f"SELECT identity_id, embedding, box, score, sha256, thumbnail, {source_cols} FROM faces")]
+        faces = [(keys[int(r[0])], NewFace(np.frombuffer(r[1], dtype=np.float32), json.loads(r[2]) if r[2] else None,
+                                           r[3], r[4], r[5], r[6], json.loads(r[7]) if r[7] else None))
+                 for r in src.execute(f"SELECT identity_id, embedding, box, score, sha256, thumbnail, {source_cols} "
+                                      "FROM faces WHERE identity_id IS NOT NULL")]
     finally:
         src.close()
-    return meta, idents, rows
+    return meta, metadata, faces
 
 
 class _Connection(sqlite3.Connection):

@@ -16,8 +16,21 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
+
+import numpy as np
+
+from index.records import (
+    AuditEntry,
+    Change,
+    FaceOwner,
+    FaceRecord,
+    Generation,
+    IdentityRecord,
+    NewFace,
+    face_record,
+    identity_record,
+)
 
 ADD, DELETE = 1, -1
 
@@ -48,6 +61,13 @@ class FaceRow:
     source: bytes | None
     source_geometry: str | None
     photo_id: int | None = None
+
+    @classmethod
+    def of(cls, face: NewFace, vector: np.ndarray, photo_id: int | None = None) -> FaceRow:
+        """``face`` with its checked, normalised embedding ``vector``."""
+        return cls(vector.tobytes(), None if face.box is None else json.dumps([float(x) for x in face.box]),
+                   face.score, face.sha256, face.thumbnail, face.source,
+                   None if face.source_geometry is None else json.dumps(face.source_geometry), photo_id)
 
 
 class Store(ABC):
@@ -129,12 +149,12 @@ class Store(ABC):
     def pruned_through(self, c: Conn | None = None) -> int:
         return int(self.get_meta("changes_pruned_through", c) or 0)
 
-    def changes_after(self, seq: int, c: Conn | None = None) -> list[tuple[int, int, int, bytes | None]]:
-        """(seq, face id, op, embedding or None if the face is gone) of every change after ``seq``, in order."""
+    def changes_after(self, seq: int, c: Conn | None = None) -> list[Change]:
+        """Every change after ``seq``, in order."""
         if c is None:
             with self.read() as r:
                 return self.changes_after(seq, r)
-        return [(int(s), int(f), int(op), None if e is None else bytes(e)) for s, f, op, e in c.execute(
+        return [Change(int(s), int(f), int(op), None if e is None else bytes(e)) for s, f, op, e in c.execute(
             "SELECT c.seq, c.face_id, c.op, f.embedding FROM changes c LEFT JOIN faces f ON f.id = c.face_id "
             "WHERE c.seq > ? ORDER BY c.seq", (seq,))]
 
@@ -207,11 +227,11 @@ class Store(ABC):
             self.audit(c, event, actor=actor, identity=key, face_ids=sorted(ids), **extra)
         return [bytes(r[2]) for r in rows], seqs
 
-    def face_owner(self, c: Conn, face_id: int) -> tuple[str | None] | None:
-        """(its identity or None) for a face that exists, else None."""
+    def face_owner(self, c: Conn, face_id: int) -> FaceOwner | None:
+        """The face and its identity (None: a photo's unnamed face), if it exists."""
         row = c.execute("SELECT i.key FROM faces f LEFT JOIN identities i ON i.id = f.identity_id WHERE f.id = ?",
                         (face_id,)).fetchone()
-        return None if row is None else (None if row[0] is None else str(row[0]),)
+        return None if row is None else FaceOwner(face_id, None if row[0] is None else str(row[0]))
 
     def identity_id(self, c: Conn, identity: str) -> int | None:
         row = c.execute("SELECT id FROM identities WHERE key = ?", (identity,)).fetchone()
@@ -249,26 +269,25 @@ class Store(ABC):
 
     _IDENTITY_COLS = "i.key, i.metadata, i.created_at, (SELECT COUNT(*) FROM faces f WHERE f.identity_id = i.id)"
 
-    def get_identity(self, identity: str) -> tuple[Any, ...] | None:
-        """(key, metadata JSON, created_at, faces) or None."""
+    def get_identity(self, identity: str) -> IdentityRecord | None:
         with self.read() as c:
             row = c.execute(f"SELECT {self._IDENTITY_COLS} FROM identities i WHERE i.key = ?", (identity,)).fetchone()
-        return None if row is None else tuple(row)
+        return None if row is None else identity_record(row)
 
-    def list_identities(self, limit: int, offset: int, prefix: str) -> tuple[list[tuple[Any, ...]], int]:
+    def list_identities(self, limit: int, offset: int, prefix: str) -> tuple[list[IdentityRecord], int]:
         where, args = ("WHERE substr(i.key, 1, ?) = ?", [len(prefix), prefix]) if prefix else ("", [])
         with self.read(consistent=True) as c:
             total = int(c.execute(f"SELECT COUNT(*) FROM identities i {where}", args).fetchone()[0])
             rows = c.execute(f"SELECT {self._IDENTITY_COLS} FROM identities i {where} ORDER BY i.key LIMIT ? OFFSET ?",
                              [*args, limit, offset]).fetchall()
-        return [tuple(r) for r in rows], total
+        return [identity_record(r) for r in rows], total
 
     FACE_COLS = ("f.id, i.key, f.model_version, f.box, f.score, f.sha256, f.created_at, "
                  "f.thumbnail IS NOT NULL, f.source IS NOT NULL, p.key, f.cluster_id")
     # a face and what it belongs to: an identity, a photo, both
     FACES = "faces f LEFT JOIN identities i ON i.id = f.identity_id LEFT JOIN photos p ON p.id = f.photo_id"
 
-    def list_faces(self, identity: str, limit: int, offset: int) -> tuple[list[tuple[Any, ...]], int] | None:
+    def list_faces(self, identity: str, limit: int, offset: int) -> tuple[list[FaceRecord], int] | None:
         with self.read(consistent=True) as c:
             ident = self.identity_id(c, identity)
             if ident is None:
@@ -277,12 +296,12 @@ class Store(ABC):
             rows = c.execute(f"SELECT {self.FACE_COLS} FROM {self.FACES} WHERE f.identity_id = ? "
                              "ORDER BY f.id LIMIT ? OFFSET ?",
                              (ident, limit, offset)).fetchall()
-        return [tuple(r) for r in rows], total
+        return [face_record(r) for r in rows], total
 
-    def get_face(self, face_id: int) -> tuple[Any, ...] | None:
+    def get_face(self, face_id: int) -> FaceRecord | None:
         with self.read() as c:
             row = c.execute(f"SELECT {self.FACE_COLS} FROM {self.FACES} WHERE f.id = ?", (face_id,)).fetchone()
-        return None if row is None else tuple(row)
+        return None if row is None else face_record(row)
 
     def face_column(self, face_id: int, column: str) -> tuple[bool, bytes | None]:
         """(face exists, its ``column``: thumbnail or source)."""
@@ -291,19 +310,20 @@ class Store(ABC):
             row = c.execute(f"SELECT {column} FROM faces WHERE id = ?", (face_id,)).fetchone()
         return (row is not None, None if row is None or row[0] is None else bytes(row[0]))
 
-    def faces_with_sha256(self, sha256: str) -> list[tuple[Any, ...]]:
+    def faces_with_sha256(self, sha256: str) -> list[FaceRecord]:
         with self.read() as c:
-            return [tuple(r) for r in c.execute(
+            return [face_record(r) for r in c.execute(
                 f"SELECT {self.FACE_COLS} FROM {self.FACES} WHERE f.sha256 = ?",
                 (sha256,))]
 
-    def identity_embeddings(self, identity: str) -> list[tuple[int, bytes]] | None:
+    def identity_embeddings(self, identity: str) -> tuple[list[int], bytes] | None:
+        """(face ids, their embeddings joined) of one identity, by face id; None if there is no such identity."""
         with self.read(consistent=True) as c:
             ident = self.identity_id(c, identity)
             if ident is None:
                 return None
-            return [(int(r[0]), bytes(r[1])) for r in c.execute(
-                "SELECT id, embedding FROM faces WHERE identity_id = ? ORDER BY id", (ident,))]
+            rows = c.execute("SELECT id, embedding FROM faces WHERE identity_id = ? ORDER BY id", (ident,)).fetchall()
+        return [int(r[0]) for r in rows], b"".join(bytes(r[1]) for r in rows)
 
     def owners(self, face_ids: list[int]) -> dict[int, str]:
         """face id -> identity key, for those of ``face_ids`` that exist and belong to an identity."""
@@ -328,108 +348,13 @@ class Store(ABC):
                 "SELECT i.key, f.sha256 FROM faces f JOIN identities i ON i.id = f.identity_id "
                 "WHERE f.sha256 IS NOT NULL")}
 
-    def export_face(self, face_id: int) -> tuple[Any, ...] | None:
-        """Everything stored of one face (subject access)."""
+    def audit_log(self, since: int, limit: int) -> list[AuditEntry]:
         with self.read() as c:
-            row = c.execute("SELECT id, model_version, box, score, sha256, created_at, source_geometry, embedding, "
-                            "thumbnail, source FROM faces WHERE id = ?", (face_id,)).fetchone()
-        return None if row is None else tuple(row)
+            rows = c.execute("SELECT seq, at, event, actor, identity, face_ids, detail FROM audit WHERE seq > ? "
+                             "ORDER BY seq LIMIT ?", (since, limit)).fetchall()
+        return [AuditEntry(int(r[0]), r[1], r[2], r[3], r[4], json.loads(r[5]), json.loads(r[6])) for r in rows]
 
-    def audit_log(self, since: int, limit: int) -> list[tuple[Any, ...]]:
+    def generations(self) -> list[Generation]:
         with self.read() as c:
-            return [tuple(r) for r in c.execute(
-                "SELECT seq, at, event, actor, identity, face_ids, detail FROM audit WHERE seq > ? "
-                "ORDER BY seq LIMIT ?",
-                (since, limit))]
-
-    def generations(self) -> list[tuple[Any, ...]]:
-        with self.read() as c:
-            return [tuple(r) for r in c.execute(
+            return [Generation(int(r[0]), r[1], int(r[2]), int(r[3]), r[4]) for r in c.execute(
                 "SELECT id, model_version, dim, faces, switched_at FROM generations ORDER BY id")]
-
-    # --- re-embedding --------------------------------------------------------------------------------
-    def reembed_progress(self) -> tuple[int, int]:
-        """(faces re-embedded, faces)."""
-        with self.read(consistent=True) as c:
-            return (int(c.execute("SELECT COUNT(*) FROM reembedding").fetchone()[0]),
-                    int(c.execute("SELECT COUNT(*) FROM faces").fetchone()[0]))
-
-    def pending_reembed(self, limit: int) -> list[tuple[Any, ...]]:
-        """(face id, identity, source, source geometry JSON, chip) of faces not yet re-embedded, by id."""
-        with self.read() as c:
-            return [tuple(r) for r in c.execute(
-                "SELECT f.id, i.key, f.source, f.source_geometry, f.thumbnail FROM faces f "
-                "LEFT JOIN identities i ON i.id = f.identity_id LEFT JOIN reembedding r ON r.face_id = f.id "
-                "WHERE r.face_id IS NULL ORDER BY f.id LIMIT ?", (limit,))]
-
-    def save_reembedded(self, c: Conn, rows: Sequence[tuple[int, bytes | None]]) -> None:
-        """Store new embeddings (None: no usable crop) of faces that still exist."""
-        ids = [f for f, _ in rows]
-        alive = {int(r[0]) for r in c.execute(
-            f"SELECT id FROM faces WHERE id IN ({','.join('?' * len(ids))})", ids)} if ids else set()
-        c.executemany("INSERT INTO reembedding(face_id, embedding) VALUES (?, ?) ON CONFLICT (face_id) DO NOTHING",
-                      [(f, e) for f, e in rows if f in alive])
-
-    def start_reembed(self, c: Conn, target: str) -> bool:
-        """Begin re-embedding for ``target`` (model and dimension) unless a run for it is under way; True if new."""
-        if self.get_meta("reembed_target", c) == target:
-            return False
-        c.execute("DELETE FROM reembedding")
-        self.set_meta(c, "reembed_target", target)
-        return True
-
-    def unembedded(self, c: Conn) -> int:
-        """Faces not yet re-embedded."""
-        return int(c.execute("SELECT COUNT(*) FROM faces f LEFT JOIN reembedding r ON r.face_id = f.id "
-                             "WHERE r.face_id IS NULL").fetchone()[0])
-
-    def unrecoverable(self, c: Conn) -> list[tuple[int, str | None]]:
-        """(face id, identity or None) of faces the new model found no usable crop for."""
-        return [(int(i), None if k is None else str(k)) for i, k in c.execute(
-            "SELECT f.id, i.key FROM faces f LEFT JOIN identities i ON i.id = f.identity_id "
-            "JOIN reembedding r ON r.face_id = f.id WHERE r.embedding IS NULL ORDER BY f.id")]
-
-    def reembedded(self, c: Conn) -> list[tuple[int, bytes]]:
-        return [(int(r[0]), bytes(r[1])) for r in c.execute(
-            "SELECT face_id, embedding FROM reembedding WHERE embedding IS NOT NULL ORDER BY face_id")]
-
-    def switch_embeddings(self, c: Conn, model_version: str, dim: int, generation: int, faces: int) -> str | None:
-        """Swap the re-embedded vectors in and record the generation; returns the previous model version."""
-        c.execute("UPDATE faces SET model_version = ?, embedding = "
-                  "(SELECT r.embedding FROM reembedding r WHERE r.face_id = faces.id)", (model_version,))
-        c.execute("DELETE FROM reembedding")
-        self.delete_meta(c, "reembed_target")
-        previous = self.get_meta("model_version", c)
-        self.set_meta(c, "model_version", model_version)
-        self.set_meta(c, "dim", str(dim))
-        self.set_meta(c, "generation", str(generation))
-        c.execute("INSERT INTO generations(id, model_version, dim, faces, switched_at) VALUES (?, ?, ?, ?, ?)",
-                  (generation, model_version, dim, faces, time.time()))
-        return previous
-
-    def export_to(self, path: Path, dim: int, model_version: str) -> None:
-        """Copy identities and faces, as of one moment, into a new SQLite gallery file at ``path``."""
-        from index.sqlite import SqliteStore  # the export format is an embedded-tier gallery file
-
-        path = Path(path)
-        path.unlink(missing_ok=True)
-        dst = SqliteStore(path)
-        try:
-            with self.read(consistent=True) as c, dst.transaction() as w:
-                dst.set_meta(w, "dim", str(dim))
-                dst.set_meta(w, "model_version", model_version)
-                for row in c.execute("SELECT id, key, metadata, created_at FROM identities ORDER BY id"):
-                    w.execute("INSERT INTO identities(id, key, metadata, created_at) VALUES (?, ?, ?, ?)", tuple(row))
-                for row in c.execute("SELECT id, key, album, metadata, width, height, created_at FROM photos "
-                                     "ORDER BY id"):
-                    w.execute("INSERT INTO photos(id, key, album, metadata, width, height, created_at) "
-                              "VALUES (?, ?, ?, ?, ?, ?, ?)", tuple(row))
-                cols = ("id, identity_id, embedding, model_version, box, score, sha256, thumbnail, created_at, source, "
-                        "source_geometry, photo_id, cluster_id")
-                cur = c.execute(f"SELECT {cols} FROM faces ORDER BY id")
-                while rows := cur.fetchmany(1000):
-                    w.executemany(f"INSERT INTO faces({cols}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                                  [tuple(r) for r in rows])
-        finally:
-            dst.close()
-

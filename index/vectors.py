@@ -40,13 +40,11 @@ INDEX_FILE, META_FILE = "vectors.faiss", "meta.json"
 
 
 class Vectors(Protocol):
-    """What the gallery needs of a vector index: FAISS in process (:class:`VectorIndex`) or Milvus
-    (:class:`index.milvus.MilvusIndex`). ``shared``: one index for every replica, persisted by its engine."""
+    """What the gallery searches: FAISS in this process (:class:`VectorIndex`) or a Milvus collection
+    (:class:`index.milvus.MilvusIndex`); a keeper (:mod:`index.keeper`) writes to it."""
 
     @property
     def kind(self) -> str: ...
-    @property
-    def shared(self) -> bool: ...
     @property
     def live(self) -> int: ...
     @property
@@ -58,12 +56,6 @@ class Vectors(Protocol):
     def ids(self) -> np.ndarray: ...
     def vectors(self, ids: np.ndarray) -> list[bytes]: ...
     def close(self) -> None: ...
-    # what a shared index's keeper uses (an in-process index answers trivially)
-    @property
-    def name(self) -> str: ...  # the collection, where the change-log cursor of a shared index is kept by name
-    def reset(self) -> None: ...  # empty it (a re-index)
-    def flush(self) -> None: ...  # make what was written durable and fast to search
-    def drop_collection_of(self, model_version: str, dim: int) -> None: ...  # another model's copy, after a switch
 
 
 _LAYOUTS: dict[str, str] = {"exact": "flat", "hnsw": HNSW_LAYOUT}
@@ -74,17 +66,7 @@ class SnapshotError(Exception):
 
 
 class VectorIndex:
-    shared = False  # each process holds its own, snapshotted under its data folder
-    name = ""  # one per process: no name in the store
-
-    def reset(self) -> None:
-        self.__init__(self.dim, self.kind)  # type: ignore[misc]
-
-    def flush(self) -> None:
-        """Nothing to do: the snapshot is what persists it (Gallery.snapshot)."""
-
-    def drop_collection_of(self, model_version: str, dim: int) -> None:
-        """Nothing to do: another generation's snapshot is a folder the gallery removes."""
+    """A FAISS index in this process; its keeper (:mod:`index.local_keeper`) snapshots it under the data folder."""
 
     def __init__(self, dim: int, kind: Kind = "exact") -> None:
         self.dim = dim

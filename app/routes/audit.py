@@ -19,5 +19,5 @@ async def audit(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> schemas.AuditLog:
     items = await run_cpu(state, lambda: gallery.audit_log(since=since, limit=limit))
-    return schemas.AuditLog(items=[schemas.AuditLine(**i) for i in items],
-                            next_since=items[-1]["seq"] if items else since)
+    return schemas.AuditLog(items=[schemas.AuditLine.model_validate(i, from_attributes=True) for i in items],
+                            next_since=items[-1].seq if items else since)

@@ -14,6 +14,7 @@ from app import schemas, subject_access
 from app.deps import Actor, GalleryDep, Pipeline, State, run_cpu
 from app.errors import SLASH_IN_IDENTITY, ApiError
 from facesearch import photos
+from index import transfer
 from index.records import ClusterRecord
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ async def export_cluster(cluster_id: ClusterId, state: State, gallery: GalleryDe
     record = await run_cpu(state, gallery.photos.cluster, cluster_id)
     await run_cpu(state, lambda: gallery.record_audit("export", actor=actor, face_ids=record.face_ids,
                                                       cluster=cluster_id))
-    return subject_access.zip_response(gallery.export_faces(record.face_ids), "cluster.json", {
+    return subject_access.zip_response(transfer.export_faces(gallery.store, record.face_ids), "cluster.json", {
         "cluster_id": cluster_id, "photos": record.photos, "gallery_model": gallery.model_version},
         f"cluster-{cluster_id}-export.zip")
 

@@ -13,6 +13,7 @@ from app import schemas, service, subject_access
 from app.deps import Actor, GalleryDep, Multipart, Pipeline, SettingsDep, State, read_upload, run_cpu
 from app.errors import MULTIPLE_FACES, NO_FACE, SLASH_IN_IDENTITY, ApiError
 from facesearch import enrollment
+from index import transfer
 from index.records import FaceRecord, IdentityRecord, validate_key
 
 router = APIRouter(prefix="/identities", tags=["identities"])
@@ -147,7 +148,7 @@ async def delete_identity(identity: IdentityPath, state: State, gallery: Gallery
 async def export_identity(identity: IdentityPath, state: State, gallery: GalleryDep, actor: Actor
                           ) -> StreamingResponse:
     """Subject access: everything stored about the identity, as a zip streamed while it is read."""
-    record, faces = await run_cpu(state, gallery.identity_export, identity)
+    record, faces = await run_cpu(state, transfer.identity_export, gallery, identity)
     await run_cpu(state, lambda: gallery.record_audit("export", actor=actor, identity=identity))
     return subject_access.zip_response(faces, "identity.json", {
         "identity": record.key, "metadata": record.metadata, "created_at": record.created_at,

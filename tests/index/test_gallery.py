@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index import Conflict, Gallery, GalleryMismatch, InvalidKey, InvalidVector, NewFace, NotFound
+from index import Conflict, Gallery, GalleryMismatch, InvalidKey, InvalidVector, NewFace, NotFound, transfer
 
 DIM = 16
 
@@ -121,10 +121,10 @@ def test_export_import_round_trip(tmp_path: Path) -> None:
     a = Gallery(tmp_path / "a", dim=DIM, model_version="m1")
     fill(a, unit(rng, 40), people=8)
     a.update_identity("person-003", metadata={"note": "x"})
-    a.export(tmp_path / "export.db")
+    transfer.export(a, tmp_path / "export.db")
     b = Gallery(tmp_path / "b", dim=DIM, model_version="m1")
-    assert b.import_(tmp_path / "export.db") == (8, 40)
-    assert b.import_(tmp_path / "export.db") == (0, 0)  # idempotent: same identity + image hash skipped
+    assert transfer.import_(b, tmp_path / "export.db") == (8, 40)
+    assert transfer.import_(b, tmp_path / "export.db") == (0, 0)  # idempotent: same identity + image hash skipped
     assert b.count() == (8, 40)
     assert b.get_identity("person-003").metadata == {"note": "x"}
     q = unit(rng, 5)
@@ -132,7 +132,7 @@ def test_export_import_round_trip(tmp_path: Path) -> None:
         [[h.identity for h in r.identities] for r in b.search(q, k=3)]
     c = Gallery(tmp_path / "c", dim=DIM, model_version="other")
     with pytest.raises(GalleryMismatch):
-        c.import_(tmp_path / "export.db")
+        transfer.import_(c, tmp_path / "export.db")
     for g in (a, b, c):
         g.close()
 
@@ -191,19 +191,19 @@ def test_snapshot_replay_and_corruption(tmp_path: Path) -> None:
     g.delete_identity("person-005")
     g.store.close()
     g = Gallery(tmp_path, dim=DIM, model_version="m1")
-    assert g._loaded_seq == 100 and g.verify()["ok"] and g.index.live == 100
+    assert g.keeper.loaded_seq == 100 and g.verify()["ok"] and g.index.live == 100
     g.close()
     # a corrupt snapshot is detected and rebuilt from the store
     blob = bytearray((tmp_path / "index" / "g0" / "vectors.faiss").read_bytes())
     blob[len(blob) // 2] ^= 0xFF
     (tmp_path / "index" / "g0" / "vectors.faiss").write_bytes(bytes(blob))
     g = Gallery(tmp_path, dim=DIM, model_version="m1")
-    assert g._loaded_seq == -1 and g.verify()["ok"] and g.index.live == 100
+    assert g.keeper.loaded_seq == -1 and g.verify()["ok"] and g.index.live == 100
     g.close()
     # truncated
     (tmp_path / "index" / "g0" / "vectors.faiss").write_bytes(bytes(blob[:100]))
     g = Gallery(tmp_path, dim=DIM, model_version="m1")
-    assert g._loaded_seq == -1 and g.verify()["ok"]
+    assert g.keeper.loaded_seq == -1 and g.verify()["ok"]
     g.close()
 
 
@@ -222,13 +222,13 @@ def test_hnsw_snapshot_of_the_float32_layout_is_rebuilt(tmp_path: Path) -> None:
         del meta["layout"]  # as the previous version wrote it
         meta_path.write_text(json.dumps(meta))
         g = Gallery(tmp_path / kind, dim=DIM, model_version="m1", kind=kind)
-        assert g._loaded_seq == reloaded and g.verify()["ok"] and g.index.live == 200
+        assert g.keeper.loaded_seq == reloaded and g.verify()["ok"] and g.index.live == 200
         assert [r.identities[0].identity for r in g.search(vecs[:5], k=1)] == [f"person-{i:03d}" for i in range(5)]
         g.close()
 
 
 def test_hnsw_recall_tombstones_rebuild_and_kind_switch(tmp_path: Path) -> None:
-    from index.gallery import REBUILD_TOMBSTONE_FRACTION
+    from index.local_keeper import REBUILD_TOMBSTONE_FRACTION
 
     dim = 128  # the encoders' size: recall at 16 dimensions says little about 128
     rng = np.random.default_rng(6)
@@ -253,14 +253,14 @@ def test_hnsw_recall_tombstones_rebuild_and_kind_switch(tmp_path: Path) -> None:
     for f in doomed:
         hnsw.delete_face(f)
         exact.delete_face(f)
-    assert hnsw._rebuild_thread is None and len(hnsw.index.tombstones) == len(doomed)
+    assert hnsw.keeper._rebuild_thread is None and len(hnsw.index.tombstones) == len(doomed)
     found = {h.face_id for r in hnsw.search(vecs[: len(doomed)], k=10, k_faces=10) for h in r.faces}
     assert not found & set(doomed)
     # one more passes the fraction: the graph is rebuilt in the background, and writes made meanwhile
     # (adds and deletes) are replayed into the new graph before it is swapped in
     hnsw.delete_face(ids[len(doomed)])
     exact.delete_face(ids[len(doomed)])
-    rebuild = hnsw._rebuild_thread
+    rebuild = hnsw.keeper._rebuild_thread
     assert rebuild is not None
     during_added, during_deleted, overlapped = [], [], 0
     extra = unit(rng, 400, dim)
@@ -428,7 +428,7 @@ def test_open_removes_stray_snapshots_and_temporary_files(tmp_path: Path) -> Non
     g = Gallery(tmp_path, dim=DIM, model_version="m1")
     assert not any(p.exists() for p in strays) and not (root / "g1").exists()
     assert sorted(p.name for p in (root / "g0").iterdir()) == ["meta.json", "vectors.faiss"]
-    assert g._loaded_seq > 0 and g.index.live == 6  # loaded from the snapshot
+    assert g.keeper.loaded_seq > 0 and g.index.live == 6  # loaded from the snapshot
     g.close()
 
 

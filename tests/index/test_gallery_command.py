@@ -70,7 +70,7 @@ def test_reembed_lists_faces_without_a_usable_crop(tmp_path: Path, capsys: pytes
     assert "2 faces dropped" in capsys.readouterr().out
     g = Gallery(tmp_path / "g", dim=128, model_version=card["model_version"])
     assert g.count() == (2, 0) and g.generation == 1
-    assert [e["event"] for e in g.audit_log()][-3:] == ["delete_face", "delete_face", "reembed"]
+    assert [e.event for e in g.audit_log()][-3:] == ["delete_face", "delete_face", "reembed"]
     g.close()
 
 

@@ -1,0 +1,257 @@
+"""The keeper of a FAISS index in this process (:class:`index.keeper.Keeper`), snapshotted under the data folder.
+
+A snapshot (``index/g<generation>/``) records the change-log position it reflects; at open a valid snapshot is loaded
+and the changes after it replayed, anything else is rebuilt from the store. On a shared store (PostgreSQL) a thread
+applies the other replicas' changes; this process's own writes are in the index before they are acknowledged and
+skipped when the log brings them again. A delete overwrites the face's vector in the snapshot before it returns
+(on PostgreSQL, in every replica's snapshot as it applies the delete); at open, stray files under ``index/`` go.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from index.changelog import apply_changes, changes, replay
+from index.errors import GalleryError, StoreUnavailable
+from index.keeper import model_changed
+from index.locks import Locks
+from index.store import DELETE, Conn, Store
+from index.vectors import Kind, SnapshotError, VectorIndex, erase_from_snapshot
+
+log = logging.getLogger(__name__)
+REBUILD_TOMBSTONE_FRACTION = 0.1
+
+
+class LocalKeeper:
+    def __init__(self, store: Store, locks: Locks, folder: Path, *, dim: int, kind: Kind, model_version: str) -> None:
+        self.store, self.locks, self.folder = store, locks, folder
+        self.dim, self.kind, self.model_version = dim, kind, model_version
+        self.follows = store.shared
+        self.generation = int(store.get_meta("generation") or 0)
+        self._rebuild_thread: threading.Thread | None = None
+        self._pending: tuple[VectorIndex, int, int] | None = None  # a switch's (index, generation, seq)
+        # the log is applied up to ``applied``; on a shared store this process's own later changes are in the index
+        # already and listed in _own, so that following the log skips them
+        self.applied = 0
+        self._own: set[int] = set()
+        self._remove_stray_snapshots()
+        self.index, self.loaded_seq, replayed_deletes = self._load()
+        self._snapshot_seq = self.loaded_seq
+        if replayed_deletes:  # a kill after a delete committed, before its vector left the snapshot
+            self.snapshot(force=True)
+
+    @property
+    def snapshot_dir(self) -> Path:
+        return self._generation_dir(self.generation)
+
+    def _generation_dir(self, generation: int) -> Path:
+        return self.folder / "index" / f"g{generation}"
+
+    def _remove_stray_snapshots(self) -> None:
+        """Everything under ``index/`` but the current generation's two files goes: superseded generations,
+        snapshots of a switch that did not commit, temporary files of an interrupted write."""
+        root = self.folder / "index"
+        if not root.is_dir():
+            return
+        for p in root.iterdir():
+            if p == self.snapshot_dir and p.is_dir():
+                for q in p.iterdir():
+                    if q.name not in ("vectors.faiss", "meta.json"):
+                        _remove(q)
+            else:
+                _remove(p)
+
+    def _model_changed(self, c: Conn | None = None) -> bool:
+        return model_changed(self.store, self.model_version, self.dim, c)
+
+    def _load(self) -> tuple[VectorIndex, int, bool]:
+        """(index, change it was loaded at: -1 if built from the store, whether replayed changes deleted faces)."""
+        if self._model_changed():  # the stored vectors are another model's: nothing to search until reembed
+            self.applied = self.store.seq()
+            return VectorIndex(self.dim, self.kind), self.applied, False
+        snap = self.snapshot_dir
+        try:
+            index, seq = VectorIndex.load(snap, dim=self.dim, kind=self.kind, model_version=self.model_version)
+            if seq > self.store.seq():
+                raise SnapshotError("snapshot is newer than the store")
+            if seq < self.store.pruned_through():
+                raise SnapshotError("snapshot is older than the change log")
+            rows = self.store.changes_after(seq)
+            replay(index, rows)
+            self.applied = rows[-1].seq if rows else seq
+            log.info("loaded index snapshot at change %d, replayed %d changes", seq, len(rows))
+            return index, seq, any(r.op == DELETE for r in rows)
+        except SnapshotError as e:
+            if snap.exists():
+                log.warning("index snapshot not used (%s): rebuilding from the store", e)
+            index, self.applied = self._build_from_store()
+            return index, -1, False  # -1: snapshot at the next opportunity
+
+    def _build_from_store(self) -> tuple[VectorIndex, int]:
+        """A new index of every stored face, and the change counter it reflects. The rows are read in one short
+        read transaction and indexed after it ends: a long read would hold off the WAL checkpoint that each
+        delete waits for (an HNSW build of 1M faces takes minutes)."""
+        ids: list[np.ndarray] = []
+        vecs: list[np.ndarray] = []
+        with self.store.read(consistent=True) as c:  # one read snapshot for rows + counter
+            seq = self.store.seq(c)
+            for batch_ids, blob in self.store.all_embeddings(c):
+                v = np.frombuffer(blob, dtype=np.float32).reshape(len(batch_ids), -1)
+                if v.shape[1] != self.dim:
+                    ids, vecs = [], []
+                    break  # a store awaiting re-embedding: leave the index empty
+                ids.append(np.array(batch_ids, dtype=np.int64))
+                vecs.append(v)
+        index = VectorIndex(self.dim, self.kind)
+        if ids:
+            index.add(np.concatenate(ids), np.concatenate(vecs))
+        return index, seq
+
+    # --- following other replicas ---------------------------------------------------------------------
+    def catch_up(self) -> int:
+        generation = int(self.store.get_meta("generation") or 0)
+        if generation != self.generation:  # another replica switched to a re-embedded generation
+            if self._model_changed():
+                log.error("the gallery was re-embedded with model %s; this replica serves %s: restart it with "
+                          "that model", self.store.get_meta("model_version"), self.model_version)
+                return 0
+            with self.locks.writing():
+                old = self.snapshot_dir
+                self.generation = generation
+                self.index, seq = self._build_from_store()
+                self._advance(seq)
+                self._snapshot_seq = -1
+            _remove(old)
+            return 0
+        if self.applied < self.store.pruned_through():  # the log after our cursor was pruned: start again
+            self.rebuild()
+            return 0
+        rows = self.store.changes_after(self.applied)
+        if not rows:
+            return 0
+        with self.locks.mutex:
+            with self.locks.rw.write():
+                theirs = [r for r in rows if r.seq not in self._own]
+                gone, add_ids, add_vecs = changes(theirs)
+                erased = self.index.vectors(gone)
+                apply_changes(self.index, gone, add_ids, add_vecs)
+                self._advance(rows[-1].seq)
+            if erased:  # another replica's delete: its vectors leave this replica's snapshot too
+                self.erase(erased)
+        self.maybe_rebuild()
+        return len(theirs)
+
+    def _advance(self, seq: int) -> None:
+        """The index now holds every change up to ``seq`` (caller holds the write lock)."""
+        self.applied = max(self.applied, seq)
+        self._own = {s for s in self._own if s > self.applied}
+
+    def _own_changes(self, seqs: list[int]) -> None:
+        """This process's write is in the index (caller holds the write lock)."""
+        if self.store.shared:
+            self._own.update(seqs)
+        elif seqs:  # the only writer: the log is applied up to its own last change
+            self.applied = max(self.applied, max(seqs))
+
+    # --- writes ----------------------------------------------------------------------------------------
+    def staged(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Nothing yet: this process's index shows only what committed."""
+
+    def added(self, ids: np.ndarray, vectors: np.ndarray, seqs: list[int]) -> None:
+        self.index.add(ids, vectors)
+        self._own_changes(seqs)
+
+    def removed(self, ids: np.ndarray, seqs: list[int]) -> None:
+        self.index.remove(ids)
+        self._own_changes(seqs)
+
+    def erase(self, vectors: list[bytes]) -> None:
+        """Overwrite these vectors, in every form the index stores them, in the snapshot file."""
+        erase_from_snapshot(self.snapshot_dir, self.index.stored_forms(vectors))
+
+    # --- rebuilds and snapshots -----------------------------------------------------------------------
+    def rebuild(self) -> None:
+        with self.locks.writing():
+            self.index, seq = self._build_from_store()
+            self.applied, self._own = seq, set()
+        self.snapshot(force=True)
+
+    def compact(self) -> bool:
+        """Nothing to do: each delete overwrote the vector in the index and its snapshot."""
+        return False
+
+    def maybe_rebuild(self) -> None:
+        """HNSW: once tombstones pass a fraction, rebuild the graph in the background; the old graph
+        (with tombstones filtered) keeps serving until the new one is swapped in."""
+        if self.kind != "hnsw" or self.index.tombstone_fraction < REBUILD_TOMBSTONE_FRACTION:
+            return
+        if self._rebuild_thread is not None and self._rebuild_thread.is_alive():
+            return
+        self._rebuild_thread = threading.Thread(target=self._background_rebuild, name="hnsw-rebuild", daemon=True)
+        self._rebuild_thread.start()
+
+    def _background_rebuild(self) -> None:
+        try:
+            fresh, seq = self._build_from_store()
+            with self.locks.writing():
+                rows = self.store.changes_after(seq)
+                replay(fresh, rows)
+                self.index = fresh
+                self._advance(rows[-1].seq if rows else seq)
+            log.info("rebuilt the HNSW graph (%d faces)", fresh.live)
+        except (GalleryError, RuntimeError) as e:  # the old index keeps serving
+            log.error("background HNSW rebuild failed: %s", e)
+
+    def snapshot(self, *, force: bool = False) -> bool:
+        if self._model_changed():
+            return False
+        with self.locks.mutex, self.locks.rw.read():
+            seq = self.applied
+            if seq == self._snapshot_seq and not force:
+                return False
+            self.index.save(self.snapshot_dir, seq, self.model_version)
+        self.store.prune_changes(seq - self.store.keep_changes)
+        self._snapshot_seq = seq
+        return True
+
+    # --- re-embedding's switch -------------------------------------------------------------------------
+    def prepare_switch(self, c: Conn, ids: np.ndarray, vectors: np.ndarray, seq: int) -> int:
+        """The new generation's snapshot is written beside the old one before the switch commits (a switch that does
+        not commit leaves a folder the next open removes)."""
+        index = VectorIndex(self.dim, self.kind)
+        index.add(ids, vectors)
+        generation = self.generation + 1
+        index.save(self._generation_dir(generation), seq, self.model_version)
+        self._pending = (index, generation, seq)
+        return generation
+
+    def switched(self, old_model: tuple[str | None, int]) -> None:
+        assert self._pending is not None
+        old_dir = self.snapshot_dir
+        self.index, self.generation, seq = self._pending
+        self._pending = None
+        self._snapshot_seq = self.applied = seq
+        self._own = set()
+        _remove(old_dir)  # the old generation's vectors, and those of faces the switch dropped, were only there
+
+    def close(self) -> None:
+        if self._rebuild_thread is not None:
+            self._rebuild_thread.join()
+        try:
+            self.snapshot()
+        except StoreUnavailable as e:  # the snapshot only shortens the next start
+            log.warning("no snapshot at close: %s", e)
+        finally:
+            self.index.close()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
