@@ -19,70 +19,9 @@ from typing import Any, cast
 
 import numpy as np
 
+from index import schema
 from index.records import NewFace
 from index.store import Conn, Store
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS identities(
-    id INTEGER PRIMARY KEY,
-    key TEXT NOT NULL UNIQUE,
-    metadata TEXT NOT NULL DEFAULT '{}',
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS photos(
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    key TEXT NOT NULL UNIQUE,
-    album TEXT NOT NULL DEFAULT '',
-    metadata TEXT NOT NULL DEFAULT '{}',
-    width INTEGER,
-    height INTEGER,
-    created_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS photos_album ON photos(album, id);
-CREATE TABLE IF NOT EXISTS faces(
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    identity_id INTEGER REFERENCES identities(id) ON DELETE CASCADE,
-    embedding BLOB NOT NULL,
-    model_version TEXT NOT NULL,
-    box TEXT,
-    score REAL,
-    sha256 TEXT,
-    thumbnail BLOB,
-    created_at REAL NOT NULL,
-    source BLOB,
-    source_geometry TEXT,
-    photo_id INTEGER REFERENCES photos(id),
-    cluster_id INTEGER
-);
-CREATE INDEX IF NOT EXISTS faces_identity ON faces(identity_id);
-CREATE INDEX IF NOT EXISTS faces_sha256 ON faces(sha256);
-CREATE INDEX IF NOT EXISTS faces_photo ON faces(photo_id);
-CREATE INDEX IF NOT EXISTS faces_cluster ON faces(cluster_id);
-CREATE TABLE IF NOT EXISTS changes(
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, face_id INTEGER NOT NULL, op INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS reembedding(
-    face_id INTEGER PRIMARY KEY REFERENCES faces(id) ON DELETE CASCADE,
-    embedding BLOB
-);
-CREATE TABLE IF NOT EXISTS generations(
-    id INTEGER PRIMARY KEY, model_version TEXT NOT NULL, dim INTEGER NOT NULL, faces INTEGER NOT NULL,
-    switched_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS audit(
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    event TEXT NOT NULL,
-    actor TEXT,
-    identity TEXT,
-    face_ids TEXT NOT NULL DEFAULT '[]',
-    detail TEXT NOT NULL DEFAULT '{}'
-);
-"""
-# columns added after a gallery format shipped: (table, column, declaration)
-ADDED_COLUMNS = [("faces", "source", "BLOB"), ("faces", "source_geometry", "TEXT"),
-                 ("faces", "photo_id", "INTEGER REFERENCES photos(id)"), ("faces", "cluster_id", "INTEGER")]
 
 
 def read_export(path: Path) -> tuple[dict[str, str], dict[str, dict[str, Any]], list[tuple[str, NewFace]]]:
@@ -120,16 +59,16 @@ class SqliteStore(Store):
         self._all: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._lock = threading.Lock()
         conn = self.conn
+        conn.executescript(schema.tables("sqlite"))
         self._add_columns(conn)
         self._rebuild_faces(conn)
-        conn.executescript(SCHEMA)
+        conn.executescript(schema.INDEXES)
 
     @staticmethod
     def _add_columns(conn: sqlite3.Connection) -> None:
         """Galleries made before a column existed get it (NULL for the faces already stored)."""
-        for table, column, decl in ADDED_COLUMNS:
-            cols = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
-            if cols and column not in cols:
+        for table, column, decl in schema.added_columns("sqlite"):
+            if column not in {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
     @staticmethod
@@ -145,9 +84,7 @@ class SqliteStore(Store):
         decl = " ".join(row[0].upper().split())
         if "AUTOINCREMENT" in decl and "IDENTITY_ID INTEGER NOT NULL" not in decl:
             return
-        create = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS faces(") : SCHEMA.index("CREATE INDEX IF NOT EXISTS "
-                                                                                         "faces_identity")]
-        create = create.replace("faces(", "faces_rebuilt(", 1)
+        create = schema.table("sqlite", "faces").replace("faces(", "faces_rebuilt(", 1)
         cols = ", ".join(r[1] for r in conn.execute("PRAGMA table_info(faces)"))
         conn.execute("PRAGMA foreign_keys=OFF")
         conn.execute("BEGIN IMMEDIATE")

@@ -359,29 +359,6 @@ def test_face_ids_are_never_reused(tmp_path: Path) -> None:
         g.close()
 
 
-def test_old_galleries_get_autoincrement_ids(tmp_path: Path) -> None:
-    import sqlite3
-
-    from index.sqlite import SCHEMA
-    from index.sqlite import SqliteStore as Store
-
-    old = tmp_path / "gallery.db"
-    conn = sqlite3.connect(old)
-    conn.executescript(SCHEMA.replace("id INTEGER PRIMARY KEY AUTOINCREMENT,\n    identity_id",
-                                      "id INTEGER PRIMARY KEY,\n    identity_id"))
-    conn.execute("INSERT INTO identities(id, key, created_at) VALUES (1, 'a', 0)")
-    conn.execute("INSERT INTO faces(id, identity_id, embedding, model_version, created_at) "
-                 "VALUES (7, 1, x'00', 'm', 0)")
-    conn.commit()
-    assert "AUTOINCREMENT" not in conn.execute("SELECT sql FROM sqlite_master WHERE name = 'faces'").fetchone()[0]
-    conn.close()
-    store = Store(old)
-    sql = store.conn.execute("SELECT sql FROM sqlite_master WHERE name = 'faces'").fetchone()[0]
-    assert "AUTOINCREMENT" in sql
-    assert store.conn.execute("SELECT id, identity_id FROM faces").fetchall() == [(7, 1)]
-    store.close()
-
-
 def test_reembed_beside_a_live_gallery_then_switch(tmp_path: Path) -> None:
     """A reembed (another process in real use: a second Gallery on the same folder here) runs while the old model
     keeps enrolling and deleting: faces enrolled meanwhile are re-embedded before the switch, a face deleted

@@ -1,0 +1,80 @@
+"""Before and after a change, side by side in one run: bench/gallery.py --quick and bench/api.py at a recorded
+commit (checked out in a temporary git worktree) and at the working tree, alternated, so both sides share the
+machine's load.
+
+    python bench/compare.py REV [--rounds 2] [--people 300] [--probes 200] [--json PATH]
+
+For each figure: the median of each side's rounds and after/before. Gallery figures (synthetic vectors, no model):
+bulk add rate, exact search p50 through the gallery, single add and delete latency, start-up from the snapshot;
+API figures (the server in its own process, LFW photos): /v1/search p50 and photos/s with 8 clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+GALLERY = ["bulk_add_per_s", "gallery_search_p50_ms_100k", "gallery_search_p50_ms_1m", "single_add_p50_ms",
+           "single_delete_p50_ms_100k", "single_delete_p50_ms_1m", "startup_1m_s"]
+API = ["search_p50_ms", "search_p99_ms", "photos_per_s_c8"]
+
+
+def run(side: Path, script: str, args: list[str]) -> dict[str, float]:
+    """One bench script of one side (its own code first on the import path), as its JSON."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        env = {**os.environ, "PYTHONPATH": str(side)}
+        subprocess.run([sys.executable, str(side / "bench" / script), *args, "--json", out.name], cwd=side, env=env,
+                       check=True, stdout=subprocess.DEVNULL)
+        return dict(json.loads(Path(out.name).read_text()))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("rev", help="the commit to compare against (before)")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--people", type=int, default=300, help="LFW people enrolled for bench/api.py")
+    p.add_argument("--probes", type=int, default=200)
+    p.add_argument("--json", type=Path)
+    a = p.parse_args()
+    commit = subprocess.run(["git", "rev-parse", a.rev], cwd=ROOT, check=True, capture_output=True,
+                            text=True).stdout.strip()
+    after = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, check=True, capture_output=True,
+                           text=True).stdout.strip()
+    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, check=True,
+                                capture_output=True, text=True).stdout.strip())
+    runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+    with tempfile.TemporaryDirectory(prefix="fs-before-") as tmp:
+        before = Path(tmp) / "tree"
+        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(before), commit], cwd=ROOT, check=True)
+        try:
+            for r in range(a.rounds):
+                for name, side in (("before", before), ("after", ROOT)) if r % 2 == 0 else \
+                        (("after", ROOT), ("before", before)):
+                    fig = run(side, "gallery.py", ["--quick"])
+                    fig.update(run(side, "api.py", ["--no-dlib", "--people", str(a.people),
+                                                   "--probes", str(a.probes)]))
+                    runs[name].append(fig)
+                    print(f"round {r + 1} {name} done", file=sys.stderr)
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, check=False)
+    table = {}
+    for key in GALLERY + API:
+        b = statistics.median(f[key] for f in runs["before"])
+        x = statistics.median(f[key] for f in runs["after"])
+        table[key] = {"before": b, "after": x, "after_over_before": x / b}
+        print(f"{key:30s} {b:12.3f} {x:12.3f} {x / b:8.3f}")
+    result = {"before_commit": commit, "after_commit": after, "after_has_uncommitted_changes": dirty,
+              "rounds": a.rounds, "figures": table, "runs": runs}
+    if a.json:
+        a.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
