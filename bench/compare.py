@@ -30,8 +30,10 @@ def run(side: Path, script: str, args: list[str]) -> dict[str, float]:
     """One bench script of one side (its own code first on the import path), as its JSON."""
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         env = {**os.environ, "PYTHONPATH": str(side)}
-        subprocess.run([sys.executable, str(side / "bench" / script), *args, "--json", out.name], cwd=side, env=env,
-                       check=True, stdout=subprocess.DEVNULL)
+        done = subprocess.run([sys.executable, str(side / "bench" / script), *args, "--json", out.name], cwd=side,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode:
+            raise SystemExit(f"{side / 'bench' / script} failed:\n{done.stderr[-3000:]}")
         return dict(json.loads(Path(out.name).read_text()))
 
 
@@ -41,6 +43,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--people", type=int, default=300, help="LFW people enrolled for bench/api.py")
     p.add_argument("--probes", type=int, default=200)
+    p.add_argument("--gallery-only", action="store_true", help="bench/gallery.py only (no model, a few minutes)")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
     commit = subprocess.run(["git", "rev-parse", a.rev], cwd=ROOT, check=True, capture_output=True,
@@ -52,20 +55,22 @@ def main() -> None:
     runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
     with tempfile.TemporaryDirectory(prefix="fs-before-") as tmp:
         before = Path(tmp) / "tree"
+        (Path(tmp) / "shared").symlink_to(ROOT.parent / "shared")  # the datasets beside the repository, as here
         subprocess.run(["git", "worktree", "add", "--detach", "-q", str(before), commit], cwd=ROOT, check=True)
         try:
             for r in range(a.rounds):
                 for name, side in (("before", before), ("after", ROOT)) if r % 2 == 0 else \
                         (("after", ROOT), ("before", before)):
                     fig = run(side, "gallery.py", ["--quick"])
-                    fig.update(run(side, "api.py", ["--no-dlib", "--people", str(a.people),
-                                                   "--probes", str(a.probes)]))
+                    if not a.gallery_only:
+                        fig.update(run(side, "api.py", ["--no-dlib", "--people", str(a.people),
+                                                       "--probes", str(a.probes)]))
                     runs[name].append(fig)
                     print(f"round {r + 1} {name} done", file=sys.stderr)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, check=False)
     table = {}
-    for key in GALLERY + API:
+    for key in GALLERY + ([] if a.gallery_only else API):
         b = statistics.median(f[key] for f in runs["before"])
         x = statistics.median(f[key] for f in runs["after"])
         table[key] = {"before": b, "after": x, "after_over_before": x / b}

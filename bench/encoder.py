@@ -32,7 +32,8 @@ from common import report  # noqa: E402
 
 from model.dlib_chip import DlibChipper  # noqa: E402
 from model.encoder import load_encoder  # noqa: E402
-from model.faces import FaceDetector, central_face  # noqa: E402
+from model.faces import FaceDetector  # noqa: E402
+from model.train.subject import central_face  # noqa: E402
 
 LFW = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "lfw" / "lfw-deepfunneled"
 

@@ -58,10 +58,10 @@ class Gallery:
         self._closing = threading.Event()
         try:
             check_model(self.store, model_version, dim, allow_mismatch=allow_mismatch, location=self.location)
+            self.store.erase_deleted()  # a kill between a delete's commit and its erasure: erase now
             self.keeper: Keeper = new_keeper(self.store, self.locks, self.folder, dim=dim, kind=kind,
                                              model_version=model_version, vector_url=vector_url,
                                              milvus_index=milvus_index)
-            self.store.erase_deleted()
         except BaseException:
             self.store.close()
             raise

@@ -15,7 +15,6 @@ import numpy as np
 from index.errors import GalleryMismatch
 from index.records import IdentityRecord, StoredFace
 from index.sqlite import read_export
-from index.store import Store
 
 if TYPE_CHECKING:
     from index.gallery import Gallery
@@ -72,14 +71,14 @@ def identity_export(gallery: Gallery, identity: str) -> tuple[IdentityRecord, It
     with gallery.store.read() as c:
         ident = gallery.store.identity_id(c, identity)
         ids = gallery.store.identity_face_ids(c, ident) if ident is not None else []
-    return record, export_faces(gallery.store, ids)
+    return record, export_faces(gallery, ids)
 
 
-def export_faces(store: Store, ids: list[int]) -> Iterator[dict[str, Any]]:
+def export_faces(gallery: Gallery, ids: list[int]) -> Iterator[dict[str, Any]]:
     """Each face with its crops and embedding (subject access). The faces are read one query each, so the
     iterator may be consumed from any thread; a face deleted meanwhile is skipped."""
     for face_id in ids:
-        with store.read() as c:
+        with gallery.store.read() as c:
             r = c.execute("SELECT id, model_version, box, score, sha256, created_at, source_geometry, embedding, "
                           "thumbnail, source FROM faces WHERE id = ?", (face_id,)).fetchone()
         if r is not None:

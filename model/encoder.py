@@ -46,8 +46,6 @@ class EncoderConfig:
     template: list[list[float]] = field(default_factory=lambda: ARCFACE_TEMPLATE_112.tolist())
     model_version: str = "untrained"
     flip: bool = False  # average each face's embedding with its mirror image's (test-time augmentation)
-    output_stride: int = 32  # 16: the last stride-2 block keeps its resolution (7x7 features at 112, MobileFaceNet)
-    pool: str = "avg"  # "gdc": a learned weight per channel and position (global depthwise conv) instead of the mean
     chip: str = "template"  # how the crop is cut: "template" (MTCNN's 5 points -> template) or "dlib5" (dlib's chip)
     chip_padding: float = 0.25  # dlib5: the padding around dlib's mean face
 
@@ -62,7 +60,6 @@ class EncoderConfig:
 
 ARCHS = ("mobilenet_v2", "dlib_resnet_v1")
 RUNTIMES = ("torch", "onnx")
-POOLS = ("avg", "gdc")
 # MTCNN's five points (eye centres, nose tip, mouth corners) where they sit on average in dlib's 150x150 chip,
 # measured on 197 of dlib's own chips of LFW photos outside the evaluation folds (../shared/notes/dlib-resnet-v1.md):
 # the "template" chip of dlib's ResNet, the alternative to dlib's own 5-point chip
@@ -80,6 +77,23 @@ def dlib_config(model_version: str = "dlib-resnet-v1", chip: str = "dlib5") -> E
                          chip=chip)
 
 
+def new_config(arch: str, *, embedding_size: int = 128, input_size: int = 112) -> EncoderConfig:
+    """The config a new model of ``arch`` starts from (dlib's ResNet: its own input, chip and size)."""
+    if arch == "dlib_resnet_v1":
+        return dlib_config()
+    return EncoderConfig(arch=arch, embedding_size=embedding_size, input_size=input_size)
+
+
+def describe_arch(config: EncoderConfig) -> tuple[str, str]:
+    """The model card's words for the architecture, and for the licence of what the weights started from."""
+    if config.arch == "dlib_resnet_v1":
+        return ("dlib_resnet_v1: dlib's face ResNet (conv 7x7, 15 residual blocks of 32-256 channels, fc 128; "
+                "public domain, CC0) ported to PyTorch -> L2 norm",
+                "Started from dlib's face recognition ResNet v1 (Davis King, public domain: CC0); ")
+    return (f"{config.arch} (ImageNet-initialised, torchvision) -> average pool -> linear -> BN -> L2 norm",
+            "Backbone initialised from torchvision's ImageNet MobileNetV2 (BSD-3-Clause); ")
+
+
 def build_model(config: EncoderConfig, *, imagenet_init: bool = False) -> nn.Module:
     """The network a config describes (random weights, or ImageNet features for ``mobilenet_v2``)."""
     if config.arch == "dlib_resnet_v1":
@@ -88,17 +102,9 @@ def build_model(config: EncoderConfig, *, imagenet_init: bool = False) -> nn.Mod
         return model
     return Encoder(config, imagenet_init=imagenet_init)
 
-OUTPUT_STRIDES = (16, 32)
-_LAST_STRIDE_BLOCK = {"mobilenet_v2": 14}  # features[i]: the block whose depthwise conv halves 7x7 -> 4x4
-
 
 class Encoder(nn.Module):
-    """ImageNet backbone -> global pool (average, or depthwise over the feature map) -> linear -> batch norm
-    -> L2 normalisation.
-
-    The global depthwise pool ("gdc", MobileFaceNet, arXiv 1804.07573) starts as the exact average, so a
-    checkpoint trained with average pooling loads into it unchanged (see :meth:`load_pool_compatible`).
-    """
+    """ImageNet backbone -> global average pool -> linear -> batch norm -> L2 normalisation."""
 
     def __init__(self, config: EncoderConfig, *, imagenet_init: bool = False) -> None:
         super().__init__()
@@ -111,19 +117,7 @@ class Encoder(nn.Module):
         backbone = getattr(torchvision.models, builder)(weights=weights)
         self.config = config
         self.features = backbone.features
-        if config.output_stride not in OUTPUT_STRIDES:
-            raise CheckpointError(f"output_stride must be 16 or 32, not {config.output_stride}")
-        if config.pool not in POOLS:
-            raise CheckpointError(f"unknown pool {config.pool!r} (one of {', '.join(POOLS)})")
-        if config.output_stride == 16:
-            self.features[_LAST_STRIDE_BLOCK[config.arch]].conv[1][0].stride = (1, 1)
-        side = -(-config.input_size // config.output_stride)  # the feature map's side
-        self.pool: nn.Module
-        if config.pool == "gdc":
-            self.pool = nn.Conv2d(channels, channels, side, groups=channels, bias=False)
-            nn.init.constant_(self.pool.weight, 1.0 / (side * side))
-        else:
-            self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(0.2)
         self.head = nn.Linear(channels, config.embedding_size)
         self.bn = nn.BatchNorm1d(config.embedding_size)
@@ -132,17 +126,6 @@ class Encoder(nn.Module):
         """x: float (N, 3, S, S) normalised -> float (N, D) unit vectors."""
         f = self.pool(self.features(x)).flatten(1)
         return F.normalize(self.bn(self.head(self.dropout(f))), dim=1)
-
-    def load_pool_compatible(self, state: dict[str, torch.Tensor]) -> list[str]:
-        """Load weights trained with another pool: a "gdc" pool missing from ``state`` keeps its
-        average-pooling start. Anything else that does not fit is an error. Returns the keys left at their start."""
-        try:
-            missing, unexpected = self.load_state_dict(state, strict=False)
-        except RuntimeError as e:  # a tensor of another shape
-            raise CheckpointError(f"weights do not fit: {e}") from e
-        if unexpected or set(missing) - {"pool.weight"}:
-            raise CheckpointError(f"weights do not fit: missing {missing}, unexpected {unexpected}")
-        return missing
 
 
 class Preprocess:

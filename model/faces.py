@@ -82,14 +82,6 @@ class FaceDetector:
         return faces
 
 
-def central_face(faces: list[Face], width: int, height: int) -> Face | None:
-    """The face whose box centre is nearest the photo's centre (LFW's convention for the subject)."""
-    if not faces:
-        return None
-    cx, cy = width / 2, height / 2
-    return min(faces, key=lambda f: (f.box[0] + f.box[2] - 2 * cx) ** 2 + (f.box[1] + f.box[3] - 2 * cy) ** 2)
-
-
 def template(size: int) -> np.ndarray:
     """The ArcFace template scaled to a square crop of ``size`` pixels, shape (5, 2)."""
     return ARCFACE_TEMPLATE_112 * (size / 112.0)
@@ -194,23 +186,6 @@ class Aligner:
         if self._dlib is not None:
             return self._dlib(rgb, face.box)
         return align(rgb, face.landmarks, self.size, self.template)
-
-
-def fallback_face(width: int, height: int) -> Face:
-    """A centred face for dataset photos where detection failed (LFW's subject is centred)."""
-    m = 0.275 * min(width, height)
-    return Face(box=np.array([m, m, width - m, height - m]), score=0.0,
-                landmarks=fallback_landmarks(width, height))
-
-
-def fallback_landmarks(width: int, height: int, face_fraction: float = 0.45) -> np.ndarray:
-    """Template landmarks placed on a centred square covering ``face_fraction`` of the photo.
-
-    Used only for dataset photos where detection failed (LFW's subject is centred).
-    """
-    side = face_fraction * min(width, height)
-    x0, y0 = (width - side) / 2, (height - side) / 2
-    return template(112) / 112.0 * side + np.array([x0, y0])
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,7 @@ async def export_cluster(cluster_id: ClusterId, state: State, gallery: GalleryDe
     record = await run_cpu(state, gallery.photos.cluster, cluster_id)
     await run_cpu(state, lambda: gallery.record_audit("export", actor=actor, face_ids=record.face_ids,
                                                       cluster=cluster_id))
-    return subject_access.zip_response(transfer.export_faces(gallery.store, record.face_ids), "cluster.json", {
+    return subject_access.zip_response(transfer.export_faces(gallery, record.face_ids), "cluster.json", {
         "cluster_id": cluster_id, "photos": record.photos, "gallery_model": gallery.model_version},
         f"cluster-{cluster_id}-export.zip")
 

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from model.encoder import ARCHS, EncoderConfig, dlib_config
+from model.encoder import ARCHS, EncoderConfig, new_config
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".bmp", ".webp"}
@@ -46,7 +46,7 @@ def _init_worker(min_face_size: int, config: dict[str, Any]) -> None:
 
 
 def align_photo(args: tuple[Path, Path, Path]) -> tuple[str, str]:
-    from model.faces import central_face, fallback_face
+    from model.train.subject import central_face, fallback_face
 
     root, out, rel = args
     rgb = np.asarray(Image.open(root / rel).convert("RGB"))
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--min-face-size", type=int, default=20)
     a = p.parse_args(argv)
-    config = dlib_config() if a.arch == "dlib_resnet_v1" else EncoderConfig(arch=a.arch)
+    config = new_config(a.arch)
     counts = align_tree(a.data, a.out, config, workers=a.workers, min_face_size=a.min_face_size)
     log.info("aligned %s: %s", a.data, counts)
     print(counts)

@@ -26,7 +26,7 @@ def average(paths: list[Path], out: Path, weights: list[float] | None = None) ->
         raise CheckpointError("give one non-negative weight per checkpoint")
     w = w / w.sum()
     config = EncoderConfig.from_dict(ckpts[0]["config"])
-    shape = ("arch", "embedding_size", "input_size", "mean", "std", "template", "output_stride", "pool", "chip",
+    shape = ("arch", "embedding_size", "input_size", "mean", "std", "template", "chip",
              "chip_padding")
     for p, c in zip(paths[1:], ckpts[1:], strict=True):
         other = EncoderConfig.from_dict(c["config"])

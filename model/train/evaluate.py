@@ -19,9 +19,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from model.encoder import Embedder, load_encoder
-from model.faces import FaceDetector, central_face, fallback_face
+from model.faces import FaceDetector
 from model.train.lfw import parse_folds, people_in_folds, read_pairs
 from model.train.metrics import eer, kfold_accuracy, roc_auc, roc_curve, val_at_far
+from model.train.subject import central_face, fallback_face
 
 log = logging.getLogger(__name__)
 BIN_EDGES = np.linspace(0.0, 2.0, 2001)  # 0.001 wide: fine enough to read FAR down to 1e-5

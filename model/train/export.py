@@ -16,17 +16,12 @@ from typing import Any
 
 import torch
 
-from model.encoder import EncoderConfig, build_model, read_checkpoint, save_checkpoint
+from model.encoder import EncoderConfig, build_model, describe_arch, read_checkpoint, save_checkpoint
 
 
 def describe(config: EncoderConfig) -> tuple[str, str]:
     """The card's words for the architecture and the chip."""
-    if config.arch == "dlib_resnet_v1":
-        arch = ("dlib_resnet_v1: dlib's face ResNet (conv 7x7, 15 residual blocks of 32-256 channels, fc 128; "
-                "public domain, CC0) ported to PyTorch -> L2 norm")
-    else:
-        arch = (f"{config.arch} (ImageNet-initialised, torchvision; output stride {config.output_stride}) -> "
-                + ("global depthwise pool" if config.pool == "gdc" else "average pool") + " -> linear -> BN -> L2 norm")
+    arch, _ = describe_arch(config)
     if config.chip == "dlib5":
         chip = (f"dlib's 5-point shape predictor inside MTCNN's box, then dlib's face chip ({config.input_size} px, "
                 f"padding {config.chip_padding:g})")
@@ -42,7 +37,7 @@ def build_card(config: EncoderConfig, training: dict[str, Any], report: dict[str
     evaluation["evaluated_as"] = report.get("model_version")
     evaluation["model_version"] = config.model_version
     arch, chip = describe(config)
-    dlib = config.arch == "dlib_resnet_v1"
+    _, started_from = describe_arch(config)
     return {
         "model_version": config.model_version,
         "architecture": arch,
@@ -59,8 +54,7 @@ def build_card(config: EncoderConfig, training: dict[str, Any], report: dict[str
             "far_1e-4": far.get("far_0.0001"),
         },
         "distributions": report.get("distributions"),
-        "licenses": ("Started from dlib's face recognition ResNet v1 (Davis King, public domain: CC0); "
-                     if dlib else "Backbone initialised from torchvision's ImageNet MobileNetV2 (BSD-3-Clause); ")
+        "licenses": started_from
                     + ("fine-tuned on LFW (research use) and CelebA (non-commercial research use only)"
                        if training.get("steps") else "not fine-tuned")
                     + ("; distilled from dlib's face recognition ResNet (public domain, CC0)" if training.get("teacher")

@@ -32,16 +32,15 @@ from tqdm import tqdm
 
 from model.encoder import (
     ARCHS,
-    OUTPUT_STRIDES,
-    POOLS,
     Embedder,
-    Encoder,
     EncoderConfig,
     Preprocess,
     build_model,
+    new_config,
     read_checkpoint,
     save_checkpoint,
 )
+from model.errors import CheckpointError
 from model.train.data import Augment, cache_dir_for, load_crops
 from model.train.lfw import parse_folds, people_in_folds, read_pairs
 from model.train.losses import Mining, distillation_loss, relational_distillation_loss, triplet_loss
@@ -98,10 +97,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedding-size", type=int, default=128)
     p.add_argument("--input-size", type=int, default=112)
     p.add_argument("--arch", choices=ARCHS, default="mobilenet_v2", help="without --init: the network to train")
-    p.add_argument("--output-stride", type=int, choices=OUTPUT_STRIDES, default=32,
-                   help="16: the last stride-2 block keeps its resolution (7x7 features at 112; 0.76x the speed)")
-    p.add_argument("--pool", choices=POOLS, default="avg",
-                   help="gdc: a learned global depthwise pool (starts as the average)")
     p.add_argument("--no-imagenet", action="store_true", help="random init (tests only)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
     p.add_argument("--max-minutes", type=float, default=0.0,
@@ -262,12 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.exclude_people:
         exclude |= set(read_people(args.exclude_people))
     init = read_checkpoint(args.init) if args.init else None
-    if init is not None and init["config"].get("arch") == "dlib_resnet_v1":
-        config = EncoderConfig.from_dict(init["config"])  # the port's input, chip and size come with it
+    if init is not None:
+        config = EncoderConfig.from_dict(init["config"])  # the start's architecture, input, chip and size
         config.flip = False
     else:
-        config = EncoderConfig(arch=args.arch, embedding_size=args.embedding_size, input_size=args.input_size,
-                               output_stride=args.output_stride, pool=args.pool)
+        config = new_config(args.arch, embedding_size=args.embedding_size, input_size=args.input_size)
     config.model_version = f"training-run-{out.name}"
     crops, labels, names, keys = load_crops(args.data, args.cache, config, exclude=exclude)
     if len(names) < 2:
@@ -276,15 +270,14 @@ def main(argv: list[str] | None = None) -> int:
     (out / "people.txt").write_text("".join(f"{n}\n" for n in names))  # who trained: checkable against any test set
 
     model: nn.Module = build_model(config, imagenet_init=not args.no_imagenet and not args.init)
-    init_from = "ImageNet" if config.arch == "mobilenet_v2" and not args.no_imagenet else "random"
+    init_from = "random" if args.no_imagenet or config.arch == "dlib_resnet_v1" else "ImageNet"
     if init is not None:
-        if isinstance(model, Encoder):
-            kept = model.load_pool_compatible(init["state_dict"])
-        else:
+        try:
             model.load_state_dict(init["state_dict"])
-            kept = []
+        except RuntimeError as e:  # weights of another shape
+            raise CheckpointError(f"weights in {args.init} do not fit {config.arch}: {e}") from e
         init_from = f"{args.init} ({init['config'].get('model_version', 'unversioned')})"  # the path may change
-        log.info("initialised from %s%s", args.init, " (pool starts as the average)" if kept else "")
+        log.info("initialised from %s", args.init)
     frozen = freeze(model, args.freeze)
     mirror_teacher = None
     if args.mirror_distill > 0:

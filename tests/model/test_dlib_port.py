@@ -12,8 +12,9 @@ from PIL import Image
 from model.dlib_resnet import DLIB_DAT, DlibResNet, read_dlib_weights
 from model.encoder import dlib_config, load_encoder
 from model.errors import CheckpointError
-from model.faces import FaceDetector, central_face
+from model.faces import FaceDetector
 from model.train.import_dlib import dlib_models_dir, import_dlib
+from model.train.subject import central_face
 
 dlib = pytest.importorskip("dlib", reason="dlib-bin is a core dependency; its absence is a broken install")
 

@@ -12,11 +12,11 @@ from model.faces import (
     FaceDetector,
     align,
     blur_score,
-    central_face,
     similarity_transform,
     template,
     yaw_estimate,
 )
+from model.train.subject import central_face
 from tests.conftest import ORL, lfw_photo
 
 

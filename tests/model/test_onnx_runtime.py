@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from model.encoder import load_encoder
-from model.faces import FaceDetector, central_face
+from model.faces import FaceDetector
+from model.train.subject import central_face
 from tests.conftest import LFW, ORL
 
 

@@ -141,9 +141,9 @@ def test_shipped_weights_keep_their_lfw_accuracy_through_the_serving_pipeline(lf
     runs (decode, MTCNN, dlib's chip, mirror-averaged embedding; the face nearest the centre, LFW's subject), decided
     at the card's own verification threshold: >= 0.98 right (the card reports 0.990 over folds 1-2). A retrained or
     mis-served encoder that lost a point of accuracy fails here."""
-    from model.faces import central_face
     from model.pipeline import FacePipeline
     from model.train.lfw import read_pairs
+    from model.train.subject import central_face
 
     pairs = [p for p in read_pairs(lfw.parent / "pairs.txt") if p.fold == 1]
     pairs = [p for p in pairs if p.same][:150] + [p for p in pairs if not p.same][:150]

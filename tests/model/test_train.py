@@ -217,41 +217,24 @@ def test_training_with_a_teacher_from_a_checkpoint(tmp_path: Path) -> None:
         train.main([*args[:-4], "--no-imagenet", "--teacher", str(tmp_path / "empty"), "--out", str(tmp_path / "run2")])
 
 
-def test_stride16_depthwise_pool_starts_from_an_average_pool_checkpoint(tmp_path: Path) -> None:
+def test_training_from_a_checkpoint_serves_and_refuses_weights_of_another_shape(tmp_path: Path) -> None:
     from PIL import Image
 
     from model.encoder import Preprocess
 
     torch.manual_seed(0)
-    plain = Encoder(EncoderConfig()).eval()
-    save_checkpoint(tmp_path / "plain.pt", plain)
+    start = Encoder(EncoderConfig()).eval()
+    save_checkpoint(tmp_path / "start.pt", start)
     faces = np.stack([np.asarray(Image.open(ORL / f"s{s}" / "1.pgm").convert("RGB").resize((112, 112)))
                       for s in range(1, 5)])
-    x = Preprocess(plain.config)(faces)
-    # the depthwise pool starts as the exact mean: same embeddings as the average-pool weights it loaded
-    gdc = Encoder(EncoderConfig(pool="gdc")).eval()
-    assert gdc.load_pool_compatible(read_checkpoint(tmp_path / "plain.pt")["state_dict"]) == ["pool.weight"]
-    with torch.no_grad():
-        torch.testing.assert_close(gdc(x), plain(x), atol=1e-5, rtol=0)
-        # output stride 16 keeps the last block at 7x7 (MobileFaceNet's map at 112) with the same weights
-        s16 = Encoder(EncoderConfig(output_stride=16, pool="gdc")).eval()
-        s16.load_pool_compatible(plain.state_dict())
-        assert s16.features(x).shape[-2:] == (7, 7) and plain.features(x).shape[-2:] == (4, 4)
-        assert s16.pool.weight.shape == (1280, 1, 7, 7)
-    # a pool of another size is refused in words
-    with pytest.raises(CheckpointError, match="do not fit"):
-        s16.load_pool_compatible(gdc.state_dict())
-    with pytest.raises(CheckpointError, match="output_stride"):
-        Encoder(EncoderConfig(output_stride=8))
-    # training from the average-pool checkpoint; the run's checkpoint loads for serving with its head
+    # training from the checkpoint; the run's checkpoint loads for serving with its head
     args = ["--data", str(small_orl(tmp_path)), "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "run"),
             "--steps-per-epoch", "2", "-P", "3", "-K", "4", "--threads", "2", "--warmup-steps", "1",
-            "--epochs", "1", "--init", str(tmp_path / "plain.pt"), "--output-stride", "16", "--pool", "gdc"]
+            "--epochs", "1", "--init", str(tmp_path / "start.pt")]
     assert train.main(args) == 0
     trained = read_checkpoint(tmp_path / "run" / "last.pt")
-    assert not torch.allclose(trained["state_dict"]["pool.weight"], s16.pool.weight)  # the pool learns
+    assert not torch.allclose(trained["state_dict"]["head.weight"], start.head.weight)  # it learned
     embedder, _ = load_encoder(tmp_path / "run" / "last.pt")
-    assert embedder.config.output_stride == 16 and embedder.config.pool == "gdc"
     out = embedder(faces)
     assert out.shape == (4, 128)
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
@@ -260,3 +243,8 @@ def test_stride16_depthwise_pool_starts_from_an_average_pool_checkpoint(tmp_path
     model.load_state_dict(trained["state_dict"])
     with torch.no_grad():
         np.testing.assert_allclose(out, model(Preprocess(embedder.config)(faces)).numpy(), atol=1e-4)
+    # a start whose weights do not fit the architecture its config names is refused in words
+    state = {**start.state_dict(), "head.weight": torch.zeros(64, 1280)}
+    torch.save({**read_checkpoint(tmp_path / "start.pt"), "state_dict": state}, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="do not fit"):
+        train.main([*args[:-1], str(tmp_path / "bad.pt"), "--out", str(tmp_path / "bad-run")])
