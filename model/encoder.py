@@ -94,6 +94,11 @@ def describe_arch(config: EncoderConfig) -> tuple[str, str]:
             "Backbone initialised from torchvision's ImageNet MobileNetV2 (BSD-3-Clause); ")
 
 
+def has_imagenet_start(config: EncoderConfig) -> bool:
+    """Whether the architecture's backbone can start from ImageNet weights (torchvision's)."""
+    return config.arch in _BACKBONES
+
+
 def build_model(config: EncoderConfig, *, imagenet_init: bool = False) -> nn.Module:
     """The network a config describes (random weights, or ImageNet features for ``mobilenet_v2``)."""
     if config.arch == "dlib_resnet_v1":

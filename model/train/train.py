@@ -36,6 +36,7 @@ from model.encoder import (
     EncoderConfig,
     Preprocess,
     build_model,
+    has_imagenet_start,
     new_config,
     read_checkpoint,
     save_checkpoint,
@@ -269,8 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     log.info("training on %d photos of %d people (%d people excluded)", len(crops), len(names), len(exclude))
     (out / "people.txt").write_text("".join(f"{n}\n" for n in names))  # who trained: checkable against any test set
 
-    model: nn.Module = build_model(config, imagenet_init=not args.no_imagenet and not args.init)
-    init_from = "random" if args.no_imagenet or config.arch == "dlib_resnet_v1" else "ImageNet"
+    imagenet = not args.no_imagenet and not args.init and has_imagenet_start(config)
+    model: nn.Module = build_model(config, imagenet_init=imagenet)
+    init_from = "ImageNet" if imagenet else "random"
     if init is not None:
         try:
             model.load_state_dict(init["state_dict"])
