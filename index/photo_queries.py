@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -73,13 +73,19 @@ def delete_photo_rows(c: Conn, pids: Sequence[int]) -> None:
     c.executemany("DELETE FROM photos WHERE id = ?", [(p,) for p in pids])
 
 
-def photo_faces(c: Conn, face_ids: Sequence[int], album: str | None) -> dict[int, tuple[str, str, str | None]]:
-    """face id -> (photo key, album, box JSON) for those of ``face_ids`` found in a photo (of ``album``)."""
-    out: dict[int, tuple[str, str, str | None]] = {}
+class PhotoFace(NamedTuple):
+    photo: str
+    album: str
+    box: list[float] | None
+
+
+def photo_faces(c: Conn, face_ids: Sequence[int], album: str | None) -> dict[int, PhotoFace]:
+    """face id -> where it was found, for those of ``face_ids`` found in a photo (of ``album``)."""
+    out: dict[int, PhotoFace] = {}
     extra, args = (" AND p.album = ?", [album]) if album is not None else ("", [])
     for i in range(0, len(face_ids), 500):
         chunk = list(face_ids[i : i + 500])
-        out.update((int(r[0]), (str(r[1]), str(r[2]), r[3])) for r in c.execute(
+        out.update((int(r[0]), PhotoFace(str(r[1]), str(r[2]), json.loads(r[3]) if r[3] else None)) for r in c.execute(
             f"SELECT f.id, p.key, p.album, f.box FROM faces f JOIN photos p ON p.id = f.photo_id "
             f"WHERE f.id IN ({_marks(len(chunk))}){extra}", [*chunk, *args]))
     return out
@@ -133,14 +139,16 @@ def set_clusters(c: Conn, assignment: Sequence[tuple[int, int]]) -> None:
                   [(k, f) for f, k in assignment])
 
 
-def unnamed_embeddings(c: Conn, album: str | None) -> list[tuple[int, bytes]]:
-    """(face id, embedding) of every unnamed face (of ``album``'s photos), by id."""
+def unnamed_embeddings(c: Conn, album: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """(face ids int64 (n,), embeddings float32 (n, D)) of every unnamed face (of ``album``'s photos), by id."""
     if album is None:
         rows = c.execute("SELECT id, embedding FROM faces WHERE identity_id IS NULL ORDER BY id")
     else:
         rows = c.execute("SELECT f.id, f.embedding FROM faces f JOIN photos p ON p.id = f.photo_id "
                          "WHERE f.identity_id IS NULL AND p.album = ? ORDER BY f.id", (album,))
-    return [(int(r[0]), bytes(r[1])) for r in rows]
+    got = rows.fetchall()
+    return (np.array([int(r[0]) for r in got], dtype=np.int64),
+            np.frombuffer(b"".join(bytes(r[1]) for r in got), dtype=np.float32).reshape(len(got), -1))
 
 
 def list_clusters(c: Conn, limit: int, offset: int, min_faces: int) -> tuple[list[tuple[int, int]], int]:

@@ -7,7 +7,6 @@ store first, then the index; erasure as for any face), reads and searches throug
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -146,10 +145,10 @@ class Photos:
             for face_id, d in faces.items():
                 if face_id not in where:
                     continue
-                key, alb, box = where[face_id]
-                hit = best.get(key)  # a photo found directly keeps its direct hit
+                at = where[face_id]
+                hit = best.get(at.photo)  # a photo found directly keeps its direct hit
                 if hit is None or (hit.expanded == expanded and d < hit.distance):
-                    best[key] = PhotoHit(key, alb, face_id, _box(box), 1.0 - d * d / 2.0, d, expanded)
+                    best[at.photo] = PhotoHit(at.photo, at.album, face_id, at.box, 1.0 - d * d / 2.0, d, expanded)
         return sorted(best.values(), key=lambda h: (h.expanded, h.distance, h.photo))[:limit]
 
     def _within(self, q: np.ndarray, threshold: float) -> tuple[dict[int, float], dict[int, int]]:
@@ -198,11 +197,9 @@ class Photos:
         report = progress or (lambda stage, faces: None)
         report("reading", 0)
         with self.store.read(consistent=True) as c:
-            rows = photo_queries.unnamed_embeddings(c, album)
-        if not rows:
+            ids, vecs = photo_queries.unnamed_embeddings(c, album)
+        if not len(ids):
             return {"faces": 0, "clusters": 0}
-        ids = np.array([r[0] for r in rows], dtype=np.int64)
-        vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), -1)
         report("grouping", len(ids))
         labels = clusters.cluster(vecs, threshold, method=method)
         report("writing", len(ids))
@@ -261,10 +258,6 @@ class Photos:
             photo_queries.set_clusters(c, [(f, into) for f in b])
             self.store.audit(c, "merge_clusters", actor=actor, cluster=into, merged=other)
         return len(a) + len(b)
-
-
-def _box(raw: str | None) -> list[float] | None:
-    return json.loads(raw) if raw else None
 
 
 def join_clusters(c: Conn, index: Vectors, ids: list[int], vecs: np.ndarray, within: float) -> None:
