@@ -5,11 +5,15 @@ Each subcommand imports its module only when run, so `facesearch serve` never lo
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 import logging
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+
+from model.train import commands as training_commands
 
 COMMANDS = {
     "serve": ("facesearch.serve", "run the HTTP service (uvicorn, one worker)"),
@@ -37,9 +41,17 @@ def missing_files(command: str, paths: Iterable[Path | None]) -> bool:
     return bool(missing)
 
 
-# the commands that need the train extra (pip install 'facesearch[train]')
-TRAINING = {"align", "import-dlib", "teacher", "train", "evaluate", "evaluate-cfp", "calibrate-openset", "average",
-            "export"}
+# the commands that need the train extra (pip install 'facesearch[train]'): their options are parsed before their
+# module is imported (model/train/commands.py), so --help and a mistyped option answer at once
+TRAINING = set(training_commands.OPTIONS)
+
+
+def docstring(module: str) -> str | None:
+    """A module's docstring, read from its source without importing it (a training module imports torch)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        return None
+    return ast.get_docstring(ast.parse(Path(spec.origin).read_text()))
 
 
 def _usage() -> str:
@@ -61,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # FAISS's loader reports each CPU build it tries at INFO ("Could not load library with AVX2 support"): noise
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    if name in TRAINING:
+        training_commands.parser(name, docstring(COMMANDS[name][0])).parse_args(rest)  # exits on --help or a mistake
     try:
         module = importlib.import_module(COMMANDS[name][0])
         return int(module.main(rest) or 0)

@@ -24,7 +24,8 @@ from torch import nn
 
 from model.dlib_resnet import DLIB_MEAN_RGB, DLIB_SCALE, DlibResNet
 from model.errors import CheckpointError
-from model.faces import ARCFACE_TEMPLATE_112, CHIPS, Aligner
+from model.faces import ARCFACE_TEMPLATE_112, Aligner
+from model.names import CHIPS
 
 CHECKPOINT_FORMAT = "facesearch-encoder/1"
 SHIPPED_CHECKPOINT = Path(__file__).parent / "weights" / "encoder.pt"
@@ -58,7 +59,6 @@ class EncoderConfig:
         return cfg
 
 
-ARCHS = ("mobilenet_v2", "dlib_resnet_v1")
 RUNTIMES = ("torch", "onnx")
 # MTCNN's five points (eye centres, nose tip, mouth corners) where they sit on average in dlib's 150x150 chip,
 # measured on 197 of dlib's own chips of LFW photos outside the evaluation folds (../shared/notes/dlib-resnet-v1.md):

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from model.names import CHIPS
+
 # The common ArcFace 112x112 template: left eye, right eye, nose tip, left and right mouth corners
 # (left/right as seen in the photo).
 ARCFACE_TEMPLATE_112 = np.array(
@@ -156,9 +158,6 @@ def face_in_source(geometry: dict[str, object]) -> Face:
     """The face of a source crop, in the crop's pixels (for :class:`Aligner`)."""
     return Face(box=np.asarray(geometry["box"], dtype=np.float64), score=float(geometry.get("score", 0.0)),  # type: ignore[arg-type]
                 landmarks=np.asarray(geometry["landmarks"], dtype=np.float64))
-
-
-CHIPS = ("template", "dlib5")
 
 
 class Aligner:

@@ -7,7 +7,6 @@ the centred template was used). Reruns skip photos already in the index (resumab
 
 from __future__ import annotations
 
-import argparse
 import logging
 import multiprocessing as mp
 from collections.abc import Iterator
@@ -19,7 +18,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from model.encoder import ARCHS, EncoderConfig, new_config
+from model.encoder import EncoderConfig, new_config
+from model.train.commands import parser
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".bmp", ".webp"}
@@ -92,13 +92,7 @@ def align_tree(root: Path, out: Path, config: EncoderConfig, *, workers: int = 2
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="facesearch align", description=__doc__)
-    p.add_argument("--data", type=Path, required=True, help="identity-per-folder tree")
-    p.add_argument("--out", type=Path, required=True, help="cache folder for the aligned crops")
-    p.add_argument("--arch", choices=ARCHS, default="dlib_resnet_v1", help="whose chip to cut")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--min-face-size", type=int, default=20)
-    a = p.parse_args(argv)
+    a = parser("align", __doc__).parse_args(argv)
     config = new_config(a.arch)
     counts = align_tree(a.data, a.out, config, workers=a.workers, min_face_size=a.min_face_size)
     log.info("aligned %s: %s", a.data, counts)

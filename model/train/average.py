@@ -10,13 +10,13 @@ mixes unevenly: a fine-tuned model and the model it started from, mixed (WiSE-FT
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 
 from model.encoder import EncoderConfig, build_model, read_checkpoint, save_checkpoint
 from model.errors import CheckpointError
+from model.train.commands import parser
 
 
 def average(paths: list[Path], out: Path, weights: list[float] | None = None) -> None:
@@ -51,10 +51,7 @@ def average(paths: list[Path], out: Path, weights: list[float] | None = None) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="facesearch average", description=__doc__)
-    p.add_argument("checkpoints", type=Path, nargs="+", help="two or more checkpoints of one run")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--weights", type=float, nargs="+", help="one per checkpoint (default: equal)")
+    p = parser("average", __doc__)
     a = p.parse_args(argv)
     if len(a.checkpoints) < 2:
         p.error("give at least two checkpoints")

@@ -21,7 +21,6 @@ are read.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from model.train.commands import parser
 
 log = logging.getLogger(__name__)
 PEOPLE_PER_SPLIT = 50
@@ -207,20 +208,7 @@ def evaluate(root: Path, splits: list[int], checkpoint: Path | None = None, flip
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="facesearch evaluate-cfp", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", type=Path, required=True, help="the CFP tree (the folder holding Protocol/ and Data/)")
-    p.add_argument("--splits", default="9-10", help="splits measured (6-10 allowed; default 9-10)")
-    p.add_argument("--checkpoint", type=Path, help="default: the shipped weights")
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                   help="mirror averaging (default: as the checkpoint says)")
-    p.add_argument("--reference", choices=["dlib"], help="also run dlib's own pipeline on the same pairs")
-    p.add_argument("--json", type=Path, help="write the report here")
-    p.add_argument("--train-tree", type=Path,
-                   help="instead of evaluating: link the photos of the --train-splits' people into an "
-                        "identity-per-folder tree here, for facesearch train --data")
-    p.add_argument("--train-splits", default="6-8", help="splits whose people --train-tree links (6-8 at most)")
-    a = p.parse_args(argv)
+    a = parser("evaluate-cfp", __doc__).parse_args(argv)
     if a.train_tree:
         splits = parse_splits(a.train_splits)
         if not set(splits) <= set(TRAIN_SPLITS):

@@ -7,7 +7,6 @@ failure). Writes OUT/report.json, OUT/roc.png and OUT/distances.png.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -20,6 +19,7 @@ from tqdm import tqdm
 
 from model.encoder import Embedder, load_encoder
 from model.faces import FaceDetector
+from model.train.commands import parser
 from model.train.lfw import parse_folds, people_in_folds, read_pairs
 from model.train.metrics import eer, kfold_accuracy, roc_auc, roc_curve, val_at_far
 from model.train.subject import central_face, fallback_face
@@ -157,21 +157,7 @@ def dlib_distances(data: Path, pairs: list[Any]) -> tuple[np.ndarray, int, float
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="facesearch evaluate", description=__doc__)
-    p.add_argument("--data", type=Path, required=True, help="LFW tree (lfw-deepfunneled)")
-    p.add_argument("--pairs", type=Path, required=True, help="pairs.txt (View 2)")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--checkpoint", type=Path, help="default: the shipped weights")
-    p.add_argument("--folds", help="e.g. 1-2; default: the folds the checkpoint's card kept out of training")
-    p.add_argument("--force", action="store_true", help="allow folds whose people were trained on")
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                   help="average each face's embedding with its mirror image (default: as the checkpoint says)")
-    p.add_argument("--distributions", action="store_true",
-                   help="also measure genuine/impostor distances over all photos of the folds' people")
-    p.add_argument("--reference", choices=["dlib"], help="evaluate a reference model on the same pairs")
-    p.add_argument("--chips", type=Path,
-                   help="read the chips from this `facesearch align` cache of --data (cut as evaluation cuts them)")
-    a = p.parse_args(argv)
+    a = parser("evaluate", __doc__).parse_args(argv)
 
     embedder, card = load_encoder(a.checkpoint, flip=a.flip)
     trained_out = (card.get("training") or {}).get("excluded_folds") or []

@@ -6,7 +6,6 @@ Writes ``OUT/encoder.pt`` (config, weights and model card; no optimizer state) a
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import hashlib
 import io
@@ -16,7 +15,15 @@ from typing import Any
 
 import torch
 
-from model.encoder import EncoderConfig, build_model, describe_arch, read_checkpoint, save_checkpoint
+from model.encoder import (
+    SHIPPED_CHECKPOINT,
+    EncoderConfig,
+    build_model,
+    describe_arch,
+    read_checkpoint,
+    save_checkpoint,
+)
+from model.train.commands import parser
 
 
 def describe(config: EncoderConfig) -> tuple[str, str]:
@@ -64,11 +71,8 @@ def build_card(config: EncoderConfig, training: dict[str, Any], report: dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="facesearch export", description=__doc__)
-    p.add_argument("--checkpoint", type=Path, required=True, help="training checkpoint (last.pt)")
-    p.add_argument("--report", type=Path, required=True, help="report.json of `facesearch evaluate --distributions`")
-    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "weights")
-    a = p.parse_args(argv)
+    a = parser("export", __doc__).parse_args(argv)
+    out: Path = a.out or SHIPPED_CHECKPOINT.parent
     ckpt = read_checkpoint(a.checkpoint)
     config = EncoderConfig.from_dict(ckpt["config"])
     buf = io.BytesIO()
@@ -82,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(config)
     model.load_state_dict(ckpt["state_dict"])
     card = build_card(config, (ckpt.get("card") or {}).get("training", {}), report)
-    save_checkpoint(a.out / "encoder.pt", model, card=card)
-    (a.out / "model_card.json").write_text(json.dumps(card, indent=2))
-    print(f"wrote {a.out / 'encoder.pt'} ({config.model_version})")
+    save_checkpoint(out / "encoder.pt", model, card=card)
+    (out / "model_card.json").write_text(json.dumps(card, indent=2))
+    print(f"wrote {out / 'encoder.pt'} ({config.model_version})")
     return 0

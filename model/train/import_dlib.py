@@ -7,7 +7,6 @@ the file comes from the ``face_recognition_models`` package (the ``train`` extra
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.util
 import json
@@ -16,7 +15,7 @@ from typing import Any
 
 from model.dlib_resnet import DLIB_DAT, read_dlib_weights
 from model.encoder import build_model, dlib_config, save_checkpoint
-from model.faces import CHIPS
+from model.train.commands import parser
 
 LINEAGE = ("dlib's face recognition ResNet v1 (Davis King; dlib_face_recognition_resnet_model_v1.dat, public "
            "domain: CC0), trained by its author on about 3M faces of 7,485 people (VGG Face, FaceScrub, "
@@ -55,13 +54,7 @@ def import_dlib(dat: Path, out: Path, chip: str = "dlib5") -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="facesearch import-dlib", description=__doc__)
-    p.add_argument("--out", type=Path, required=True, help="checkpoint to write, e.g. runs/dlib/last.pt")
-    p.add_argument("--dat", type=Path, help=f"dlib's {DLIB_DAT} (default: face_recognition_models')")
-    p.add_argument("--chip", choices=CHIPS, default="dlib5",
-                   help="dlib5: dlib's 5-point chip in MTCNN's box; "
-                        "template: MTCNN's five points onto dlib's mean face")
-    a = p.parse_args(argv)
+    a = parser("import-dlib", __doc__).parse_args(argv)
     dat = a.dat or dlib_models_dir() / DLIB_DAT
     card = import_dlib(dat, a.out, a.chip)
     print(json.dumps({"wrote": str(a.out), **card["training"]}, indent=2))

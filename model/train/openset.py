@@ -25,7 +25,6 @@ version stay, so galleries need no re-embedding).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from dataclasses import dataclass
@@ -38,11 +37,11 @@ from PIL import Image
 from model.encoder import SHIPPED_CHECKPOINT, Embedder, load_encoder, read_checkpoint
 from model.train.align import read_index
 from model.train.cfp import NO_FACE_DISTANCE, Cfp
+from model.train.commands import parser
 from model.train.lfw import parse_folds, people_in_folds, read_pairs
 from model.train.metrics import accuracy_at, best_threshold
 
 log = logging.getLogger(__name__)
-SIZES = (100, 300, 1000, 3000, 10000, 30000)
 FPIRS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
 
 
@@ -181,22 +180,10 @@ def write_card(checkpoint: Path, card_json: Path | None, updates: dict[str, Any]
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="facesearch calibrate-openset", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--strangers", type=Path, required=True, help="chips of people the encoder never saw (CFP 6-8)")
-    p.add_argument("--fillers", type=Path, action="append", required=True, help="chips of other people (repeat)")
-    p.add_argument("--exclude-pairs", type=Path, required=True, help="LFW pairs.txt: its folds' people are kept out")
-    p.add_argument("--exclude-folds", default="1-2")
-    p.add_argument("--cfp", type=Path, required=True, help="CFP tree: splits 6-8 frontal pairs fit verification")
-    p.add_argument("--lfw-chips", type=Path, required=True, help="LFW chips: folds 1-2 measured at that threshold")
-    p.add_argument("--checkpoint", type=Path, default=SHIPPED_CHECKPOINT)
-    p.add_argument("--cache", type=Path, default=Path("cache/openset"))
-    p.add_argument("--sizes", default=",".join(map(str, SIZES)), help="gallery sizes (faces); the pool's size is added")
-    p.add_argument("--json", type=Path, help="write the report here")
-    p.add_argument("--write", action="store_true", help="put the table and threshold into the checkpoint's card")
-    a = p.parse_args(argv)
+    a = parser("calibrate-openset", __doc__).parse_args(argv)
+    checkpoint: Path = a.checkpoint or SHIPPED_CHECKPOINT
 
-    embedder, card = load_encoder(a.checkpoint)
+    embedder, card = load_encoder(checkpoint)
     version = str(card.get("model_version"))
     folds = parse_folds(a.exclude_folds)
     held_out = people_in_folds(read_pairs(a.exclude_pairs), folds)
@@ -221,10 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.json:
         a.json.write_text(json.dumps(report, indent=2) + "\n")
     if a.write:
-        card_json = a.checkpoint.parent / "model_card.json"
-        write_card(a.checkpoint, card_json if card_json.exists() else None,
+        card_json = checkpoint.parent / "model_card.json"
+        write_card(checkpoint, card_json if card_json.exists() else None,
                    {"openset": table, "thresholds": {"verification": verification,
                                                      "verification_fitted_on": "CFP splits 6-8 frontal pairs",
                                                      "verification_accuracy": lfw["accuracy"]}})
-        log.info("wrote the open-set table and verification threshold into %s", a.checkpoint)
+        log.info("wrote the open-set table and verification threshold into %s", checkpoint)
     return 0

@@ -13,7 +13,6 @@ embedded, so no evaluation face reaches training through the teacher either.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import multiprocessing as mp
 from pathlib import Path
@@ -24,6 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from model.train.align import list_images
+from model.train.commands import parser
 from model.train.lfw import parse_folds, people_in_folds, read_pairs
 
 log = logging.getLogger(__name__)
@@ -124,13 +124,7 @@ def embed_tree(root: Path, out: Path, *, exclude: set[str], workers: int = 2) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="facesearch teacher", description=__doc__)
-    p.add_argument("--data", type=Path, action="append", required=True, help="identity-per-folder tree (repeat)")
-    p.add_argument("--out", type=Path, default=Path("cache/teacher"), help="folder for the embeddings")
-    p.add_argument("--exclude-pairs", type=Path, help="LFW pairs.txt whose fold people are never embedded")
-    p.add_argument("--exclude-folds", default="1-2")
-    p.add_argument("--workers", type=int, default=2)
-    a = p.parse_args(argv)
+    a = parser("teacher", __doc__).parse_args(argv)
     exclude = people_in_folds(read_pairs(a.exclude_pairs), parse_folds(a.exclude_folds)) if a.exclude_pairs else set()
     for root in a.data:
         counts = embed_tree(root, a.out, exclude=exclude, workers=a.workers)

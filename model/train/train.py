@@ -31,7 +31,6 @@ from torch import nn
 from tqdm import tqdm
 
 from model.encoder import (
-    ARCHS,
     Embedder,
     EncoderConfig,
     Preprocess,
@@ -42,6 +41,7 @@ from model.encoder import (
     save_checkpoint,
 )
 from model.errors import CheckpointError
+from model.train.commands import parser
 from model.train.data import Augment, cache_dir_for, load_crops
 from model.train.lfw import parse_folds, people_in_folds, read_pairs
 from model.train.losses import Mining, distillation_loss, relational_distillation_loss, triplet_loss
@@ -58,54 +58,6 @@ DISTILL = {
 
 CSV_FIELDS = ["epoch", "step", "seconds", "lr", "loss", "triplet_loss", "cosface_loss", "distill_loss",
               "active_fraction", "mining", "heldout_accuracy"]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="facesearch train", description=__doc__)
-    p.add_argument("--data", type=Path, action="append", required=True, help="identity-per-folder tree (repeat)")
-    p.add_argument("--cache", type=Path, default=Path("cache/aligned"), help="aligned-crop cache folder")
-    p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, log, curves)")
-    p.add_argument("--exclude-pairs", type=Path, help="LFW pairs.txt whose fold people are kept out")
-    p.add_argument("--exclude-folds", default="1-2")
-    p.add_argument("--exclude-people", type=Path,
-                   help="a file of identities (folder names, one per line, # comments) kept out of training")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--steps-per-epoch", type=int, default=200)
-    p.add_argument("--identities", "-P", type=int, default=32, help="identities per batch (P)")
-    p.add_argument("--per-identity", "-K", type=int, default=4, help="images per identity (K)")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--warmup-steps", type=int, default=200)
-    p.add_argument("--margin", type=float, default=0.2)
-    p.add_argument("--mining", choices=["semihard", "hard", "all"], default="semihard")
-    p.add_argument("--hard-after", type=float, default=1.0,
-                   help="fraction of training after which mining switches to hard negatives (1 = never)")
-    p.add_argument("--cosface-weight", type=float, default=0.0, help="auxiliary CosFace identity loss weight")
-    p.add_argument("--teacher", type=Path, help="folder of teacher embeddings (facesearch teacher --out)")
-    p.add_argument("--distill-weight", type=float, default=1.0, help="weight of the teacher-matching loss")
-    p.add_argument("--distill", choices=["embedding", "relational"], default="embedding",
-                   help="match the teacher's vector per photo, or its squared distances between the batch's photos")
-    p.add_argument("--mirror-distill", type=float, default=0.0,
-                   help="weight of a second target per photo: the --init model's mirror-averaged embedding of it "
-                        "(frozen, same augmented batch). Anchors the fine-tuning to what the start knew, and teaches "
-                        "one forward pass what the start needed two (photo and mirror image) for")
-    p.add_argument("--init", type=Path,
-                   help="start from this checkpoint's weights; its architecture, chip and input come with it "
-                        "(facesearch import-dlib makes dlib's ResNet one)")
-    p.add_argument("--freeze", default="",
-                   help="dlib_resnet_v1: comma-separated stages kept as they are (stem, blocks32, blocks64, "
-                        "blocks128, blocks256, fc)")
-    p.add_argument("--embedding-size", type=int, default=128)
-    p.add_argument("--input-size", type=int, default=112)
-    p.add_argument("--arch", choices=ARCHS, default="mobilenet_v2", help="without --init: the network to train")
-    p.add_argument("--no-imagenet", action="store_true", help="random init (tests only)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: all cores)")
-    p.add_argument("--max-minutes", type=float, default=0.0,
-                   help="time budget over all resumes: the learning-rate schedule follows whichever of steps or "
-                        "time is further along, and training stops (with a checkpoint) when the budget is spent")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("--seed", type=int, default=0)
-    return p
 
 
 def portable(arg: str) -> str:
@@ -243,7 +195,7 @@ def plot_curves(log_path: Path, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parser("train", __doc__).parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     random.seed(args.seed)

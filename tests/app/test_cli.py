@@ -90,6 +90,6 @@ def test_usual_mistakes_answer_one_line_and_status_2(tmp_path: Path, capsys: pyt
     for module in [*loaded, "pytorch_metric_learning"]:
         monkeypatch.setitem(sys.modules, module, None)  # as if not installed, whatever imported it before
     monkeypatch.delitem(sys.modules, "model.train.train", raising=False)
-    assert cli.main(["train", "--help"]) == 2
+    assert cli.main(["train", "--data", str(tmp_path / "tree"), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "needs the Python package 'pytorch_metric_learning'" in err and "pip install 'facesearch[train]'" in err

@@ -66,6 +66,31 @@ def test_cli_help() -> None:
     assert bad.returncode == 2 and "unknown command" in bad.stderr
 
 
+# every training command's help and usage errors, in a fresh interpreter that must not import torch for them
+_HELP_WITHOUT_TORCH = """
+import sys
+from facesearch import cli
+from model.train.commands import OPTIONS
+for command in OPTIONS:
+    for argv, code in (["--help"], 0), (["--no-such-option"], 2):
+        try:
+            cli.main([command, *argv])
+        except SystemExit as e:
+            assert e.code == code, (command, argv, e.code)
+        else:
+            raise AssertionError(f"{command} {argv} did not exit")
+print(len(OPTIONS), sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "facenet_pytorch")))
+"""
+
+
+def test_training_commands_answer_help_without_importing_torch() -> None:
+    run = subprocess.run([sys.executable, "-c", _HELP_WITHOUT_TORCH], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[-1] == "9 []", run.stdout[-500:]
+    assert "usage: facesearch calibrate-openset" in run.stdout and "CFP (Celebrities in Frontal-Profile" in run.stdout
+    assert "facesearch train: error: the following arguments are required: --data, --out" in run.stderr
+
+
 def test_serve_starts_a_real_server(tmp_path: Path, server_factory) -> None:  # type: ignore[no-untyped-def]
     server = server_factory(tmp_path / "data")
     server.wait_ready()
