@@ -2,11 +2,13 @@
 commit (checked out in a temporary git worktree) and at the working tree, alternated, so both sides share the
 machine's load.
 
-    python bench/compare.py REV [--rounds 2] [--people 300] [--probes 200] [--json PATH]
+    python bench/compare.py REV [--rounds 2] [--people 300] [--probes 200] [--encoder] [--json PATH]
 
 For each figure: the median of each side's rounds and after/before. Gallery figures (synthetic vectors, no model):
 bulk add rate, exact search p50 through the gallery, single add and delete latency, start-up from the snapshot;
-API figures (the server in its own process, LFW photos): /v1/search p50 and photos/s with 8 clients.
+API figures (the server in its own process, LFW photos): /v1/search p50 and photos/s with 8 clients; with
+``--encoder``, bench/encoder.py's figures too (MTCNN per photo, photo to embedding, faces/s as served, and dlib's
+in each side's run).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 GALLERY = ["bulk_add_per_s", "gallery_search_p50_ms_100k", "gallery_search_p50_ms_1m", "single_add_p50_ms",
            "single_delete_p50_ms_100k", "single_delete_p50_ms_1m", "startup_1m_s"]
 API = ["search_p50_ms", "search_p99_ms", "photos_per_s_c8"]
+ENCODER = ["mtcnn_ms_per_photo", "ours_photo_to_embedding_ms", "dlib_photo_to_embedding_ms", "path_ratio",
+           "ours_shipped_faces_per_s_b32", "descriptor_ratio_b32_as_shipped"]
 
 
 def run(side: Path, script: str, args: list[str]) -> dict[str, float]:
@@ -44,6 +48,7 @@ def main() -> None:
     p.add_argument("--people", type=int, default=300, help="LFW people enrolled for bench/api.py")
     p.add_argument("--probes", type=int, default=200)
     p.add_argument("--gallery-only", action="store_true", help="bench/gallery.py only (no model, a few minutes)")
+    p.add_argument("--encoder", action="store_true", help="also bench/encoder.py (a few minutes a side)")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
     commit = subprocess.run(["git", "rev-parse", a.rev], cwd=ROOT, check=True, capture_output=True,
@@ -65,12 +70,14 @@ def main() -> None:
                     if not a.gallery_only:
                         fig.update(run(side, "api.py", ["--no-dlib", "--people", str(a.people),
                                                        "--probes", str(a.probes)]))
+                    if a.encoder:
+                        fig.update(run(side, "encoder.py", []))
                     runs[name].append(fig)
                     print(f"round {r + 1} {name} done", file=sys.stderr)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, check=False)
     table = {}
-    for key in GALLERY + ([] if a.gallery_only else API):
+    for key in GALLERY + ([] if a.gallery_only else API) + (ENCODER if a.encoder else []):
         b = statistics.median(f[key] for f in runs["before"])
         x = statistics.median(f[key] for f in runs["after"])
         table[key] = {"before": b, "after": x, "after_over_before": x / b}

@@ -68,7 +68,7 @@ def main() -> None:
     hog, predictor, resnet = dlib_pipeline()
     paths = sorted(LFW.glob("*/*_0001.jpg"))[: a.photos]
     photos = [np.ascontiguousarray(np.asarray(Image.open(x).convert("RGB"))) for x in paths]
-    detector = FaceDetector()
+    detector = FaceDetector(threads=a.threads)
     plain, card = load_encoder(a.checkpoint, flip=False)
     mirrored, _ = load_encoder(a.checkpoint, flip=True)
     shipped, _ = load_encoder(a.checkpoint, runtime=a.runtime)

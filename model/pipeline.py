@@ -131,7 +131,7 @@ class FacePipeline:
         self.embedder, self.card = load_encoder(checkpoint, max_batch=max_batch, runtime=runtime)
         self.model_version: str = self.card["model_version"]
         self.calibration = Calibration(self.card)
-        self.detector = FaceDetector(min_face_size=min_face_size, max_side=detect_max_side)
+        self.detector = FaceDetector(min_face_size=min_face_size, max_side=detect_max_side, threads=torch_threads)
         self.max_pixels = max_pixels
         self.batcher = Batcher(self.embedder, max_batch=max_batch, wait_ms=batch_wait_ms, on_batch=on_batch)
 

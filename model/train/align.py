@@ -41,7 +41,7 @@ def _init_worker(min_face_size: int, config: dict[str, Any]) -> None:
 
     torch.set_num_threads(1)
     global _detector, _aligner
-    _detector = FaceDetector(min_face_size=min_face_size)
+    _detector = FaceDetector(min_face_size=min_face_size, threads=1)
     _aligner = make_aligner(EncoderConfig.from_dict(config))
 
 

@@ -1,0 +1,207 @@
+"""MTCNN (Zhang et al. 2016): its three networks run by ONNX Runtime, the cascade around them in NumPy.
+
+The computation is facenet-pytorch's ``detect_face`` (whose bundled weights these are), step for step: an image
+pyramid resampled by area averaging, P-Net's proposals per scale, NMS per scale (IoU 0.5) and across scales (0.7),
+R-Net and then O-Net on area-resampled crops of the squared boxes, O-Net's landmarks, and a last NMS on the
+smaller box's area (0.7). What changed is how, not what: the networks run in ONNX Runtime, and each area resampling (a
+pyramid level, a crop) is two small matrix products instead of PyTorch's adaptive pooling, which took a fifth of
+detection's time. Boxes, scores and
+landmarks equal facenet-pytorch's within float rounding (tests/model/test_mtcnn.py).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+
+from model.onnx_runtime import session, to_onnx
+
+THRESHOLDS = (0.6, 0.7, 0.7)  # P-Net, R-Net, O-Net face scores (facenet-pytorch's defaults)
+FACTOR = 0.709  # pyramid step: each level's side times this
+
+
+class Mtcnn:
+    """uint8 (H, W, 3) RGB -> boxes (N, 4) x1 y1 x2 y2, scores (N,), landmarks (N, 5, 2), in the photo's pixels."""
+
+    def __init__(self, *, min_face_size: int = 20, threads: int = 2) -> None:
+        import torch
+        from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+
+        self.min_face_size = min_face_size
+        free = {0: "n"}
+        self.pnet = session(to_onnx(PNet(), torch.zeros(1, 3, 24, 24), ["x"], ["reg", "prob"],
+                                    {"x": {2: "h", 3: "w"}, "reg": {2: "h", 3: "w"}, "prob": {2: "h", 3: "w"}}),
+                            threads=threads)
+        self.rnet = session(to_onnx(RNet(), torch.zeros(2, 3, 24, 24), ["x"], ["reg", "prob"],
+                                    {"x": free, "reg": free, "prob": free}), threads=threads)
+        self.onet = session(to_onnx(ONet(), torch.zeros(2, 3, 48, 48), ["x"], ["reg", "points", "prob"],
+                                    {"x": free, "reg": free, "points": free, "prob": free}), threads=threads)
+
+    def detect(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        h, w = rgb.shape[:2]
+        boxes = self._proposals(rgb)
+        if len(boxes):
+            boxes = self._refine(rgb, boxes)
+        if len(boxes):
+            boxes, crops = crops_of(rgb, boxes, 48)
+        if not len(boxes):
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
+        return self._output(boxes, crops)
+
+    def _proposals(self, rgb: np.ndarray) -> np.ndarray:
+        """P-Net over the pyramid: candidate boxes (N, 5) x1 y1 x2 y2 score, regressed and squared."""
+        h, w = rgb.shape[:2]
+        found = []
+        for scale in pyramid(h, w, self.min_face_size):
+            size = (int(h * scale + 1), int(w * scale + 1))
+            level = area_resample(rgb, size)[None]
+            reg, prob = self.pnet.run(None, {"x": normalise(level)})
+            boxes = grid_boxes(reg[0], prob[0, 1], scale, THRESHOLDS[0])
+            found.append(boxes[nms(boxes[:, :4], boxes[:, 4], 0.5)])
+        boxes = np.concatenate(found) if found else np.zeros((0, 9), np.float32)
+        boxes = boxes[nms(boxes[:, :4], boxes[:, 4], 0.7)]
+        size = boxes[:, 2:4] - boxes[:, 0:2]
+        regressed = boxes[:, :4] + boxes[:, 5:9] * np.concatenate([size, size], axis=1)
+        return square(np.concatenate([regressed, boxes[:, 4:5]], axis=1))
+
+    def _refine(self, rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """R-Net on 24x24 crops: the boxes it keeps, regressed and squared."""
+        boxes, crops = crops_of(rgb, boxes, 24)
+        if not len(boxes):
+            return boxes
+        reg, prob = self.rnet.run(None, {"x": normalise(crops)})
+        keep = prob[:, 1] > THRESHOLDS[1]
+        boxes = np.concatenate([boxes[keep, :4], prob[keep, 1:2]], axis=1)
+        reg = reg[keep]
+        pick = nms(boxes[:, :4], boxes[:, 4], 0.7)
+        return square(regress(boxes[pick], reg[pick]))
+
+    def _output(self, boxes: np.ndarray, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """O-Net on the boxes' 48x48 crops: final boxes, scores and five landmarks each."""
+        reg, points, prob = self.onet.run(None, {"x": normalise(crops)})
+        keep = prob[:, 1] > THRESHOLDS[2]
+        boxes = np.concatenate([boxes[keep, :4], prob[keep, 1:2]], axis=1)
+        reg, points = reg[keep], points[keep]
+        side_w = boxes[:, 2:3] - boxes[:, 0:1] + 1
+        side_h = boxes[:, 3:4] - boxes[:, 1:2] + 1
+        landmarks = np.stack([side_w * points[:, :5] + boxes[:, 0:1] - 1,
+                              side_h * points[:, 5:] + boxes[:, 1:2] - 1], axis=2)
+        boxes = regress(boxes, reg)
+        pick = nms_min(boxes[:, :4], boxes[:, 4], 0.7)
+        return boxes[pick, :4], boxes[pick, 4], landmarks[pick]
+
+
+def pyramid(h: int, w: int, min_face_size: int) -> list[float]:
+    """The scales at which P-Net's 12-px window sees faces of ``min_face_size`` px and up."""
+    scale = 12.0 / min_face_size
+    side = min(h, w) * scale
+    scales = []
+    while side >= 12:
+        scales.append(scale)
+        scale *= FACTOR
+        side *= FACTOR
+    return scales
+
+
+@functools.lru_cache(maxsize=4096)
+def area_weights(length: int, n: int) -> np.ndarray:
+    """(n, length) float32: output i averages inputs floor(i*L/n) .. ceil((i+1)*L/n) - 1, as PyTorch's
+    ``interpolate(mode="area")`` (adaptive average pooling) does."""
+    i = np.arange(n)
+    lo = (i * length) // n
+    hi = -((-(i + 1) * length) // n)
+    k = np.arange(length)
+    inside = (k >= lo[:, None]) & (k < hi[:, None])
+    out: np.ndarray = (inside / (hi - lo)[:, None]).astype(np.float32)
+    out.flags.writeable = False
+    return out
+
+
+def area_resample(region: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An (H, W, 3) region of the photo resampled to ``size`` by area averaging: float32 (h, w, 3).
+    Averaging is separable: one matrix product over the rows, one over the columns."""
+    (h, w), (oh, ow) = region.shape[:2], size
+    rows = area_weights(h, oh) @ region.reshape(h, w * 3).astype(np.float32)  # (oh, w * 3)
+    cols = rows.reshape(oh, w, 3).transpose(0, 2, 1).reshape(oh * 3, w) @ area_weights(w, ow).T  # (oh * 3, ow)
+    out: np.ndarray = cols.reshape(oh, 3, ow).transpose(0, 2, 1)
+    return out
+
+
+def normalise(pixels: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) 0-255 -> the networks' (N, 3, H, W) input, (x - 127.5) / 128."""
+    return np.ascontiguousarray(((pixels - np.float32(127.5)) * np.float32(0.0078125)).transpose(0, 3, 1, 2))
+
+
+def grid_boxes(reg: np.ndarray, prob: np.ndarray, scale: float, threshold: float) -> np.ndarray:
+    """P-Net's map -> boxes (N, 9): x1 y1 x2 y2 score and four offsets, for the cells scoring >= threshold."""
+    ys, xs = np.nonzero(prob >= threshold)
+    cells = np.stack([xs, ys], axis=1).astype(np.float32)
+    s = np.float32(scale)
+    q1 = np.floor((2 * cells + 1) / s)
+    q2 = np.floor((2 * cells + 12) / s)
+    return np.concatenate([q1, q2, prob[ys, xs, None], reg[:, ys, xs].T], axis=1).astype(np.float32)
+
+
+def regress(boxes: np.ndarray, reg: np.ndarray) -> np.ndarray:
+    """Boxes (N, 5) moved by the network's offsets (N, 4), in units of the box's side (pixels inclusive)."""
+    out = boxes.copy()
+    side = np.concatenate([boxes[:, 2:4] - boxes[:, 0:2] + 1] * 2, axis=1)
+    out[:, :4] = boxes[:, :4] + reg * side
+    return out
+
+
+def square(boxes: np.ndarray) -> np.ndarray:
+    """Each box (N, 5) widened to a square on its longer side, about its centre."""
+    out = boxes.copy()
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    side = np.maximum(w, h)
+    out[:, 0] = boxes[:, 0] + w * 0.5 - side * 0.5
+    out[:, 1] = boxes[:, 1] + h * 0.5 - side * 0.5
+    out[:, 2] = out[:, 0] + side
+    out[:, 3] = out[:, 1] + side
+    return out
+
+
+def crops_of(rgb: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The part of each box inside the photo, resampled to size x size; boxes wholly outside it are dropped."""
+    h, w = rgb.shape[:2]
+    edges = np.trunc(boxes[:, :4]).astype(np.int64)
+    x0 = np.maximum(edges[:, 0], 1) - 1
+    y0 = np.maximum(edges[:, 1], 1) - 1
+    x1 = np.minimum(edges[:, 2], w)
+    y1 = np.minimum(edges[:, 3], h)
+    inside = (x1 > x0) & (y1 > y0)
+    crops = [area_resample(rgb[a:b, c:d], (size, size)) for a, b, c, d in np.stack([y0, y1, x0, x1], axis=1)[inside]]
+    return boxes[inside], np.stack(crops) if crops else np.zeros((0, size, size, 3), np.float32)
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
+    """Greedy non-maximum suppression as torchvision's ``nms``: kept indices, best score first."""
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    order = np.argsort(-scores, kind="stable")
+    return _greedy(boxes, order, lambda i, rest, inter: inter / (area[i] + area[rest] - inter), iou, 0.0)
+
+
+def nms_min(boxes: np.ndarray, scores: np.ndarray, overlap: float) -> np.ndarray:
+    """MTCNN's last suppression, as facenet-pytorch's ``nms_numpy(..., 'Min')``: overlap over the smaller box's
+    area, pixels inclusive; among equal scores the later box first, as its ascending argsort read backwards."""
+    area = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+    order = np.argsort(scores)[::-1]
+    return _greedy(boxes, order, lambda i, rest, inter: inter / np.minimum(area[i], area[rest]), overlap, 1.0)
+
+
+def _greedy(boxes: np.ndarray, order: np.ndarray, ratio: Any, threshold: float, inclusive: float) -> np.ndarray:
+    """Keep the first box of ``order``, drop the rest whose ``ratio`` of overlap with it exceeds ``threshold``,
+    repeat with what is left."""
+    keep = []
+    while len(order):
+        i, rest = order[0], order[1:]
+        keep.append(i)
+        iw = np.minimum(boxes[i, 2], boxes[rest, 2]) - np.maximum(boxes[i, 0], boxes[rest, 0]) + inclusive
+        ih = np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1]) + inclusive
+        inter = np.maximum(iw, 0.0) * np.maximum(ih, 0.0)
+        order = rest[ratio(i, rest, inter) <= threshold]
+    return np.array(keep, dtype=np.int64)

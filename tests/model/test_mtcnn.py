@@ -1,0 +1,64 @@
+"""Our MTCNN cascade (ONNX Runtime + NumPy) against facenet-pytorch's, which it replaces, on real photos."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from model.mtcnn import Mtcnn, area_resample, nms
+from tests.conftest import LFW, ORL
+
+
+def _photos() -> list[np.ndarray]:
+    lfw = sorted(LFW.glob("*/*.jpg"))[::400]  # 34 LFW photos: 250x250, often several faces
+    orl = [ORL / f"s{p}" / f"{i}.pgm" for p in range(1, 41, 4) for i in (1, 4)]  # 20 small greyscale faces
+    orl.append(ORL / "s19" / "4.pgm")  # O-Net scores two boxes equally: the last suppression's order decides
+    photos = [np.asarray(Image.open(f).convert("RGB")) for f in lfw + orl]
+    group = np.concatenate(photos[:4], axis=1)  # a wide photo with four faces
+    return [*photos, group, np.full((200, 300, 3), 128, np.uint8)]
+
+
+def test_boxes_scores_and_landmarks_equal_facenet_pytorchs() -> None:
+    from facenet_pytorch import MTCNN
+
+    reference = MTCNN(keep_all=True, min_face_size=20, device=torch.device("cpu"), post_process=False)
+    ours = Mtcnn(min_face_size=20, threads=1)
+    found = 0
+    for rgb in _photos():
+        with torch.inference_mode():
+            boxes, scores, points = reference.detect(Image.fromarray(rgb), landmarks=True)
+        b, s, p = ours.detect(rgb)
+        if boxes is None:
+            assert len(b) == 0
+            continue
+        order = np.argsort(-(b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]), kind="stable")  # the reference: largest first
+        assert len(b) == len(boxes)
+        np.testing.assert_allclose(b[order], boxes.astype(np.float32), atol=1e-3)
+        np.testing.assert_allclose(s[order], scores.astype(np.float32), atol=1e-5)
+        np.testing.assert_allclose(p[order], points.astype(np.float32), atol=1e-3)
+        found += len(b)
+    assert found >= 60  # LFW photos hold more than one face now and then; the group photo four
+
+
+def test_area_resampling_equals_pytorchs_area_interpolation() -> None:
+    rgb = np.asarray(Image.open(sorted(LFW.glob("*/*.jpg"))[0]).convert("RGB"))
+    region = rgb[17:140, 3:201]
+    for size in [(150, 150), (24, 24), (48, 48), (7, 300)]:  # down, up, mixed
+        ours = area_resample(region, size)
+        ref = torch.nn.functional.interpolate(torch.from_numpy(region.copy()).permute(2, 0, 1)[None].float(),
+                                              size=size, mode="area")[0].permute(1, 2, 0).numpy()
+        np.testing.assert_allclose(ours, ref, atol=1e-3)
+
+
+@pytest.mark.parametrize("iou", [0.3, 0.5, 0.7])
+def test_nms_keeps_what_torchvision_keeps(iou: float) -> None:
+    from torchvision.ops import nms as reference
+
+    rng = np.random.default_rng(int(iou * 10))
+    corner = rng.uniform(0, 100, (300, 2))
+    boxes = np.concatenate([corner, corner + rng.uniform(5, 40, (300, 2))], axis=1).astype(np.float32)
+    scores = rng.uniform(0, 1, 300).astype(np.float32)
+    kept = reference(torch.from_numpy(boxes), torch.from_numpy(scores), iou).numpy()
+    np.testing.assert_array_equal(nms(boxes, scores, iou), kept)
