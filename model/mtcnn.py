@@ -3,10 +3,10 @@
 The computation is facenet-pytorch's ``detect_face`` (whose bundled weights these are), step for step: an image
 pyramid resampled by area averaging, P-Net's proposals per scale, NMS per scale (IoU 0.5) and across scales (0.7),
 R-Net and then O-Net on area-resampled crops of the squared boxes, O-Net's landmarks, and a last NMS on the
-smaller box's area (0.7). What changed is how, not what: the networks run in ONNX Runtime, and each area resampling (a
-pyramid level, a crop) is two small matrix products instead of PyTorch's adaptive pooling, which took a fifth of
-detection's time. Boxes, scores and
-landmarks equal facenet-pytorch's within float rounding (tests/model/test_mtcnn.py).
+smaller box's area (0.7). What changed is how, not what: the networks run in ONNX Runtime, and each area
+resampling (a pyramid level, a crop) is two small matrix products instead of PyTorch's adaptive pooling, which took
+a fifth of detection's time. Boxes, scores and landmarks equal facenet-pytorch's within float rounding
+(tests/model/test_mtcnn.py; bench/detector.py measures both on ORL, LFW and CFP).
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ class Mtcnn:
                                     {"x": free, "reg": free, "points": free, "prob": free}), threads=threads)
 
     def detect(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        h, w = rgb.shape[:2]
         boxes = self._proposals(rgb)
         if len(boxes):
             boxes = self._refine(rgb, boxes)

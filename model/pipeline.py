@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from PIL import Image
+from threadpoolctl import threadpool_limits
 
 from model.calibration import Calibration
 from model.encoder import Embedder, load_encoder
@@ -128,6 +129,9 @@ class FacePipeline:
                  max_pixels: int = 40_000_000, torch_threads: int = 2, max_batch: int = 64,
                  batch_wait_ms: float = 3.0, on_batch: Any = None, runtime: str = "torch") -> None:
         torch.set_num_threads(torch_threads)
+        # requests run in parallel threads: NumPy's BLAS (MTCNN's resampling) keeps to the calling thread, as
+        # several callers each starting BLAS threads on two cores ran detection at half the photos/s
+        threadpool_limits(1, user_api="blas")
         self.embedder, self.card = load_encoder(checkpoint, max_batch=max_batch, runtime=runtime)
         self.model_version: str = self.card["model_version"]
         self.calibration = Calibration(self.card)
