@@ -14,6 +14,7 @@ def _cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+# Measured with PyTorch running MTCNN and the encoder (before ONNX Runtime ran both; not re-measured since):
 # MTCNN gains almost nothing from intra-op threads (search p50 60 ms with 1 torch thread, 61 ms with 2 on the
 # 2-core machine) while requests detected in parallel use every core (photos/s at concurrency 8: 25.8-26.8 with
 # 1 thread and 2-4 workers, 20.2-22.5 with 2 threads): so few torch threads and more request workers.
