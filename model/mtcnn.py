@@ -104,7 +104,6 @@ def pyramid(h: int, w: int, min_face_size: int) -> list[float]:
     return scales
 
 
-@functools.lru_cache(maxsize=4096)
 def area_weights(length: int, n: int) -> np.ndarray:
     """(n, length) float32: output i averages inputs floor(i*L/n) .. ceil((i+1)*L/n) - 1, as PyTorch's
     ``interpolate(mode="area")`` (adaptive average pooling) does."""
@@ -118,12 +117,18 @@ def area_weights(length: int, n: int) -> np.ndarray:
     return out
 
 
+# The crops' weights (24 or 48 rows) recur from photo to photo and are small (48 x 1024 floats at most), so they are
+# kept; a pyramid level's weights are built per photo (16 a photo at most, and up to megabytes each).
+_crop_weights = functools.lru_cache(maxsize=1024)(area_weights)
+
+
 def area_resample(region: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """An (H, W, 3) region of the photo resampled to ``size`` by area averaging: float32 (h, w, 3).
     Averaging is separable: one matrix product over the rows, one over the columns."""
     (h, w), (oh, ow) = region.shape[:2], size
-    rows = area_weights(h, oh) @ region.reshape(h, w * 3).astype(np.float32)  # (oh, w * 3)
-    cols = rows.reshape(oh, w, 3).transpose(0, 2, 1).reshape(oh * 3, w) @ area_weights(w, ow).T  # (oh * 3, ow)
+    weights = _crop_weights if max(size) <= 48 else area_weights
+    rows = weights(h, oh) @ region.reshape(h, w * 3).astype(np.float32)  # (oh, w * 3)
+    cols = rows.reshape(oh, w, 3).transpose(0, 2, 1).reshape(oh * 3, w) @ weights(w, ow).T  # (oh * 3, ow)
     out: np.ndarray = cols.reshape(oh, 3, ow).transpose(0, 2, 1)
     return out
 
