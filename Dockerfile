@@ -7,18 +7,14 @@ LABEL facesearch.stage=build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-# Where torch comes from. Default: PyTorch's CPU-only wheels (PyPI's Linux wheels carry CUDA: gigabytes a CPU
-# server does not need). Empty: pip's default index (offline mirrors; the image then carries CUDA torch). Its own
-# layer either way, so that a change to the code does not download torch again.
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-RUN pip install ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch>=2.4" "torchvision>=0.19"
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY model ./model
 COPY index ./index
 COPY facesearch ./facesearch
-# the same install as the README's first command; docker-compose.scale.yml adds the Milvus client (EXTRAS=[milvus])
+# the same install as the README's first command: no PyTorch (the service runs the shipped ONNX graphs);
+# docker-compose.scale.yml adds the Milvus client (EXTRAS=[milvus])
 ARG EXTRAS=""
 RUN pip install ".${EXTRAS}"
 

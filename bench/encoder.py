@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import report  # noqa: E402
 
 from model.dlib_chip import DlibChipper  # noqa: E402
-from model.encoder import load_encoder  # noqa: E402
+from model.embedder import load_encoder  # noqa: E402
 from model.faces import FaceDetector  # noqa: E402
 from model.train.subject import central_face  # noqa: E402
 

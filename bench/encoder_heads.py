@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
 from encoder import timed  # noqa: E402
 
-from model.encoder import Encoder, EncoderConfig, fuse_for_inference  # noqa: E402
+from model.embedder import EncoderConfig  # noqa: E402
+from model.encoder import Encoder, fuse_for_inference  # noqa: E402
 
 HEADS = [(32, "avg"), (32, "gdc"), (16, "avg"), (16, "gdc")]
 

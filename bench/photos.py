@@ -267,7 +267,7 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
     elif a.lfw or a.celeba:
         from model.calibration import Calibration
-        from model.encoder import load_encoder
+        from model.embedder import load_encoder
 
         threshold = Calibration(load_encoder(None)[1]).threshold_for_far(1e-4)
         if a.lfw:

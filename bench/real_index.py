@@ -42,7 +42,7 @@ TREES = ("lfw-deepfunneled", "img_align_celeba", "celeba_crops")
 
 def embed_all(checkpoint: Path, cache: Path) -> tuple[np.ndarray, np.ndarray, str]:
     """(embeddings float32 (N, D), identity labels (N,), model version), cached after the first run."""
-    from model.encoder import load_encoder
+    from model.embedder import load_encoder
     from model.train.align import read_index
     from model.train.data import chip_key
 

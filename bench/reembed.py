@@ -57,7 +57,7 @@ def main() -> None:
     from facesearch.enrollment import new_face
     from index.gallery import Gallery
     from model.dlib_resnet import DLIB_DAT
-    from model.encoder import SHIPPED_CHECKPOINT
+    from model.embedder import SHIPPED_CHECKPOINT
     from model.pipeline import FacePipeline, embed_stored
     from model.train.import_dlib import dlib_models_dir, import_dlib
 
@@ -67,12 +67,12 @@ def main() -> None:
         template = Path(tmp) / "dlib-template.pt"
         import_dlib(dlib_models_dir() / DLIB_DAT, template, chip="template")
         seconds = [SHIPPED_CHECKPOINT, template, *(a.second or [])]
-        first = FacePipeline(torch_threads=2)
+        first = FacePipeline(threads=2)
         enrolled = faces_of(first, names, (1, 2), sources=True)
         first.close()
         r["enrolled_faces"] = len(enrolled)
         for i, ckpt in enumerate(seconds):
-            second = FacePipeline(checkpoint=ckpt, torch_threads=2)
+            second = FacePipeline(checkpoint=ckpt, threads=2)
             tag = f"{i}:{second.model_version}"
             folder = Path(tmp) / f"reembedded-{i}"
             g = Gallery(folder, dim=first.dim, model_version=first.model_version + "-as-enrolled")

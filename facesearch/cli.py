@@ -26,6 +26,7 @@ COMMANDS = {
     "calibrate-openset": ("model.train.openset", "search threshold per gallery size, measured on strangers"),
     "average": ("model.train.average", "average the weights of checkpoints from one training run"),
     "export": ("model.train.export", "package a trained checkpoint + its evaluation as shipped weights"),
+    "export-onnx": ("model.train.export_onnx", "write a checkpoint's ONNX graph: served without PyTorch"),
     "gallery": ("facesearch.gallery", "gallery maintenance: stats, export, import, rebuild-index, verify, reembed"),
     "enroll": ("facesearch.enroll", "bulk-enroll an identity-per-folder tree"),
     "search": ("facesearch.search", "who is in these photos (in-process or against a server)"),

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     embedder = None
     card: dict[str, Any] = {}
     if a.dim is None or a.model_version is None or a.action in ("reembed", "cluster"):
-        from model.encoder import load_encoder  # only when needed: stats and verify stay torch-free
+        from model.embedder import load_encoder  # only when needed: stats and verify stay torch-free
 
         embedder, card = load_encoder(settings.checkpoint)
         a.dim, a.model_version = embedder.dim, card["model_version"]

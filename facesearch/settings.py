@@ -41,13 +41,16 @@ class Settings(BaseSettings):
     detect_max_side: int = Field(1024, ge=160, description="Photos are downscaled to this for detection.")
     min_face_size: int = Field(20, ge=10)
     max_faces: int = Field(20, ge=1, le=100)
-    checkpoint: Path | None = Field(None, description="Encoder checkpoint; default: the shipped weights.")
+    checkpoint: Path | None = Field(
+        None, description="Encoder checkpoint (.pt; its graph beside it, .onnx, serves it without torch) or graph "
+        "(.onnx); default: the shipped weights")
     index_kind: Literal["exact", "hnsw"] = "exact"
     runtime: Literal["onnx", "torch"] = Field(
-        "onnx", description="what runs the encoder: ONNX Runtime (the same network, exported at start-up; faster on "
-        "CPU, bench/encoder.py) or PyTorch")
+        "onnx", description="what runs the encoder: ONNX Runtime (the exported graph; faster on CPU, "
+        "bench/encoder.py) or PyTorch (needs the train extra)")
     search_fpir: float = Field(0.01, gt=0, lt=1)
-    torch_threads: int = Field(default_factory=_default_torch_threads, ge=1)
+    torch_threads: int = Field(default_factory=_default_torch_threads, ge=1,
+                               description="threads inside each network call (MTCNN's, the encoder's)")
     workers: int = Field(default_factory=_default_workers, ge=1, le=64, description="Threads for decode/detect/search.")
     batch_wait_ms: float = Field(3.0, ge=0, le=100)
     max_batch: int = Field(64, ge=1, le=1024)

@@ -1,19 +1,20 @@
-"""The face encoders, their self-describing checkpoint, and the one function that builds model + chip +
-preprocessing from it.
+"""The face encoders in PyTorch, their self-describing checkpoint, and its export to the ONNX graph the service
+runs (:mod:`model.embedder`, which needs no torch).
 
 Two architectures: ``mobilenet_v2`` (torchvision's ImageNet MobileNetV2 with an embedding head, trained by
 ``facesearch train``) and ``dlib_resnet_v1`` (dlib's face ResNet ported to PyTorch, :mod:`model.dlib_resnet`;
-``facesearch import-dlib`` makes its checkpoint). :func:`build_model` and :meth:`Embedder.aligner` are the only
-places that branch on them. Serving and evaluation both call :func:`load_encoder`; training writes checkpoints
-with :func:`save_checkpoint`. Embeddings are float32, shape (N, D), L2-normalised.
+``facesearch import-dlib`` makes its checkpoint). :func:`build_model` and the config's chip are the only places
+that branch on them. Training writes checkpoints with :func:`save_checkpoint`; :func:`export_graph` writes the
+graph beside one; :func:`model.embedder.load_encoder` serves either.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
-from functools import cached_property
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.dlib_resnet import DLIB_MEAN_RGB, DLIB_SCALE, DlibResNet
+from model.embedder import (
+    GRAPH_CARD,
+    GRAPH_CHECKPOINT,
+    GRAPH_CONFIG,
+    Embedder,
+    EncoderConfig,
+    Net,
+    OnnxNet,
+    file_digest,
+    graph_path,
+    preprocess,
+)
 from model.errors import CheckpointError
-from model.faces import ARCFACE_TEMPLATE_112, Aligner
 from model.names import CHIPS
+from model.onnx_runtime import to_onnx
 
 CHECKPOINT_FORMAT = "facesearch-encoder/1"
-SHIPPED_CHECKPOINT = Path(__file__).parent / "weights" / "encoder.pt"
-SHIPPED_CARD = Path(__file__).parent / "weights" / "model_card.json"
 
 _BACKBONES: dict[str, tuple[str, str, int]] = {
     # name: (torchvision builder, weights enum, feature channels)
@@ -37,29 +48,6 @@ _BACKBONES: dict[str, tuple[str, str, int]] = {
 }
 
 
-@dataclass
-class EncoderConfig:
-    arch: str = "mobilenet_v2"
-    embedding_size: int = 128
-    input_size: int = 112
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
-    template: list[list[float]] = field(default_factory=lambda: ARCFACE_TEMPLATE_112.tolist())
-    model_version: str = "untrained"
-    flip: bool = False  # average each face's embedding with its mirror image's (test-time augmentation)
-    chip: str = "template"  # how the crop is cut: "template" (MTCNN's 5 points -> template) or "dlib5" (dlib's chip)
-    chip_padding: float = 0.25  # dlib5: the padding around dlib's mean face
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> EncoderConfig:
-        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        cfg = cls(**known)
-        cfg.mean = tuple(cfg.mean)  # type: ignore[assignment]
-        cfg.std = tuple(cfg.std)  # type: ignore[assignment]
-        return cfg
-
-
-RUNTIMES = ("torch", "onnx")
 # MTCNN's five points (eye centres, nose tip, mouth corners) where they sit on average in dlib's 150x150 chip,
 # measured on 197 of dlib's own chips of LFW photos outside the evaluation folds (../shared/notes/dlib-resnet-v1.md):
 # the "template" chip of dlib's ResNet, the alternative to dlib's own 5-point chip
@@ -134,18 +122,15 @@ class Encoder(nn.Module):
 
 
 class Preprocess:
-    """uint8 aligned crops (N, S, S, 3) -> normalised float tensor (N, 3, S, S), channels_last."""
+    """uint8 aligned crops (N, S, S, 3) -> normalised float tensor (N, 3, S, S), channels_last: what the embedder
+    computes (:func:`model.embedder.preprocess`), as a tensor for training."""
 
     def __init__(self, config: EncoderConfig) -> None:
-        self.size = config.input_size
-        self.mean = torch.tensor(config.mean).view(1, 3, 1, 1) * 255.0
-        self.std = torch.tensor(config.std).view(1, 3, 1, 1) * 255.0
+        self.config = config
 
     def __call__(self, crops: np.ndarray) -> torch.Tensor:
-        if crops.ndim != 4 or crops.shape[1:] != (self.size, self.size, 3):
-            raise ValueError(f"expected crops of shape (N, {self.size}, {self.size}, 3), got {crops.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float()
-        return ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        x = torch.from_numpy(preprocess(self.config, crops))
+        return x.contiguous(memory_format=torch.channels_last)
 
 
 def fuse_for_inference(model: nn.Module) -> nn.Module:
@@ -163,91 +148,79 @@ def fuse_for_inference(model: nn.Module) -> nn.Module:
     return fused
 
 
-class Embedder:
-    """Inference wrapper: batch norms folded, batched, inference_mode, channels_last, optional mirror
-    averaging (the photo and its mirror image in one forward pass)."""
+class TorchNet:
+    """A network run by PyTorch as the embedder runs it: float32 (N, 3, S, S) array -> float32 (N, D) array,
+    batch norms folded (a copy: ``model`` stays as it is), inference mode, channels_last."""
 
-    def __init__(self, model: nn.Module, preprocess: Preprocess, *, flip: bool = False,
-                 max_batch: int = 64, runtime: str = "torch") -> None:
+    def __init__(self, model: nn.Module) -> None:
         self.model = fuse_for_inference(model)
-        self.preprocess = preprocess
-        self.config: EncoderConfig = model.config  # type: ignore[assignment]
-        self.flip = flip
-        self.max_batch = max_batch
-        if runtime not in RUNTIMES:
-            raise CheckpointError(f"unknown runtime {runtime!r} (one of {', '.join(RUNTIMES)})")
-        self.runtime = runtime
-        self._onnx = None
-        if runtime == "onnx":
-            from model.onnx_runtime import OnnxModel
 
-            self._onnx = OnnxModel(self.model, self.config.input_size, threads=torch.get_num_threads())
-
-    @property
-    def dim(self) -> int:
-        return self.config.embedding_size
-
-    @cached_property
-    def aligner(self) -> Aligner:
-        """Cuts this encoder's chip from a photo and a detected face."""
-        return make_aligner(self.config)
-
-    def __call__(self, crops: np.ndarray) -> np.ndarray:
-        """crops: uint8 (N, S, S, 3) aligned faces -> float32 (N, D) L2-normalised embeddings."""
-        if len(crops) == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        out = []
+    def __call__(self, x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            for start, n, size in batch_plan(len(crops), self.max_batch):
-                chunk = crops[start : start + n]
-                if size > n:  # zero faces pad the batch to its bucket; their rows are dropped
-                    chunk = np.concatenate([chunk, np.zeros((size - n, *chunk.shape[1:]), chunk.dtype)])
-                x = self.preprocess(chunk)
-                if self.flip:
-                    x = torch.cat([x, torch.flip(x, dims=[3])]).contiguous(memory_format=torch.channels_last)
-                e = self._forward(x)
-                if self.flip:
-                    e = F.normalize(e[:size] + e[size:], dim=1)
-                out.append(e[:n].float().numpy())
-        return np.concatenate(out).astype(np.float32, copy=False)
-
-
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._onnx is not None:
-            return torch.from_numpy(self._onnx(x.numpy()))
-        out: torch.Tensor = self.model(x)
+            t = torch.from_numpy(np.ascontiguousarray(x)).contiguous(memory_format=torch.channels_last)
+            out: np.ndarray = self.model(t).float().numpy()
         return out
 
 
-def batch_plan(total: int, max_batch: int) -> list[tuple[int, int, int]]:
-    """Split ``total`` faces into forward passes of a few fixed sizes: (start, faces, padded size).
-
-    Sizes are powers of two up to ``max_batch`` (and ``max_batch`` itself). Every new input shape makes
-    the allocator keep another set of activation buffers (about 13 MB each for MobileNetV2 at 112x112,
-    measured), so a server seeing batch sizes 1..64 grows for a long time; with these buckets it settles
-    after its first few requests. A pass is padded up to the next bucket when that wastes at most a
-    quarter of it, otherwise the largest bucket that fits runs and the rest follows.
-    """
-    buckets = sorted({1 << i for i in range(max_batch.bit_length()) if 1 << i <= max_batch} | {max_batch})
-    plan = []
-    start = 0
-    while start < total:
-        left = total - start
-        fits = max(b for b in buckets if b <= left)
-        above = [b for b in buckets if b >= left]
-        if fits == left:
-            size = n = left
-        elif above and above[0] - left <= above[0] // 4:
-            size, n = above[0], left
-        else:
-            size = n = fits
-        plan.append((start, n, size))
-        start += n
-    return plan
+def torch_embedder(model: nn.Module, *, flip: bool = False, max_batch: int = 64) -> Embedder:
+    """An embedder of a PyTorch model as it stands (training's held-out checks and mirror teacher)."""
+    return Embedder(TorchNet(model), model.config, flip=flip, max_batch=max_batch,  # type: ignore[arg-type]
+                    runtime="torch")
 
 
-def make_aligner(config: EncoderConfig) -> Aligner:
-    return Aligner(config.chip, config.input_size, config.template, config.chip_padding)
+def graph_of(model: nn.Module) -> bytes:
+    """The model's network, batch norms folded, as an ONNX graph with a free batch axis: x (N, 3, S, S) -> e."""
+    config: EncoderConfig = model.config  # type: ignore[assignment]
+    size = config.input_size
+    return to_onnx(fuse_for_inference(model), torch.zeros(2, 3, size, size), ["x"], ["e"],
+                   {"x": {0: "n"}, "e": {0: "n"}})
+
+
+def load_checkpoint_model(path: Path) -> tuple[nn.Module, EncoderConfig, dict[str, Any]]:
+    """The eval-mode network of a checkpoint, its config and its model card."""
+    ckpt = read_checkpoint(path)
+    config = EncoderConfig.from_dict(ckpt["config"])
+    model = build_model(config)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(f"weights in {path} do not fit {config.arch}: {e}") from e
+    return model.eval(), config, dict(ckpt.get("card") or {})
+
+
+def torch_net(path: Path, *, runtime: str, threads: int | None) -> tuple[Net, EncoderConfig, dict[str, Any]]:
+    """A checkpoint's network as :func:`model.embedder.load_encoder` runs it without an exported graph: PyTorch
+    itself (``runtime="torch"``), or ONNX Runtime on the graph exported in memory (about 2 s)."""
+    model, config, card = load_checkpoint_model(path)
+    if runtime == "torch":
+        if threads:
+            torch.set_num_threads(threads)
+        return TorchNet(model), config, card
+    return OnnxNet(graph_of(model), threads=threads), config, card
+
+
+def export_graph(checkpoint: Path, out: Path | None = None) -> Path:
+    """Write the checkpoint's ONNX graph (default: beside it, ``.onnx``) carrying its config, its model card and
+    the checkpoint's SHA-256 (:func:`model.embedder.load_encoder` serves it without torch); atomically."""
+    import onnx
+
+    model, config, card = load_checkpoint_model(checkpoint)
+    graph = onnx.load_from_string(graph_of(model))
+    for key, value in ((GRAPH_CONFIG, json.dumps(config.to_dict())), (GRAPH_CARD, json.dumps(card)),
+                       (GRAPH_CHECKPOINT, file_digest(checkpoint))):
+        graph.metadata_props.add(key=key, value=value)
+    out = Path(out) if out is not None else graph_path(checkpoint)
+    write_atomically(out, graph.SerializeToString())
+    return out
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600: the service may run as another user
+    os.replace(tmp, path)
 
 
 def save_checkpoint(path: Path, model: nn.Module, card: dict[str, Any] | None = None,
@@ -261,12 +234,9 @@ def save_checkpoint(path: Path, model: nn.Module, card: dict[str, Any] | None = 
     }
     if extra:
         payload.update(extra)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    torch.save(payload, tmp)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600: the service may run as another user
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    write_atomically(Path(path), buf.getvalue())
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -280,25 +250,3 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint")
     return ckpt
-
-
-def load_encoder(path: Path | None = None, *, flip: bool | None = None,
-                 max_batch: int = 64, runtime: str = "torch") -> tuple[Embedder, dict[str, Any]]:
-    """Build the encoder and its preprocessing from a checkpoint; returns (embedder, model card).
-
-    ``flip`` (mirror averaging) defaults to what the checkpoint's config says, so serving and
-    evaluation embed the same way. ``runtime``: ``torch``, or ``onnx`` (the same network exported to and run by
-    ONNX Runtime: what the service runs by default, FACESEARCH_RUNTIME).
-    """
-    path = Path(path) if path is not None else SHIPPED_CHECKPOINT
-    ckpt = read_checkpoint(path)
-    config = EncoderConfig.from_dict(ckpt["config"])
-    model = build_model(config)
-    try:
-        model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as e:
-        raise CheckpointError(f"weights in {path} do not fit {config.arch}: {e}") from e
-    card = dict(ckpt.get("card") or {})
-    card.setdefault("model_version", config.model_version)
-    use_flip = config.flip if flip is None else flip
-    return Embedder(model, Preprocess(config), flip=use_flip, max_batch=max_batch, runtime=runtime), card

@@ -1,6 +1,7 @@
 """MTCNN (Zhang et al. 2016): its three networks run by ONNX Runtime, the cascade around them in NumPy.
 
-The computation is facenet-pytorch's ``detect_face`` (whose bundled weights these are), step for step: an image
+The computation is facenet-pytorch's ``detect_face`` (whose bundled weights these are, exported to the graphs in
+model/weights), step for step: an image
 pyramid resampled by area averaging, P-Net's proposals per scale, NMS per scale (IoU 0.5) and across scales (0.7),
 R-Net and then O-Net on area-resampled crops of the squared boxes, O-Net's landmarks, and a last NMS on the
 smaller box's area (0.7). What changed is how, not what: the networks run in ONNX Runtime, and each area
@@ -12,12 +13,15 @@ a fifth of detection's time. Boxes, scores and landmarks equal facenet-pytorch's
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from model.onnx_runtime import session, to_onnx
+from model.onnx_runtime import session
 
+# facenet-pytorch's P-Net, R-Net and O-Net as ONNX graphs (`facesearch export-onnx --detector` writes them)
+GRAPHS = tuple(Path(__file__).parent / "weights" / f"mtcnn-{net}.onnx" for net in ("pnet", "rnet", "onet"))
 THRESHOLDS = (0.6, 0.7, 0.7)  # P-Net, R-Net, O-Net face scores (facenet-pytorch's defaults)
 FACTOR = 0.709  # pyramid step: each level's side times this
 
@@ -26,18 +30,8 @@ class Mtcnn:
     """uint8 (H, W, 3) RGB -> boxes (N, 4) x1 y1 x2 y2, scores (N,), landmarks (N, 5, 2), in the photo's pixels."""
 
     def __init__(self, *, min_face_size: int = 20, threads: int = 2) -> None:
-        import torch
-        from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
-
         self.min_face_size = min_face_size
-        free = {0: "n"}
-        self.pnet = session(to_onnx(PNet(), torch.zeros(1, 3, 24, 24), ["x"], ["reg", "prob"],
-                                    {"x": {2: "h", 3: "w"}, "reg": {2: "h", 3: "w"}, "prob": {2: "h", 3: "w"}}),
-                            threads=threads)
-        self.rnet = session(to_onnx(RNet(), torch.zeros(2, 3, 24, 24), ["x"], ["reg", "prob"],
-                                    {"x": free, "reg": free, "prob": free}), threads=threads)
-        self.onet = session(to_onnx(ONet(), torch.zeros(2, 3, 48, 48), ["x"], ["reg", "points", "prob"],
-                                    {"x": free, "reg": free, "points": free, "prob": free}), threads=threads)
+        self.pnet, self.rnet, self.onet = (session(str(graph), threads=threads) for graph in GRAPHS)
 
     def detect(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         boxes = self._proposals(rgb)

@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import torch
 from PIL import Image
 from threadpoolctl import threadpool_limits
 
 from model.calibration import Calibration
-from model.encoder import Embedder, load_encoder
+from model.embedder import Embedder, load_encoder
 from model.faces import Face, FaceDetector, Quality, face_in_source, quality, source_crop
 from model.image import decode_image
 
@@ -126,16 +125,15 @@ class Batcher:
 
 class FacePipeline:
     def __init__(self, *, checkpoint: Path | None = None, min_face_size: int = 20, detect_max_side: int = 1024,
-                 max_pixels: int = 40_000_000, torch_threads: int = 2, max_batch: int = 64,
-                 batch_wait_ms: float = 3.0, on_batch: Any = None, runtime: str = "torch") -> None:
-        torch.set_num_threads(torch_threads)
+                 max_pixels: int = 40_000_000, threads: int = 2, max_batch: int = 64,
+                 batch_wait_ms: float = 3.0, on_batch: Any = None, runtime: str = "onnx") -> None:
         # requests run in parallel threads: NumPy's BLAS (MTCNN's resampling) keeps to the calling thread, as
         # several callers each starting BLAS threads on two cores ran detection at half the photos/s
         threadpool_limits(1, user_api="blas")
-        self.embedder, self.card = load_encoder(checkpoint, max_batch=max_batch, runtime=runtime)
+        self.embedder, self.card = load_encoder(checkpoint, max_batch=max_batch, runtime=runtime, threads=threads)
         self.model_version: str = self.card["model_version"]
         self.calibration = Calibration(self.card)
-        self.detector = FaceDetector(min_face_size=min_face_size, max_side=detect_max_side, threads=torch_threads)
+        self.detector = FaceDetector(min_face_size=min_face_size, max_side=detect_max_side, threads=threads)
         self.max_pixels = max_pixels
         self.batcher = Batcher(self.embedder, max_batch=max_batch, wait_ms=batch_wait_ms, on_batch=on_batch)
 

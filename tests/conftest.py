@@ -76,7 +76,7 @@ def data_dir(tmp_path: Path) -> Path:
 def pipeline() -> Iterator[object]:
     from model.pipeline import FacePipeline
 
-    p = FacePipeline(torch_threads=2)
+    p = FacePipeline(threads=2)
     yield p
     p.close()
 

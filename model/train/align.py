@@ -18,7 +18,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from model.encoder import EncoderConfig, new_config
+from model.embedder import EncoderConfig
+from model.encoder import new_config
 from model.train.commands import parser
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ def list_images(root: Path) -> list[Path]:
 def _init_worker(min_face_size: int, config: dict[str, Any]) -> None:
     import torch
 
-    from model.encoder import EncoderConfig, make_aligner
+    from model.embedder import EncoderConfig, make_aligner
     from model.faces import FaceDetector
 
     torch.set_num_threads(1)

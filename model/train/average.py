@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from model.encoder import EncoderConfig, build_model, read_checkpoint, save_checkpoint
+from model.embedder import EncoderConfig
+from model.encoder import build_model, read_checkpoint, save_checkpoint
 from model.errors import CheckpointError
 from model.train.commands import parser
 

@@ -138,7 +138,7 @@ def serving_embeddings(root: Path, files: list[str], checkpoint: Path | None,
     from PIL import Image
     from tqdm import tqdm
 
-    from model.encoder import load_encoder
+    from model.embedder import load_encoder
     from model.faces import FaceDetector
 
     embedder, card = load_encoder(checkpoint, flip=flip)

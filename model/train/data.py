@@ -11,7 +11,7 @@ from PIL import Image
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from model.encoder import EncoderConfig
+from model.embedder import EncoderConfig
 from model.train.align import align_tree, read_index
 
 log = logging.getLogger(__name__)

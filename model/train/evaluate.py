@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from model.encoder import Embedder, load_encoder
+from model.embedder import Embedder, load_encoder
 from model.faces import FaceDetector
 from model.train.commands import parser
 from model.train.lfw import parse_folds, people_in_folds, read_pairs

@@ -1,7 +1,8 @@
 """`facesearch export`: turn a training checkpoint + its evaluation report into shipped weights.
 
-Writes ``OUT/encoder.pt`` (config, weights and model card; no optimizer state) and ``OUT/model_card.json``
-(the same card, readable). The card's thresholds come from the report measured on held-out people.
+Writes ``OUT/encoder.pt`` (config, weights and model card; no optimizer state), ``OUT/model_card.json``
+(the same card, readable) and ``OUT/encoder.onnx`` (the graph the service runs, :mod:`model.train.export_onnx`).
+The card's thresholds come from the report measured on held-out people.
 """
 
 from __future__ import annotations
@@ -15,14 +16,8 @@ from typing import Any
 
 import torch
 
-from model.encoder import (
-    SHIPPED_CHECKPOINT,
-    EncoderConfig,
-    build_model,
-    describe_arch,
-    read_checkpoint,
-    save_checkpoint,
-)
+from model.embedder import SHIPPED_CHECKPOINT, EncoderConfig
+from model.encoder import build_model, describe_arch, export_graph, read_checkpoint, save_checkpoint
 from model.train.commands import parser
 
 
@@ -88,5 +83,6 @@ def main(argv: list[str] | None = None) -> int:
     card = build_card(config, (ckpt.get("card") or {}).get("training", {}), report)
     save_checkpoint(out / "encoder.pt", model, card=card)
     (out / "model_card.json").write_text(json.dumps(card, indent=2))
+    export_graph(out / "encoder.pt")  # the graph the service runs, beside it
     print(f"wrote {out / 'encoder.pt'} ({config.model_version})")
     return 0

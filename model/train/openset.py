@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from model.encoder import SHIPPED_CHECKPOINT, Embedder, load_encoder, read_checkpoint
+from model.embedder import SHIPPED_CHECKPOINT, Embedder, load_encoder
+from model.encoder import read_checkpoint
 from model.train.align import read_index
 from model.train.cfp import NO_FACE_DISTANCE, Cfp
 from model.train.commands import parser

@@ -30,15 +30,15 @@ from pytorch_metric_learning.samplers import MPerClassSampler
 from torch import nn
 from tqdm import tqdm
 
+from model.embedder import EncoderConfig
 from model.encoder import (
-    Embedder,
-    EncoderConfig,
     Preprocess,
     build_model,
     has_imagenet_start,
     new_config,
     read_checkpoint,
     save_checkpoint,
+    torch_embedder,
 )
 from model.errors import CheckpointError
 from model.train.commands import parser
@@ -132,7 +132,7 @@ def evaluate_heldout(model: nn.Module, config: EncoderConfig,
     if not all(f.exists() for f in files):
         return float("nan")
     crops = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
-    emb = Embedder(model, Preprocess(config))(crops)  # embeds with a fused eval-mode copy
+    emb = torch_embedder(model)(crops)  # embeds with a fused eval-mode copy
     dist = np.linalg.norm(emb[ij[:, 0]] - emb[ij[:, 1]], axis=1)
     acc, _, _ = kfold_accuracy(dist, same, fold)
     return acc
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.mirror_distill > 0:
         if init is None:
             raise SystemExit("--mirror-distill needs --init (the model whose mirror-averaged embeddings are targets)")
-        mirror_teacher = Embedder(model, Preprocess(config), flip=True)  # a folded copy of the start, frozen
+        mirror_teacher = torch_embedder(model, flip=True)  # a folded copy of the start, frozen
     targets = teacher_targets(args.teacher, args.data, keys, args.embedding_size) if args.teacher else None
     distill, distill_words = DISTILL[args.distill]
     cosface = CosFaceLoss(num_classes=len(names), embedding_size=args.embedding_size) \

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from index import Gallery
-from model.encoder import load_encoder
+from model.embedder import load_encoder
 from tests.app.client import call, quote
 from tests.conftest import LFW, ROOT
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from model.dlib_resnet import DLIB_DAT
-from model.encoder import load_encoder
+from model.embedder import load_encoder
 from model.pipeline import embed_stored
 from model.train.import_dlib import dlib_models_dir, import_dlib
 from tests.app.client import call, quote

@@ -58,7 +58,7 @@ def test_missing_model_file(tmp_path: Path) -> None:
 
 
 def test_gallery_of_another_model_version(tmp_path: Path) -> None:
-    from model.encoder import load_encoder
+    from model.embedder import load_encoder
 
     _, card = load_encoder()
     data = tmp_path / "data"

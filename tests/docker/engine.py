@@ -107,10 +107,9 @@ def _classic() -> dict[str, str]:
 
 
 def project_image() -> str:
-    """The project's own Dockerfile, built against the stand-in python:3.11-slim. TORCH_INDEX_URL is empty: PyTorch's
-    CPU index is not reachable from the test machines, so torch comes from pip's default index (a CUDA build)."""
+    """The project's own Dockerfile, built against the stand-in python:3.11-slim."""
     standin("python", "python:3.11-slim")
-    docker("build", "--network", "host", "--build-arg", "TORCH_INDEX_URL=", "--build-arg", "EXTRAS=[milvus]",
+    docker("build", "--network", "host", "--build-arg", "EXTRAS=[milvus]",
            "-t", PROJECT_IMAGE, str(ROOT), timeout=3600, env=_classic())
     return PROJECT_IMAGE
 

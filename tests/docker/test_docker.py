@@ -46,6 +46,11 @@ def image() -> str:
     (artifacts / "docker-image.json").write_text(json.dumps({
         "image": tag, "size_mb": round(engine.image_size_mb(tag)), "build_s": round(time.monotonic() - t),
         "build_stage_images_left": engine.build_stage_images()}))
+    # the image serves without PyTorch: the shipped ONNX graphs are all the service runs
+    absent = engine.docker("run", "--rm", "--network", "host", tag, "python", "-c",
+                           "import importlib.util as u; print([m for m in ('torch', 'torchvision', 'facenet_pytorch') "
+                           "if u.find_spec(m)])").stdout.strip()
+    assert absent == "[]"
     return tag
 
 

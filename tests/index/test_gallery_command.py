@@ -43,7 +43,7 @@ def test_reembed_lists_faces_without_a_usable_crop(tmp_path: Path, capsys: pytes
 
     from PIL import Image
 
-    from model.encoder import load_encoder
+    from model.embedder import load_encoder
 
     buf = io.BytesIO()
     Image.new("RGB", (112, 112), (120, 100, 90)).save(buf, format="JPEG")

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from model.dlib_resnet import DLIB_DAT, DlibResNet, read_dlib_weights
-from model.encoder import dlib_config, load_encoder
+from model.embedder import load_encoder
+from model.encoder import dlib_config
 from model.errors import CheckpointError
 from model.faces import FaceDetector
 from model.train.import_dlib import dlib_models_dir, import_dlib
@@ -113,13 +114,13 @@ def test_our_chip_matches_dlibs_own(lfw: Path) -> None:
     models = dlib_models_dir()
     hog = dlib.get_frontal_face_detector()
     predictor = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))
-    from model.encoder import Embedder, Preprocess
+    from model.encoder import torch_embedder
 
     model = DlibResNet()
     model.load_state_dict(read_dlib_weights(models / DLIB_DAT))
     config = dlib_config()
     model.config = config  # type: ignore[assignment]
-    embedder = Embedder(model, Preprocess(config))
+    embedder = torch_embedder(model)
     detector = FaceDetector()
     ours, theirs = [], []
     for person in sorted(p for p in lfw.iterdir() if p.is_dir())[100:130]:

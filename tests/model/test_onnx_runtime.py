@@ -1,13 +1,18 @@
-"""The encoder the service runs on ONNX Runtime gives the PyTorch model's embeddings (1e-5) on real chips, with
-mirror averaging and the batch plan as served."""
+"""The networks the service runs on ONNX Runtime give the PyTorch models' outputs (1e-5): the encoder on real chips,
+with mirror averaging and the batch plan as served, from the shipped graph or one exported at load; MTCNN's three
+networks."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from model.encoder import load_encoder
+from model.embedder import EncoderConfig, load_encoder
+from model.errors import CheckpointError
 from model.faces import FaceDetector
 from model.train.subject import central_face
 from tests.conftest import LFW, ORL
@@ -34,7 +39,7 @@ def chips() -> np.ndarray:
 
 @pytest.mark.parametrize("flip", [True, False])
 def test_onnx_runtime_embeddings_equal_pytorchs(chips: np.ndarray, flip: bool) -> None:
-    reference, _ = load_encoder(flip=flip, max_batch=16)
+    reference, _ = load_encoder(flip=flip, max_batch=16, runtime="torch")
     served, card = load_encoder(flip=flip, max_batch=16, runtime="onnx")
     assert served.runtime == "onnx" and served.flip == flip
     want = reference(chips)  # 37 faces: the batch plan runs 16 + 16 + 5 (padded to 8)
@@ -44,3 +49,68 @@ def test_onnx_runtime_embeddings_equal_pytorchs(chips: np.ndarray, flip: bool) -
     assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
     one = served(chips[:1])  # a single face through its own bucket
     assert np.abs(one - want[:1]).max() < 1e-5
+
+
+def test_the_shipped_graph_is_the_shipped_checkpoints(chips: np.ndarray) -> None:
+    """model/weights/encoder.onnx was exported from encoder.pt as it is now (`facesearch export-onnx`), with its
+    config and card: the service loads it and never the checkpoint."""
+    from model.embedder import GRAPH_CHECKPOINT, SHIPPED_CHECKPOINT, OnnxNet, file_digest, graph_path
+    from model.encoder import read_checkpoint
+
+    graph = OnnxNet(graph_path(SHIPPED_CHECKPOINT), threads=1)
+    assert graph.metadata[GRAPH_CHECKPOINT] == file_digest(SHIPPED_CHECKPOINT)
+    ckpt = read_checkpoint(SHIPPED_CHECKPOINT)
+    alone, card = load_encoder(graph_path(SHIPPED_CHECKPOINT))  # the graph without the checkpoint
+    assert alone.config == EncoderConfig.from_dict(ckpt["config"])
+    assert card == json.loads(json.dumps(ckpt["card"]))  # the card as JSON keeps it
+    reference, _ = load_encoder(runtime="torch")
+    assert np.abs(alone(chips) - reference(chips)).max() < 1e-5
+
+
+def test_a_graph_exported_from_another_checkpoint_is_never_used(tmp_path: Path, chips: np.ndarray) -> None:
+    import shutil
+
+    import torch
+
+    from model.embedder import SHIPPED_CHECKPOINT, graph_path
+    from model.encoder import build_model, export_graph, read_checkpoint, save_checkpoint
+
+    ckpt = read_checkpoint(SHIPPED_CHECKPOINT)
+    other = build_model(EncoderConfig.from_dict({**ckpt["config"], "model_version": "other"}))
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "other.pt", other)
+    checkpoint = tmp_path / "encoder.pt"
+    shutil.copy(SHIPPED_CHECKPOINT, checkpoint)
+    export_graph(tmp_path / "other.pt", graph_path(checkpoint))  # a stale graph beside the checkpoint
+    served, card = load_encoder(checkpoint)
+    reference, _ = load_encoder(runtime="torch")
+    assert card["model_version"] == ckpt["config"]["model_version"]
+    assert np.abs(served(chips) - reference(chips)).max() < 1e-5
+    # once exported from this checkpoint, the graph serves it
+    export_graph(checkpoint)
+    again, _ = load_encoder(checkpoint)
+    assert np.abs(again(chips) - reference(chips)).max() < 1e-5
+    # an unreadable graph is refused in words
+    (tmp_path / "broken.onnx").write_bytes(b"not a graph")
+    with pytest.raises(CheckpointError, match="cannot read encoder graph"):
+        load_encoder(tmp_path / "broken.onnx")
+
+
+def test_mtcnns_shipped_graphs_compute_facenet_pytorchs_networks() -> None:
+    import torch
+    from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
+
+    from model.mtcnn import GRAPHS
+    from model.onnx_runtime import session
+
+    rgb = np.asarray(Image.open(ORL / "s1" / "1.pgm").convert("RGB"), np.float32)
+    x = ((rgb - 127.5) / 128).transpose(2, 0, 1)[None]  # (1, 3, 112, 92)
+    inputs = [x, np.stack([x[0, :, i : i + 24, i : i + 24] for i in range(5)]),
+              np.stack([x[0, :, i : i + 48, i : i + 48] for i in range(5)])]
+    for net, graph, inp in zip((PNet(), RNet(), ONet()), GRAPHS, inputs, strict=True):
+        with torch.inference_mode():
+            want = net.eval()(torch.from_numpy(np.ascontiguousarray(inp)))
+        got = session(str(graph), threads=1).run(None, {"x": np.ascontiguousarray(inp)})
+        assert len(got) == len(want)
+        for g, w in zip(got, want, strict=True):
+            assert np.abs(g - w.numpy()).max() < 1e-5

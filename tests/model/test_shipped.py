@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from model.calibration import Calibration
-from model.encoder import SHIPPED_CHECKPOINT, load_encoder
+from model.embedder import SHIPPED_CHECKPOINT, load_encoder
 from model.faces import FaceDetector
 from model.train.metrics import kfold_accuracy
 from tests.conftest import ORL
@@ -90,22 +90,23 @@ def test_per_comparison_far_for_a_target_fpir() -> None:
 def test_embedder_matches_the_unfused_model_with_and_without_mirror_averaging() -> None:
     """The serving path folds batch norms into the convolutions and embeds a photo and its mirror image
     in one pass; both must give what the training-time module gives."""
-    from model.encoder import Embedder, EncoderConfig, Preprocess, build_model, read_checkpoint
+    from model.embedder import EncoderConfig
+    from model.encoder import Preprocess, build_model, read_checkpoint, torch_embedder
 
     ckpt = read_checkpoint(SHIPPED_CHECKPOINT)
     config = EncoderConfig.from_dict(ckpt["config"])
     model = build_model(config)
     model.load_state_dict(ckpt["state_dict"])
     model.train()
-    Embedder(model, Preprocess(config))  # a fused copy: the training module stays in training mode
+    torch_embedder(model)  # a fused copy: the training module stays in training mode
     assert model.training
     model.eval()
     rng = np.random.default_rng(0)
     size = config.input_size
     crops = rng.integers(0, 256, size=(7, size, size, 3), dtype=np.uint8)  # one pass padded to 8
     for flip in (False, True):
-        embedder, _ = load_encoder(flip=flip)
-        x = embedder.preprocess(crops)
+        embedder, _ = load_encoder(flip=flip, runtime="torch")
+        x = Preprocess(config)(crops)
         with torch.inference_mode():
             ref = model(x)
             if flip:
@@ -117,11 +118,11 @@ def test_embedder_matches_the_unfused_model_with_and_without_mirror_averaging() 
     from model.dlib_resnet import Affine
 
     # batch norms (MobileNetV2) or affines (dlib) are folded into the convolutions
-    assert not any(isinstance(m, torch.nn.BatchNorm2d | Affine) for m in embedder.model.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d | Affine) for m in embedder.net.model.modules())
 
 
 def test_batch_plan_covers_every_face_once_in_a_few_shapes() -> None:
-    from model.encoder import batch_plan
+    from model.embedder import batch_plan
 
     shapes = set()
     for max_batch in (64, 48, 1):
@@ -147,7 +148,7 @@ def test_shipped_weights_keep_their_lfw_accuracy_through_the_serving_pipeline(lf
 
     pairs = [p for p in read_pairs(lfw.parent / "pairs.txt") if p.fold == 1]
     pairs = [p for p in pairs if p.same][:150] + [p for p in pairs if not p.same][:150]
-    pipeline = FacePipeline(torch_threads=2)
+    pipeline = FacePipeline(threads=2)
     try:
         emb: dict[str, np.ndarray | None] = {}
         for f in sorted({f for p in pairs for f in p.files}):

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from model.encoder import Encoder, EncoderConfig, load_encoder, read_checkpoint, save_checkpoint
+from model.embedder import EncoderConfig, load_encoder
+from model.encoder import Encoder, read_checkpoint, save_checkpoint
 from model.errors import CheckpointError
 from model.train import train
 from model.train.average import main as average_main
