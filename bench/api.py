@@ -126,11 +126,13 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
+    started = time.perf_counter()
     server = subprocess.Popen([exe, "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     out: dict[str, float] = {}
     try:
         info = wait_ready(url, server)
+        out["ready_s"] = time.perf_counter() - started  # process start to /health/ready (models loaded, warmed up)
         out["gallery_faces"] = info["gallery_faces"]
         for b in blobs[:10]:
             post_search(url, b)

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 GALLERY = ["bulk_add_per_s", "gallery_search_p50_ms_100k", "gallery_search_p50_ms_1m", "single_add_p50_ms",
            "single_delete_p50_ms_100k", "single_delete_p50_ms_1m", "startup_1m_s"]
-API = ["search_p50_ms", "search_p99_ms", "photos_per_s_c8"]
+API = ["search_p50_ms", "search_p99_ms", "photos_per_s_c8", "ready_s"]
 ENCODER = ["mtcnn_ms_per_photo", "ours_photo_to_embedding_ms", "dlib_photo_to_embedding_ms", "path_ratio",
            "ours_shipped_faces_per_s_b32", "descriptor_ratio_b32_as_shipped"]
 
@@ -78,6 +78,9 @@ def main() -> None:
             subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, check=False)
     table = {}
     for key in GALLERY + ([] if a.gallery_only else API) + (ENCODER if a.encoder else []):
+        if not all(key in f for side in runs.values() for f in side):
+            print(f"{key:30s} (not measured by both sides' benches)")
+            continue
         b = statistics.median(f[key] for f in runs["before"])
         x = statistics.median(f[key] for f in runs["after"])
         table[key] = {"before": b, "after": x, "after_over_before": x / b}

@@ -100,12 +100,11 @@ class LocalKeeper:
         vecs: list[np.ndarray] = []
         with self.store.read(consistent=True) as c:  # one read snapshot for rows + counter
             seq = self.store.seq(c)
-            for batch_ids, blob in self.store.all_embeddings(c):
-                v = np.frombuffer(blob, dtype=np.float32).reshape(len(batch_ids), -1)
+            for batch_ids, v in self.store.all_embeddings(c):
                 if v.shape[1] != self.dim:
                     ids, vecs = [], []
                     break  # a store awaiting re-embedding: leave the index empty
-                ids.append(np.array(batch_ids, dtype=np.int64))
+                ids.append(batch_ids)
                 vecs.append(v)
         index = VectorIndex(self.dim, self.kind)
         if ids:

@@ -49,9 +49,8 @@ class SharedKeeper:
             if reindex or cursor < 0 or cursor < self.store.pruned_through(c) or cursor > seq:
                 t0 = time.monotonic()
                 self.index.reset()
-                for ids, blob in self.store.all_embeddings(c):
-                    self.index.add(np.array(ids, dtype=np.int64),
-                                   np.frombuffer(blob, dtype=np.float32).reshape(len(ids), -1))
+                for ids, vectors in self.store.all_embeddings(c):
+                    self.index.add(ids, vectors)
                 self.index.flush()
                 self.store.set_meta(c, self._cursor_key, str(seq))
                 log.info("re-indexed %s from the store in %.1f s", self._cursor_key, time.monotonic() - t0)

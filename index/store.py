@@ -70,6 +70,12 @@ class FaceRow:
                    None if face.source_geometry is None else json.dumps(face.source_geometry), photo_id)
 
 
+def embedding_rows(rows: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(id, embedding bytes) rows -> (ids int64 (n,), embeddings float32 (n, d))."""
+    ids = np.array([int(r[0]) for r in rows], dtype=np.int64)
+    return ids, np.frombuffer(b"".join(bytes(r[1]) for r in rows), dtype=np.float32).reshape(len(rows), -1)
+
+
 class Store(ABC):
     """One gallery's rows. ``shared``: other processes write to it too (replicas follow its change log)."""
 
@@ -168,11 +174,11 @@ class Store(ABC):
             c.execute("DELETE FROM changes WHERE seq <= ?", (through,))
             self.set_meta(c, "changes_pruned_through", str(through))
 
-    def all_embeddings(self, c: Conn, batch: int = 50_000) -> Iterator[tuple[list[int], bytes]]:
-        """(face ids, their embeddings joined) in batches, by face id; ``c`` from a consistent read."""
+    def all_embeddings(self, c: Conn, batch: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(face ids int64 (n,), embeddings float32 (n, d)) in batches, by face id; ``c`` from a consistent read."""
         cur = c.execute("SELECT id, embedding FROM faces ORDER BY id")
         while rows := cur.fetchmany(batch):
-            yield [int(r[0]) for r in rows], b"".join(bytes(r[1]) for r in rows)
+            yield embedding_rows(rows)
 
     # --- writes --------------------------------------------------------------------------------------
     def add_faces(self, c: Conn, items: Sequence[tuple[str | None, FaceRow]], model_version: str,
