@@ -69,8 +69,8 @@ def main() -> None:
     paths = sorted(LFW.glob("*/*_0001.jpg"))[: a.photos]
     photos = [np.ascontiguousarray(np.asarray(Image.open(x).convert("RGB"))) for x in paths]
     detector = FaceDetector(threads=a.threads)
-    plain, card = load_encoder(a.checkpoint, flip=False)
-    mirrored, _ = load_encoder(a.checkpoint, flip=True)
+    plain, card = load_encoder(a.checkpoint, flip=False, runtime="torch")
+    mirrored, _ = load_encoder(a.checkpoint, flip=True, runtime="torch")
     shipped, _ = load_encoder(a.checkpoint, runtime=a.runtime)
     plain_ort, _ = load_encoder(a.checkpoint, flip=False, runtime="onnx")
     mirrored_ort, _ = load_encoder(a.checkpoint, flip=True, runtime="onnx")

@@ -14,11 +14,9 @@ def _cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-# Measured with PyTorch running MTCNN and the encoder (before ONNX Runtime ran both; not re-measured since):
-# MTCNN gains almost nothing from intra-op threads (search p50 60 ms with 1 torch thread, 61 ms with 2 on the
-# 2-core machine) while requests detected in parallel use every core (photos/s at concurrency 8: 25.8-26.8 with
-# 1 thread and 2-4 workers, 20.2-22.5 with 2 threads): so few torch threads and more request workers.
-# `python bench/api.py` with FACESEARCH_TORCH_THREADS / FACESEARCH_WORKERS set measures other choices.
+# Measured with ONNX Runtime running MTCNN and the encoder (`python bench/threads.py`, docs/figures.md): on 2 cores
+# 1 thread per network call and 4 request threads served 25.9 photos/s at concurrency 8, 2 threads 20.1-21.5, 8
+# request threads 20.6; search p50 56.6-62.0 ms for all. So few threads per call and more request workers.
 def _default_torch_threads() -> int:
     return max(1, _cores() // 4)
 
