@@ -176,7 +176,7 @@ class OnnxNet:
         return out
 
 
-def _shipped_graph(path: Path, checkpoint: Path | None, threads: int | None) -> tuple[OnnxNet, EncoderConfig,
+def _read_graph(path: Path, checkpoint: Path | None, threads: int | None) -> tuple[OnnxNet, EncoderConfig,
                                                                                    dict[str, Any]]:
     """The graph at ``path`` with its config and card; with ``checkpoint``, only when exported from it."""
     net = OnnxNet(path, threads=threads)
@@ -207,7 +207,7 @@ def load_encoder(path: Path | None = None, *, flip: bool | None = None, max_batc
     if path.suffix == ".onnx":
         if runtime != "onnx":
             raise CheckpointError(f"{path} is an ONNX graph: it runs on ONNX Runtime only (runtime 'onnx')")
-        net, config, card = _shipped_graph(path, None, threads)
+        net, config, card = _read_graph(path, None, threads)
     elif runtime == "onnx" and (exported := _graph_beside(path, threads)) is not None:
         net, config, card = exported
     else:
@@ -234,7 +234,7 @@ def _graph_beside(checkpoint: Path, threads: int | None) -> tuple[OnnxNet, Encod
     if not graph.is_file():
         return None
     try:
-        return _shipped_graph(graph, checkpoint, threads)
+        return _read_graph(graph, checkpoint, threads)
     except CheckpointError as e:
         log.warning("not using %s: %s", graph, e)
         return None
