@@ -57,6 +57,16 @@ def test_missing_model_file(tmp_path: Path) -> None:
     assert_refused(serve(data, FACESEARCH_CHECKPOINT=str(tmp_path / "missing.pt")), "encoder")
 
 
+def test_encoder_graph_that_is_not_one(tmp_path: Path) -> None:
+    from model.mtcnn import GRAPHS
+
+    junk = tmp_path / "encoder.onnx"
+    junk.write_bytes(b"not a graph" * 100)
+    assert_refused(serve(tmp_path / "data", FACESEARCH_CHECKPOINT=str(junk)), "cannot read encoder graph")
+    # a valid ONNX graph, but not an encoder exported by FaceSearch (no config, no card)
+    assert_refused(serve(tmp_path / "data", FACESEARCH_CHECKPOINT=str(GRAPHS[0])), "not a FaceSearch encoder graph")
+
+
 def test_gallery_of_another_model_version(tmp_path: Path) -> None:
     from model.embedder import load_encoder
 
