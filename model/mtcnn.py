@@ -1,12 +1,12 @@
 """MTCNN (Zhang et al. 2016): its three networks run by ONNX Runtime, the cascade around them in NumPy.
 
 The computation is facenet-pytorch's ``detect_face`` (whose bundled weights these are, exported to the graphs in
-model/weights), step for step: an image
-pyramid resampled by area averaging, P-Net's proposals per scale, NMS per scale (IoU 0.5) and across scales (0.7),
-R-Net and then O-Net on area-resampled crops of the squared boxes, O-Net's landmarks, and a last NMS on the
-smaller box's area (0.7). What changed is how, not what: the networks run in ONNX Runtime, and each area
-resampling (a pyramid level, a crop) is two small matrix products instead of PyTorch's adaptive pooling, which took
-a fifth of detection's time. Boxes, scores and landmarks equal facenet-pytorch's within float rounding
+model/weights), step for step: an image pyramid resampled by area averaging, P-Net's proposals per scale, NMS per
+scale (IoU 0.5) and across scales (0.7), R-Net and then O-Net on area-resampled crops of the squared boxes, O-Net's
+landmarks, and a last NMS on the smaller box's area (0.7). What changed is how, not what: the networks run in ONNX
+Runtime, and area resampling, for which PyTorch's adaptive pooling took a fifth of detection's time, is cheaper: a
+pyramid level is two matrix products, and all of a stage's crops are box means read at once from the photo's
+summed-area table. Boxes, scores and landmarks equal facenet-pytorch's within float rounding
 (tests/model/test_mtcnn.py; bench/detector.py measures both on ORL, LFW and CFP).
 """
 
@@ -35,10 +35,11 @@ class Mtcnn:
 
     def detect(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         boxes = self._proposals(rgb)
-        if len(boxes):
-            boxes = self._refine(rgb, boxes)
-        if len(boxes):
-            boxes, crops = crops_of(rgb, boxes, 48)
+        table = summed_area(rgb) if len(boxes) else None  # both stages' crops are box means over it
+        if table is not None and len(boxes):
+            boxes = self._refine(table, boxes)
+        if table is not None and len(boxes):
+            boxes, crops = crops_of(table, boxes, 48)
         if not len(boxes):
             return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
         return self._output(boxes, crops)
@@ -59,9 +60,9 @@ class Mtcnn:
         regressed = boxes[:, :4] + boxes[:, 5:9] * np.concatenate([size, size], axis=1)
         return square(np.concatenate([regressed, boxes[:, 4:5]], axis=1))
 
-    def _refine(self, rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    def _refine(self, table: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         """R-Net on 24x24 crops: the boxes it keeps, regressed and squared."""
-        boxes, crops = crops_of(rgb, boxes, 24)
+        boxes, crops = crops_of(table, boxes, 24)
         if not len(boxes):
             return boxes
         reg, prob = self.rnet.run(None, {"x": normalise(crops)})
@@ -111,16 +112,20 @@ def area_weights(length: int, n: int) -> np.ndarray:
     return out
 
 
-# The crops' weights (24 or 48 rows) recur from photo to photo and are small (48 x 1024 floats at most), so they are
-# kept; a pyramid level's weights are built per photo (16 a photo at most, and up to megabytes each).
-_crop_weights = functools.lru_cache(maxsize=1024)(area_weights)
+# Photos of one size recur (a camera's, a dataset's), and with them their pyramid levels' weights: the small ones
+# (128 KB at most; 32 MB for the whole cache) are kept, the large ones built per photo.
+_kept_weights = functools.lru_cache(maxsize=256)(area_weights)
+
+
+def level_weights(length: int, n: int) -> np.ndarray:
+    return _kept_weights(length, n) if length * n <= 1 << 15 else area_weights(length, n)
 
 
 def area_resample(region: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """An (H, W, 3) region of the photo resampled to ``size`` by area averaging: float32 (h, w, 3).
     Averaging is separable: one matrix product over the rows, one over the columns."""
     (h, w), (oh, ow) = region.shape[:2], size
-    weights = _crop_weights if max(size) <= 48 else area_weights
+    weights = level_weights
     rows = weights(h, oh) @ region.reshape(h, w * 3).astype(np.float32)  # (oh, w * 3)
     cols = rows.reshape(oh, w, 3).transpose(0, 2, 1).reshape(oh * 3, w) @ weights(w, ow).T  # (oh * 3, ow)
     out: np.ndarray = cols.reshape(oh, 3, ow).transpose(0, 2, 1)
@@ -163,17 +168,45 @@ def square(boxes: np.ndarray) -> np.ndarray:
     return out
 
 
-def crops_of(rgb: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The part of each box inside the photo, resampled to size x size; boxes wholly outside it are dropped."""
-    h, w = rgb.shape[:2]
+def summed_area(rgb: np.ndarray) -> np.ndarray:
+    """(H + 1, W + 1, 3) int64: entry (y, x) sums the photo's pixels above and left of it (exact)."""
+    table = np.zeros((rgb.shape[0] + 1, rgb.shape[1] + 1, 3), np.int64)
+    np.cumsum(rgb, axis=0, dtype=np.int64, out=table[1:, 1:])
+    np.cumsum(table[1:, 1:], axis=1, out=table[1:, 1:])
+    return table
+
+
+def crops_of(table: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The part of each box inside the photo (``table``: its :func:`summed_area`), resampled to size x size by area
+    averaging as :func:`area_resample` does, all crops at once: each output pixel is the mean of an integer
+    rectangle of the photo, four lookups in the table. Boxes wholly outside the photo are dropped."""
+    h, w = table.shape[0] - 1, table.shape[1] - 1
     edges = np.trunc(boxes[:, :4]).astype(np.int64)
     x0 = np.maximum(edges[:, 0], 1) - 1
     y0 = np.maximum(edges[:, 1], 1) - 1
     x1 = np.minimum(edges[:, 2], w)
     y1 = np.minimum(edges[:, 3], h)
     inside = (x1 > x0) & (y1 > y0)
-    crops = [area_resample(rgb[a:b, c:d], (size, size)) for a, b, c, d in np.stack([y0, y1, x0, x1], axis=1)[inside]]
-    return boxes[inside], np.stack(crops) if crops else np.zeros((0, size, size, 3), np.float32)
+    if not inside.any():
+        return boxes[inside], np.zeros((0, size, size, 3), np.float32)
+    rows = _cells(y0[inside], y1[inside], size)  # (2, N, size): each output row's first and last-plus-one input row
+    cols = _cells(x0[inside], x1[inside], size)
+    flat = table.reshape(-1, 3)
+    stride = w + 1
+
+    def at(r: np.ndarray, c: np.ndarray) -> np.ndarray:
+        return flat[r[:, :, None] * stride + c[:, None, :]]  # (N, size, size, 3)
+
+    sums = at(rows[1], cols[1]) - at(rows[0], cols[1]) - at(rows[1], cols[0]) + at(rows[0], cols[0])
+    area = (rows[1] - rows[0])[:, :, None, None] * (cols[1] - cols[0])[:, None, :, None]
+    return boxes[inside], (sums / area).astype(np.float32)
+
+
+def _cells(start: np.ndarray, stop: np.ndarray, n: int) -> np.ndarray:
+    """For spans [start, stop) (N,) cut into n outputs: (2, N, n) bounds, floor(i L / n) .. ceil((i + 1) L / n)."""
+    length = (stop - start)[:, None]
+    i = np.arange(n)
+    return np.stack([start[:, None] + (i * length) // n, start[:, None] - ((-(i + 1) * length) // n)])
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:

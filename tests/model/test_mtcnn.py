@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from model.mtcnn import Mtcnn, area_resample, nms
+from model.mtcnn import Mtcnn, area_resample, crops_of, nms, summed_area
 from tests.conftest import LFW, ORL
 
 
@@ -50,6 +50,23 @@ def test_area_resampling_equals_pytorchs_area_interpolation() -> None:
         ref = torch.nn.functional.interpolate(torch.from_numpy(region.copy()).permute(2, 0, 1)[None].float(),
                                               size=size, mode="area")[0].permute(1, 2, 0).numpy()
         np.testing.assert_allclose(ours, ref, atol=1e-3)
+
+
+def test_a_stages_crops_read_from_the_summed_area_table_equal_pytorchs_area_interpolation() -> None:
+    rgb = np.asarray(Image.open(sorted(LFW.glob("*/*.jpg"))[0]).convert("RGB"))
+    # inside; over the left/top edge; over the right/bottom edge; smaller than the output; wholly outside
+    boxes = np.array([[3.7, 17.2, 201.9, 140.5, 0.9], [-30.0, -12.5, 60.2, 80.0, 0.8],
+                      [180.0, 200.0, 290.0, 260.0, 0.7], [100.0, 100.0, 109.0, 104.0, 0.6],
+                      [260.0, 10.0, 300.0, 50.0, 0.5]], np.float32)
+    for size in (24, 48):
+        kept, crops = crops_of(summed_area(rgb), boxes, size)
+        assert np.array_equal(kept, boxes[:4]) and crops.shape == (4, size, size, 3) and crops.dtype == np.float32
+        for box, crop in zip(kept, crops, strict=True):
+            x0, y0 = max(int(box[0]), 1) - 1, max(int(box[1]), 1) - 1  # facenet-pytorch's clipped region
+            x1, y1 = min(int(box[2]), rgb.shape[1]), min(int(box[3]), rgb.shape[0])
+            region = torch.from_numpy(rgb[y0:y1, x0:x1].copy()).permute(2, 0, 1)[None].float()
+            ref = torch.nn.functional.interpolate(region, size=(size, size), mode="area")[0].permute(1, 2, 0).numpy()
+            np.testing.assert_allclose(crop, ref, atol=1e-3)
 
 
 @pytest.mark.parametrize("iou", [0.3, 0.5, 0.7])
