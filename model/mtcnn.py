@@ -4,15 +4,14 @@ The computation is facenet-pytorch's ``detect_face`` (whose bundled weights thes
 model/weights), step for step: an image pyramid resampled by area averaging, P-Net's proposals per scale, NMS per
 scale (IoU 0.5) and across scales (0.7), R-Net and then O-Net on area-resampled crops of the squared boxes, O-Net's
 landmarks, and a last NMS on the smaller box's area (0.7). What changed is how, not what: the networks run in ONNX
-Runtime, and area resampling, for which PyTorch's adaptive pooling took a fifth of detection's time, is cheaper: a
-pyramid level is two matrix products, and all of a stage's crops are box means read at once from the photo's
-summed-area table. Boxes, scores and landmarks equal facenet-pytorch's within float rounding
+Runtime, and area resampling, for which PyTorch's adaptive pooling took a fifth of detection's time, is cheaper:
+every pyramid level and all of a stage's crops are box means read at once from the photo's summed-area table.
+Boxes, scores and landmarks equal facenet-pytorch's within float rounding
 (tests/model/test_mtcnn.py; bench/detector.py measures both on ORL, LFW and CFP).
 """
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any
 
@@ -34,23 +33,22 @@ class Mtcnn:
         self.pnet, self.rnet, self.onet = (session(str(graph), threads=threads) for graph in GRAPHS)
 
     def detect(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        boxes = self._proposals(rgb)
-        table = summed_area(rgb) if len(boxes) else None  # both stages' crops are box means over it
-        if table is not None and len(boxes):
+        table = summed_area(rgb)  # every pyramid level and every crop is read from it
+        boxes = self._proposals(table)
+        if len(boxes):
             boxes = self._refine(table, boxes)
-        if table is not None and len(boxes):
+        if len(boxes):
             boxes, crops = crops_of(table, boxes, 48)
         if not len(boxes):
             return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
         return self._output(boxes, crops)
 
-    def _proposals(self, rgb: np.ndarray) -> np.ndarray:
+    def _proposals(self, table: np.ndarray) -> np.ndarray:
         """P-Net over the pyramid: candidate boxes (N, 5) x1 y1 x2 y2 score, regressed and squared."""
-        h, w = rgb.shape[:2]
+        h, w = table.shape[0] - 1, table.shape[1] - 1
         found = []
         for scale in pyramid(h, w, self.min_face_size):
-            size = (int(h * scale + 1), int(w * scale + 1))
-            level = area_resample(rgb, size)[None]
+            level = resampled(table, int(h * scale + 1), int(w * scale + 1))[None]
             reg, prob = self.pnet.run(None, {"x": normalise(level)})
             boxes = grid_boxes(reg[0], prob[0, 1], scale, THRESHOLDS[0])
             found.append(boxes[nms(boxes[:, :4], boxes[:, 4], 0.5)])
@@ -99,39 +97,6 @@ def pyramid(h: int, w: int, min_face_size: int) -> list[float]:
     return scales
 
 
-def area_weights(length: int, n: int) -> np.ndarray:
-    """(n, length) float32: output i averages inputs floor(i*L/n) .. ceil((i+1)*L/n) - 1, as PyTorch's
-    ``interpolate(mode="area")`` (adaptive average pooling) does."""
-    i = np.arange(n)
-    lo = (i * length) // n
-    hi = -((-(i + 1) * length) // n)
-    k = np.arange(length)
-    inside = (k >= lo[:, None]) & (k < hi[:, None])
-    out: np.ndarray = (inside / (hi - lo)[:, None]).astype(np.float32)
-    out.flags.writeable = False
-    return out
-
-
-# Photos of one size recur (a camera's, a dataset's), and with them their pyramid levels' weights: the small ones
-# (128 KB at most; 32 MB for the whole cache) are kept, the large ones built per photo.
-_kept_weights = functools.lru_cache(maxsize=256)(area_weights)
-
-
-def level_weights(length: int, n: int) -> np.ndarray:
-    return _kept_weights(length, n) if length * n <= 1 << 15 else area_weights(length, n)
-
-
-def area_resample(region: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """An (H, W, 3) region of the photo resampled to ``size`` by area averaging: float32 (h, w, 3).
-    Averaging is separable: one matrix product over the rows, one over the columns."""
-    (h, w), (oh, ow) = region.shape[:2], size
-    weights = level_weights
-    rows = weights(h, oh) @ region.reshape(h, w * 3).astype(np.float32)  # (oh, w * 3)
-    cols = rows.reshape(oh, w, 3).transpose(0, 2, 1).reshape(oh * 3, w) @ weights(w, ow).T  # (oh * 3, ow)
-    out: np.ndarray = cols.reshape(oh, 3, ow).transpose(0, 2, 1)
-    return out
-
-
 def normalise(pixels: np.ndarray) -> np.ndarray:
     """(N, H, W, 3) 0-255 -> the networks' (N, 3, H, W) input, (x - 127.5) / 128."""
     return np.ascontiguousarray(((pixels - np.float32(127.5)) * np.float32(0.0078125)).transpose(0, 3, 1, 2))
@@ -177,9 +142,8 @@ def summed_area(rgb: np.ndarray) -> np.ndarray:
 
 
 def crops_of(table: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The part of each box inside the photo (``table``: its :func:`summed_area`), resampled to size x size by area
-    averaging as :func:`area_resample` does, all crops at once: each output pixel is the mean of an integer
-    rectangle of the photo, four lookups in the table. Boxes wholly outside the photo are dropped."""
+    """The part of each box inside the photo (``table``: its :func:`summed_area`), resampled to size x size;
+    boxes wholly outside the photo are dropped."""
     h, w = table.shape[0] - 1, table.shape[1] - 1
     edges = np.trunc(boxes[:, :4]).astype(np.int64)
     x0 = np.maximum(edges[:, 0], 1) - 1
@@ -187,19 +151,42 @@ def crops_of(table: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.ndarra
     x1 = np.minimum(edges[:, 2], w)
     y1 = np.minimum(edges[:, 3], h)
     inside = (x1 > x0) & (y1 > y0)
-    if not inside.any():
-        return boxes[inside], np.zeros((0, size, size, 3), np.float32)
-    rows = _cells(y0[inside], y1[inside], size)  # (2, N, size): each output row's first and last-plus-one input row
-    cols = _cells(x0[inside], x1[inside], size)
+    return boxes[inside], box_means(table, y0[inside], y1[inside], x0[inside], x1[inside], size, size)
+
+
+def box_means(table: np.ndarray, y0: np.ndarray, y1: np.ndarray, x0: np.ndarray, x1: np.ndarray,
+              oh: int, ow: int) -> np.ndarray:
+    """Regions [y0, y1) x [x0, x1) of the photo (N each; ``table``: its :func:`summed_area`) resampled to oh x ow by
+    area averaging: float32 (N, oh, ow, 3). Output pixel (i, j) is the mean of rows floor(i H / oh) ..
+    ceil((i + 1) H / oh) - 1 and the columns likewise, as PyTorch's ``interpolate(mode="area")`` (adaptive average
+    pooling) takes them: an integer rectangle, so four lookups in the table give its exact sum."""
+    if not len(y0):
+        return np.zeros((0, oh, ow, 3), np.float32)
+    rows = _cells(y0, y1, oh)  # (2, N, oh): each output row's first and last-plus-one input row
+    cols = _cells(x0, x1, ow)
     flat = table.reshape(-1, 3)
-    stride = w + 1
+    stride = table.shape[1]
 
     def at(r: np.ndarray, c: np.ndarray) -> np.ndarray:
-        return flat[r[:, :, None] * stride + c[:, None, :]]  # (N, size, size, 3)
+        return flat[r[:, :, None] * stride + c[:, None, :]]  # (N, oh, ow, 3)
 
     sums = at(rows[1], cols[1]) - at(rows[0], cols[1]) - at(rows[1], cols[0]) + at(rows[0], cols[0])
     area = (rows[1] - rows[0])[:, :, None, None] * (cols[1] - cols[0])[:, None, :, None]
-    return boxes[inside], (sums / area).astype(np.float32)
+    out: np.ndarray = (sums / area).astype(np.float32)
+    return out
+
+
+def resampled(table: np.ndarray, oh: int, ow: int) -> np.ndarray:
+    """The whole photo (``table``: its :func:`summed_area`) resampled to oh x ow by area averaging, as
+    :func:`box_means` does, computed separably: each output row's band of rows (two rows of the table), then each
+    output column's span of that band: float32 (oh, ow, 3)."""
+    rows = _cells(np.array([0]), np.array([table.shape[0] - 1]), oh)[:, 0]  # (2, oh)
+    cols = _cells(np.array([0]), np.array([table.shape[1] - 1]), ow)[:, 0]
+    bands = table[rows[1]] - table[rows[0]]  # (oh, W + 1, 3): each band's sums left of every column
+    sums = bands[:, cols[1]] - bands[:, cols[0]]
+    area = (rows[1] - rows[0])[:, None, None] * (cols[1] - cols[0])[None, :, None]
+    out: np.ndarray = (sums / area).astype(np.float32)
+    return out
 
 
 def _cells(start: np.ndarray, stop: np.ndarray, n: int) -> np.ndarray:

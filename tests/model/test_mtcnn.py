@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from model.mtcnn import Mtcnn, area_resample, crops_of, nms, summed_area
+from model.mtcnn import Mtcnn, box_means, crops_of, nms, resampled, summed_area
 from tests.conftest import LFW, ORL
 
 
@@ -42,11 +42,13 @@ def test_boxes_scores_and_landmarks_equal_facenet_pytorchs() -> None:
     assert found >= 60  # LFW photos hold more than one face now and then; the group photo four
 
 
-def test_area_resampling_equals_pytorchs_area_interpolation() -> None:
+def test_a_pyramid_level_read_from_the_summed_area_table_equals_pytorchs_area_interpolation() -> None:
     rgb = np.asarray(Image.open(sorted(LFW.glob("*/*.jpg"))[0]).convert("RGB"))
-    region = rgb[17:140, 3:201]
+    region = np.ascontiguousarray(rgb[17:140, 3:201])
+    whole = np.array([0]), np.array([region.shape[0]]), np.array([0]), np.array([region.shape[1]])
     for size in [(150, 150), (24, 24), (48, 48), (7, 300)]:  # down, up, mixed
-        ours = area_resample(region, size)
+        ours = resampled(summed_area(region), *size)
+        assert np.array_equal(ours, box_means(summed_area(region), *whole, *size)[0])  # the same sums, read apart
         ref = torch.nn.functional.interpolate(torch.from_numpy(region.copy()).permute(2, 0, 1)[None].float(),
                                               size=size, mode="area")[0].permute(1, 2, 0).numpy()
         np.testing.assert_allclose(ours, ref, atol=1e-3)
