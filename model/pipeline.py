@@ -127,8 +127,9 @@ class FacePipeline:
     def __init__(self, *, checkpoint: Path | None = None, min_face_size: int = 20, detect_max_side: int = 1024,
                  max_pixels: int = 40_000_000, threads: int = 2, max_batch: int = 64,
                  batch_wait_ms: float = 3.0, on_batch: Any = None, runtime: str = "onnx") -> None:
-        # requests run in parallel threads: NumPy's BLAS (MTCNN's resampling) keeps to the calling thread, as
-        # several callers each starting BLAS threads on two cores ran detection at half the photos/s
+        # requests run in parallel threads: NumPy's BLAS (the small matrix products of alignment, quality and
+        # find-my-photos) keeps to the calling thread; several callers each starting BLAS threads on two cores ran
+        # detection at half the photos/s when MTCNN's resampling was matrix products too
         threadpool_limits(1, user_api="blas")
         self.embedder, self.card = load_encoder(checkpoint, max_batch=max_batch, runtime=runtime, threads=threads)
         self.model_version: str = self.card["model_version"]
