@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,6 @@ from model.onnx_runtime import session
 log = logging.getLogger(__name__)
 
 SHIPPED_CHECKPOINT = Path(__file__).parent / "weights" / "encoder.pt"
-SHIPPED_CARD = Path(__file__).parent / "weights" / "model_card.json"
 RUNTIMES = ("onnx", "torch")
 # what a graph's metadata holds (ONNX metadata_props, read back by ONNX Runtime)
 GRAPH_CONFIG, GRAPH_CARD, GRAPH_CHECKPOINT = "facesearch.config", "facesearch.card", "facesearch.checkpoint_sha256"
@@ -55,9 +54,6 @@ class EncoderConfig:
         cfg.mean = tuple(cfg.mean)  # type: ignore[assignment]
         cfg.std = tuple(cfg.std)  # type: ignore[assignment]
         return cfg
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def preprocess(config: EncoderConfig, crops: np.ndarray) -> np.ndarray:

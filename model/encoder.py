@@ -206,7 +206,7 @@ def export_graph(checkpoint: Path, out: Path | None = None) -> Path:
 
     model, config, card = load_checkpoint_model(checkpoint)
     graph = onnx.load_from_string(graph_of(model))
-    for key, value in ((GRAPH_CONFIG, json.dumps(config.to_dict())), (GRAPH_CARD, json.dumps(card)),
+    for key, value in ((GRAPH_CONFIG, json.dumps(asdict(config))), (GRAPH_CARD, json.dumps(card)),
                        (GRAPH_CHECKPOINT, file_digest(checkpoint))):
         graph.metadata_props.add(key=key, value=value)
     out = Path(out) if out is not None else graph_path(checkpoint)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.embedder import SHIPPED_CHECKPOINT, load_encoder
+from model.embedder import SHIPPED_CHECKPOINT
 from tests.app.client import call
 from tests.app.test_startup_faults import assert_refused, serve
 from tests.conftest import LFW
@@ -42,7 +42,6 @@ def test_the_service_enrolls_and_searches_without_torch(tmp_path: Path, server_f
     best = body["faces"][0]["candidates"][0]
     assert best["identity"] == name
     # the distance the PyTorch model gives for the same two photos' faces (this process has torch)
-    reference, _ = load_encoder(runtime="torch")
     from model.pipeline import FacePipeline
 
     pipeline = FacePipeline(threads=2, runtime="torch")
