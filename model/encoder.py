@@ -123,7 +123,7 @@ class Encoder(nn.Module):
 
 class Preprocess:
     """uint8 aligned crops (N, S, S, 3) -> normalised float tensor (N, 3, S, S), channels_last: what the embedder
-    computes (:func:`model.embedder.preprocess`), as a tensor for training."""
+    computes (:func:`model.embedder.preprocess`), as a tensor for training (its networks run channels_last)."""
 
     def __init__(self, config: EncoderConfig) -> None:
         self.config = config

@@ -10,8 +10,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -66,7 +67,9 @@ class Analysis:
 
 
 class Batcher:
-    """Gathers crops from concurrent callers for up to ``wait_ms`` and embeds them in one batch."""
+    """Gathers crops from concurrent callers into one batch: a batch waits up to ``wait_ms`` for the callers on
+    their way (those that said so with :meth:`coming` and have not yet embedded), and not at all when none is, so a
+    lone request never waits for company that is not coming."""
 
     def __init__(self, embedder: Embedder, *, max_batch: int = 64, wait_ms: float = 3.0,
                  on_batch: Any = None) -> None:
@@ -74,16 +77,44 @@ class Batcher:
         self.max_batch = max_batch
         self.wait = wait_ms / 1000.0
         self.on_batch = on_batch
+        self._coming = 0
+        self._coming_lock = threading.Lock()
         self._queue: queue.Queue[tuple[np.ndarray, Future[np.ndarray]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="embed-batcher", daemon=True)
         self._thread.start()
 
-    def embed(self, crops: np.ndarray) -> np.ndarray:
+    @contextmanager
+    def coming(self) -> Iterator[Callable[[np.ndarray], np.ndarray]]:
+        """A caller on its way (detecting faces) for the batch to wait for; yields its ``embed``, to call once
+        at most. Leaving without embedding withdraws it."""
+        self._arrive(1)
+        pending = [True]
+
+        def embed(crops: np.ndarray) -> np.ndarray:
+            if not pending[0]:
+                raise RuntimeError("a caller embeds once per coming()")
+            pending[0] = False
+            return self.embed(crops, on_its_way=True)
+
+        try:
+            yield embed
+        finally:
+            if pending[0]:
+                self._arrive(-1)
+
+    def _arrive(self, n: int) -> None:
+        with self._coming_lock:
+            self._coming += n
+
+    def embed(self, crops: np.ndarray, *, on_its_way: bool = False) -> np.ndarray:
         """crops: uint8 (N, S, S, 3) -> float32 (N, D). Blocks until the batch containing them ran."""
-        if len(crops) == 0:
-            return np.zeros((0, self.embedder.dim), np.float32)
         fut: Future[np.ndarray] = Future()
-        self._queue.put((crops, fut))
+        if len(crops):
+            self._queue.put((crops, fut))
+        else:
+            fut.set_result(np.zeros((0, self.embedder.dim), np.float32))
+        if on_its_way:  # counted until its crops are queued, so a batch being gathered keeps waiting for them
+            self._arrive(-1)
         return fut.result()
 
     def _run(self) -> None:
@@ -96,6 +127,8 @@ class Batcher:
             deadline = time.monotonic() + self.wait
             while n < self.max_batch:
                 timeout = deadline - time.monotonic()
+                if self._queue.empty() and (timeout <= 0 or not self._coming):
+                    break
                 try:
                     nxt = self._queue.get(timeout=max(0.0, timeout)) if timeout > 0 else self._queue.get_nowait()
                 except queue.Empty:
@@ -152,18 +185,19 @@ class FacePipeline:
     def analyze(self, data: bytes, *, max_faces: int = 20, embed: bool = True, sources: bool = False) -> Analysis:
         """Decode, detect (largest first), align, score quality and (optionally) embed up to max_faces faces;
         ``sources``: also cut each face's model-independent source crop (enrollment keeps it)."""
-        rgb = decode_image(data, max_pixels=self.max_pixels)
-        found = self.detector.detect(rgb)
-        faces = []
-        for det in found[:max_faces]:
-            crop = self.embedder.aligner(rgb, det)
-            src, geometry = source_crop(rgb, det) if sources else (None, None)
-            faces.append(AnalyzedFace(face=det, crop=crop, quality=quality(det, crop), source=src,
-                                      source_geometry=geometry))
-        if embed and faces:
-            emb = self.batcher.embed(np.stack([f.crop for f in faces]))
-            for f, e in zip(faces, emb, strict=True):
-                f.embedding = e
+        with self.batcher.coming() if embed else nullcontext() as embed_crops:
+            rgb = decode_image(data, max_pixels=self.max_pixels)
+            found = self.detector.detect(rgb)
+            faces = []
+            for det in found[:max_faces]:
+                crop = self.embedder.aligner(rgb, det)
+                src, geometry = source_crop(rgb, det) if sources else (None, None)
+                faces.append(AnalyzedFace(face=det, crop=crop, quality=quality(det, crop), source=src,
+                                          source_geometry=geometry))
+            if embed_crops is not None and faces:
+                emb = embed_crops(np.stack([f.crop for f in faces]))
+                for f, e in zip(faces, emb, strict=True):
+                    f.embedding = e
         return Analysis(width=rgb.shape[1], height=rgb.shape[0], faces=faces, faces_found=len(found))
 
     def close(self) -> None:
