@@ -134,9 +134,11 @@ def square(boxes: np.ndarray) -> np.ndarray:
 
 
 def summed_area(rgb: np.ndarray) -> np.ndarray:
-    """(H + 1, W + 1, 3) int64: entry (y, x) sums the photo's pixels above and left of it (exact)."""
-    table = np.zeros((rgb.shape[0] + 1, rgb.shape[1] + 1, 3), np.int64)
-    np.cumsum(rgb, axis=0, dtype=np.int64, out=table[1:, 1:])
+    """(H + 1, W + 1, 3) integers: entry (y, x) sums the photo's pixels above and left of it, exactly (int32 when the
+    whole photo's sum fits, as it does up to 8 megapixels: half the memory to read back than int64)."""
+    dtype = np.int32 if rgb.shape[0] * rgb.shape[1] * 255 < 2**31 else np.int64
+    table = np.zeros((rgb.shape[0] + 1, rgb.shape[1] + 1, 3), dtype)
+    np.cumsum(rgb, axis=0, dtype=dtype, out=table[1:, 1:])
     np.cumsum(table[1:, 1:], axis=1, out=table[1:, 1:])
     return table
 
@@ -172,7 +174,7 @@ def box_means(table: np.ndarray, y0: np.ndarray, y1: np.ndarray, x0: np.ndarray,
 
     sums = at(rows[1], cols[1]) - at(rows[0], cols[1]) - at(rows[1], cols[0]) + at(rows[0], cols[0])
     area = (rows[1] - rows[0])[:, :, None, None] * (cols[1] - cols[0])[:, None, :, None]
-    out: np.ndarray = (sums / area).astype(np.float32)
+    out: np.ndarray = np.divide(sums, area, dtype=np.float32)
     return out
 
 
@@ -185,7 +187,7 @@ def resampled(table: np.ndarray, oh: int, ow: int) -> np.ndarray:
     bands = table[rows[1]] - table[rows[0]]  # (oh, W + 1, 3): each band's sums left of every column
     sums = bands[:, cols[1]] - bands[:, cols[0]]
     area = (rows[1] - rows[0])[:, None, None] * (cols[1] - cols[0])[None, :, None]
-    out: np.ndarray = (sums / area).astype(np.float32)
+    out: np.ndarray = np.divide(sums, area, dtype=np.float32)
     return out
 
 
@@ -198,28 +200,44 @@ def _cells(start: np.ndarray, stop: np.ndarray, n: int) -> np.ndarray:
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     """Greedy non-maximum suppression as torchvision's ``nms``: kept indices, best score first."""
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     order = np.argsort(-scores, kind="stable")
-    return _greedy(boxes, order, lambda i, rest, inter: inter / (area[i] + area[rest] - inter), iou, 0.0)
+    return order[_greedy(boxes[order], iou, 0.0, _iou)]
 
 
 def nms_min(boxes: np.ndarray, scores: np.ndarray, overlap: float) -> np.ndarray:
     """MTCNN's last suppression, as facenet-pytorch's ``nms_numpy(..., 'Min')``: overlap over the smaller box's
     area, pixels inclusive; among equal scores the later box first, as its ascending argsort read backwards."""
-    area = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
     order = np.argsort(scores)[::-1]
-    return _greedy(boxes, order, lambda i, rest, inter: inter / np.minimum(area[i], area[rest]), overlap, 1.0)
+    return order[_greedy(boxes[order], overlap, 1.0, _over_smaller)]
 
 
-def _greedy(boxes: np.ndarray, order: np.ndarray, ratio: Any, threshold: float, inclusive: float) -> np.ndarray:
-    """Keep the first box of ``order``, drop the rest whose ``ratio`` of overlap with it exceeds ``threshold``,
-    repeat with what is left."""
+def _iou(inter: np.ndarray, area: np.ndarray, other: np.ndarray) -> np.ndarray:
+    return inter / (area + other - inter)
+
+
+def _over_smaller(inter: np.ndarray, area: np.ndarray, other: np.ndarray) -> np.ndarray:
+    return inter / np.minimum(area, other)
+
+
+BLOCK = 256  # boxes whose overlaps with the rest are computed at once: (BLOCK, N) floats
+
+
+def _greedy(boxes: np.ndarray, threshold: float, inclusive: float, ratio: Any) -> np.ndarray:
+    """Positions kept from ``boxes`` taken in order: each box not yet suppressed is kept and suppresses every later
+    one whose ``ratio`` of overlap with it is not at most ``threshold``. Overlaps are computed a block of boxes
+    against all later ones at a time, so the loop does one array operation per kept box."""
+    x1, y1, x2, y2 = (boxes[:, k].astype(np.float32) for k in range(4))
+    area = (x2 - x1 + inclusive) * (y2 - y1 + inclusive)
+    suppressed = np.zeros(len(boxes), bool)
     keep = []
-    while len(order):
-        i, rest = order[0], order[1:]
-        keep.append(i)
-        iw = np.minimum(boxes[i, 2], boxes[rest, 2]) - np.maximum(boxes[i, 0], boxes[rest, 0]) + inclusive
-        ih = np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1]) + inclusive
+    for start in range(0, len(boxes), BLOCK):
+        b = slice(start, start + BLOCK)
+        iw = np.minimum(x2[b, None], x2[None, start:]) - np.maximum(x1[b, None], x1[None, start:]) + inclusive
+        ih = np.minimum(y2[b, None], y2[None, start:]) - np.maximum(y1[b, None], y1[None, start:]) + inclusive
         inter = np.maximum(iw, 0.0) * np.maximum(ih, 0.0)
-        order = rest[ratio(i, rest, inter) <= threshold]
+        beyond = ~(ratio(inter, area[b, None], area[None, start:]) <= threshold)  # NaN suppresses, as before
+        for j, row in enumerate(beyond):
+            if not suppressed[start + j]:
+                keep.append(start + j)
+                suppressed[start + j + 1 :] |= row[j + 1 :]
     return np.array(keep, dtype=np.int64)
