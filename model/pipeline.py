@@ -176,11 +176,13 @@ class FacePipeline:
         return self.embedder.dim
 
     def warm_up(self) -> None:
-        """One detection and one embedding, so the first request does not pay for lazy initialisation."""
+        """One detection and one embedding of the largest batch, so the first request does not pay for lazy
+        initialisation, and the encoder's buffers are at the size a burst needs from the start (ONNX Runtime grows
+        them in steps as larger batches first come: 130 MB more at start, RSS then steady within a few percent)."""
         rng = np.random.default_rng(0)
         self.detector.detect(rng.integers(0, 255, (160, 160, 3), dtype=np.uint8))
         size = self.embedder.config.input_size
-        self.batcher.embed(np.zeros((1, size, size, 3), np.uint8))
+        self.batcher.embed(np.zeros((self.batcher.max_batch, size, size, 3), np.uint8))
 
     def analyze(self, data: bytes, *, max_faces: int = 20, embed: bool = True, sources: bool = False) -> Analysis:
         """Decode, detect (largest first), align, score quality and (optionally) embed up to max_faces faces;

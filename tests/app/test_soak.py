@@ -44,10 +44,11 @@ def soak(tmp_path: Path, server_factory, seconds: float) -> dict[str, float]:  #
     errors: list[str] = []  # collected here: an assert in a worker thread cannot fail the test
     counts = {"requests": 0, "5xx": 0}
     deadline = time.monotonic() + seconds
-    # warm-up: the first half (allocator arenas, SQLite page caches and torch buffers settle); growth is
-    # measured over the second half
-    warm_at = time.monotonic() + seconds / 2
-    rss: dict[str, int] = {}
+    # warm-up: the first half (allocator arenas, SQLite page caches and ONNX Runtime's buffers settle); growth is
+    # measured over the second half, from the median RSS of its first tenth of the run to that of the last tenth
+    # (sampled every second: a single reading catches a batch's buffers on their way back to the allocator)
+    start = time.monotonic()
+    samples: list[tuple[float, int]] = []  # (seconds into the run, RSS in kB)
 
     def worker(seed: int) -> None:
         try:
@@ -95,15 +96,20 @@ def soak(tmp_path: Path, server_factory, seconds: float) -> dict[str, float]:  #
                 if status >= 500:
                     counts["5xx"] += 1
                     errors.append(f"{op} {status} {body}")
-            if "warm" not in rss and time.monotonic() > warm_at:
-                rss.setdefault("warm", rss_kb(server.proc.pid))
+
+    def sample() -> None:
+        while time.monotonic() < deadline:
+            samples.append((time.monotonic() - start, rss_kb(server.proc.pid)))
+            time.sleep(1)
 
     threads = [threading.Thread(target=worker, args=(s,)) for s in range(16)]
+    threads.append(threading.Thread(target=sample))
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    rss["end"] = rss_kb(server.proc.pid)
+    warm = statistics.median(kb for t, kb in samples if 0.5 * seconds <= t < 0.6 * seconds)
+    end = statistics.median(kb for t, kb in samples if t >= 0.9 * seconds)
     assert not errors, errors[:5]
     # zero lost writes, nothing extra: every acknowledged face that was not deleted is there, exactly
     for ident, n in live.items():
@@ -114,7 +120,8 @@ def soak(tmp_path: Path, server_factory, seconds: float) -> dict[str, float]:  #
         status, body = call(f"{server.url}/v1/identities/{quote(ident)}")
         assert status == 404, (ident, status, body)
     report: dict[str, float] = {"seconds": seconds, "concurrency": 16, "requests": counts["requests"],
-                                "5xx": counts["5xx"], "rss_growth": rss["end"] / rss["warm"] - 1,
+                                "5xx": counts["5xx"], "rss_growth": end / warm - 1,
+                                "rss_warm_mb": warm / 1024, "rss_end_mb": end / 1024,
                                 "deleted_checked": len(deleted), "live_checked": len(live)}
     for op, n in ok.items():
         report[f"{op}_success_rate"] = n / max(1, len(latencies[op]))
@@ -129,9 +136,10 @@ def soak(tmp_path: Path, server_factory, seconds: float) -> dict[str, float]:  #
     # every kind of request did real work, nearly always (a route that always answered 4xx would pass the rest)
     assert all(len(latencies[op]) >= 5 for op in ok), report
     assert all(report[f"{op}_success_rate"] >= 0.98 for op in ok), report
-    # The target (< 10% after warm-up) is for the 10-minute run. One minute is closer to warm-up (allocator
-    # arenas, buffers per batch shape, SQLite caches): clean-clone CI runs measured 3.6% and 10.7%, so the
-    # short run's bound sits just above the larger of them.
+    # The target (< 10% after warm-up) is for the 10-minute run. One minute is closer to warm-up: here RSS rose
+    # until about 110 s, then held (a 300-s run: 2.1%); single readings at 30 and 60 s measured 3.6%, 4.8-7.6%,
+    # 10.7% and once 15.1% (a CI failure), mostly the encoder's buffers growing in steps as larger batches first
+    # came. The pipeline's warm-up now runs the largest batch, and the readings are medians (1.0% and 3.1%).
     assert report["rss_growth"] < (0.10 if seconds >= 600 else 0.15), report
     return report
 
