@@ -166,11 +166,11 @@ def box_means(table: np.ndarray, y0: np.ndarray, y1: np.ndarray, x0: np.ndarray,
         return np.zeros((0, oh, ow, 3), np.float32)
     rows = _cells(y0, y1, oh)  # (2, N, oh): each output row's first and last-plus-one input row
     cols = _cells(x0, x1, ow)
-    flat = table.reshape(-1, 3)
+    pixels = _items(table.reshape(-1, 3))
     stride = table.shape[1]
 
     def at(r: np.ndarray, c: np.ndarray) -> np.ndarray:
-        return flat[r[:, :, None] * stride + c[:, None, :]]  # (N, oh, ow, 3)
+        return _values(np.take(pixels, r[:, :, None] * stride + c[:, None, :]), table.dtype)  # (N, oh, ow, 3)
 
     sums = at(rows[1], cols[1]) - at(rows[0], cols[1]) - at(rows[1], cols[0]) + at(rows[0], cols[0])
     area = (rows[1] - rows[0])[:, :, None, None] * (cols[1] - cols[0])[:, None, :, None]
@@ -184,11 +184,22 @@ def resampled(table: np.ndarray, oh: int, ow: int) -> np.ndarray:
     output column's span of that band: float32 (oh, ow, 3)."""
     rows = _cells(np.array([0]), np.array([table.shape[0] - 1]), oh)[:, 0]  # (2, oh)
     cols = _cells(np.array([0]), np.array([table.shape[1] - 1]), ow)[:, 0]
-    bands = table[rows[1]] - table[rows[0]]  # (oh, W + 1, 3): each band's sums left of every column
-    sums = bands[:, cols[1]] - bands[:, cols[0]]
+    bands = _items(table[rows[1]] - table[rows[0]])  # (oh, W + 1): each band's sums left of every column
+    sums = _values(np.take(bands, cols[1], axis=1), table.dtype) - _values(np.take(bands, cols[0], axis=1), table.dtype)
     area = (rows[1] - rows[0])[:, None, None] * (cols[1] - cols[0])[None, :, None]
     out: np.ndarray = np.divide(sums, area, dtype=np.float32)
     return out
+
+
+def _items(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous (..., 3) array as (...) items of its three channels: NumPy gathers whole items (np.take on a
+    fixed-size byte type) 3-6x faster than rows of a 2-D array, the gathers above being most of their cost."""
+    return np.ascontiguousarray(a).view(np.dtype((np.void, 3 * a.itemsize)))[..., 0]
+
+
+def _values(items: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
+    """:func:`_items`' inverse: (...) items -> (..., 3) of ``dtype``."""
+    return items[..., None].view(dtype)
 
 
 def _cells(start: np.ndarray, stop: np.ndarray, n: int) -> np.ndarray:
