@@ -25,6 +25,7 @@ from model.calibration import Calibration
 from model.embedder import Embedder, load_encoder
 from model.faces import Face, FaceDetector, Quality, face_in_source, quality, source_crop
 from model.image import decode_image
+from model.onnx_runtime import CORES
 
 log = logging.getLogger(__name__)
 
@@ -176,26 +177,30 @@ class FacePipeline:
         return self.embedder.dim
 
     def warm_up(self) -> None:
-        """One detection and one embedding of the largest batch, so the first request does not pay for lazy
-        initialisation, and the encoder's buffers are at the size a burst needs from the start (ONNX Runtime grows
-        them in steps as larger batches first come: 130 MB more at start, RSS then steady within a few percent)."""
+        """One detection and one embedding of the largest batch, alone and as side by side (each network has a
+        session for each: model.onnx_runtime), so the first request does not pay for lazy initialisation, and the
+        encoder's buffers are at the size a burst needs from the start (ONNX Runtime grows them in steps as larger
+        batches first come: 130 MB more at start, RSS then steady within a few percent)."""
         rng = np.random.default_rng(0)
-        self.detector.detect(rng.integers(0, 255, (160, 160, 3), dtype=np.uint8))
         size = self.embedder.config.input_size
-        self.batcher.embed(np.zeros((self.batcher.max_batch, size, size, 3), np.uint8))
+        for width in (nullcontext(), CORES.shared()):  # a call alone on every core, and calls side by side
+            with width:
+                self.detector.detect(rng.integers(0, 255, (160, 160, 3), dtype=np.uint8))
+                self.batcher.embed(np.zeros((self.batcher.max_batch, size, size, 3), np.uint8))
 
     def analyze(self, data: bytes, *, max_faces: int = 20, embed: bool = True, sources: bool = False) -> Analysis:
         """Decode, detect (largest first), align, score quality and (optionally) embed up to max_faces faces;
         ``sources``: also cut each face's model-independent source crop (enrollment keeps it)."""
         with self.batcher.coming() if embed else nullcontext() as embed_crops:
-            rgb = decode_image(data, max_pixels=self.max_pixels)
-            found = self.detector.detect(rgb)
-            faces = []
-            for det in found[:max_faces]:
-                crop = self.embedder.aligner(rgb, det)
-                src, geometry = source_crop(rgb, det) if sources else (None, None)
-                faces.append(AnalyzedFace(face=det, crop=crop, quality=quality(det, crop), source=src,
-                                          source_geometry=geometry))
+            with CORES.computing():  # a detection alone on the machine runs its networks on every core
+                rgb = decode_image(data, max_pixels=self.max_pixels)
+                found = self.detector.detect(rgb)
+                faces = []
+                for det in found[:max_faces]:
+                    crop = self.embedder.aligner(rgb, det)
+                    src, geometry = source_crop(rgb, det) if sources else (None, None)
+                    faces.append(AnalyzedFace(face=det, crop=crop, quality=quality(det, crop), source=src,
+                                              source_geometry=geometry))
             if embed_crops is not None and faces:
                 emb = embed_crops(np.stack([f.crop for f in faces]))
                 for f, e in zip(faces, emb, strict=True):

@@ -1,10 +1,12 @@
 """The networks the service runs on ONNX Runtime give the PyTorch models' outputs (1e-5): the encoder on real chips,
 with mirror averaging and the batch plan as served, from the shipped graph or one exported at load; MTCNN's three
-networks."""
+networks; a session alone on the machine runs on every core, beside others on its few threads."""
 
 from __future__ import annotations
 
 import json
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +116,58 @@ def test_mtcnns_shipped_graphs_compute_facenet_pytorchs_networks() -> None:
         assert len(got) == len(want)
         for g, w in zip(got, want, strict=True):
             assert np.abs(g - w.numpy()).max() < 1e-5
+
+
+def test_cores_tell_a_call_alone_from_calls_side_by_side() -> None:
+    from model.onnx_runtime import Cores
+
+    cores = Cores()
+    seen: list[bool] = []
+    started, release = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with cores.computing():
+            started.set()
+            release.wait(10)
+
+    assert cores.alone()
+    with cores.computing(), cores.computing():  # nested blocks of one thread count once
+        assert cores.alone()
+        worker = threading.Thread(target=other)
+        worker.start()
+        started.wait(10)
+        seen.append(cores.alone())  # another thread computes
+        release.set()
+        worker.join(10)
+        seen.append(cores.alone())
+        with cores.shared():
+            seen.append(cores.alone())
+        seen.append(cores.alone())
+    assert seen == [False, True, False, True]
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: a single session, no second width to pick")
+def test_a_session_runs_on_every_core_alone_and_on_its_threads_beside_others(chips: np.ndarray) -> None:
+    from model.embedder import SHIPPED_CHECKPOINT, graph_path, preprocess
+    from model.onnx_runtime import CORES, session
+
+    embedder, _ = load_encoder()
+    s = session(str(graph_path(SHIPPED_CHECKPOINT)), threads=1)
+    assert s.wide is not None
+    ran: list[str] = []
+
+    class Recorded:  # the real sessions, noting which one ran
+        def __init__(self, name: str, inner: object) -> None:
+            self.name, self.inner = name, inner
+
+        def run(self, outputs: object, feeds: object) -> object:
+            ran.append(self.name)
+            return self.inner.run(outputs, feeds)  # type: ignore[attr-defined]
+
+    s.narrow, s.wide = Recorded("narrow", s.narrow), Recorded("wide", s.wide)
+    x = {"x": preprocess(embedder.config, chips[:4])}
+    alone = s.run(["e"], x)[0]
+    with CORES.shared():
+        beside = s.run(["e"], x)[0]
+    assert ran == ["wide", "narrow"]
+    assert np.abs(alone - beside).max() < 1e-5
