@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app import __version__, errors
 from app.deps import require_api_key
+from app.metrics import RequestMetrics
 from app.routes import audit, clusters, embed, faces, health, identities, info, photos, search, verify, web
 from app.schemas import ERROR_RESPONSES
 from app.state import AppState
@@ -181,7 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     state = AppState(settings=settings)
     app.state.fs = state
     errors.install(app)
-    app.middleware("http")(state.metrics.middleware)
+    app.add_middleware(RequestMetrics, metrics=state.metrics)
     app.include_router(health.router)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=web.STATIC), name="static")

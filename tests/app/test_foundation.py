@@ -38,7 +38,15 @@ def test_live_always_and_ready_only_after_the_lifespan_loaded(data_dir: Path) ->
         assert info["model"]["embedding_size"] == 128
         assert client.get("/docs").status_code == 200
         assert "/v1/search" in client.get("/openapi.json").json()["paths"]
-        assert "facesearch_requests_total" in client.get("/metrics").text
+        assert client.get("/no/such/path").status_code == 404
+        assert client.post("/v1/search", data={"k": "3"}).status_code == 415
+        # every request counted by its route (the path within /v1), method and status
+        metrics = client.get("/metrics").text
+        for line in ('facesearch_requests_total{method="GET",route="/info",status="200"} 1.0',
+                     'facesearch_requests_total{method="GET",route="unmatched",status="404"} 1.0',
+                     'facesearch_requests_total{method="POST",route="/search",status="415"} 1.0',
+                     'facesearch_request_seconds_count{method="GET",route="/info"} 1.0'):
+            assert line in metrics
 
 
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
