@@ -17,6 +17,7 @@ def _cores() -> int:
 # Measured with ONNX Runtime running MTCNN and the encoder (`python bench/threads.py`, docs/figures.md): on 2 cores
 # 1 thread per network call and 4 request threads served 25.9 photos/s at concurrency 8, 2 threads 20.1-21.5, 8
 # request threads 20.6; search p50 56.6-62.0 ms for all. So few threads per call and more request workers.
+# A call that finds no other request computing runs on every core (model.onnx_runtime: a lone search is faster).
 def _default_torch_threads() -> int:
     return max(1, _cores() // 4)
 
@@ -48,7 +49,8 @@ class Settings(BaseSettings):
         "bench/encoder.py) or PyTorch (needs the train extra)")
     search_fpir: float = Field(0.01, gt=0, lt=1)
     torch_threads: int = Field(default_factory=_default_torch_threads, ge=1,
-                               description="threads inside each network call (MTCNN's, the encoder's)")
+                               description="threads inside each network call (MTCNN's, the encoder's) while "
+                               "others compute; with ONNX Runtime a call alone on the machine uses every core")
     workers: int = Field(default_factory=_default_workers, ge=1, le=64, description="Threads for decode/detect/search.")
     batch_wait_ms: float = Field(3.0, ge=0, le=100)
     max_batch: int = Field(64, ge=1, le=1024)
