@@ -95,6 +95,14 @@ def search(gallery: Gallery, faces: list[AnalyzedFace], threshold: Threshold, k:
     return [FaceDecision(f, g, r.identities) for f, r, g in zip(faces, results, granted, strict=True)]
 
 
+def search_gallery(gallery: Gallery, cal: Calibration, faces: list[AnalyzedFace], fpir: float,
+                   requested: float | None, k: int) -> tuple[Threshold, list[FaceDecision]]:
+    """The threshold for the gallery as it is now (its size sets the one for ``fpir``; a store query), then every
+    face against it (:func:`search`): one call, for one worker thread."""
+    threshold = search_threshold(cal, gallery.searchable_faces, fpir, requested)
+    return threshold, search(gallery, faces, threshold, k)
+
+
 def assign_identities(hits: list[list[IdentityHit]], threshold: float) -> list[IdentityHit | None]:
     """One identity per face in a photo: matches are granted best-first; a face whose best identity
     went to a closer face falls back to its next candidate under the threshold, or unknown."""

@@ -37,8 +37,7 @@ def index_photo(gallery: Gallery, cal: Calibration, analysis: Analysis, data: by
                 fpir: float, actor: str | None = None) -> list[IndexedFace]:
     """Store the photo with every analysed face (unnamed; clustered) and say who each face is, if anyone."""
     faces = analysis.faces
-    thr = decisions.search_threshold(cal, gallery.searchable_faces, fpir, None)
-    found = decisions.search(gallery, faces, thr, k=1)
+    _, found = decisions.search_gallery(gallery, cal, faces, fpir, None, k=1)
     sha = sha256_of(data)
     photo = NewPhoto(photo.key, photo.album, photo.metadata, analysis.width, analysis.height)
     ids = gallery.photos.add(photo, [(None, new_face(f, sha)) for f in faces], cluster_within=cluster_threshold(cal),

@@ -90,13 +90,13 @@ def local_search(a: argparse.Namespace) -> list[tuple[Path, int, dict[str, Any]]
             except ImageError as e:
                 out.append((photo, 400, {"detail": str(e)}))
                 continue
-            thr = decisions.search_threshold(pipeline.calibration, gallery.searchable_faces, s.search_fpir,
-                                             a.threshold)
+            thr, found = decisions.search_gallery(gallery, pipeline.calibration, analysis.faces, s.search_fpir,
+                                                  a.threshold, a.k)
             faces = [{"box": [float(x) for x in d.face.face.box], "decision": "match" if d.match else "unknown",
                       "identity": d.match.identity if d.match else None,
                       "distance": d.best.distance if d.best else None,
                       "candidates": [{"identity": h.identity, "distance": h.distance} for h in d.candidates]}
-                     for d in decisions.search(gallery, analysis.faces, thr, a.k)]
+                     for d in found]
             out.append((photo, 200, {"faces": faces, "threshold": {"distance": thr.distance, "source": thr.source}}))
     finally:
         gallery.close()

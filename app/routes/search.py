@@ -30,8 +30,8 @@ async def search(
     data = await read_upload(image, settings)
     analysis = await run_cpu(state, pipeline.analyze, data, max_faces=max_faces or settings.max_faces)
     state.metrics.faces_detected.inc(analysis.faces_found)
-    thr = decisions.search_threshold(pipeline.calibration, gallery.searchable_faces, settings.search_fpir, threshold)
-    found = await run_cpu(state, decisions.search, gallery, analysis.faces, thr, k)
+    thr, found = await run_cpu(state, decisions.search_gallery, gallery, pipeline.calibration, analysis.faces,
+                               settings.search_fpir, threshold, k)
     out = [schemas.SearchFace(
         **service.detected(d.face),
         decision="match" if d.match else "unknown",
