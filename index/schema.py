@@ -79,9 +79,14 @@ INDEXES = """
 CREATE INDEX IF NOT EXISTS photos_album ON photos(album, id);
 CREATE INDEX IF NOT EXISTS faces_identity ON faces(identity_id);
 CREATE INDEX IF NOT EXISTS faces_sha256 ON faces(sha256);
-CREATE INDEX IF NOT EXISTS faces_photo ON faces(photo_id);
-CREATE INDEX IF NOT EXISTS faces_cluster ON faces(cluster_id);
+DROP INDEX IF EXISTS faces_photo;
+DROP INDEX IF EXISTS faces_cluster;
+CREATE INDEX IF NOT EXISTS faces_of_photos ON faces(photo_id) WHERE photo_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS faces_in_clusters ON faces(cluster_id) WHERE cluster_id IS NOT NULL;
 """
+# photo_id and cluster_id are indexed only where set (a partial index serves `= ?`, `IN`, `IS NOT NULL`): an enrolled
+# face has neither, and maintaining both full indexes for its NULLs cost a fifth of the bulk add rate (100k faces,
+# one process: 33k -> 40k faces/s). The full indexes of galleries created before are dropped at open.
 
 # columns added after a gallery format shipped: (table, column, declaration); NULL for the rows already stored
 ADDED_COLUMNS = [("faces", "source", "{blob}"), ("faces", "source_geometry", "TEXT"),

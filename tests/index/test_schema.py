@@ -167,3 +167,36 @@ def test_a_gallery_from_before_photos_opens_with_its_faces(tmp_path: Path) -> No
             assert c.execute("SELECT COUNT(*) FROM reembedding").fetchone()[0] == 0
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_photo_and_cluster_indexes_become_partial_at_open(tmp_path: Path, engine: str,
+                                                          request: pytest.FixtureRequest) -> None:
+    """Galleries made before kept full indexes on faces.photo_id and cluster_id; opening one swaps them for the
+    partial ones (enrolled faces have neither), and its faces stay."""
+    url = request.getfixturevalue("pg_url") if engine == "postgresql" else None
+    g = Gallery(tmp_path, dim=DIM, model_version="m1", database_url=url)
+    g.add_faces("alice", [NewFace(vector(1))])
+    g.close()
+    full = ["DROP INDEX faces_of_photos", "DROP INDEX faces_in_clusters",
+            "CREATE INDEX faces_photo ON faces(photo_id)", "CREATE INDEX faces_cluster ON faces(cluster_id)"]
+    listed = ("SELECT name FROM sqlite_master WHERE type = 'index'" if url is None else
+              "SELECT indexname FROM pg_indexes WHERE schemaname = 'public'")
+    if url is None:
+        with sqlite3.connect(tmp_path / "gallery.db") as conn:
+            for sql in full:
+                conn.execute(sql)
+    else:
+        with psycopg.connect(url) as pg:
+            for sql in full:
+                pg.execute(sql)  # type: ignore[arg-type]
+    g = Gallery(tmp_path, dim=DIM, model_version="m1", database_url=url)
+    assert g.count() == (1, 1)
+    g.close()
+    if url is None:
+        with sqlite3.connect(tmp_path / "gallery.db") as conn:
+            names = {str(r[0]) for r in conn.execute(listed)}
+    else:
+        with psycopg.connect(url) as pg:
+            names = {str(r[0]) for r in pg.execute(listed)}  # type: ignore[arg-type]
+    assert {"faces_of_photos", "faces_in_clusters"} <= names and not {"faces_photo", "faces_cluster"} & names
