@@ -10,8 +10,6 @@ from fastapi import APIRouter, File, Form, UploadFile
 from app import schemas, service
 from app.deps import GalleryDep, Multipart, Pipeline, SettingsDep, State, read_upload, run_cpu
 from facesearch import decisions
-from facesearch.decisions import FaceDecision, Threshold
-from model.pipeline import Analysis
 
 router = APIRouter(tags=["search"])
 
@@ -30,14 +28,10 @@ async def search(
 ) -> schemas.SearchResponse:
     t0 = time.perf_counter()
     data = await read_upload(image, settings)
-
-    def analyze_and_search() -> tuple[Analysis, Threshold, list[FaceDecision]]:  # one trip to a worker thread
-        analysis = pipeline.analyze(data, max_faces=max_faces or settings.max_faces)
-        return analysis, *decisions.search_gallery(gallery, pipeline.calibration, analysis.faces,
-                                                   settings.search_fpir, threshold, k)
-
-    analysis, thr, found = await run_cpu(state, analyze_and_search)
+    analysis = await run_cpu(state, pipeline.analyze, data, max_faces=max_faces or settings.max_faces)
     state.metrics.faces_detected.inc(analysis.faces_found)
+    thr, found = await run_cpu(state, decisions.search_gallery, gallery, pipeline.calibration, analysis.faces,
+                               settings.search_fpir, threshold, k)
     out = [schemas.SearchFace(
         **service.detected(d.face),
         decision="match" if d.match else "unknown",
