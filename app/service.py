@@ -7,7 +7,7 @@ from typing import Any
 
 from app import schemas
 from facesearch.decisions import Threshold, low_quality
-from model.pipeline import AnalyzedFace
+from model.analysis import AnalyzedFace
 
 
 def detected(f: AnalyzedFace) -> dict[str, Any]:

@@ -15,9 +15,9 @@ import numpy as np
 from index.errors import NotFound
 from index.gallery import Gallery
 from index.records import IdentityHit
+from model.analysis import AnalyzedFace
 from model.calibration import Calibration
 from model.faces import Quality
-from model.pipeline import AnalyzedFace
 
 # Faces a decision is less reliable on. A side view: on CFP's people 251-400 (never trained on), the landmarks' yaw
 # estimate exceeds 35 degrees for 95% of the profile photos and for none of the frontal ones, and an enrolled

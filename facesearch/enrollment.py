@@ -13,7 +13,7 @@ from facesearch import decisions
 from index.errors import NotFound
 from index.gallery import Gallery
 from index.records import NewFace
-from model.pipeline import Analysis, AnalyzedFace
+from model.analysis import Analysis, AnalyzedFace
 
 NEAR_DUPLICATE_DISTANCE = 0.25
 FaceChoice = Literal["single", "largest"]

@@ -16,8 +16,8 @@ from facesearch import decisions
 from facesearch.enrollment import new_face, sha256_of
 from index.gallery import Gallery
 from index.records import IdentityHit, NewPhoto, PhotoHit
+from model.analysis import Analysis, AnalyzedFace
 from model.calibration import Calibration
-from model.pipeline import Analysis, AnalyzedFace
 
 CLUSTER_FAR = 1e-4  # a cluster joins two faces when strangers are that close once in 10,000 comparisons
 

@@ -51,7 +51,11 @@ class Settings(BaseSettings):
     torch_threads: int = Field(default_factory=_default_torch_threads, ge=1,
                                description="threads inside each network call (MTCNN's, the encoder's) while "
                                "others compute; with ONNX Runtime a call alone on the machine uses every core")
-    workers: int = Field(default_factory=_default_workers, ge=1, le=64, description="Threads for decode/detect/search.")
+    workers: int = Field(default_factory=_default_workers, ge=1, le=64,
+                         description="request threads: each hands its photo to a photo worker, then embeds, searches")
+    photo_workers: int = Field(default_factory=lambda data: max(1, _cores() // data["torch_threads"]), ge=1, le=64,
+                               description="processes decoding photos, detecting and aligning faces; "
+                               "default: cores / torch_threads, so that workers x threads per call = cores")
     batch_wait_ms: float = Field(3.0, ge=0, le=100)
     max_batch: int = Field(64, ge=1, le=1024)
     database_url: str | None = Field(

@@ -1,6 +1,7 @@
 """The serving pipeline: bytes -> decoded photo -> faces -> aligned crops -> quality -> embeddings.
 
-Embedding goes through a :class:`Batcher`, so faces from concurrent requests share one forward pass.
+Everything up to the crops runs in worker processes (:mod:`model.photo_workers`); embedding goes through a
+:class:`Batcher` in this process, so faces from concurrent requests share one forward pass.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,50 +21,14 @@ import numpy as np
 from PIL import Image
 from threadpoolctl import threadpool_limits
 
+from model.analysis import Analysis
 from model.calibration import Calibration
 from model.embedder import Embedder, load_encoder
-from model.faces import Face, FaceDetector, Quality, face_in_source, quality, source_crop
-from model.image import decode_image
+from model.faces import face_in_source
 from model.onnx_runtime import CORES
+from model.photo_workers import PhotoWorkers, WorkerSpec
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class AnalyzedFace:
-    face: Face
-    crop: np.ndarray  # uint8 (S, S, 3), aligned
-    quality: Quality
-    embedding: np.ndarray | None = None  # float32 (D,), L2-normalised
-    source: np.ndarray | None = None  # uint8 (S, S, 3), S <= 256: the face with context, for re-embedding
-    source_geometry: dict[str, Any] | None = None  # box and landmarks in the source crop's pixels
-
-    def thumbnail_jpeg(self) -> bytes:
-        return _jpeg(self.crop, 90)
-
-    def source_image(self) -> bytes | None:
-        """The source crop, losslessly (WebP): re-embedding then cuts the chip from the pixels the photo had.
-        JPEG at quality 95 moved re-embedded vectors 0.031-0.043 from those made from the photo (median, 120
-        LFW faces, the 112-px MobileNetV2 chip); lossless WebP 0.0009, at about twice the bytes."""
-        if self.source is None:
-            return None
-        buf = io.BytesIO()
-        Image.fromarray(self.source).save(buf, format="WEBP", lossless=True, method=4)
-        return buf.getvalue()
-
-
-def _jpeg(rgb: np.ndarray, q: int) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="JPEG", quality=q)
-    return buf.getvalue()
-
-
-@dataclass
-class Analysis:
-    width: int
-    height: int
-    faces: list[AnalyzedFace]  # largest first
-    faces_found: int  # before the max_faces cut
 
 
 class Batcher:
@@ -158,18 +122,24 @@ class Batcher:
 
 
 class FacePipeline:
+    """Photos in, analysed and embedded faces out: ``photo_workers`` processes analyse (decode, detect, align:
+    :mod:`model.photo_workers`), this process embeds (the :class:`Batcher`). ``threads``: threads inside each
+    network call while other requests compute (every core when one computes alone: model.onnx_runtime)."""
+
     def __init__(self, *, checkpoint: Path | None = None, min_face_size: int = 20, detect_max_side: int = 1024,
                  max_pixels: int = 40_000_000, threads: int = 2, max_batch: int = 64,
-                 batch_wait_ms: float = 3.0, on_batch: Any = None, runtime: str = "onnx") -> None:
-        # requests run in parallel threads: NumPy's BLAS (the small matrix products of alignment, quality and
-        # find-my-photos) keeps to the calling thread; several callers each starting BLAS threads on two cores ran
-        # detection at half the photos/s when MTCNN's resampling was matrix products too
+                 batch_wait_ms: float = 3.0, on_batch: Any = None, runtime: str = "onnx",
+                 photo_workers: int = 2) -> None:
+        # requests run in parallel threads: NumPy's BLAS (the small matrix products of re-embedding's alignment and
+        # find-my-photos) keeps to the calling thread rather than each caller starting BLAS threads on two cores
         threadpool_limits(1, user_api="blas")
         self.embedder, self.card = load_encoder(checkpoint, max_batch=max_batch, runtime=runtime, threads=threads)
         self.model_version: str = self.card["model_version"]
         self.calibration = Calibration(self.card)
-        self.detector = FaceDetector(min_face_size=min_face_size, max_side=detect_max_side, threads=threads)
-        self.max_pixels = max_pixels
+        c = self.embedder.config
+        self.workers = PhotoWorkers(photo_workers, WorkerSpec(
+            min_face_size=min_face_size, max_side=detect_max_side, threads=threads, max_pixels=max_pixels,
+            chip=c.chip, chip_size=c.input_size, template=np.asarray(c.template), chip_padding=c.chip_padding))
         self.batcher = Batcher(self.embedder, max_batch=max_batch, wait_ms=batch_wait_ms, on_batch=on_batch)
 
     @property
@@ -177,38 +147,34 @@ class FacePipeline:
         return self.embedder.dim
 
     def warm_up(self) -> None:
-        """One detection and one embedding of the largest batch, alone and as side by side (each network has a
-        session for each: model.onnx_runtime), so the first request does not pay for lazy initialisation, and the
-        encoder's buffers are at the size a burst needs from the start (ONNX Runtime grows them in steps as larger
-        batches first come: 130 MB more at start, RSS then steady within a few percent)."""
-        rng = np.random.default_rng(0)
+        """One embedding of the largest batch, alone and as side by side (each network has a session for each:
+        model.onnx_runtime), so the first request does not pay for lazy initialisation, and the encoder's buffers
+        are at the size a burst needs from the start (ONNX Runtime grows them in steps as larger batches first
+        come: 130 MB more at start, RSS then steady within a few percent). The photo workers warm their detector
+        as they start."""
         size = self.embedder.config.input_size
         for width in (nullcontext(), CORES.shared()):  # a call alone on every core, and calls side by side
             with width:
-                self.detector.detect(rng.integers(0, 255, (160, 160, 3), dtype=np.uint8))
                 self.batcher.embed(np.zeros((self.batcher.max_batch, size, size, 3), np.uint8))
 
     def analyze(self, data: bytes, *, max_faces: int = 20, embed: bool = True, sources: bool = False) -> Analysis:
         """Decode, detect (largest first), align, score quality and (optionally) embed up to max_faces faces;
         ``sources``: also cut each face's model-independent source crop (enrollment keeps it)."""
         with self.batcher.coming() if embed else nullcontext() as embed_crops:
-            with CORES.computing():  # a detection alone on the machine runs its networks on every core
-                rgb = decode_image(data, max_pixels=self.max_pixels)
-                found = self.detector.detect(rgb)
-                faces = []
-                for det in found[:max_faces]:
-                    crop = self.embedder.aligner(rgb, det)
-                    src, geometry = source_crop(rgb, det) if sources else (None, None)
-                    faces.append(AnalyzedFace(face=det, crop=crop, quality=quality(det, crop), source=src,
-                                              source_geometry=geometry))
+            # this thread counts as computing while its worker does: the encoder's batches beside it then keep to
+            # their few threads, and a photo analysed with no other request computing gets every core
+            with CORES.computing():
+                analysis = self.workers.analyze(data, max_faces=max_faces, sources=sources, alone=CORES.alone())
+            faces = analysis.faces
             if embed_crops is not None and faces:
                 emb = embed_crops(np.stack([f.crop for f in faces]))
                 for f, e in zip(faces, emb, strict=True):
                     f.embedding = e
-        return Analysis(width=rgb.shape[1], height=rgb.shape[0], faces=faces, faces_found=len(found))
+        return analysis
 
     def close(self) -> None:
         self.batcher.close()
+        self.workers.close()
 
 
 class StoredFaceCrops(Protocol):

@@ -81,6 +81,29 @@ def pipeline() -> Iterator[object]:
     p.close()
 
 
+def rss_kb(pid: int | None = None) -> int:
+    """Resident memory in kB of a process (default: this one) and its child processes (the photo workers)."""
+    pid = pid or os.getpid()
+
+    def own(p: int) -> int:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        except FileNotFoundError:  # ended meanwhile
+            pass
+        return 0
+
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(stat.parent.name))
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
+    return own(pid) + sum(own(c) for c in children)
+
+
 def free_port() -> int:
     import socket
 

@@ -12,7 +12,7 @@ from app import schemas, service
 from app.deps import GalleryDep, Multipart, Pipeline, SettingsDep, State, read_upload, run_cpu
 from app.errors import NO_FACE, ApiError
 from facesearch import decisions
-from model.pipeline import Analysis
+from model.analysis import Analysis
 
 router = APIRouter(tags=["verify"])
 USAGE = "send image1 + image2, or image + identity"

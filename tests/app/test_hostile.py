@@ -15,7 +15,7 @@ from PIL import Image
 
 from app.main import create_app
 from facesearch.settings import Settings
-from tests.conftest import lfw_photo
+from tests.conftest import lfw_photo, rss_kb
 from tests.images import encode as enc
 from tests.images import gif_animated, png_claiming, zip_bytes
 
@@ -32,11 +32,6 @@ def one(data: bytes, name: str = "x.jpg", ctype: str = "image/jpeg", field: str 
     return {"files": {field: (name, data, ctype)}}
 
 
-def rss_kb() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def test_hostile_corpus(tmp_path: Path, database_url: str | None) -> None:

@@ -16,16 +16,11 @@ from pathlib import Path
 import pytest
 
 from tests.app.client import call, quote
-from tests.conftest import LFW, ROOT
+from tests.conftest import LFW, ROOT, rss_kb
 
 NAMES = sorted(d.name for d in LFW.iterdir() if (d / f"{d.name}_0003.jpg").exists())[:200]
 
 
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def soak(tmp_path: Path, server_factory, seconds: float) -> dict[str, float]:  # type: ignore[no-untyped-def]

@@ -1,0 +1,63 @@
+"""One photo's analysis, before embedding: decode, detect (largest first), align, score quality, and (for
+enrollment) cut each face's model-independent source crop. :mod:`model.photo_workers` runs it in worker processes;
+:mod:`model.pipeline` embeds what it returns."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from model.faces import Aligner, Face, FaceDetector, Quality, quality, source_crop
+from model.image import decode_image
+
+
+@dataclass
+class AnalyzedFace:
+    face: Face
+    crop: np.ndarray  # uint8 (S, S, 3), aligned
+    quality: Quality
+    embedding: np.ndarray | None = None  # float32 (D,), L2-normalised
+    source: np.ndarray | None = None  # uint8 (S, S, 3), S <= 256: the face with context, for re-embedding
+    source_geometry: dict[str, Any] | None = None  # box and landmarks in the source crop's pixels
+
+    def thumbnail_jpeg(self) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(self.crop).save(buf, format="JPEG", quality=90)
+        return buf.getvalue()
+
+    def source_image(self) -> bytes | None:
+        """The source crop, losslessly (WebP): re-embedding then cuts the chip from the pixels the photo had.
+        JPEG at quality 95 moved re-embedded vectors 0.031-0.043 from those made from the photo (median, 120
+        LFW faces, the 112-px MobileNetV2 chip); lossless WebP 0.0009, at about twice the bytes."""
+        if self.source is None:
+            return None
+        buf = io.BytesIO()
+        Image.fromarray(self.source).save(buf, format="WEBP", lossless=True, method=4)
+        return buf.getvalue()
+
+
+@dataclass
+class Analysis:
+    width: int
+    height: int
+    faces: list[AnalyzedFace]  # largest first
+    faces_found: int  # before the max_faces cut
+
+
+def analyze_photo(detector: FaceDetector, aligner: Aligner, data: bytes, *, max_pixels: int, max_faces: int,
+                  sources: bool) -> Analysis:
+    """Decode ``data`` and analyse up to ``max_faces`` faces, largest first (no embeddings yet); ``sources``: also
+    cut each face's source crop. Raises model.errors' ImageError for what is not a photo it can decode."""
+    rgb = decode_image(data, max_pixels=max_pixels)
+    found = detector.detect(rgb)
+    faces = []
+    for det in found[:max_faces]:
+        crop = aligner(rgb, det)
+        src, geometry = source_crop(rgb, det) if sources else (None, None)
+        faces.append(AnalyzedFace(face=det, crop=crop, quality=quality(det, crop), source=src,
+                                  source_geometry=geometry))
+    return Analysis(width=rgb.shape[1], height=rgb.shape[0], faces=faces, faces_found=len(found))

@@ -1,0 +1,231 @@
+"""Photo analysis (:func:`model.analysis.analyze_photo`: decode, detect, align, quality) in worker processes.
+
+Why processes: MTCNN's cascade between its network calls, dlib's shape predictor and chip, and the HTTP layer all
+hold Python's GIL; with requests in threads of one process, the two cores sat idle a sixth of the time at
+concurrency 8 waiting for it (server CPU 1.63 of 2 cores), and two whole servers side by side served 61-64 photos/s
+where one served 55. Here each worker process analyses one photo at a time with a GIL of its own; the service's
+process keeps HTTP, the encoder's batches and the gallery.
+
+A worker is a fresh interpreter (never a fork: ONNX Runtime's and OpenBLAS's threads do not survive one; nor
+multiprocessing's spawn, which re-runs the caller's main script) talking over a socket pair: the calling thread sends
+the photo's bytes and receives the :class:`~model.analysis.Analysis`, with no executor threads in between. A
+worker that dies (killed, or crashed by a decoder on a hostile file) is started again; its photo is tried once more
+on the new worker, and refused as unreadable if that one dies too.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from contextlib import nullcontext, suppress
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model.analysis import Analysis
+from model.errors import InvalidImage
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parents[1]  # where `model` is imported from, for the workers' imports
+
+STOPPED_TWICE = ("analysing this photo stopped the worker process twice (on a fresh worker too): the file is not a "
+                 "photo this service can read")
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker builds at start: the detector's settings and the encoder's chip (model.faces.Aligner)."""
+
+    min_face_size: int
+    max_side: int
+    threads: int
+    max_pixels: int
+    chip: str
+    chip_size: int
+    template: np.ndarray
+    chip_padding: float
+
+
+class WorkerDied(Exception):
+    """The worker process ended while it had a photo."""
+
+
+class _Worker:
+    """One worker process (``python -m model.photo_workers``) and the service's end of its socket."""
+
+    def __init__(self, spec: WorkerSpec, number: int) -> None:
+        self.number = number
+        ours, theirs = socket.socketpair()
+        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+        with theirs:
+            self.process = subprocess.Popen([sys.executable, "-m", "model.photo_workers", str(theirs.fileno())],
+                                            pass_fds=[theirs.fileno()], env={**os.environ, "PYTHONPATH": path})
+        self.conn = Connection(ours.detach())
+        self.conn.send(spec)
+
+    def ready(self) -> None:
+        """Wait until the worker has built its detector; raise its start-up error."""
+        status, value = self._receive()
+        if status != "ready":
+            self.stop()
+            raise value
+
+    def analyze(self, data: bytes, *, max_faces: int, sources: bool, alone: bool) -> Analysis:
+        try:
+            self.conn.send((data, max_faces, sources, alone))
+        except OSError as e:
+            raise WorkerDied(f"photo worker {self.number} stopped ({e})") from e
+        status, value = self._receive()
+        if status != "ok":
+            raise value
+        result: Analysis = value
+        return result
+
+    def _receive(self) -> tuple[str, Any]:
+        try:
+            message: tuple[str, Any] = self.conn.recv()
+            return message
+        except (EOFError, OSError) as e:
+            with suppress(subprocess.TimeoutExpired):
+                self.process.wait(5)
+            raise WorkerDied(f"photo worker {self.number} stopped (exit code {self.process.returncode})") from e
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with suppress(OSError):
+            self.conn.send(None)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.conn.close()
+
+
+class PhotoWorkers:
+    """``n`` worker processes analysing photos; :meth:`analyze` may be called from any number of threads (each
+    call waits for an idle worker)."""
+
+    def __init__(self, n: int, spec: WorkerSpec) -> None:
+        self.spec = spec
+        self._all = [_Worker(spec, i) for i in range(n)]  # all start at once, then each is waited for
+        try:
+            for w in self._all:
+                w.ready()
+        except BaseException:
+            for w in self._all:
+                w.stop(timeout=1)
+            raise
+        # the worker idle for the shortest time goes first: its caches and threads are warm (a lone request took
+        # 1.5 ms longer when the workers took turns)
+        self._idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
+        for w in self._all:
+            self._idle.put(w)
+        self._lock = threading.Lock()
+        self.restarts = 0
+
+    @property
+    def size(self) -> int:
+        return len(self._all)
+
+    def pids(self) -> list[int | None]:
+        with self._lock:
+            return [w.process.pid for w in self._all]
+
+    def analyze(self, data: bytes, *, max_faces: int, sources: bool, alone: bool) -> Analysis:
+        """One photo's :class:`Analysis`; ``alone``: its networks may run on every core (no other request is
+        computing). Raises the worker's ImageError for a bad photo, :class:`~model.errors.InvalidImage` when the
+        photo stopped two workers in turn."""
+        for attempt in (1, 2):
+            worker = self._idle.get()
+            try:
+                return worker.analyze(data, max_faces=max_faces, sources=sources, alone=alone)
+            except WorkerDied as e:
+                log.warning("%s while analysing a photo (attempt %d); starting it again", e, attempt)
+                worker = self._restart(worker)
+            finally:
+                self._idle.put(worker)
+        raise InvalidImage(STOPPED_TWICE)
+
+    def _restart(self, dead: _Worker) -> _Worker:
+        dead.stop(timeout=1)
+        fresh = _Worker(self.spec, dead.number)
+        fresh.ready()
+        with self._lock:
+            self._all[self._all.index(dead)] = fresh
+            self.restarts += 1
+        return fresh
+
+    def close(self) -> None:
+        """Stop every worker (waiting for those analysing a photo to finish it)."""
+        for _ in self._all:
+            try:
+                self._idle.get(timeout=10).stop()
+            except queue.Empty:
+                break
+        for w in self._all:  # any still busy after the wait
+            if w.process.poll() is None:
+                w.process.kill()
+                w.process.wait()
+
+
+def _serve(conn: Connection) -> None:
+    """A worker's life: build the detector and aligner, then analyse photos until told to stop or the service's
+    end of the socket closes (the service ended, however it ended)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the service stops us
+    try:
+        spec: WorkerSpec = conn.recv()
+        from threadpoolctl import threadpool_limits
+
+        from model.analysis import analyze_photo
+        from model.faces import Aligner, FaceDetector
+        from model.onnx_runtime import CORES
+
+        threadpool_limits(1, user_api="blas")  # one photo per process: BLAS's small products on this thread
+        detector = FaceDetector(min_face_size=spec.min_face_size, max_side=spec.max_side, threads=spec.threads)
+        aligner = Aligner(spec.chip, spec.chip_size, spec.template, spec.chip_padding)
+        warm = np.random.default_rng(0).integers(0, 255, (160, 160, 3), dtype=np.uint8)
+        for width in (nullcontext(), CORES.shared()):  # each network's session alone and beside others
+            with width:
+                detector.detect(warm)
+    except Exception as e:
+        _send(conn, ("error", e))
+        return
+    _send(conn, ("ready", None))
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        data, max_faces, sources, alone = task
+        try:
+            # networks run on every core only when the service said no other request computes
+            with nullcontext() if alone else CORES.shared():
+                result: tuple[str, Any] = ("ok", analyze_photo(detector, aligner, data, max_pixels=spec.max_pixels,
+                                                               max_faces=max_faces, sources=sources))
+        except Exception as e:
+            result = ("error", e)
+        _send(conn, result)
+
+
+def _send(conn: Connection, message: tuple[str, Any]) -> None:
+    try:
+        conn.send(message)
+    except (EOFError, OSError):
+        raise
+    except Exception as e:  # an exception that does not pickle: its text does
+        conn.send(("error", RuntimeError(f"{type(message[1]).__name__}: {message[1]} ({e})")))
+
+
+if __name__ == "__main__":
+    _serve(Connection(int(sys.argv[1])))

@@ -1,0 +1,143 @@
+"""The photo workers (model.photo_workers): the same analysis as in the calling process, errors that keep their
+type, workers that come back after being killed, and none left behind when the service ends or is killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.analysis import analyze_photo
+from model.embedder import make_aligner
+from model.errors import InvalidImage, UnsupportedImageType
+from model.faces import FaceDetector
+from model.photo_workers import PhotoWorkers, WorkerSpec
+from tests.conftest import ROOT
+
+MAX_PIXELS = 40_000_000
+
+
+def spec_of(pipeline, **changes) -> WorkerSpec:  # type: ignore[no-untyped-def]
+    c = pipeline.embedder.config
+    spec = WorkerSpec(min_face_size=20, max_side=1024, threads=1, max_pixels=MAX_PIXELS, chip=c.chip,
+                      chip_size=c.input_size, template=np.asarray(c.template), chip_padding=c.chip_padding)
+    return replace(spec, **changes)
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has ended; its parent has not yet read its exit
+
+
+def wait_gone(pids: list[int], timeout: float = 60) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.1)
+    return [p for p in pids if alive(p)]
+
+
+@pytest.fixture(scope="module")
+def workers(pipeline):  # type: ignore[no-untyped-def]
+    w = PhotoWorkers(2, spec_of(pipeline))
+    yield w
+    w.close()
+
+
+def test_workers_analyse_as_the_calling_process_does(workers, pipeline, lfw: Path) -> None:  # type: ignore[no-untyped-def]
+    detector = FaceDetector(min_face_size=20, max_side=1024, threads=1)
+    aligner = make_aligner(pipeline.embedder.config)
+    for name in ("Aaron_Peirsol", "Colin_Powell", "Serena_Williams"):
+        data = (lfw / name / f"{name}_0001.jpg").read_bytes()
+        here = analyze_photo(detector, aligner, data, max_pixels=MAX_PIXELS, max_faces=20, sources=True)
+        for alone in (True, False):
+            there = workers.analyze(data, max_faces=20, sources=True, alone=alone)
+            assert (there.width, there.height, there.faces_found) == (here.width, here.height, here.faces_found)
+            assert here.faces and len(there.faces) == len(here.faces)
+            for a, b in zip(there.faces, here.faces, strict=True):
+                np.testing.assert_allclose(a.face.box, b.face.box, atol=1e-3)
+                np.testing.assert_allclose(a.face.landmarks, b.face.landmarks, atol=1e-3)
+                assert np.abs(a.crop.astype(int) - b.crop.astype(int)).max() <= 1
+                assert a.source is not None and a.source.shape == b.source.shape  # type: ignore[union-attr]
+                assert a.source_geometry is not None and a.embedding is None
+
+
+def test_a_bad_photo_raises_its_own_error_and_the_worker_goes_on(workers, lfw: Path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidImage, match="empty upload"):
+        workers.analyze(b"", max_faces=1, sources=False, alone=True)
+    with pytest.raises(UnsupportedImageType):
+        workers.analyze(b"%PDF-1.7 not a photo", max_faces=1, sources=False, alone=True)
+    with pytest.raises(InvalidImage):
+        workers.analyze(b"\xff\xd8\xff\xe0 truncated jpeg", max_faces=1, sources=False, alone=True)
+    restarts = workers.restarts
+    data = (lfw / "Colin_Powell" / "Colin_Powell_0001.jpg").read_bytes()
+    assert workers.analyze(data, max_faces=1, sources=False, alone=True).faces
+    assert workers.restarts == restarts
+
+
+def test_killed_workers_are_started_again_and_the_photo_still_answered(workers, lfw: Path) -> None:  # type: ignore[no-untyped-def]
+    data = (lfw / "Colin_Powell" / "Colin_Powell_0001.jpg").read_bytes()
+    restarts, before = workers.restarts, workers.pids()
+    for pid in before:
+        os.kill(pid, signal.SIGKILL)
+    assert wait_gone(before) == []
+    # two calls at once take both workers (the first holds its worker while starting it again, for seconds)
+    start = threading.Barrier(2)
+
+    def one(_: int) -> int:
+        start.wait()
+        return len(workers.analyze(data, max_faces=1, sources=False, alone=False).faces)
+
+    with ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(one, range(2))) == [1, 1]
+    after = workers.pids()
+    assert len(after) == 2 and not set(after) & set(before)
+    assert workers.restarts == restarts + 2
+
+
+def test_a_worker_that_cannot_start_says_why_and_leaves_no_process(pipeline) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match="unknown chip"):
+        PhotoWorkers(2, spec_of(pipeline, chip="no-such-chip"))
+
+
+def test_workers_end_with_the_process_that_started_them_even_when_it_is_killed(tmp_path: Path) -> None:
+    """Closed, the workers end; their parent SIGKILLed (no chance to close them), they end too."""
+    script = tmp_path / "parent.py"  # no __main__ guard: workers must not need one
+    script.write_text(textwrap.dedent("""
+        import sys, time
+        from model.pipeline import FacePipeline
+        p = FacePipeline(threads=1, photo_workers=2)
+        print(" ".join(str(pid) for pid in p.workers.pids()), flush=True)
+        if sys.argv[1] == "close":
+            p.close()
+            print("closed", flush=True)
+        time.sleep(600)
+    """))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for how in ("close", "kill"):
+        proc = subprocess.Popen([sys.executable, str(script), how], stdout=subprocess.PIPE, text=True, env=env,
+                                cwd=tmp_path)
+        try:
+            assert proc.stdout is not None
+            pids = [int(p) for p in proc.stdout.readline().split()]
+            assert len(pids) == 2 and all(alive(p) for p in pids)
+            if how == "close":
+                assert proc.stdout.readline().strip() == "closed"
+            else:
+                proc.kill()
+            assert wait_gone(pids) == [], f"workers left running after the parent's {how}"
+        finally:
+            proc.kill()
+            proc.wait()
