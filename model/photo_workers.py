@@ -132,11 +132,7 @@ class PhotoWorkers:
         self._lock = threading.Lock()
         self.restarts = 0
 
-    @property
-    def size(self) -> int:
-        return len(self._all)
-
-    def pids(self) -> list[int | None]:
+    def pids(self) -> list[int]:
         with self._lock:
             return [w.process.pid for w in self._all]
 

@@ -94,14 +94,19 @@ def rss_kb(pid: int | None = None) -> int:
             pass
         return 0
 
-    children = []
+    return own(pid) + sum(own(c) for c in children(pid))
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
+    found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                children.append(int(stat.parent.name))
+                found.append(int(stat.parent.name))
         except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
             continue
-    return own(pid) + sum(own(c) for c in children)
+    return found
 
 
 def free_port() -> int:

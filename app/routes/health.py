@@ -42,4 +42,6 @@ def metrics(state: State) -> Response:
         identities, faces = state.gallery.count()
         state.metrics.gallery_faces.set(faces)
         state.metrics.gallery_identities.set(identities)
+    if state.pipeline is not None:
+        state.metrics.photo_worker_restarts.set(state.pipeline.workers.restarts)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

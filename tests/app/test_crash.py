@@ -10,6 +10,9 @@ import random
 import shutil
 import signal
 import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -17,7 +20,7 @@ import pytest
 from index import Gallery
 from model.embedder import load_encoder
 from tests.app.client import call, quote
-from tests.conftest import LFW, ROOT
+from tests.conftest import LFW, ROOT, children
 
 NAMES = sorted(d.name for d in LFW.iterdir() if (d / f"{d.name}_0002.jpg").exists())[:300]
 
@@ -124,3 +127,54 @@ def test_sigkill_during_concurrent_enrollment(tmp_path: Path, server_factory) ->
 @pytest.mark.slow
 def test_sigkill_twenty_times(tmp_path: Path, server_factory) -> None:  # type: ignore[no-untyped-def]
     run_rounds(tmp_path, server_factory, 20)
+
+
+def test_killed_photo_workers_are_replaced_and_no_request_fails(tmp_path: Path, server_factory) -> None:  # type: ignore[no-untyped-def]
+    """The server's photo workers SIGKILLed between requests and while searches are in flight: every search
+    answers 200 with its face, the workers come back, and /metrics counts the restarts."""
+    server = server_factory(tmp_path / "data")
+    server.wait_ready()
+    name = NAMES[0]
+    status, _ = call(f"{server.url}/v1/identities/{quote(name)}/faces", "POST",
+                     files=[("image", (LFW / name / f"{name}_0001.jpg").read_bytes())])
+    assert status == 201
+    probe = (LFW / name / f"{name}_0002.jpg").read_bytes()
+
+    def search(_: int) -> tuple[int, str | None]:
+        status, body = call(f"{server.url}/v1/search", "POST", files=[("image", probe)], timeout=ACK_TIMEOUT_S)
+        return status, body["faces"][0]["identity"] if status == 200 and body["faces"] else None
+
+    killed: set[int] = set()
+    for in_flight in (False, True):
+        workers = children(server.proc.pid)
+        assert workers, "the server has no photo workers"
+        with ThreadPoolExecutor(4) as pool:
+            answers = pool.map(search, range(8)) if in_flight else None
+            for pid in workers:
+                os.kill(pid, signal.SIGKILL)
+            killed |= set(workers)
+            answers = answers or pool.map(search, range(8))
+            assert list(answers) == [(200, name)] * 8
+        assert not set(living(children(server.proc.pid))) & killed
+    with urllib.request.urlopen(f"{server.url}/metrics", timeout=60) as r:
+        restarts = [line for line in r.read().decode().splitlines()
+                    if line.startswith("facesearch_photo_worker_restarts ")]
+    assert restarts and float(restarts[0].split()[1]) >= 2
+    workers = living(children(server.proc.pid))
+    server.stop()
+    deadline = time.monotonic() + 60
+    while living(workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not living(workers), "photo workers outlived the server"
+
+
+def living(pids: list[int]) -> list[int]:
+    """Those of ``pids`` still running (not ended, nor ended and waiting for their parent to read their exit)."""
+    out = []
+    for p in pids:
+        try:
+            if Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                out.append(p)
+        except FileNotFoundError:
+            pass
+    return out
