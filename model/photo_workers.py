@@ -27,12 +27,15 @@ from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from model.analysis import Analysis
 from model.errors import InvalidImage
+
+if TYPE_CHECKING:
+    from model.embedder import EncoderConfig
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]  # where `model` is imported from, for the workers' imports
@@ -43,16 +46,13 @@ STOPPED_TWICE = ("analysing this photo stopped the worker process twice (on a fr
 
 @dataclass(frozen=True)
 class WorkerSpec:
-    """What a worker builds at start: the detector's settings and the encoder's chip (model.faces.Aligner)."""
+    """What a worker builds at start: the detector's settings and the encoder's chip (its config's aligner)."""
 
     min_face_size: int
     max_side: int
     threads: int
     max_pixels: int
-    chip: str
-    chip_size: int
-    template: np.ndarray
-    chip_padding: float
+    encoder: EncoderConfig
 
 
 class WorkerDied(Exception):
@@ -182,12 +182,13 @@ def _serve(conn: Connection) -> None:
         from threadpoolctl import threadpool_limits
 
         from model.analysis import analyze_photo
-        from model.faces import Aligner, FaceDetector
+        from model.embedder import make_aligner
+        from model.faces import FaceDetector
         from model.onnx_runtime import CORES
 
         threadpool_limits(1, user_api="blas")  # one photo per process: BLAS's small products on this thread
         detector = FaceDetector(min_face_size=spec.min_face_size, max_side=spec.max_side, threads=spec.threads)
-        aligner = Aligner(spec.chip, spec.chip_size, spec.template, spec.chip_padding)
+        aligner = make_aligner(spec.encoder)
         warm = np.random.default_rng(0).integers(0, 255, (160, 160, 3), dtype=np.uint8)
         for width in (nullcontext(), CORES.shared()):  # each network's session alone and beside others
             with width:

@@ -136,10 +136,9 @@ class FacePipeline:
         self.embedder, self.card = load_encoder(checkpoint, max_batch=max_batch, runtime=runtime, threads=threads)
         self.model_version: str = self.card["model_version"]
         self.calibration = Calibration(self.card)
-        c = self.embedder.config
-        self.workers = PhotoWorkers(photo_workers, WorkerSpec(
-            min_face_size=min_face_size, max_side=detect_max_side, threads=threads, max_pixels=max_pixels,
-            chip=c.chip, chip_size=c.input_size, template=np.asarray(c.template), chip_padding=c.chip_padding))
+        self.workers = PhotoWorkers(photo_workers, WorkerSpec(min_face_size=min_face_size, max_side=detect_max_side,
+                                                              threads=threads, max_pixels=max_pixels,
+                                                              encoder=self.embedder.config))
         self.batcher = Batcher(self.embedder, max_batch=max_batch, wait_ms=batch_wait_ms, on_batch=on_batch)
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,6 +108,26 @@ def children(pid: int) -> list[int]:
         except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
             continue
     return found
+
+
+def living(pids: list[int]) -> list[int]:
+    """Those of ``pids`` still running (not ended, nor ended and waiting for their parent to read their exit)."""
+    out = []
+    for p in pids:
+        try:
+            if Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                out.append(p)
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def wait_gone(pids: list[int], timeout: float = 60) -> list[int]:
+    """Wait until none of ``pids`` is :func:`living` (or ``timeout`` s passed); those still living."""
+    deadline = time.monotonic() + timeout
+    while living(pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return living(pids)
 
 
 def free_port() -> int:

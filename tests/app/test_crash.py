@@ -10,7 +10,6 @@ import random
 import shutil
 import signal
 import threading
-import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 from index import Gallery
 from model.embedder import load_encoder
 from tests.app.client import call, quote
-from tests.conftest import LFW, ROOT, children
+from tests.conftest import LFW, ROOT, children, living, wait_gone
 
 NAMES = sorted(d.name for d in LFW.iterdir() if (d / f"{d.name}_0002.jpg").exists())[:300]
 
@@ -162,19 +161,5 @@ def test_killed_photo_workers_are_replaced_and_no_request_fails(tmp_path: Path, 
     assert restarts and float(restarts[0].split()[1]) >= 2
     workers = living(children(server.proc.pid))
     server.stop()
-    deadline = time.monotonic() + 60
-    while living(workers) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not living(workers), "photo workers outlived the server"
+    assert wait_gone(workers) == [], "photo workers outlived the server"
 
-
-def living(pids: list[int]) -> list[int]:
-    """Those of ``pids`` still running (not ended, nor ended and waiting for their parent to read their exit)."""
-    out = []
-    for p in pids:
-        try:
-            if Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                out.append(p)
-        except FileNotFoundError:
-            pass
-    return out

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -22,31 +21,14 @@ from model.embedder import make_aligner
 from model.errors import InvalidImage, UnsupportedImageType
 from model.faces import FaceDetector
 from model.photo_workers import PhotoWorkers, WorkerSpec
-from tests.conftest import ROOT
+from tests.conftest import ROOT, living, wait_gone
 
 MAX_PIXELS = 40_000_000
 
 
-def spec_of(pipeline, **changes) -> WorkerSpec:  # type: ignore[no-untyped-def]
-    c = pipeline.embedder.config
-    spec = WorkerSpec(min_face_size=20, max_side=1024, threads=1, max_pixels=MAX_PIXELS, chip=c.chip,
-                      chip_size=c.input_size, template=np.asarray(c.template), chip_padding=c.chip_padding)
-    return replace(spec, **changes)
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"  # a zombie has ended; its parent has not yet read its exit
-
-
-def wait_gone(pids: list[int], timeout: float = 60) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(alive(p) for p in pids):
-        time.sleep(0.1)
-    return [p for p in pids if alive(p)]
+def spec_of(pipeline, **encoder_changes) -> WorkerSpec:  # type: ignore[no-untyped-def]
+    return WorkerSpec(min_face_size=20, max_side=1024, threads=1, max_pixels=MAX_PIXELS,
+                      encoder=replace(pipeline.embedder.config, **encoder_changes))
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +114,7 @@ def test_workers_end_with_the_process_that_started_them_even_when_it_is_killed(t
         try:
             assert proc.stdout is not None
             pids = [int(p) for p in proc.stdout.readline().split()]
-            assert len(pids) == 2 and all(alive(p) for p in pids)
+            assert len(pids) == 2 and living(pids) == pids
             if how == "close":
                 assert proc.stdout.readline().strip() == "closed"
             else:
