@@ -46,6 +46,9 @@ class EncoderConfig:
     flip: bool = False  # average each face's embedding with its mirror image's (test-time augmentation)
     chip: str = "template"  # how the crop is cut: "template" (MTCNN's 5 points -> template) or "dlib5" (dlib's chip)
     chip_padding: float = 0.25  # dlib5: the padding around dlib's mean face
+    # the face detector whose boxes and five points the chip was trained and evaluated on (model/faces.py);
+    # configs from before it was named were MTCNN's
+    detector: str = "mtcnn"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> EncoderConfig:

@@ -1,9 +1,10 @@
 """The face encoders in PyTorch, their self-describing checkpoint, and its export to the ONNX graph the service
 runs (:mod:`model.embedder`, which needs no torch).
 
-Two architectures: ``mobilenet_v2`` (torchvision's ImageNet MobileNetV2 with an embedding head, trained by
-``facesearch train``) and ``dlib_resnet_v1`` (dlib's face ResNet ported to PyTorch, :mod:`model.dlib_resnet`;
-``facesearch import-dlib`` makes its checkpoint). :func:`build_model` and the config's chip are the only places
+Three architectures: ``edgeface_xs`` (encoder v3: timm's EdgeNeXt-x-small backbone with our face head;
+``facesearch import-edgeface`` makes its checkpoint from Idiap's EdgeFace-XS), ``dlib_resnet_v1`` (encoder v2: dlib's
+face ResNet ported to PyTorch, :mod:`model.dlib_resnet`; ``facesearch import-dlib``) and ``mobilenet_v2``
+(torchvision's ImageNet MobileNetV2 with an embedding head, trained from ImageNet by ``facesearch train``). :func:`build_model` and the config's chip are the only places
 that branch on them. Training writes checkpoints with :func:`save_checkpoint`; :func:`export_graph` writes the
 graph beside one; :func:`model.embedder.load_encoder` serves either.
 """
@@ -37,6 +38,7 @@ from model.embedder import (
     preprocess,
 )
 from model.errors import CheckpointError
+from model.faces import ARCFACE_TEMPLATE_112
 from model.names import CHIPS
 from model.onnx_runtime import to_onnx
 
@@ -65,15 +67,34 @@ def dlib_config(model_version: str = "dlib-resnet-v1", chip: str = "dlib5") -> E
                          chip=chip)
 
 
+EDGEFACE_WIDTH = 512  # EdgeFace's own embedding: its linear layer's outputs
+
+
+def edgeface_config(model_version: str = "edgeface-xs", embedding_size: int = EDGEFACE_WIDTH) -> EncoderConfig:
+    """The config of EdgeFace-XS: YuNet's five points onto the ArcFace 112x112 template, ``(rgb - 127.5) / 127.5``;
+    ``embedding_size`` other than 512 adds a linear projection of EdgeFace's 512 numbers (trained by us)."""
+    return EncoderConfig(arch="edgeface_xs", embedding_size=embedding_size, input_size=112, mean=(0.5, 0.5, 0.5),
+                         std=(0.5, 0.5, 0.5), template=ARCFACE_TEMPLATE_112.tolist(), model_version=model_version,
+                         chip="template", detector="yunet")
+
+
 def new_config(arch: str, *, embedding_size: int = 128, input_size: int = 112) -> EncoderConfig:
-    """The config a new model of ``arch`` starts from (dlib's ResNet: its own input, chip and size)."""
+    """The config a new model of ``arch`` starts from (dlib's ResNet and EdgeFace: their own input and chip)."""
     if arch == "dlib_resnet_v1":
         return dlib_config()
+    if arch == "edgeface_xs":
+        return edgeface_config(embedding_size=embedding_size)
     return EncoderConfig(arch=arch, embedding_size=embedding_size, input_size=input_size)
 
 
 def describe_arch(config: EncoderConfig) -> tuple[str, str]:
     """The model card's words for the architecture, and for the licence of what the weights started from."""
+    if config.arch == "edgeface_xs":
+        return ("edgeface_xs: EdgeNeXt-x-small (timm's edgenext_x_small, 1.3M parameters) -> average pool -> layer "
+                "norm -> linear 512" + (f" -> linear {config.embedding_size}" if config.embedding_size != EDGEFACE_WIDTH
+                                        else "") + " -> L2 norm",
+                "Started from Idiap's EdgeFace-XS (BSD-3-Clause; trained on WebFace12M, whose terms allow "
+                "non-commercial research only); ")
     if config.arch == "dlib_resnet_v1":
         return ("dlib_resnet_v1: dlib's face ResNet (conv 7x7, 15 residual blocks of 32-256 channels, fc 128; "
                 "public domain, CC0) ported to PyTorch -> L2 norm",
@@ -93,7 +114,51 @@ def build_model(config: EncoderConfig, *, imagenet_init: bool = False) -> nn.Mod
         model: nn.Module = DlibResNet(config.embedding_size, config.input_size)
         model.config = config  # type: ignore[assignment]
         return model
+    if config.arch == "edgeface_xs":
+        return EdgeFaceEncoder(config)
     return Encoder(config, imagenet_init=imagenet_init)
+
+
+class FaceHead(nn.Module):
+    """EdgeFace's head, ours: feature map (N, C, h, w) -> average pool -> layer norm -> linear ``width``
+    (-> linear ``out`` when it differs: a projection trained by us) -> unit vectors (N, out)."""
+
+    def __init__(self, channels: int, width: int, out: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(channels, eps=1e-6)
+        self.fc = nn.Linear(channels, width)
+        self.proj = nn.Linear(width, out, bias=False) if out != width else None
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        e = self.fc(self.norm(f.mean(dim=(2, 3))))
+        if self.proj is not None:
+            e = self.proj(e)
+        return F.normalize(e, dim=1)
+
+
+class EdgeFaceEncoder(nn.Module):
+    """Encoder v3's network: timm's EdgeNeXt-x-small feature extractor -> :class:`FaceHead`. The weights come
+    from EdgeFace-XS (``facesearch import-edgeface``); timm builds the architecture only (nothing downloaded)."""
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        import timm
+
+        self.config = config
+        self.backbone = timm.create_model("edgenext_x_small", pretrained=False, num_classes=0, global_pool="")
+        self.backbone.head = nn.Identity()  # the head is ours
+        self.head = FaceHead(self.backbone.num_features, EDGEFACE_WIDTH, config.embedding_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: float (N, 3, 112, 112) normalised -> float (N, D) unit vectors."""
+        return self.head(self.backbone.forward_features(x))
+
+    def parameter_groups(self) -> list[tuple[str, list[nn.Parameter]]]:
+        """Stages for ``facesearch train --freeze``: the stem, the four stages, the head."""
+        b = self.backbone
+        groups = [("stem", list(b.stem.parameters()))]
+        groups += [(f"stage{i}", list(stage.parameters())) for i, stage in enumerate(b.stages)]
+        return [*groups, ("head", list(self.head.parameters()))]
 
 
 class Encoder(nn.Module):

@@ -1,14 +1,14 @@
-"""Face detection (MTCNN), 5-point alignment onto a canonical template, and quality figures."""
+"""Face detection (YuNet or MTCNN), 5-point alignment onto a canonical template, and quality figures."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from model.mtcnn import Mtcnn
-from model.names import CHIPS
+from model.names import CHIPS, DETECTORS
 
 # The common ArcFace 112x112 template: left eye, right eye, nose tip, left and right mouth corners
 # (left/right as seen in the photo).
@@ -16,6 +16,10 @@ ARCFACE_TEMPLATE_112 = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
     dtype=np.float64,
 )
+
+
+# YuNet's face score kept: see bench/detector.py (misses on profiles against false faces on LFW and ORL)
+YUNET_MIN_SCORE = 0.6
 
 
 @dataclass(frozen=True)
@@ -37,21 +41,34 @@ class Face:
 
 
 class FaceDetector:
-    """MTCNN (facenet-pytorch's bundled weights, run by ONNX Runtime: :mod:`model.mtcnn`) returning every face with
-    box, score and landmarks.
+    """Every face of a photo with box, score and five landmarks: ``kind`` names the network, YuNet
+    (:mod:`model.yunet`, the default since encoder v3) or MTCNN (:mod:`model.mtcnn`, encoder v2's), both run by
+    ONNX Runtime. The encoder's config names the detector it was trained and evaluated with.
 
-    Photos larger than ``max_side`` are downscaled for detection; results are mapped back to the
-    original photo's coordinates. Thread-safe: ONNX Runtime sessions may be run from several threads at once and
-    the cascade keeps no state between calls, so concurrent requests detect in parallel. ``threads``: ONNX Runtime's
-    threads inside each network call (0: one per core).
+    Photos larger than ``max_side`` are downscaled for detection (YuNet: to 640 px, its training scale); results
+    are mapped back to the original photo's coordinates. Thread-safe: ONNX Runtime sessions may be run from several
+    threads at once and neither network keeps state between calls. ``threads``: ONNX Runtime's threads inside each
+    network call (0: one per core). ``min_score``: the face score kept (None: the detector's own default).
     """
 
-    def __init__(self, *, min_face_size: int = 20, max_side: int = 1024, min_score: float = 0.9,
-                 threads: int = 0) -> None:
-        self.max_side = max_side
+    def __init__(self, kind: str = "yunet", *, min_face_size: int = 20, max_side: int = 1024,
+                 min_score: float | None = None, threads: int = 0) -> None:
+        if kind not in DETECTORS:
+            raise ValueError(f"unknown detector {kind!r} (one of {', '.join(DETECTORS)})")
+        self.kind = kind
         self.min_face_size = min_face_size
-        self.min_score = min_score
-        self._mtcnn = Mtcnn(min_face_size=min_face_size, threads=threads)
+        self.max_side = max_side
+        self._net: Any
+        if kind == "yunet":
+            from model.yunet import YuNet
+
+            self.min_score = YUNET_MIN_SCORE if min_score is None else min_score
+            self._net = YuNet(min_score=self.min_score, threads=threads or None)
+        else:
+            from model.mtcnn import Mtcnn
+
+            self.min_score = 0.9 if min_score is None else min_score
+            self._net = Mtcnn(min_face_size=min_face_size, threads=threads)
 
     def detect(self, rgb: np.ndarray) -> list[Face]:
         """rgb: uint8 (H, W, 3). Returns faces sorted largest first."""
@@ -61,9 +78,9 @@ class FaceDetector:
         if scale < 1.0:
             size = (max(1, round(w * scale)), max(1, round(h * scale)))
             small = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
-        if min(small.shape[:2]) < 12:  # below MTCNN's smallest pyramid level
+        if min(small.shape[:2]) < 12:  # below MTCNN's smallest pyramid level; no face in a dozen pixels
             return []
-        boxes, scores, points = self._mtcnn.detect(small)
+        boxes, scores, points = self._net.detect(small)
         faces = []
         for box, prob, pts in zip(boxes, scores, points, strict=True):
             if prob < self.min_score:

@@ -187,7 +187,8 @@ def _serve(conn: Connection) -> None:
         from model.onnx_runtime import CORES
 
         threadpool_limits(1, user_api="blas")  # one photo per process: BLAS's small products on this thread
-        detector = FaceDetector(min_face_size=spec.min_face_size, max_side=spec.max_side, threads=spec.threads)
+        detector = FaceDetector(spec.encoder.detector, min_face_size=spec.min_face_size, max_side=spec.max_side,
+                                threads=spec.threads)
         aligner = make_aligner(spec.encoder)
         warm = np.random.default_rng(0).integers(0, 255, (160, 160, 3), dtype=np.uint8)
         for width in (nullcontext(), CORES.shared()):  # each network's session alone and beside others

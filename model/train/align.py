@@ -42,8 +42,9 @@ def _init_worker(min_face_size: int, config: dict[str, Any]) -> None:
 
     torch.set_num_threads(1)
     global _detector, _aligner
-    _detector = FaceDetector(min_face_size=min_face_size, threads=1)
-    _aligner = make_aligner(EncoderConfig.from_dict(config))
+    encoder = EncoderConfig.from_dict(config)
+    _detector = FaceDetector(encoder.detector, min_face_size=min_face_size, threads=1)
+    _aligner = make_aligner(encoder)
 
 
 def align_photo(args: tuple[Path, Path, Path]) -> tuple[str, str]:

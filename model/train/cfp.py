@@ -142,7 +142,7 @@ def serving_embeddings(root: Path, files: list[str], checkpoint: Path | None,
     from model.faces import FaceDetector
 
     embedder, card = load_encoder(checkpoint, flip=flip)
-    detector = FaceDetector()
+    detector = FaceDetector(embedder.config.detector)
     out: dict[str, np.ndarray | None] = {}
     t = time.perf_counter()
     for f in tqdm(files, desc="embed"):

@@ -26,7 +26,7 @@ def parser(command: str, description: str | None) -> argparse.ArgumentParser:
 def _align(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, required=True, help="identity-per-folder tree")
     p.add_argument("--out", type=Path, required=True, help="cache folder for the aligned crops")
-    p.add_argument("--arch", choices=ARCHS, default="dlib_resnet_v1", help="whose chip to cut")
+    p.add_argument("--arch", choices=ARCHS, default="edgeface_xs", help="whose chip to cut (and with which detector)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--min-face-size", type=int, default=20)
 
@@ -38,6 +38,14 @@ def _import_dlib(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chip", choices=CHIPS, default="dlib5",
                    help="dlib5: dlib's 5-point chip in MTCNN's box; "
                         "template: MTCNN's five points onto dlib's mean face")
+
+
+def _import_edgeface(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", type=Path, help="EdgeFace-XS's int8 release, edgeface_xs_q.pt "
+                   "(../shared/weights/edgeface/)")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint to write, e.g. runs/edgeface/last.pt")
+    p.add_argument("--embedding-size", type=int, default=512,
+                   help="512: EdgeFace's own vectors; fewer: a linear projection of them, for training to fit")
 
 
 def _teacher(p: argparse.ArgumentParser) -> None:
@@ -159,7 +167,7 @@ def _export_onnx(p: argparse.ArgumentParser) -> None:
 
 
 OPTIONS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
-    "align": _align, "import-dlib": _import_dlib, "teacher": _teacher, "train": _train, "evaluate": _evaluate,
+    "align": _align, "import-dlib": _import_dlib, "import-edgeface": _import_edgeface, "teacher": _teacher, "train": _train, "evaluate": _evaluate,
     "evaluate-cfp": _cfp, "calibrate-openset": _openset, "average": _average, "export": _export,
     "export-onnx": _export_onnx,
 }

@@ -25,6 +25,8 @@ def cache_dir_for(root: Path, cache: Path, config: EncoderConfig) -> Path:
 def chip_key(config: EncoderConfig) -> str:
     if config.chip == "dlib5":
         return f"dlib5-{config.input_size}-p{config.chip_padding:g}"
+    if config.detector != "mtcnn":  # MTCNN's caches predate the detector's name in the key
+        return f"template{config.input_size}-{config.detector}"
     return f"template{config.input_size}"
 
 

@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     all_pairs = read_pairs(a.pairs)
     pairs = [q for q in all_pairs if q.fold in folds]
     files = sorted({f for q in pairs for f in q.files})
-    detector = FaceDetector()
+    detector = FaceDetector(embedder.config.detector)
     cached = CachedChips(a.chips, a.data, embedder) if a.chips else None
     t = time.time()
     emb, failures = embed_photos([a.data / f for f in files], embedder, detector, cached=cached)
