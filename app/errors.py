@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 # Messages are constants so tests can assert them.
 NO_FACE = "no face found in the image"
-MULTIPLE_FACES = "the image holds more than one face; send face=largest to enroll the largest"
+MULTIPLE_FACES = ("the image holds several faces of similar size, so whose face to enroll is ambiguous; send "
+                  "face=largest to enroll the largest")
 UNAUTHORIZED = "missing or invalid API key (X-API-Key: KEY or Authorization: Bearer KEY)"
 NOT_READY = "the service is still loading"
 TOO_LARGE = "upload exceeds the size limit"

@@ -1,15 +1,14 @@
-"""Face detection before and after MTCNN moved to ONNX Runtime + NumPy (model/mtcnn.py): misses and speed, in one run.
+"""The two detectors side by side, on the same photos in one run: YuNet (encoder v3's) against MTCNN (encoder v2's).
 
-    python bench/detector.py [--cfp CFP_TREE] [--lfw-every 7] [--threads 2] [--min-face-size 20] [--json PATH]
+    python bench/detector.py [--cfp CFP_TREE] [--lfw-every 7] [--threads 2] [--json PATH]
 
-Both detectors see the same photos, alternating per photo: facenet-pytorch's MTCNN (what served before; PyTorch,
-channels-last networks, as model/faces.py ran it) and ours. A photo is missed when no face scores 0.9 or more (the
-service's cut). Photos: every ORL face (92x112 greyscale), every ``--lfw-every``-th LFW photo (250x250), and with
-``--cfp`` every frontal and profile photo of CFP people 251-500 (splits 6-10; splits 1-5 are never read). Also the
-largest difference between the two detectors' boxes and landmarks, in pixels, where both find the same faces.
-``--min-face-size``: ours looks for faces this large and up (FACESEARCH_MIN_FACE_SIZE; the pyramid starts at
-12 / this, so each step up from 20 drops its largest levels), the reference keeps 20: what a larger setting saves
-and what it misses.
+Both run as the service runs them (model/faces.py's FaceDetector, ONNX Runtime, each at its own score cut:
+YuNet 0.6, MTCNN 0.9), alternating per photo. Photos: every ORL face (92x112 greyscale), every ``--lfw-every``-th
+LFW photo (250x250), group photos of three LFW photos side by side (each should give three faces), and with
+``--cfp`` every frontal and profile photo of CFP people 251-500 (splits 6-10; splits 1-5 are never read).
+A photo is missed when no face is found (a group photo: each of its three people whose photo has no face box
+centred on it). Also: photos with more faces than people in them (a false face, or a background one), and the
+milliseconds per photo.
 """
 
 from __future__ import annotations
@@ -21,17 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import report  # noqa: E402
 
-from model.mtcnn import Mtcnn  # noqa: E402
+from model.faces import FaceDetector  # noqa: E402
 from model.train.cfp import Cfp  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-MIN_SCORE = 0.9
+DETECTORS = ("yunet", "mtcnn")
 
 
 def photo_sets(cfp: Path | None, lfw_every: int) -> dict[str, list[Path]]:
@@ -45,63 +43,64 @@ def photo_sets(cfp: Path | None, lfw_every: int) -> dict[str, list[Path]]:
     return sets
 
 
+def group_photo(files: list[Path]) -> tuple[np.ndarray, list[tuple[float, float, float]]]:
+    """Three photos side by side on grey (as bench/photos.py indexes them); each one's centre and width."""
+    imgs = [Image.open(f).convert("RGB") for f in files]
+    canvas = Image.new("RGB", (sum(i.width for i in imgs) + 20 * (len(imgs) + 1),
+                               max(i.height for i in imgs) + 40), (120, 120, 120))
+    x, where = 20, []
+    for i in imgs:
+        canvas.paste(i, (x, 20))
+        where.append((x + i.width / 2, 20 + i.height / 2, float(i.width)))
+        x += i.width + 20
+    return np.asarray(canvas), where
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cfp", type=Path, help="the CFP tree (Protocol/ and Data/)")
     p.add_argument("--lfw-every", type=int, default=7)
+    p.add_argument("--groups", type=int, default=200, help="group photos of three LFW photos")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--min-face-size", type=int, default=20, help="ours only (the reference: 20)")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
-    torch.set_num_threads(a.threads)
-    from facenet_pytorch import MTCNN
-
-    before = MTCNN(keep_all=True, min_face_size=20, device=torch.device("cpu"), post_process=False)
-    for net in (before.pnet, before.rnet, before.onet):
-        net.to(memory_format=torch.channels_last)
-    after = Mtcnn(min_face_size=a.min_face_size, threads=a.threads)
-
-    def run_before(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        with torch.inference_mode():
-            boxes, scores, points = before.detect(Image.fromarray(rgb), landmarks=True)
-        if boxes is None:
-            return np.zeros((0, 4)), np.zeros(0), np.zeros((0, 5, 2))
-        return boxes, scores.astype(np.float64), points
-
-    def run_after(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        boxes, scores, points = after.detect(rgb)
-        order = np.argsort(-(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), kind="stable")
-        return boxes[order], scores[order], points[order]
-
-    r: dict[str, Any] = {"threads": a.threads, "min_face_size": a.min_face_size}
-    seconds = {"before": 0.0, "after": 0.0}
-    worst, worst_score, differing = 0.0, 0.0, 0
-    for name, files in photo_sets(a.cfp, a.lfw_every).items():
-        missed = {"before": 0, "after": 0}
+    detectors = {k: FaceDetector(k, threads=a.threads) for k in DETECTORS}
+    r: dict[str, Any] = {"threads": a.threads, "min_score": {k: d.min_score for k, d in detectors.items()},
+                         "command": "python " + " ".join(sys.argv)}
+    seconds = dict.fromkeys(DETECTORS, 0.0)
+    photos = 0
+    sets = photo_sets(a.cfp, a.lfw_every)
+    for name, files in sets.items():
+        missed, extra = dict.fromkeys(DETECTORS, 0), dict.fromkeys(DETECTORS, 0)
         for f in files:
             rgb = np.asarray(Image.open(f).convert("RGB"))
-            found = {}
-            for side, fn in (("before", run_before), ("after", run_after)):
+            photos += 1
+            for k, d in detectors.items():
                 t = time.perf_counter()
-                found[side] = fn(rgb)
-                seconds[side] += time.perf_counter() - t
-                missed[side] += int(not (found[side][1] >= MIN_SCORE).any())
-            (b0, s0, p0), (b1, s1, p1) = found["before"], found["after"]
-            if len(b0) != len(b1):
-                differing += 1
-            elif len(b0):
-                worst = max(worst, float(np.abs(b0 - b1).max()), float(np.abs(p0 - p1).max()))
-                worst_score = max(worst_score, float(np.abs(s0 - s1).max()))
-        r[f"{name}_photos"] = len(files)
-        r[f"{name}_missed_before"] = missed["before"]
-        r[f"{name}_missed_after"] = missed["after"]
-    total = sum(v for k, v in r.items() if k.endswith("_photos"))
-    r["photos_with_other_face_counts"] = differing
-    r["max_box_or_landmark_difference_px"] = worst
-    r["max_score_difference"] = worst_score
-    r["ms_per_photo_before"] = 1000 * seconds["before"] / total
-    r["ms_per_photo_after"] = 1000 * seconds["after"] / total
-    r["speedup"] = seconds["before"] / seconds["after"]
+                faces = d.detect(rgb)
+                seconds[k] += time.perf_counter() - t
+                missed[k] += not faces
+                extra[k] += len(faces) > 1
+        r[name] = {"photos": len(files), "missed": missed, "more_than_one_face": extra}
+    lfw = sets["lfw"]
+    rng = np.random.default_rng(0)
+    missed, extra = dict.fromkeys(DETECTORS, 0), dict.fromkeys(DETECTORS, 0)
+    for _ in range(a.groups):
+        rgb, where = group_photo([lfw[i] for i in rng.choice(len(lfw), 3, replace=False)])
+        photos += 1
+        for k, d in detectors.items():
+            t = time.perf_counter()
+            faces = d.detect(rgb)
+            seconds[k] += time.perf_counter() - t
+            centres = [((f.box[0] + f.box[2]) / 2, (f.box[1] + f.box[3]) / 2) for f in faces]
+            hit = sum(any(abs(x - cx) < w / 4 and abs(y - cy) < w / 4 for x, y in centres) for cx, cy, w in where)
+            missed[k] += len(where) - hit
+            extra[k] += len(faces) > len(where)
+    r["groups_of_3"] = {"photos": a.groups, "people": 3 * a.groups, "missed_people": missed,
+                        "more_faces_than_people": extra}
+    r["photos"] = photos
+    r["ms_per_photo"] = {k: round(1000 * s / photos, 2) for k, s in seconds.items()}
+    r["speedup_yunet"] = round(seconds["mtcnn"] / seconds["yunet"], 2)
     report(r, a.json, digits=4)
 
 

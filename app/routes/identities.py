@@ -57,7 +57,9 @@ async def enroll(
     actor: Actor,
     image: Annotated[list[UploadFile], File(min_length=1, max_length=32,
                                             description="one or more photos; all enroll or none")],
-    face: Annotated[Literal["single", "largest"], Form(description="'largest' accepts photos with several faces")]
+    face: Annotated[Literal["single", "largest"], Form(
+        description="'single' (default) enrolls a photo's face, or its largest where that is clearly the subject "
+                    "(1.5 times the size of the next); 'largest' enrolls the largest face whatever the photo holds")]
     = "single",
     metadata: Annotated[str | None, Form(description="JSON object stored with the identity")] = None,
 ) -> schemas.EnrollResponse:

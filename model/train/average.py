@@ -3,13 +3,15 @@
 A uniform average of points on one trajectory (Izmailov et al. 2018, "Averaging Weights Leads to Wider Optima";
 Wortsman et al. 2022, "Model soups") often generalises better than either end point. Floating-point tensors
 (weights and batch-norm statistics) are averaged; integer ones (batch counters) are taken from the first.
-The card of the first checkpoint is kept, with the averaging recorded in its training section. ``--weights``
+The card of the first checkpoint is kept, with the averaging recorded in its training section; the mix gets a model
+version of its own (the first's, with ``-mix-`` and the SHA-256 of the mixed weights). ``--weights``
 mixes unevenly: a fine-tuned model and the model it started from, mixed (WiSE-FT, Wortsman et al. 2022,
 "Robust fine-tuning of zero-shot models"), keeps what the start knew that the fine-tuning data did not teach.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -28,7 +30,7 @@ def average(paths: list[Path], out: Path, weights: list[float] | None = None) ->
     w = w / w.sum()
     config = EncoderConfig.from_dict(ckpts[0]["config"])
     shape = ("arch", "embedding_size", "input_size", "mean", "std", "template", "chip",
-             "chip_padding")
+             "chip_padding", "detector")
     for p, c in zip(paths[1:], ckpts[1:], strict=True):
         other = EncoderConfig.from_dict(c["config"])
         if any(getattr(other, k) != getattr(config, k) for k in shape):
@@ -40,6 +42,9 @@ def average(paths: list[Path], out: Path, weights: list[float] | None = None) ->
             state[key] = (stacked * w.view(-1, *[1] * first.dim())).sum(0).to(first.dtype)
         else:
             state[key] = first
+    # a mix is another model than its first checkpoint: its own version, named by its weights
+    digest = hashlib.sha256(b"".join(t.numpy().tobytes() for t in state.values())).hexdigest()[:8]
+    config.model_version = f"{config.model_version}-mix-{digest}"
     model = build_model(config)
     model.load_state_dict(state)
     card = dict(ckpts[0].get("card") or {})

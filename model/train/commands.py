@@ -164,10 +164,13 @@ def _export_onnx(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", type=Path, nargs="?", help="encoder checkpoint (default: the shipped encoder.pt)")
     p.add_argument("--out", type=Path, help="the graph to write (default: beside the checkpoint, .onnx)")
     p.add_argument("--detector", action="store_true", help="also write MTCNN's graphs to model/weights")
+    p.add_argument("--yunet", type=Path, help="also write YuNet's graph to model/weights from this file "
+                   "(../shared/weights/yunet/yunet_n_dynamic.onnx)")
 
 
 OPTIONS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
-    "align": _align, "import-dlib": _import_dlib, "import-edgeface": _import_edgeface, "teacher": _teacher, "train": _train, "evaluate": _evaluate,
+    "align": _align, "import-dlib": _import_dlib, "import-edgeface": _import_edgeface, "teacher": _teacher,
+    "train": _train, "evaluate": _evaluate,
     "evaluate-cfp": _cfp, "calibrate-openset": _openset, "average": _average, "export": _export,
     "export-onnx": _export_onnx,
 }

@@ -43,12 +43,12 @@ def dlib_pipeline() -> tuple[Any, Any, Any]:
     if _dlib_models is None:
         import dlib
 
-        from model.dlib_chip import SHAPE_PREDICTOR
+        from model.dlib_chip import shape_predictor_path
         from model.train.import_dlib import dlib_models_dir
 
         models = dlib_models_dir()
         _dlib_models = (dlib.get_frontal_face_detector(),
-                        dlib.shape_predictor(str(SHAPE_PREDICTOR)),  # the copy that ships for serving
+                        dlib.shape_predictor(str(shape_predictor_path())),
                         dlib.face_recognition_model_v1(str(models / "dlib_face_recognition_resnet_model_v1.dat")))
     return _dlib_models
 
