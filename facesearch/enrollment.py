@@ -20,7 +20,7 @@ FaceChoice = Literal["single", "largest"]
 # A photo with several faces enrolls its largest without being asked when that face is this many times the size of
 # the next (the subject, with someone in the background): on LFW outside folds 1-2 (YuNet), the smallest ratio at
 # which no photo's largest face was someone other than its subject (bench/subject.py, docs/figures.md).
-SUBJECT_RATIO = 1.5
+SUBJECT_RATIO = 1.3
 
 
 class Refused(Exception):

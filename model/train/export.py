@@ -24,12 +24,21 @@ from model.train.commands import parser
 def describe(config: EncoderConfig) -> tuple[str, str]:
     """The card's words for the architecture and the chip."""
     arch, _ = describe_arch(config)
+    detector = {"yunet": "YuNet", "mtcnn": "MTCNN"}[config.detector]
     if config.chip == "dlib5":
-        chip = (f"dlib's 5-point shape predictor inside MTCNN's box, then dlib's face chip ({config.input_size} px, "
-                f"padding {config.chip_padding:g})")
+        chip = (f"dlib's 5-point shape predictor inside {detector}'s box, then dlib's face chip "
+                f"({config.input_size} px, padding {config.chip_padding:g})")
     else:
-        chip = f"5-point similarity transform of MTCNN's landmarks onto a {config.input_size}-px template"
+        chip = (f"5-point similarity transform (least squares) of {detector}'s landmarks onto the "
+                f"{config.input_size}-px ArcFace template")
     return arch, chip
+
+
+def shipped_files(folder: Path) -> dict[str, dict[str, Any]]:
+    """The SHA-256 and size of every graph the service runs from ``folder``, for the readable card."""
+    from model.embedder import file_digest
+
+    return {p.name: {"sha256": file_digest(p), "bytes": p.stat().st_size} for p in sorted(folder.glob("*.onnx"))}
 
 
 def build_card(config: EncoderConfig, training: dict[str, Any], report: dict[str, Any]) -> dict[str, Any]:
@@ -57,7 +66,8 @@ def build_card(config: EncoderConfig, training: dict[str, Any], report: dict[str
         },
         "distributions": report.get("distributions"),
         "licenses": started_from
-                    + ("fine-tuned on LFW (research use) and CelebA (non-commercial research use only)"
+                    + ("fine-tuned by FaceSearch on LFW (research use), CelebA (non-commercial research use only)"
+                       + (" and CFP (research use)" if "cfp" in json.dumps(training.get("data", [])).lower() else "")
                        if training.get("steps") else "not fine-tuned")
                     + ("; distilled from dlib's face recognition ResNet (public domain, CC0)" if training.get("teacher")
                        else "")
@@ -82,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     model.load_state_dict(ckpt["state_dict"])
     card = build_card(config, (ckpt.get("card") or {}).get("training", {}), report)
     save_checkpoint(out / "encoder.pt", model, card=card)
-    (out / "model_card.json").write_text(json.dumps(card, indent=2))
     export_graph(out / "encoder.pt")  # the graph the service runs, beside it
+    # the readable card also names every shipped graph's digest (the checkpoint's card cannot hold its own graph's)
+    (out / "model_card.json").write_text(json.dumps({**card, "files": shipped_files(out)}, indent=2))
     print(f"wrote {out / 'encoder.pt'} ({config.model_version})")
     return 0

@@ -39,7 +39,7 @@ def workers(pipeline):  # type: ignore[no-untyped-def]
 
 
 def test_workers_analyse_as_the_calling_process_does(workers, pipeline, lfw: Path) -> None:  # type: ignore[no-untyped-def]
-    detector = FaceDetector(min_face_size=20, max_side=1024, threads=1)
+    detector = FaceDetector(pipeline.embedder.config.detector, min_face_size=20, max_side=1024, threads=1)
     aligner = make_aligner(pipeline.embedder.config)
     for name in ("Aaron_Peirsol", "Colin_Powell", "Serena_Williams"):
         data = (lfw / name / f"{name}_0001.jpg").read_bytes()
