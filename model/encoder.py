@@ -146,9 +146,10 @@ class EdgeFaceEncoder(nn.Module):
         import timm
 
         self.config = config
-        self.backbone = timm.create_model("edgenext_x_small", pretrained=False, num_classes=0, global_pool="")
-        self.backbone.head = nn.Identity()  # the head is ours
-        self.head = FaceHead(self.backbone.num_features, EDGEFACE_WIDTH, config.embedding_size)
+        backbone: Any = timm.create_model("edgenext_x_small", pretrained=False, num_classes=0, global_pool="")
+        backbone.head = nn.Identity()  # the head is ours
+        self.backbone = backbone
+        self.head = FaceHead(int(backbone.num_features), EDGEFACE_WIDTH, config.embedding_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: float (N, 3, 112, 112) normalised -> float (N, D) unit vectors."""
@@ -156,9 +157,8 @@ class EdgeFaceEncoder(nn.Module):
 
     def parameter_groups(self) -> list[tuple[str, list[nn.Parameter]]]:
         """Stages for ``facesearch train --freeze``: the stem, the four stages, the head."""
-        b = self.backbone
-        groups = [("stem", list(b.stem.parameters()))]
-        groups += [(f"stage{i}", list(stage.parameters())) for i, stage in enumerate(b.stages)]
+        groups = [("stem", list(self.backbone.stem.parameters()))]
+        groups += [(f"stage{i}", list(stage.parameters())) for i, stage in enumerate(self.backbone.stages)]
         return [*groups, ("head", list(self.head.parameters()))]
 
 

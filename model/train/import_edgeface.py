@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from model.encoder import build_model, edgeface_config, save_checkpoint
+from model.encoder import EdgeFaceEncoder, edgeface_config, save_checkpoint
 from model.errors import CheckpointError
 from model.train.commands import parser
 
@@ -58,13 +58,11 @@ def import_edgeface(path: Path, out: Path, embedding_size: int = 512) -> dict[st
         raise CheckpointError(f"{path} is not EdgeFace's quantized state dict")
     weights = dequantized(state)
     config = edgeface_config(model_version=f"edgeface-xs-{digest[:8]}", embedding_size=embedding_size)
-    model = build_model(config)
-    body = {k: v for k, v in weights.items() if not k.startswith("head.")}
-    missing, unexpected = model.backbone.load_state_dict(body, strict=True), None
-    del missing, unexpected
+    model = EdgeFaceEncoder(config)
+    model.backbone.load_state_dict({k: v for k, v in weights.items() if not k.startswith("head.")}, strict=True)
     head = {"norm.weight": weights["head.norm.weight"], "norm.bias": weights["head.norm.bias"],
             "fc.weight": weights["head.fc.weight"], "fc.bias": weights["head.fc.bias"]}
-    if model.head.proj is not None:  # a projection to fewer numbers starts as the first principal axes: see train
+    if model.head.proj is not None:  # a projection to fewer numbers: random orthogonal rows, for training to fit
         torch.nn.init.orthogonal_(model.head.proj.weight)
         head["proj.weight"] = model.head.proj.weight.detach().clone()
     model.head.load_state_dict(head, strict=True)

@@ -19,7 +19,7 @@ import random
 import shlex
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -194,34 +194,91 @@ def plot_curves(log_path: Path, out: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser("train", __doc__).parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    torch.manual_seed(args.seed)
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+@dataclass
+class Data:
+    """The training set in memory: crops uint8 (N, S, S, 3), labels int64 (N,), identity names, crop keys."""
 
+    crops: np.ndarray
+    labels: np.ndarray
+    names: list[str]
+    keys: list[tuple[str, str]]
+    excluded: int  # people kept out
+
+
+@dataclass
+class Losses:
+    """What a batch is scored with: the triplet loss, and optional second targets and heads."""
+
+    margin: float
+    mining: Mining
+    hard_after: float
+    targets: tuple[torch.Tensor, torch.Tensor] | None = None  # teacher vectors and which photos have one
+    distill: Any = None
+    distill_weight: float = 0.0
+    distill_words: str = ""
+    mirror_teacher: Any = None  # the start's mirror-averaged embedder, frozen
+    mirror_weight: float = 0.0
+    cosface: nn.Module | None = None
+    cosface_weight: float = 0.0
+
+    def __call__(self, emb: torch.Tensor, y: torch.Tensor, idx: np.ndarray, batch_crops: np.ndarray,
+                 mining: Mining) -> tuple[torch.Tensor, dict[str, float]]:
+        t_loss, stats = triplet_loss(emb, y, self.margin, mining)
+        loss = t_loss
+        c_loss = d_loss = torch.zeros(())
+        if self.targets is not None:
+            d_loss = self.distill(emb, self.targets[0][idx], self.targets[1][idx])
+            loss = loss + self.distill_weight * d_loss
+        if self.mirror_teacher is not None:
+            target = torch.from_numpy(self.mirror_teacher(batch_crops))
+            d_loss = distillation_loss(emb, target, torch.ones(len(target), dtype=torch.bool))
+            loss = loss + self.mirror_weight * d_loss
+        if self.cosface is not None:
+            c_loss = self.cosface(emb, y)
+            loss = loss + self.cosface_weight * c_loss
+        return loss, {"loss": loss.item(), "triplet_loss": t_loss.item(), "cosface_loss": c_loss.item(),
+                      "distill_loss": d_loss.item(), "active_fraction": stats["active_fraction"]}
+
+    def words(self) -> str:
+        """The model card's description of the loss."""
+        return (f"triplet (margin {self.margin}, squared L2 on unit vectors, {self.mining} mining"
+                + (f", hard after {self.hard_after:.0%} of steps" if self.hard_after < 1 else "") + ")"
+                + (f" + {self.cosface_weight} x CosFace identity head (auxiliary)" if self.cosface else "")
+                + (f" + {self.distill_weight} x {self.distill_words} (teacher, CC0; half its mean taken out, "
+                   "unit length)" if self.targets is not None else "")
+                + (f" + {self.mirror_weight} x squared distance to the initial model's mirror-averaged "
+                   "embedding of the photo" if self.mirror_teacher is not None else ""))
+
+
+def start_config(args: argparse.Namespace, init: dict[str, Any] | None) -> EncoderConfig:
+    """The run's config: the --init checkpoint's architecture, input, chip and size, or a new one."""
+    if init is not None:
+        config = EncoderConfig.from_dict(init["config"])
+        config.flip = False
+    else:
+        config = new_config(args.arch, embedding_size=args.embedding_size, input_size=args.input_size)
+    config.model_version = f"training-run-{args.out.name}"
+    return config
+
+
+def build_data(args: argparse.Namespace, config: EncoderConfig) -> Data:
+    """Align (once, cached) and load every training photo of the people not kept out."""
     exclude: set[str] = set()
     if args.exclude_pairs:
         exclude = people_in_folds(read_pairs(args.exclude_pairs), parse_folds(args.exclude_folds))
     if args.exclude_people:
         exclude |= set(read_people(args.exclude_people))
-    init = read_checkpoint(args.init) if args.init else None
-    if init is not None:
-        config = EncoderConfig.from_dict(init["config"])  # the start's architecture, input, chip and size
-        config.flip = False
-    else:
-        config = new_config(args.arch, embedding_size=args.embedding_size, input_size=args.input_size)
-    config.model_version = f"training-run-{out.name}"
     crops, labels, names, keys = load_crops(args.data, args.cache, config, exclude=exclude)
     if len(names) < 2:
         raise SystemExit("need at least two identities to train")
     log.info("training on %d photos of %d people (%d people excluded)", len(crops), len(names), len(exclude))
-    (out / "people.txt").write_text("".join(f"{n}\n" for n in names))  # who trained: checkable against any test set
+    return Data(crops, labels, names, keys, len(exclude))
 
+
+def build_start(args: argparse.Namespace, config: EncoderConfig, init: dict[str, Any] | None
+                ) -> tuple[nn.Module, str, list[str]]:
+    """The network at its start (ImageNet, random or --init's weights), its stages frozen; with the card's words
+    for where it started and which stages are frozen."""
     imagenet = not args.no_imagenet and not args.init and has_imagenet_start(config)
     model: nn.Module = build_model(config, imagenet_init=imagenet)
     init_from = "ImageNet" if imagenet else "random"
@@ -232,148 +289,176 @@ def main(argv: list[str] | None = None) -> int:
             raise CheckpointError(f"weights in {args.init} do not fit {config.arch}: {e}") from e
         init_from = f"{args.init} ({init['config'].get('model_version', 'unversioned')})"  # the path may change
         log.info("initialised from %s", args.init)
-    frozen = freeze(model, args.freeze)
-    mirror_teacher = None
+    return model, init_from, freeze(model, args.freeze)
+
+
+def build_losses(args: argparse.Namespace, model: nn.Module, data: Data) -> Losses:
+    losses = Losses(margin=args.margin, mining=args.mining, hard_after=args.hard_after)
     if args.mirror_distill > 0:
-        if init is None:
+        if not args.init:
             raise SystemExit("--mirror-distill needs --init (the model whose mirror-averaged embeddings are targets)")
-        mirror_teacher = torch_embedder(model, flip=True)  # a folded copy of the start, frozen
-    targets = teacher_targets(args.teacher, args.data, keys, args.embedding_size) if args.teacher else None
-    distill, distill_words = DISTILL[args.distill]
-    cosface = CosFaceLoss(num_classes=len(names), embedding_size=args.embedding_size) \
-        if args.cosface_weight > 0 else None
-    params = [q for q in model.parameters() if q.requires_grad] + (list(cosface.parameters()) if cosface else [])
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+        losses.mirror_teacher = torch_embedder(model, flip=True)  # a folded copy of the start, frozen
+        losses.mirror_weight = args.mirror_distill
+    if args.teacher:
+        losses.targets = teacher_targets(args.teacher, args.data, data.keys, args.embedding_size)
+        losses.distill, losses.distill_words = DISTILL[args.distill]
+        losses.distill_weight = args.distill_weight
+    if args.cosface_weight > 0:
+        losses.cosface = CosFaceLoss(num_classes=len(data.names), embedding_size=args.embedding_size)
+        losses.cosface_weight = args.cosface_weight
+    return losses
+
+
+@dataclass
+class Progress:
+    epoch: int = 0
+    step: int = 0
+    seconds_before: float = 0.0  # training time of the runs this one resumes
+
+
+def resume(args: argparse.Namespace, model: nn.Module, opt: torch.optim.Optimizer, losses: Losses) -> Progress:
+    """Where OUT/last.pt stopped (--resume), its weights and optimizer state loaded; a fresh start otherwise."""
+    if not (args.resume and (args.out / "last.pt").exists()):
+        return Progress()
+    ckpt = read_checkpoint(args.out / "last.pt")
+    model.load_state_dict(ckpt["state_dict"])
+    state = ckpt["train_state"]
+    opt.load_state_dict(state["optimizer"])
+    if losses.cosface is not None and "cosface" in state:
+        losses.cosface.load_state_dict(state["cosface"])
+    progress = Progress(int(state["epoch"]), int(state["step"]), float(state.get("seconds", 0.0)))
+    torch.manual_seed(args.seed + progress.epoch)
+    log.info("resumed from epoch %d, step %d", progress.epoch, progress.step)
+    return progress
+
+
+def train_one_epoch(args: argparse.Namespace, model: nn.Module, data: Data, losses: Losses,
+                    opt: torch.optim.Optimizer, augment: Augment, preprocess: Preprocess, progress: Progress,
+                    t0: float) -> tuple[dict[str, float], Mining, float, bool]:
+    """One epoch of P x K batches: mean figures, the mining used last, the last learning rate, and whether the
+    time budget ran out."""
+    batch = args.identities * args.per_identity
     total_steps = args.epochs * args.steps_per_epoch
-    start_epoch, step, seconds_before = 0, 0, 0.0
-    if args.resume and (out / "last.pt").exists():
-        ckpt = read_checkpoint(out / "last.pt")
-        model.load_state_dict(ckpt["state_dict"])
-        state = ckpt["train_state"]
-        opt.load_state_dict(state["optimizer"])
-        if cosface is not None and "cosface" in state:
-            cosface.load_state_dict(state["cosface"])
-        start_epoch, step = int(state["epoch"]), int(state["step"])
-        seconds_before = float(state.get("seconds", 0.0))
-        torch.manual_seed(args.seed + start_epoch)
-        log.info("resumed from epoch %d, step %d", start_epoch, step)
+    sampler = MPerClassSampler(data.labels, m=min(args.per_identity, batch), batch_size=batch,
+                               length_before_new_iter=args.steps_per_epoch * batch)
+    order = np.fromiter(iter(sampler), dtype=np.int64)
+    sums = dict.fromkeys(("loss", "triplet_loss", "cosface_loss", "distill_loss", "active_fraction"), 0.0)
+    n, lr, mining, budget = 0, args.lr, losses.mining, args.max_minutes * 60
+    bar = tqdm(range(args.steps_per_epoch), desc=f"epoch {progress.epoch + 1}/{args.epochs}", leave=False)
+    for i in bar:
+        idx = order[i * batch : (i + 1) * batch]
+        if len(idx) < batch:
+            break
+        mining = "hard" if progress.step >= args.hard_after * total_steps else args.mining
+        elapsed = progress.seconds_before + time.time() - t0
+        lr = lr_at(progress.step, total_steps, args.lr, args.warmup_steps, elapsed / budget if budget else 0.0)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        batch_crops = augment(data.crops[idx])
+        loss, figures = losses(model(preprocess(batch_crops)), torch.from_numpy(data.labels[idx]), idx,
+                               batch_crops, mining)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        progress.step += 1
+        n += 1
+        for key in sums:
+            sums[key] += figures[key]
+        bar.set_postfix(loss=f"{figures['loss']:.3f}", active=f"{figures['active_fraction']:.2f}")
+        if budget and progress.seconds_before + time.time() - t0 > budget:
+            return {k: v / max(n, 1) for k, v in sums.items()}, mining, lr, True
+    return {k: v / max(n, 1) for k, v in sums.items()}, mining, lr, False
+
+
+def training_card(args: argparse.Namespace, config: EncoderConfig, data: Data, losses: Losses, init_from: str,
+                  frozen: list[str], progress: Progress, command: str) -> dict[str, Any]:
+    """The model card's training section for the run so far."""
+    targets = losses.targets
+    return {
+        "training": {
+            "command": command,
+            "data": [portable(str(d)) for d in args.data],
+            "excluded_pairs": str(args.exclude_pairs) if args.exclude_pairs else None,
+            "excluded_folds": parse_folds(args.exclude_folds) if args.exclude_pairs else [],
+            "excluded_people_file": str(args.exclude_people) if args.exclude_people else None,
+            "excluded_people": data.excluded,
+            "people": len(data.names),
+            "photos": int(len(data.crops)),
+            "epochs": progress.epoch,
+            "steps": progress.step,
+            "batch": f"{args.identities} identities x {args.per_identity} images",
+            "loss": losses.words(),
+            "initialised_from": init_from,
+            "frozen": frozen,
+            "teacher": None if targets is None else {
+                "model": "dlib_face_recognition_resnet_model_v1 (dlib's ResNet, public domain: CC0)",
+                "pipeline": "dlib HOG detector + 5-point chip on the original photo (facesearch teacher)",
+                "embeddings": str(args.teacher),
+                "photos_with_target": int(targets[1].sum()),
+                "weight": args.distill_weight,
+                "matching": args.distill,
+                "centring": TEACHER_CENTRING,
+            },
+            "config": asdict(config),
+        }
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser("train", __doc__).parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+
+    init = read_checkpoint(args.init) if args.init else None
+    config = start_config(args, init)
+    data = build_data(args, config)
+    (out / "people.txt").write_text("".join(f"{n}\n" for n in data.names))  # who trained: checkable against tests
+    model, init_from, frozen = build_start(args, config, init)
+    losses = build_losses(args, model, data)
+    params = [q for q in model.parameters() if q.requires_grad]
+    params += list(losses.cosface.parameters()) if losses.cosface is not None else []
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
+    progress = resume(args, model, opt, losses)
 
     preprocess = Preprocess(config)
     augment = Augment(seed=args.seed)
     held = heldout_pairs(args, config)
-    batch = args.identities * args.per_identity
-    k = min(args.per_identity, batch)
     log_path = out / "log.csv"
     new_log = not log_path.exists() or not args.resume
-    log_file = log_path.open("w" if new_log else "a", newline="")
-    writer = csv.DictWriter(log_file, fieldnames=CSV_FIELDS)
-    if new_log:
-        writer.writeheader()
     given = argv if argv is not None else sys.argv[2:]
     command = "facesearch train " + " ".join(shlex.quote(portable(a)) for a in given)
     t0 = time.time()
     model.train()
-    stop = False
-    for epoch in range(start_epoch, args.epochs):
-        sampler = MPerClassSampler(labels, m=k, batch_size=batch,
-                                   length_before_new_iter=args.steps_per_epoch * batch)
-        order = np.fromiter(iter(sampler), dtype=np.int64)
-        sums = {"loss": 0.0, "triplet_loss": 0.0, "cosface_loss": 0.0, "distill_loss": 0.0, "active_fraction": 0.0}
-        n = 0
-        mining: Mining = args.mining
-        bar = tqdm(range(args.steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", leave=False)
-        for i in bar:
-            idx = order[i * batch : (i + 1) * batch]
-            if len(idx) < batch:
+    with log_path.open("w" if new_log else "a", newline="") as log_file:
+        writer = csv.DictWriter(log_file, fieldnames=CSV_FIELDS)
+        if new_log:
+            writer.writeheader()
+        for epoch in range(progress.epoch, args.epochs):
+            progress.epoch = epoch
+            means, mining, lr, stop = train_one_epoch(args, model, data, losses, opt, augment, preprocess,
+                                                      progress, t0)
+            progress.epoch = epoch + 1
+            acc = evaluate_heldout(model, config, held) if held else float("nan")
+            row: dict[str, Any] = {"epoch": epoch + 1, "step": progress.step,
+                                   "seconds": round(progress.seconds_before + time.time() - t0, 1),
+                                   "lr": f"{lr:.2e}", "mining": mining, "heldout_accuracy": f"{acc:.4f}"}
+            row.update({key: f"{v:.4f}" for key, v in means.items()})
+            writer.writerow(row)
+            log_file.flush()
+            log.info("epoch %d: %s", epoch + 1, row)
+            train_state: dict[str, Any] = {"optimizer": opt.state_dict(), "epoch": epoch + 1, "step": progress.step,
+                                           "seconds": progress.seconds_before + time.time() - t0}
+            if losses.cosface is not None:
+                train_state["cosface"] = losses.cosface.state_dict()
+            card = training_card(args, config, data, losses, init_from, frozen, progress, command)
+            save_checkpoint(out / "last.pt", model, card=card, extra={"train_state": train_state})
+            plot_curves(log_path, out / "curves.png")
+            (out / "card.json").write_text(json.dumps(card, indent=2))
+            if stop:
                 break
-            mining = "hard" if step >= args.hard_after * total_steps else args.mining
-            elapsed = seconds_before + time.time() - t0
-            budget = args.max_minutes * 60
-            lr = lr_at(step, total_steps, args.lr, args.warmup_steps, elapsed / budget if budget else 0.0)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            batch_crops = augment(crops[idx])
-            x = preprocess(batch_crops)
-            y = torch.from_numpy(labels[idx])
-            emb = model(x)
-            t_loss, stats = triplet_loss(emb, y, args.margin, mining)
-            loss = t_loss
-            c_loss = torch.zeros(())
-            d_loss = torch.zeros(())
-            if targets is not None:
-                d_loss = distill(emb, targets[0][idx], targets[1][idx])
-                loss = loss + args.distill_weight * d_loss
-            if mirror_teacher is not None:
-                target = torch.from_numpy(mirror_teacher(batch_crops))
-                d_loss = distillation_loss(emb, target, torch.ones(len(target), dtype=torch.bool))
-                loss = loss + args.mirror_distill * d_loss
-            if cosface is not None:
-                c_loss = cosface(emb, y)
-                loss = loss + args.cosface_weight * c_loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            n += 1
-            sums["loss"] += loss.item()
-            sums["triplet_loss"] += t_loss.item()
-            sums["cosface_loss"] += c_loss.item()
-            sums["distill_loss"] += d_loss.item()
-            sums["active_fraction"] += stats["active_fraction"]
-            bar.set_postfix(loss=f"{loss.item():.3f}", active=f"{stats['active_fraction']:.2f}")
-            if budget and seconds_before + time.time() - t0 > budget:
-                stop = True
-                break
-        acc = evaluate_heldout(model, config, held) if held else float("nan")
-        row = {"epoch": epoch + 1, "step": step, "seconds": round(seconds_before + time.time() - t0, 1),
-               "lr": f"{lr:.2e}", "mining": mining, "heldout_accuracy": f"{acc:.4f}"}
-        row.update({key: f"{v / max(n, 1):.4f}" for key, v in sums.items()})
-        writer.writerow(row)
-        log_file.flush()
-        log.info("epoch %d: %s", epoch + 1, row)
-        train_state: dict[str, Any] = {"optimizer": opt.state_dict(), "epoch": epoch + 1, "step": step,
-                                       "seconds": seconds_before + time.time() - t0}
-        if cosface is not None:
-            train_state["cosface"] = cosface.state_dict()
-        card = {
-            "training": {
-                "command": command,
-                "data": [portable(str(d)) for d in args.data],
-                "excluded_pairs": str(args.exclude_pairs) if args.exclude_pairs else None,
-                "excluded_folds": parse_folds(args.exclude_folds) if args.exclude_pairs else [],
-                "excluded_people_file": str(args.exclude_people) if args.exclude_people else None,
-                "excluded_people": len(exclude),
-                "people": len(names),
-                "photos": int(len(crops)),
-                "epochs": epoch + 1,
-                "steps": step,
-                "batch": f"{args.identities} identities x {args.per_identity} images",
-                "loss": f"triplet (margin {args.margin}, squared L2 on unit vectors, {args.mining} mining"
-                        + (f", hard after {args.hard_after:.0%} of steps" if args.hard_after < 1 else "")
-                        + ")"
-                        + (f" + {args.cosface_weight} x CosFace identity head (auxiliary)" if cosface else "")
-                        + (f" + {args.distill_weight} x {distill_words} (teacher, CC0; half its mean taken out, "
-                           "unit length)" if targets is not None else "")
-                        + (f" + {args.mirror_distill} x squared distance to the initial model's mirror-averaged "
-                           "embedding of the photo" if mirror_teacher is not None else ""),
-                "initialised_from": init_from,
-                "frozen": frozen,
-                "teacher": None if targets is None else {
-                    "model": "dlib_face_recognition_resnet_model_v1 (dlib's ResNet, public domain: CC0)",
-                    "pipeline": "dlib HOG detector + 5-point chip on the original photo (facesearch teacher)",
-                    "embeddings": str(args.teacher),
-                    "photos_with_target": int(targets[1].sum()),
-                    "weight": args.distill_weight,
-                    "matching": args.distill,
-                    "centring": TEACHER_CENTRING,
-                },
-                "config": asdict(config),
-            }
-        }
-        save_checkpoint(out / "last.pt", model, card=card, extra={"train_state": train_state})
-        plot_curves(log_path, out / "curves.png")
-        (out / "card.json").write_text(json.dumps(card, indent=2))
-        if stop:
-            break
-    log_file.close()
     return 0
