@@ -9,7 +9,7 @@ Splits 1-5 (people 001-250) are kept for an outside check: this module refuses t
 for anything. Splits 6-8 (people 251-400) may be trained on (``--train-tree``); splits 9-10 (401-500) are
 where we measure.
 
-Each photo goes through the serving pipeline as ``/v1/embed`` does (MTCNN, the largest face, the encoder's
+Each photo goes through the serving pipeline as ``/v1/embed`` does (the encoder's detector, the largest face, its
 chip and mirror averaging); a photo where no face is found decides its pairs "different". Accuracy: each
 split's threshold chosen on the other measured splits. ``--reference dlib`` runs dlib's own pipeline (HOG,
 5-point chip, ResNet; no face found: "different") on the same pairs in the same run.

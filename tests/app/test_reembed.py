@@ -1,8 +1,8 @@
-"""A gallery outlives its encoder: enrolled through the server with the shipped weights, re-embedded for a second
-checkpoint (dlib's ResNet imported as it is, cutting its chip from MTCNN's five points instead: another model,
-another chip) from the stored source crops, by `facesearch gallery reembed` SIGKILLed again and again, an identity
-deleted through the API while it is half done, and the run finished by the server itself
-(FACESEARCH_REEMBED=auto)."""
+"""A gallery outlives its encoder: enrolled through the server with an encoder-v2-like checkpoint (dlib's ResNet
+imported as it is: MTCNN, dlib's 150-px chip, 128-d), upgraded to the shipped encoder v3 (YuNet, the 112-px template
+chip, another dimension) from the stored source crops by `facesearch gallery reembed` SIGKILLed again and again,
+searches answered by the old model and an identity deleted through the API while it is half done, and the run
+finished by the server itself (FACESEARCH_REEMBED=auto)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,10 @@ def db_count(db: Path, sql: str) -> int:
 def test_reembed_resumes_after_kills_erases_and_switches(tmp_path: Path, server_factory) -> None:  # type: ignore[no-untyped-def]
     data = tmp_path / "data"
     db = data / "gallery.db"
-    server = server_factory(data)
+    old = tmp_path / "v2.pt"
+    import_dlib(dlib_models_dir() / DLIB_DAT, old, chip="dlib5")
+    old_model = load_encoder(old)[1]["model_version"]
+    server = server_factory(data, FACESEARCH_CHECKPOINT=str(old))
     server.wait_ready()
     ids = {}
     for name in PEOPLE:
@@ -48,13 +51,12 @@ def test_reembed_resumes_after_kills_erases_and_switches(tmp_path: Path, server_
         ids[name] = [f["face_id"] for f in body["faces"]]
     server.stop()
     total = 2 * len(PEOPLE)
-    second = tmp_path / "second.pt"
-    import_dlib(dlib_models_dir() / DLIB_DAT, second, chip="template")
-    new_model = load_encoder(second)[1]["model_version"]
+    new_model = load_encoder()[1]["model_version"]  # the shipped encoder
+    assert new_model != old_model
 
     # killed again and again, each time just after it committed a face, until half of them have their new vector
     cli = [sys.executable, "-m", "facesearch.cli", "gallery", "reembed", "--data-dir", str(data),
-           "--checkpoint", str(second), "--batch", "1", "--report", str(tmp_path / "lost.json")]
+           "--batch", "1", "--report", str(tmp_path / "lost.json")]
     rnd = random.Random(0)
     progress = [0]
     for _ in range(30):
@@ -80,18 +82,21 @@ def test_reembed_resumes_after_kills_erases_and_switches(tmp_path: Path, server_
     stored = face_bytes(db, ids[victim])
     assert any(k.endswith("/reembedding") for k in stored)
     assert set(files_holding(data, stored)) == set(stored), "the scan must first find what it later asserts gone"
-    server = server_factory(data)
+    server = server_factory(data, FACESEARCH_CHECKPOINT=str(old))
     server.wait_ready()
     status, info = call(f"{server.url}/v1/info")
     assert info["gallery"]["reembed"]["target_model"] == new_model and info["gallery"]["generation"] == 0
+    status, body = call(f"{server.url}/v1/search", "POST",
+                        files=[("image", (LFW / "Tony_Blair" / "Tony_Blair_0003.jpg").read_bytes())])
+    assert status == 200 and body["model"] == old_model and body["faces"][0]["identity"] == "Tony_Blair", body
     status, body = call(f"{server.url}/v1/identities/{quote(victim)}", "DELETE")
     assert status == 200 and body["faces_deleted"] == 2
     server.proc.send_signal(signal.SIGKILL)
     server.proc.wait()
     assert files_holding(data, stored) == {}
 
-    # the server with the second checkpoint finishes the run before it is ready
-    server = server_factory(data, FACESEARCH_CHECKPOINT=str(second), FACESEARCH_REEMBED="auto")
+    # the server with the shipped encoder finishes the run before it is ready
+    server = server_factory(data, FACESEARCH_REEMBED="auto")
     server.wait_ready(timeout=300)
     log = server.log_path.read_text()
     assert "re-embedding the gallery" in log and f"generation 1, model {new_model}" in log
@@ -113,8 +118,8 @@ def test_reembed_resumes_after_kills_erases_and_switches(tmp_path: Path, server_
     assert sorted(p.name for p in (data / "index").iterdir()) == ["g1"]  # the old generation removed
     assert files_holding(data, stored) == {}
 
-    # every vector is what the second model makes from the face's source crop, whichever run embedded it
-    embedder, _ = load_encoder(second)
+    # every vector is what the shipped model makes from the face's source crop, whichever run embedded it
+    embedder, _ = load_encoder()
     con = sqlite3.connect(db)
     rows = con.execute("SELECT id, embedding, model_version, source, source_geometry, thumbnail FROM faces").fetchall()
     con.close()
