@@ -133,7 +133,9 @@ def _cfp(p: argparse.ArgumentParser) -> None:
 
 
 def _openset(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--strangers", type=Path, required=True, help="chips of people the encoder never saw (CFP 6-8)")
+    p.add_argument("--strangers", type=Path, required=True, help="chips of CFP people (a tree of splits 6-8)")
+    p.add_argument("--stranger-splits", default="6-8",
+                   help="the CFP splits whose people are strangers (the encoder never trained on them)")
     p.add_argument("--fillers", type=Path, action="append", required=True, help="chips of other people (repeat)")
     p.add_argument("--exclude-pairs", type=Path, required=True, help="LFW pairs.txt: its folds' people are kept out")
     p.add_argument("--exclude-folds", default="1-2")

@@ -5,7 +5,8 @@ often that happens (the false-positive identification rate, FPIR) grows with the
 read it from LFW's impostor distances and an independence formula; on in-the-wild photos strangers were then
 accepted three times as often as promised. This command measures it instead:
 
-- strangers: every photo of people the encoder never saw (``--strangers``; CFP people 251-400, splits 6-8);
+- strangers: every photo of people the encoder never saw (``--strangers``, the CFP people of ``--stranger-splits``:
+  6-8, people 251-400, for weights that never trained on CFP; 8 for encoder v3, which trained on splits 6-7);
 - galleries: random draws of N faces of other people (``--fillers``; LFW outside pairs.txt's folds 1-2, celeba-more
   outside ``bench/celeba_heldout.txt``) for N from a hundred faces to the whole pool;
 - a filler person who is one of the strangers (a celebrity in two datasets) leaves the pool: their photos' mean
@@ -14,8 +15,8 @@ accepted three times as often as promised. This command measures it instead:
   falls. The model card's ``openset`` table keeps them; the service interpolates in log N and log FPIR
   (:class:`model.calibration.Calibration`) and extrapolates in log N beyond the largest gallery measured.
 
-The verification threshold is refitted on pairs that are not reported: CFP's frontal-frontal pairs of splits 6-8
-(the best accuracy there); LFW folds 1-2 are then measured at it, never fitted on.
+The verification threshold is refitted on pairs that are not reported: CFP's frontal-frontal pairs of the strangers'
+splits (the best accuracy there); LFW folds 1-2 are then measured at it, never fitted on.
 
 Inputs are chip folders written by ``facesearch align`` (``index.tsv`` says which photos had a face detected; only
 those count). Embeddings are cached per folder in ``--cache``. ``--write`` puts the table and the threshold into the
@@ -37,7 +38,7 @@ from PIL import Image
 from model.embedder import SHIPPED_CHECKPOINT, Embedder, load_encoder
 from model.encoder import read_checkpoint
 from model.train.align import read_index
-from model.train.cfp import NO_FACE_DISTANCE, Cfp
+from model.train.cfp import NO_FACE_DISTANCE, Cfp, parse_splits
 from model.train.commands import parser
 from model.train.lfw import parse_folds, people_in_folds, read_pairs
 from model.train.metrics import accuracy_at, best_threshold
@@ -166,8 +167,13 @@ def lfw_accuracy(pairs_file: Path, chips: Chips, folds: list[int], threshold: fl
 
 
 def write_card(checkpoint: Path, card_json: Path | None, updates: dict[str, Any]) -> None:
-    """Merge ``updates`` into the checkpoint's card (and its readable copy); the weights are untouched."""
+    """Merge ``updates`` into the checkpoint's card (and its readable copy); the weights are untouched. The graph
+    beside the checkpoint is exported again, so that it carries the new card and the checkpoint's new digest."""
     import torch
+
+    from model.embedder import graph_path
+    from model.encoder import export_graph
+    from model.train.export import shipped_files
 
     ckpt = read_checkpoint(checkpoint)
     old = ckpt.get("card") or {}
@@ -176,8 +182,10 @@ def write_card(checkpoint: Path, card_json: Path | None, updates: dict[str, Any]
     tmp = checkpoint.with_suffix(".tmp")
     torch.save(ckpt, tmp)
     tmp.replace(checkpoint)
+    if graph_path(checkpoint).exists():
+        export_graph(checkpoint)
     if card_json is not None:
-        card_json.write_text(json.dumps(card, indent=2))
+        card_json.write_text(json.dumps({**card, "files": shipped_files(checkpoint.parent)}, indent=2))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,9 +196,13 @@ def main(argv: list[str] | None = None) -> int:
     version = str(card.get("model_version"))
     folds = parse_folds(a.exclude_folds)
     held_out = people_in_folds(read_pairs(a.exclude_pairs), folds)
+    splits = parse_splits(a.stranger_splits)
     strangers = Chips.load(a.strangers, embedder, version, a.cache)
+    keep = np.isin(strangers.people, [f"cfp{p:03d}" for p in Cfp(a.cfp).people(splits)])
+    strangers = Chips(strangers.embeddings[keep], strangers.people[keep],
+                      [f for f, k in zip(strangers.files, keep, strict=True) if k], strangers.name)
     fillers = [Chips.load(f, embedder, version, a.cache, exclude=held_out) for f in a.fillers]
-    verification = best_threshold(*cfp_pairs(a.cfp, strangers, [6, 7, 8]))
+    verification = best_threshold(*cfp_pairs(a.cfp, strangers, splits))
     twins = [same_people(strangers, f, verification) for f in fillers]
     pool = np.concatenate([f.embeddings[~np.isin(f.people, list(t))] for f, t in zip(fillers, twins, strict=True)])
     sizes = sorted({s for s in map(int, a.sizes.split(",")) if s < len(pool)} | {len(pool)})
@@ -202,8 +214,9 @@ def main(argv: list[str] | None = None) -> int:
         "method": "quantiles of strangers' nearest distances over random galleries (model/train/openset.py)",
     })
     lfw = lfw_accuracy(a.exclude_pairs, Chips.load(a.lfw_chips, embedder, version, a.cache), folds, verification)
+    fitted_on = f"CFP splits {a.stranger_splits} frontal pairs"
     report = {"model_version": version, "openset": table,
-              "verification": {"threshold": round(verification, 4), "fitted_on": "CFP splits 6-8 frontal pairs",
+              "verification": {"threshold": round(verification, 4), "fitted_on": fitted_on,
                                f"lfw_folds_{a.exclude_folds}_at_it": lfw}}
     print(json.dumps(report, indent=2))
     if a.json:
@@ -212,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         card_json = checkpoint.parent / "model_card.json"
         write_card(checkpoint, card_json if card_json.exists() else None,
                    {"openset": table, "thresholds": {"verification": verification,
-                                                     "verification_fitted_on": "CFP splits 6-8 frontal pairs",
+                                                     "verification_fitted_on": fitted_on,
                                                      "verification_accuracy": lfw["accuracy"]}})
         log.info("wrote the open-set table and verification threshold into %s", checkpoint)
     return 0

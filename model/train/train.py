@@ -371,11 +371,14 @@ def train_one_epoch(args: argparse.Namespace, model: nn.Module, data: Data, loss
 
 
 def training_card(args: argparse.Namespace, config: EncoderConfig, data: Data, losses: Losses, init_from: str,
-                  frozen: list[str], progress: Progress, command: str) -> dict[str, Any]:
-    """The model card's training section for the run so far."""
+                  frozen: list[str], progress: Progress, command: str, start: dict[str, Any] | None = None
+                  ) -> dict[str, Any]:
+    """The model card's training section for the run so far; ``start``: the --init checkpoint's own training
+    section (its lineage: where the start's weights came from, their digest and terms)."""
     targets = losses.targets
     return {
         "training": {
+            "start": start,
             "command": command,
             "data": [portable(str(d)) for d in args.data],
             "excluded_pairs": str(args.exclude_pairs) if args.exclude_pairs else None,
@@ -455,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
                                            "seconds": progress.seconds_before + time.time() - t0}
             if losses.cosface is not None:
                 train_state["cosface"] = losses.cosface.state_dict()
-            card = training_card(args, config, data, losses, init_from, frozen, progress, command)
+            start = (init.get("card") or {}).get("training") if init is not None else None
+            card = training_card(args, config, data, losses, init_from, frozen, progress, command, start)
             save_checkpoint(out / "last.pt", model, card=card, extra={"train_state": train_state})
             plot_curves(log_path, out / "curves.png")
             (out / "card.json").write_text(json.dumps(card, indent=2))

@@ -19,9 +19,9 @@ def test_checkpoint_is_self_describing_and_loads_weights_only() -> None:
     raw = torch.load(SHIPPED_CHECKPOINT, map_location="cpu", weights_only=True)
     assert raw["format"] == "facesearch-encoder/1"
     cfg = raw["config"]
-    # encoder v2: dlib's ResNet (fine-tuned), its 150x150 chip cut by dlib's shape predictor in MTCNN's box
-    assert cfg["arch"] == "dlib_resnet_v1" and cfg["chip"] == "dlib5"
-    assert cfg["embedding_size"] == 128 and cfg["input_size"] == 150 and len(cfg["template"]) == 5
+    # encoder v3: EdgeFace-XS fine-tuned, YuNet's five points onto the 112x112 ArcFace template
+    assert (cfg["arch"], cfg["chip"], cfg["detector"], cfg["input_size"]) == ("edgeface_xs", "template", "yunet", 112)
+    assert cfg["embedding_size"] in (128, 512) and len(cfg["template"]) == 5
     card = raw["card"]
     assert card["model_version"] == cfg["model_version"]
     assert card["evaluation"]["model_version"] == card["model_version"]  # the card measured these weights
@@ -31,10 +31,25 @@ def test_checkpoint_is_self_describing_and_loads_weights_only() -> None:
     assert SHIPPED_CHECKPOINT.stat().st_size < 25 * 1024 * 1024
 
 
+def test_the_readable_card_names_every_shipped_graph_by_its_digest() -> None:
+    import json
+
+    from model.embedder import file_digest
+
+    readable = json.loads((SHIPPED_CHECKPOINT.parent / "model_card.json").read_text())
+    graphs = sorted(p.name for p in SHIPPED_CHECKPOINT.parent.glob("*.onnx"))
+    assert sorted(readable["files"]) == graphs and "yunet-n.onnx" in graphs and "encoder.onnx" in graphs
+    for name, entry in readable["files"].items():
+        assert entry["sha256"] == file_digest(SHIPPED_CHECKPOINT.parent / name), name
+    raw = torch.load(SHIPPED_CHECKPOINT, map_location="cpu", weights_only=True)
+    assert readable["model_version"] == raw["card"]["model_version"]
+    assert "WebFace12M" in readable["licenses"] and "non-commercial" in readable["licenses"]
+
+
 def test_orl_verification_accuracy() -> None:
     """Every genuine ORL pair and as many impostor pairs, 10-fold accuracy: >= 0.9."""
     embedder, _ = load_encoder()
-    detector = FaceDetector()
+    detector = FaceDetector(embedder.config.detector)
     from PIL import Image
 
     crops, people = [], []
@@ -139,8 +154,8 @@ def test_batch_plan_covers_every_face_once_in_a_few_shapes() -> None:
 
 def test_shipped_weights_keep_their_lfw_accuracy_through_the_serving_pipeline(lfw: Path) -> None:
     """The first 150 same and 150 different pairs of held-out LFW fold 1, each photo through the pipeline the service
-    runs (decode, MTCNN, dlib's chip, mirror-averaged embedding; the face nearest the centre, LFW's subject), decided
-    at the card's own verification threshold: >= 0.98 right (the card reports 0.990 over folds 1-2). A retrained or
+    runs (decode, YuNet, the template chip, embedding; the face nearest the centre, LFW's subject), decided at the
+    card's own verification threshold: >= 0.985 right (the card reports 0.996 over folds 1-2). A retrained or
     mis-served encoder that lost a point of accuracy fails here."""
     from model.pipeline import FacePipeline
     from model.train.lfw import read_pairs
@@ -163,4 +178,4 @@ def test_shipped_weights_keep_their_lfw_accuracy_through_the_serving_pipeline(lf
     right = [(e1 is not None and e2 is not None and float(np.linalg.norm(e1 - e2)) <= threshold) == p.same
              for p in pairs for e1, e2 in [(emb[p.files[0]], emb[p.files[1]])]]
     accuracy = float(np.mean(right))
-    assert accuracy >= 0.98, f"{accuracy:.4f} on 300 held-out LFW pairs at threshold {threshold:.3f}"
+    assert accuracy >= 0.985, f"{accuracy:.4f} on 300 held-out LFW pairs at threshold {threshold:.3f}"
