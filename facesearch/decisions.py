@@ -19,13 +19,12 @@ from model.analysis import AnalyzedFace
 from model.calibration import Calibration
 from model.faces import Quality
 
-# Faces a decision is less reliable on. A side view: on CFP's people 251-400 (never trained on), the landmarks' yaw
-# estimate exceeds 35 degrees for 95% of the profile photos and for none of the frontal ones, and an enrolled
-# person is ranked first for 57% of their profiles against 100% of their frontal photos (3 frontal photos
-# enrolled, 150 people; docs/model-card.md).
+# Faces a decision is less reliable on. A side view: on CFP's people 251-400 (never in a test), the yaw estimated from
+# YuNet's five points exceeds 20 degrees for 97.6% of the profile photos and 0.7% of the frontal ones (the smallest
+# limit warning about at most 1% of frontal photos: bench/yaw.py, bench/results/yaw-yunet.json).
 MIN_FACE_SIZE = 40  # pixels, the shorter side of the box
 MIN_BLUR = 30.0  # variance of the Laplacian of the chip
-MAX_YAW = 35.0  # degrees
+MAX_YAW = 20.0  # degrees
 
 
 def low_quality(q: Quality) -> list[str]:

@@ -135,6 +135,28 @@ def test_delete_then_search_and_restart_keeps_everything(data_dir: Path, databas
         assert c.get(f"/v1/faces/{face_id}/thumbnail").json()["code"] == "not_found"
 
 
+def test_a_photo_whose_subject_is_clear_enrolls_without_asking(client: TestClient) -> None:
+    """Someone small in the background does not stop an enrollment: the largest face is the subject when it is at
+    least 1.3 times the size of the next (facesearch/enrollment.py SUBJECT_RATIO); similar sizes stay refused."""
+    big = Image.open(io.BytesIO(lfw_photo("Colin_Powell", 1))).convert("RGB")
+    small = Image.open(io.BytesIO(lfw_photo("Tony_Blair", 1))).convert("RGB").resize((110, 110))
+    canvas = Image.new("RGB", (big.width + small.width + 60, big.height + 40), (120, 120, 120))
+    canvas.paste(big, (20, 20))
+    canvas.paste(small, (40 + big.width, 20))
+    buf = io.BytesIO()
+    canvas.save(buf, format="JPEG", quality=95)
+    r = client.post("/v1/identities/Powell/faces", files=files(buf.getvalue()))
+    assert r.status_code == 201, r.text
+    box = r.json()["faces"][0]["box"]
+    assert box[2] <= 20 + big.width  # the large face, on the left
+    search = client.post("/v1/search", files=files(lfw_photo("Colin_Powell", 3))).json()
+    assert search["faces"][0]["identity"] == "Powell"
+    same_size = client.post("/v1/identities/group/faces",
+                            files=files(two_face_photo(lfw_photo("Colin_Powell", 3), lfw_photo("Tony_Blair", 3))))
+    assert same_size.status_code == 422 and same_size.json()["code"] == "multiple_faces"
+    assert "ambiguous" in same_size.json()["detail"]
+
+
 def test_two_faces_in_one_photo(enrolled: TestClient) -> None:
     photo = two_face_photo(lfw_photo("Colin_Powell", 3), lfw_photo("Tony_Blair", 3))
     r = enrolled.post("/v1/search", files=files(photo)).json()
