@@ -48,6 +48,7 @@ def main() -> None:
     p.add_argument("--people", type=int, default=300, help="LFW people enrolled for bench/api.py")
     p.add_argument("--probes", type=int, default=200)
     p.add_argument("--gallery-only", action="store_true", help="bench/gallery.py only (no model, a few minutes)")
+    p.add_argument("--api-only", action="store_true", help="bench/api.py only (a change of encoder, not of gallery)")
     p.add_argument("--encoder", action="store_true", help="also bench/encoder.py (a few minutes a side)")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
@@ -66,7 +67,7 @@ def main() -> None:
             for r in range(a.rounds):
                 for name, side in (("before", before), ("after", ROOT)) if r % 2 == 0 else \
                         (("after", ROOT), ("before", before)):
-                    fig = run(side, "gallery.py", ["--quick"])
+                    fig = {} if a.api_only else run(side, "gallery.py", ["--quick"])
                     if not a.gallery_only:
                         fig.update(run(side, "api.py", ["--no-dlib", "--people", str(a.people),
                                                        "--probes", str(a.probes)]))
@@ -77,7 +78,7 @@ def main() -> None:
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, check=False)
     table = {}
-    for key in GALLERY + ([] if a.gallery_only else API) + (ENCODER if a.encoder else []):
+    for key in ([] if a.api_only else GALLERY) + ([] if a.gallery_only else API) + (ENCODER if a.encoder else []):
         if not all(key in f for side in runs.values() for f in side):
             print(f"{key:30s} (not measured by both sides' benches)")
             continue
