@@ -33,17 +33,36 @@ def face_out(f: FaceRecord) -> schemas.StoredFace:
                               thumbnail_url=f"/v1/faces/{f.id}/thumbnail" if f.has_thumbnail else None)
 
 
+MAX_METADATA_BYTES = 16_384
+MAX_METADATA_DEPTH = 32
+
+
+def nesting(value: Any) -> int:
+    """How deeply objects and arrays nest in a parsed JSON value (a scalar: 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend((x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
 def parse_metadata(raw: str | None) -> dict[str, Any] | None:
     if raw is None or raw == "":
         return None
+    if len(raw) > MAX_METADATA_BYTES:  # before parsing: the parser's cost and depth grow with the text
+        raise ApiError(422, "validation_error", "metadata is limited to 16 KiB")
     try:
         meta = json.loads(raw)
+    except RecursionError as e:  # nesting deeper than the parser's recursion allows
+        raise ApiError(422, "validation_error", f"metadata nests deeper than {MAX_METADATA_DEPTH} levels") from e
     except ValueError as e:
         raise ApiError(422, "validation_error", "metadata must be a JSON object") from e
     if not isinstance(meta, dict):
         raise ApiError(422, "validation_error", "metadata must be a JSON object")
-    if len(raw) > 16_384:
-        raise ApiError(422, "validation_error", "metadata is limited to 16 KiB")
+    if nesting(meta) > MAX_METADATA_DEPTH:
+        raise ApiError(422, "validation_error", f"metadata nests deeper than {MAX_METADATA_DEPTH} levels")
     return meta
 
 

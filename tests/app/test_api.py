@@ -170,7 +170,7 @@ def test_two_faces_in_one_photo(enrolled: TestClient) -> None:
     largest = enrolled.post("/v1/identities/group/faces", files=files(photo), data={"face": "largest"})
     assert largest.status_code == 201
     emb = enrolled.post("/v1/embed", files=files(photo)).json()
-    assert len(emb["faces"]) >= 2 and len(emb["faces"][0]["embedding"]) == 128
+    assert len(emb["faces"]) >= 2 and len(emb["faces"][0]["embedding"]) == 512
     v = np.array(emb["faces"][0]["embedding"])
     assert abs(np.linalg.norm(v) - 1) < 1e-4
 

@@ -110,7 +110,7 @@ def run_rounds(tmp_path: Path, server_factory, rounds: int) -> None:  # type: ig
     before = answers()
     server.stop()
     _, card = load_encoder()
-    g = Gallery(data, dim=128, model_version=card["model_version"])
+    g = Gallery(data, dim=card["embedding_size"], model_version=card["model_version"])
     assert g.verify()["ok"]
     g.close()
     shutil.rmtree(data / "index")  # force a rebuild from SQLite alone

@@ -35,7 +35,7 @@ def test_live_always_and_ready_only_after_the_lifespan_loaded(data_dir: Path) ->
         assert body["status"] == "ready" and body["gallery_faces"] == 0 and body["model"]
         info = client.get("/v1/info").json()
         assert info["service"] == "facesearch" and info["version"]
-        assert info["model"]["embedding_size"] == 128
+        assert info["model"]["embedding_size"] == 512
         assert client.get("/docs").status_code == 200
         assert "/v1/search" in client.get("/openapi.json").json()["paths"]
         assert client.get("/no/such/path").status_code == 404
@@ -94,7 +94,7 @@ print(len(OPTIONS), sorted(m for m in sys.modules if m.split(".")[0] in ("torch"
 def test_training_commands_answer_help_without_importing_torch() -> None:
     run = subprocess.run([sys.executable, "-c", _HELP_WITHOUT_TORCH], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    assert run.stdout.splitlines()[-1] == "10 []", run.stdout[-500:]
+    assert run.stdout.splitlines()[-1] == "11 []", run.stdout[-500:]
     assert "usage: facesearch calibrate-openset" in run.stdout and "CFP (Celebrities in Frontal-Profile" in run.stdout
     assert "facesearch train: error: the following arguments are required: --data, --out" in run.stderr
 

@@ -15,6 +15,7 @@ from PIL import Image
 
 from app.main import create_app
 from facesearch.settings import Settings
+from model.embedder import load_encoder
 from tests.app.test_api import files, two_face_photo
 from tests.conftest import lfw_photo
 from tests.erasure import face_bytes, files_holding
@@ -88,7 +89,7 @@ def test_every_face_of_a_photo_is_indexed_and_told_who_it_is(client: TestClient)
     assert body["photo_id"] == "p1" and body["album"] == "party" and body["faces_found"] >= 2
     faces = body["faces"]
     a_face = centred(faces, 0, 2)
-    assert a_face["identity"] == A and a_face["distance"] < 0.5  # A enrolled; B (and a face behind him) nobody's
+    assert a_face["identity"] == A  # A enrolled (matched under the threshold); B (and a face behind him) nobody's
     assert [f["identity"] for f in faces if f is not a_face] == [None] * (len(faces) - 1)
     assert all(f["face_id"] > 0 and f["cluster_id"] for f in faces)
     assert all(isinstance(f["low_quality"], list) for f in faces)
@@ -270,7 +271,7 @@ def test_a_cluster_can_be_exported_for_subject_access(album: TestClient) -> None
     assert sorted(f["face_id"] for f in summary["faces"]) == sorted(cluster["face_ids"])
     for f in cluster["face_ids"]:
         face = json.loads(z.read(f"faces/{f}/face.json"))
-        assert len(face["embedding"]) == 128 and z.read(f"faces/{f}/chip.jpg")[:2] == b"\xff\xd8"
+        assert len(face["embedding"]) == 512 and z.read(f"faces/{f}/chip.jpg")[:2] == b"\xff\xd8"
         assert z.read(f"faces/{f}/source.webp")[:4] == b"RIFF"
     export = [a for a in album.get("/v1/audit", params={"limit": 1000}).json()["items"] if a["event"] == "export"]
     assert export and export[-1]["detail"] == {"cluster": cluster["cluster_id"]}
@@ -312,7 +313,8 @@ def test_the_cluster_command_regroups_an_album(data_dir: Path, capsys: pytest.Ca
         c.post("/v1/clusters/99/merge", json={"cluster_id": 98})  # nothing to merge: 404, nothing changes
     assert main(["cluster", "--data-dir", str(data_dir), "--album", "party"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["faces"] >= 4 and 3 <= out["clusters"] <= out["faces"] and 0.3 < out["threshold"] < 1.0
+    verification = load_encoder()[1]["thresholds"]["verification"]
+    assert out["faces"] >= 4 and 3 <= out["clusters"] <= out["faces"] and 0.3 < out["threshold"] < verification
     with TestClient(create_app(Settings(data_dir=data_dir))) as c:
         truth = {centred(c.get(f"/v1/photos/{k}").json()["face_list"], 0, 2)["face_id"] for k in ("ab1", "ac2")}
         a_cluster = [cl for cl in c.get("/v1/clusters").json()["items"] if truth & set(cl["face_ids"])]

@@ -36,8 +36,8 @@ def test_gallery_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_reembed_lists_faces_without_a_usable_crop(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A gallery enrolled by the 112-px template encoder before source crops existed, re-embedded for the
-    shipped 150-px dlib chip: its chip cannot serve it, so the command lists the face (stderr and JSON), leaves
+    """A gallery enrolled by encoder v2 (dlib's 150-px chip) before source crops existed, re-embedded for the
+    shipped 112-px template chip: its chip cannot serve it, so the command lists the face (stderr and JSON), leaves
     the gallery serving its model, and deletes it only when told to."""
     import io
 
@@ -46,8 +46,8 @@ def test_reembed_lists_faces_without_a_usable_crop(tmp_path: Path, capsys: pytes
     from model.embedder import load_encoder
 
     buf = io.BytesIO()
-    Image.new("RGB", (112, 112), (120, 100, 90)).save(buf, format="JPEG")
-    g = Gallery(tmp_path / "g", dim=128, model_version="fs-mobilenet_v2-old")
+    Image.new("RGB", (150, 150), (120, 100, 90)).save(buf, format="JPEG")
+    g = Gallery(tmp_path / "g", dim=128, model_version="fs-dlib_resnet_v1-old")
     g.add_faces("alice", [NewFace(np.full(128, 128 ** -0.5, np.float32), thumbnail=buf.getvalue())])
     g.close()
     alice = g.add_faces("bob", [NewFace(np.full(128, -(128 ** -0.5), np.float32))])[0]  # no crop at all
@@ -61,14 +61,14 @@ def test_reembed_lists_faces_without_a_usable_crop(tmp_path: Path, capsys: pytes
     assert listed["faces"][1]["face_id"] == alice
     _, card = load_encoder()
     with pytest.raises(Exception, match="Re-embed it from its stored crops"):
-        Gallery(tmp_path / "g", dim=128, model_version=card["model_version"])
-    g = Gallery(tmp_path / "g", dim=128, model_version="fs-mobilenet_v2-old")
+        Gallery(tmp_path / "g", dim=card["embedding_size"], model_version=card["model_version"])
+    g = Gallery(tmp_path / "g", dim=128, model_version="fs-dlib_resnet_v1-old")
     assert g.count() == (2, 2) and g.index.live == 2  # still serving the model that made it
     g.close()
     assert main(["reembed", "--data-dir", str(tmp_path / "g"), "--report", str(report),
                  "--drop-unrecoverable"]) == 0
     assert "2 faces dropped" in capsys.readouterr().out
-    g = Gallery(tmp_path / "g", dim=128, model_version=card["model_version"])
+    g = Gallery(tmp_path / "g", dim=card["embedding_size"], model_version=card["model_version"])
     assert g.count() == (2, 0) and g.generation == 1
     assert [e.event for e in g.audit_log()][-3:] == ["delete_face", "delete_face", "reembed"]
     g.close()

@@ -23,7 +23,7 @@ from tests.conftest import LFW, ORL
 @pytest.fixture(scope="module")
 def chips() -> np.ndarray:
     torch_embedder, _ = load_encoder()
-    detector = FaceDetector()
+    detector = FaceDetector(torch_embedder.config.detector)
     out = []
     photos = [next(iter(sorted(p.glob("*.jpg")))) for p in sorted(q for q in LFW.iterdir() if q.is_dir())[:30]]
     photos += [ORL / f"s{s}" / "1.pgm" for s in range(1, 8)]
@@ -46,7 +46,7 @@ def test_onnx_runtime_embeddings_equal_pytorchs(chips: np.ndarray, flip: bool) -
     assert served.runtime == "onnx" and served.flip == flip
     want = reference(chips)  # 37 faces: the batch plan runs 16 + 16 + 5 (padded to 8)
     got = served(chips)
-    assert got.shape == want.shape == (len(chips), 128) and got.dtype == np.float32
+    assert got.shape == want.shape == (len(chips), served.dim) and got.dtype == np.float32
     assert np.abs(got - want).max() < 1e-5
     assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
     one = served(chips[:1])  # a single face through its own bucket
