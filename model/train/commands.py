@@ -133,7 +133,10 @@ def _cfp(p: argparse.ArgumentParser) -> None:
 
 
 def _openset(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--strangers", type=Path, required=True, help="chips of CFP people (a tree of splits 6-8)")
+    p.add_argument("--strangers", type=Path, action="append", required=True,
+                   help="chips of CFP people (a tree of splits 6-8; the first holds the verification pairs)")
+    p.add_argument("--lfw-strangers", action="store_true",
+                   help="also every photo of the --lfw-chips people of the --exclude-folds as strangers")
     p.add_argument("--stranger-splits", default="6-8",
                    help="the CFP splits whose people are strangers (the encoder never trained on them)")
     p.add_argument("--fillers", type=Path, action="append", required=True, help="chips of other people (repeat)")

@@ -6,7 +6,9 @@ read it from LFW's impostor distances and an independence formula; on in-the-wil
 accepted three times as often as promised. This command measures it instead:
 
 - strangers: every photo of people the encoder never saw (``--strangers``, the CFP people of ``--stranger-splits``:
-  6-8, people 251-400, for weights that never trained on CFP; 8 for encoder v3, which trained on splits 6-7);
+  6-8, people 251-400, for weights that never trained on CFP; 8 for encoder v3, which trained on splits 6-7), and
+  with ``--lfw-strangers`` every photo of LFW's held-out folds' people too (in-the-wild photos like the galleries';
+  they are never in a gallery here, and no figure is fitted on them);
 - galleries: random draws of N faces of other people (``--fillers``; LFW outside pairs.txt's folds 1-2, celeba-more
   outside ``bench/celeba_heldout.txt``) for N from a hundred faces to the whole pool;
 - a filler person who is one of the strangers (a celebrity in two datasets) leaves the pool: their photos' mean
@@ -79,6 +81,13 @@ class Chips:
 
     def __len__(self) -> int:
         return len(self.files)
+
+
+def only(chips: Chips, people: list[str] | set[str]) -> Chips:
+    """The rows of these people."""
+    keep = np.isin(chips.people, list(people))
+    return Chips(chips.embeddings[keep], chips.people[keep], [f for f, k in zip(chips.files, keep, strict=True) if k],
+                 chips.name)
 
 
 def embed(folder: Path, files: list[str], embedder: Embedder, batch: int = 256) -> np.ndarray:
@@ -197,12 +206,14 @@ def main(argv: list[str] | None = None) -> int:
     folds = parse_folds(a.exclude_folds)
     held_out = people_in_folds(read_pairs(a.exclude_pairs), folds)
     splits = parse_splits(a.stranger_splits)
-    strangers = Chips.load(a.strangers, embedder, version, a.cache)
-    keep = np.isin(strangers.people, [f"cfp{p:03d}" for p in Cfp(a.cfp).people(splits)])
-    strangers = Chips(strangers.embeddings[keep], strangers.people[keep],
-                      [f for f, k in zip(strangers.files, keep, strict=True) if k], strangers.name)
+    cfp_people = [f"cfp{p:03d}" for p in Cfp(a.cfp).people(splits)]
+    groups = [only(Chips.load(f, embedder, version, a.cache), cfp_people) for f in a.strangers]
+    if a.lfw_strangers:  # LFW's held-out folds' people: never trained on, never in a gallery here
+        groups.append(only(Chips.load(a.lfw_chips, embedder, version, a.cache), held_out))
+    strangers = Chips(np.concatenate([g.embeddings for g in groups]), np.concatenate([g.people for g in groups]),
+                      [f for g in groups for f in g.files], "+".join(g.name for g in groups))
     fillers = [Chips.load(f, embedder, version, a.cache, exclude=held_out) for f in a.fillers]
-    verification = best_threshold(*cfp_pairs(a.cfp, strangers, splits))
+    verification = best_threshold(*cfp_pairs(a.cfp, groups[0], splits))
     twins = [same_people(strangers, f, verification) for f in fillers]
     pool = np.concatenate([f.embeddings[~np.isin(f.people, list(t))] for f, t in zip(fillers, twins, strict=True)])
     sizes = sorted({s for s in map(int, a.sizes.split(",")) if s < len(pool)} | {len(pool)})
