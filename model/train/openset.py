@@ -99,10 +99,15 @@ def embed(folder: Path, files: list[str], embedder: Embedder, batch: int = 256) 
     return np.concatenate(out) if out else np.zeros((0, 128), np.float32)
 
 
+MIN_TWIN_PAIRS = 8  # photo pairs a "same person" call needs: with one photo on each side, 2% of strangers pass
+
+
 def same_people(strangers: Chips, fillers: Chips, threshold: float) -> set[str]:
     """Filler people who are one of the strangers: nine in ten of the pairs of their photos lie within ``threshold``
-    (the verification threshold). Looser rules catch look-alikes too: on CFP's small photos about 2% of pairs of
-    different people lie within it, and a hub stranger is that close to dozens of people for half of the pairs."""
+    (the verification threshold), over at least :data:`MIN_TWIN_PAIRS` pairs. Looser rules catch look-alikes too: on
+    CFP's small photos about 2% of pairs of different people lie within it, and a hub stranger is that close to
+    dozens of people for half of the pairs; a stranger and a filler with a photo each are one pair, and 2% of such
+    pairs would pass (CFP's strangers have 14 photos each: every pair count is above the minimum)."""
     order = np.argsort(fillers.people, kind="stable")
     names, starts = np.unique(fillers.people[order], return_index=True)
     counts = np.diff(np.append(starts, len(order)))
@@ -112,7 +117,7 @@ def same_people(strangers: Chips, fillers: Chips, threshold: float) -> set[str]:
         photos = strangers.embeddings[strangers.people == person]
         close = (distance(photos @ gallery.T) <= threshold).sum(axis=0)
         share = np.add.reduceat(close, starts) / (counts * len(photos))
-        out.update(names[share >= 0.9].tolist())
+        out.update(names[(share >= 0.9) & (counts * len(photos) >= MIN_TWIN_PAIRS)].tolist())
     return out
 
 
