@@ -59,16 +59,30 @@ class WorkerDied(Exception):
     """The worker process ended while it had a photo."""
 
 
+# What a worker inherits of the service's environment: how to find Python, its libraries and a temporary folder, and
+# the math libraries' thread settings. Never the service's secrets (API keys, database URLs): a worker decodes
+# untrusted files, and a decoder bug there must not find them.
+WORKER_ENVIRONMENT = ("PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "LD_LIBRARY_PATH", "VIRTUAL_ENV", "SYSTEMROOT")
+WORKER_ENVIRONMENT_PREFIXES = ("OMP_", "OPENBLAS_", "MKL_", "ORT_")
+
+
+def worker_environment() -> dict[str, str]:
+    """The variables a worker starts with: :data:`WORKER_ENVIRONMENT`, the thread settings, and ``PYTHONPATH``
+    leading to the ``model`` package the service imported."""
+    env = {k: v for k, v in os.environ.items() if k in WORKER_ENVIRONMENT or k.startswith(WORKER_ENVIRONMENT_PREFIXES)}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    return env
+
+
 class _Worker:
     """One worker process (``python -m model.photo_workers``) and the service's end of its socket."""
 
     def __init__(self, spec: WorkerSpec, number: int) -> None:
         self.number = number
         ours, theirs = socket.socketpair()
-        path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
         with theirs:
             self.process = subprocess.Popen([sys.executable, "-m", "model.photo_workers", str(theirs.fileno())],
-                                            pass_fds=[theirs.fileno()], env={**os.environ, "PYTHONPATH": path})
+                                            pass_fds=[theirs.fileno()], env=worker_environment())
         self.conn = Connection(ours.detach())
         self.conn.send(spec)
 

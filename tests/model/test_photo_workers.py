@@ -21,7 +21,7 @@ from model.embedder import make_aligner
 from model.errors import InvalidImage, UnsupportedImageType
 from model.faces import FaceDetector
 from model.photo_workers import PhotoWorkers, WorkerSpec
-from tests.conftest import ROOT, living, wait_gone
+from tests.conftest import LFW, ROOT, living, wait_gone
 
 MAX_PIXELS = 40_000_000
 
@@ -123,3 +123,21 @@ def test_workers_end_with_the_process_that_started_them_even_when_it_is_killed(t
         finally:
             proc.kill()
             proc.wait()
+
+
+def test_workers_start_without_the_services_secrets(pipeline, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("FACESEARCH_API_KEYS", "secret-key-123")
+    monkeypatch.setenv("FACESEARCH_DATABASE_URL", "postgresql://user:password@db/facesearch")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    w = PhotoWorkers(1, spec_of(pipeline))
+    try:
+        (pid,) = w.pids()
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        names = {e.split(b"=", 1)[0].decode() for e in environ if e}
+        assert "FACESEARCH_API_KEYS" not in names and "FACESEARCH_DATABASE_URL" not in names
+        assert b"secret-key-123" not in b"".join(environ) and b"password" not in b"".join(environ)
+        assert {"PATH", "PYTHONPATH", "OMP_NUM_THREADS"} <= names
+        assert w.analyze((LFW / "Colin_Powell" / "Colin_Powell_0001.jpg").read_bytes(), max_faces=5, sources=False,
+                         alone=True).faces  # and it works
+    finally:
+        w.close()
