@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from index.errors import Conflict, GalleryMismatch, InvalidKey, InvalidVector, NotFound, StoreUnavailable
-from model.errors import ImageTooLarge, InvalidImage, UnsupportedImageType
+from model.errors import AnalysisTimeout, ImageTooLarge, InvalidImage, UnsupportedImageType
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,11 @@ def install(app: FastAPI) -> None:
                 return error_response(status, code, str(e))
             return handler
         app.add_exception_handler(exc, make())
+
+    @app.exception_handler(AnalysisTimeout)
+    async def _timeout(_: Request, e: AnalysisTimeout) -> JSONResponse:
+        log.warning("%s", e)
+        return JSONResponse({"detail": str(e), "code": "timeout"}, 503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
     @app.exception_handler(StoreUnavailable)
     async def _unavailable(_: Request, e: StoreUnavailable) -> JSONResponse:

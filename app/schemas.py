@@ -19,7 +19,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description} for status, description in [
         (400, "invalid_image"), (401, "unauthorized"), (404, "not_found"), (409, "conflict, gallery_mismatch"),
         (413, "too_large"), (415, "unsupported_media_type"),
-        (422, "validation_error, invalid_identity, no_face, multiple_faces"), (503, "not_ready, store_unavailable")]
+        (422, "validation_error, invalid_identity, no_face, multiple_faces"),
+        (503, "not_ready, store_unavailable, timeout")]
 }
 
 

@@ -22,7 +22,7 @@ def open_pipeline(settings: Settings, *, on_batch: Any = None) -> FacePipeline:
     return FacePipeline(checkpoint=s.checkpoint, min_face_size=s.min_face_size, detect_max_side=s.detect_max_side,
                         max_pixels=s.max_pixels, threads=s.torch_threads, max_batch=s.max_batch,
                         batch_wait_ms=s.batch_wait_ms, on_batch=on_batch, runtime=s.runtime,
-                        photo_workers=s.photo_workers)
+                        photo_workers=s.photo_workers, photo_timeout=s.photo_timeout or None)
 
 
 def gallery_config(settings: Settings, *, dim: int, model_version: str, allow_mismatch: bool = False

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     photo_workers: int = Field(default_factory=lambda data: max(1, _cores() // data["torch_threads"]), ge=1, le=64,
                                description="processes decoding photos, detecting and aligning faces; "
                                "default: cores / torch_threads, so that workers x threads per call = cores")
+    photo_timeout: float = Field(30.0, ge=0, le=3600,
+                                 description="seconds a photo's analysis may take (and wait for a photo worker); a "
+                                 "worker past it is killed and replaced and the request answers 503 (0: no limit)")
     batch_wait_ms: float = Field(3.0, ge=0, le=100)
     max_batch: int = Field(64, ge=1, le=1024)
     database_url: str | None = Field(

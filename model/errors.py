@@ -17,5 +17,9 @@ class ImageTooLarge(ImageError):
     """Too many bytes or too many pixels (decompression bombs)."""
 
 
+class AnalysisTimeout(RuntimeError):
+    """A photo's analysis did not finish in the time allowed (FACESEARCH_PHOTO_TIMEOUT): its worker was replaced."""
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, unreadable, or of an unknown format."""

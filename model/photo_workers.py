@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from model.analysis import Analysis
-from model.errors import InvalidImage
+from model.errors import AnalysisTimeout, InvalidImage
 
 if TYPE_CHECKING:
     from model.embedder import EncoderConfig
@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]  # where `model` is imported from, for the workers' imports
 
+TIMED_OUT = ("analysing this photo took longer than {timeout:g} s (FACESEARCH_PHOTO_TIMEOUT); its worker process was "
+             "stopped and replaced")
+BUSY = "no photo worker became free within {timeout:g} s (FACESEARCH_PHOTO_TIMEOUT): the service is overloaded"
 STOPPED_TWICE = ("analysing this photo stopped the worker process twice (on a fresh worker too): the file is not a "
                  "photo this service can read")
 
@@ -57,6 +60,10 @@ class WorkerSpec:
 
 class WorkerDied(Exception):
     """The worker process ended while it had a photo."""
+
+
+class WorkerHung(Exception):
+    """The worker did not answer in time; it has been killed."""
 
 
 # What a worker inherits of the service's environment: how to find Python, its libraries and a temporary folder, and
@@ -93,11 +100,15 @@ class _Worker:
             self.stop()
             raise value
 
-    def analyze(self, data: bytes, *, max_faces: int, sources: bool, alone: bool) -> Analysis:
+    def analyze(self, data: bytes, *, max_faces: int, sources: bool, alone: bool, timeout: float | None) -> Analysis:
         try:
             self.conn.send((data, max_faces, sources, alone))
         except OSError as e:
             raise WorkerDied(f"photo worker {self.number} stopped ({e})") from e
+        if timeout and not self.conn.poll(timeout):  # hung (stopped, or a decoder in a loop): never waited on again
+            self.process.kill()
+            self.process.wait()
+            raise WorkerHung(f"photo worker {self.number} did not answer within {timeout:g} s")
         status, value = self._receive()
         if status != "ok":
             raise value
@@ -126,9 +137,11 @@ class _Worker:
 
 class PhotoWorkers:
     """``n`` worker processes analysing photos; :meth:`analyze` may be called from any number of threads (each
-    call waits for an idle worker)."""
+    call waits for an idle worker). ``timeout``: seconds a photo may take, and a call may wait for a worker (None:
+    no limit); a worker past it is killed and replaced, and the call raises :class:`~model.errors.AnalysisTimeout`."""
 
-    def __init__(self, n: int, spec: WorkerSpec) -> None:
+    def __init__(self, n: int, spec: WorkerSpec, *, timeout: float | None = None) -> None:
+        self.timeout = timeout
         self.spec = spec
         self._all = [_Worker(spec, i) for i in range(n)]  # all start at once, then each is waited for
         try:
@@ -155,9 +168,16 @@ class PhotoWorkers:
         computing). Raises the worker's ImageError for a bad photo, :class:`~model.errors.InvalidImage` when the
         photo stopped two workers in turn."""
         for attempt in (1, 2):
-            worker = self._idle.get()
             try:
-                return worker.analyze(data, max_faces=max_faces, sources=sources, alone=alone)
+                worker = self._idle.get(timeout=self.timeout)
+            except queue.Empty:
+                raise AnalysisTimeout(BUSY.format(timeout=self.timeout)) from None
+            try:
+                return worker.analyze(data, max_faces=max_faces, sources=sources, alone=alone, timeout=self.timeout)
+            except WorkerHung as e:
+                log.warning("%s; starting it again", e)
+                worker = self._restart(worker)
+                raise AnalysisTimeout(TIMED_OUT.format(timeout=self.timeout)) from e
             except WorkerDied as e:
                 log.warning("%s while analysing a photo (attempt %d); starting it again", e, attempt)
                 worker = self._restart(worker)

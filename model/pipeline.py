@@ -129,7 +129,7 @@ class FacePipeline:
     def __init__(self, *, checkpoint: Path | None = None, min_face_size: int = 20, detect_max_side: int = 1024,
                  max_pixels: int = 40_000_000, threads: int = 2, max_batch: int = 64,
                  batch_wait_ms: float = 3.0, on_batch: Any = None, runtime: str = "onnx",
-                 photo_workers: int = 2) -> None:
+                 photo_workers: int = 2, photo_timeout: float | None = None) -> None:
         # requests run in parallel threads: NumPy's BLAS (the small matrix products of re-embedding's alignment and
         # find-my-photos) keeps to the calling thread rather than each caller starting BLAS threads on two cores
         threadpool_limits(1, user_api="blas")
@@ -138,7 +138,8 @@ class FacePipeline:
         self.calibration = Calibration(self.card)
         self.workers = PhotoWorkers(photo_workers, WorkerSpec(min_face_size=min_face_size, max_side=detect_max_side,
                                                               threads=threads, max_pixels=max_pixels,
-                                                              encoder=self.embedder.config))
+                                                              encoder=self.embedder.config),
+                                    timeout=photo_timeout)
         self.batcher = Batcher(self.embedder, max_batch=max_batch, wait_ms=batch_wait_ms, on_batch=on_batch)
 
     @property

@@ -10,6 +10,7 @@ import random
 import shutil
 import signal
 import threading
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -163,3 +164,32 @@ def test_killed_photo_workers_are_replaced_and_no_request_fails(tmp_path: Path, 
     server.stop()
     assert wait_gone(workers) == [], "photo workers outlived the server"
 
+
+
+def test_a_stopped_photo_worker_costs_one_request_the_timeout_not_the_service(tmp_path: Path, server_factory) -> None:  # type: ignore[no-untyped-def]
+    """Every photo worker SIGSTOPped (a hung decoder looks the same): the search in flight answers 503 with a
+    reason within the timeout and a few seconds, the workers are replaced, the next search is
+    answered as before."""
+    server = server_factory(tmp_path / "data", FACESEARCH_PHOTO_TIMEOUT="3")
+    server.wait_ready()
+    name = NAMES[0]
+    status, _ = call(f"{server.url}/v1/identities/{quote(name)}/faces", "POST",
+                     files=[("image", (LFW / name / f"{name}_0001.jpg").read_bytes())])
+    assert status == 201
+    probe = (LFW / name / f"{name}_0002.jpg").read_bytes()
+    stopped = living(children(server.proc.pid))
+    assert stopped, "the server has no photo workers"
+    for pid in stopped:
+        os.kill(pid, signal.SIGSTOP)
+    t = time.monotonic()
+    status, body = call(f"{server.url}/v1/search", "POST", files=[("image", probe)], timeout=ACK_TIMEOUT_S)
+    assert status == 503 and body["code"] == "timeout" and "FACESEARCH_PHOTO_TIMEOUT" in body["detail"], body
+    assert time.monotonic() - t < 3 + 5 + 30  # the timeout, a new worker's start, a loaded machine's slack
+    for _ in stopped:  # the other stopped workers are found out and replaced by the searches that meet them
+        status, body = call(f"{server.url}/v1/search", "POST", files=[("image", probe)], timeout=ACK_TIMEOUT_S)
+        if status == 200:
+            break
+    status, body = call(f"{server.url}/v1/search", "POST", files=[("image", probe)], timeout=ACK_TIMEOUT_S)
+    assert status == 200 and body["faces"][0]["identity"] == name, body
+    assert wait_gone(stopped) == [], "stopped workers must be killed, not left behind"
+    server.stop()

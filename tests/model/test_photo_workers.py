@@ -141,3 +141,28 @@ def test_workers_start_without_the_services_secrets(pipeline, monkeypatch: pytes
                          alone=True).faces  # and it works
     finally:
         w.close()
+
+
+def test_a_hung_worker_is_replaced_and_the_photo_answered_within_the_timeout(pipeline) -> None:  # type: ignore[no-untyped-def]
+    """A worker that stops answering (SIGSTOP: a decoder in an endless loop looks the same) costs its photo the
+    timeout, not the service: the call raises AnalysisTimeout, the worker is killed and replaced, the next photo is
+    analysed."""
+    import time
+
+    from model.errors import AnalysisTimeout
+
+    w = PhotoWorkers(1, spec_of(pipeline), timeout=2.0)
+    photo = (LFW / "Colin_Powell" / "Colin_Powell_0001.jpg").read_bytes()
+    try:
+        (hung,) = w.pids()
+        os.kill(hung, signal.SIGSTOP)
+        t = time.monotonic()
+        with pytest.raises(AnalysisTimeout, match="longer than 2 s"):
+            w.analyze(photo, max_faces=5, sources=False, alone=True)
+        assert time.monotonic() - t < 2.0 + 30  # the timeout, and a fresh worker's start
+        assert wait_gone([hung]) == []
+        (fresh,) = w.pids()
+        assert fresh != hung and living([fresh]) == [fresh] and w.restarts == 1
+        assert w.analyze(photo, max_faces=5, sources=False, alone=True).faces
+    finally:
+        w.close()
