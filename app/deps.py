@@ -108,11 +108,9 @@ async def read_upload(upload: UploadFile, settings: Settings) -> bytes:
     return data
 
 
-async def require_multipart(request: Request) -> None:
-    """Uploads must be multipart/form-data; anything else is 415, not a confusing 422. A form field the route does
-    not take is refused (422 naming it), so that a misspelt or misplaced option is never silently ignored."""
-    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
-        raise ApiError(415, "unsupported_media_type", NOT_MULTIPART)
+async def require_known_fields(request: Request) -> None:
+    """A form field the route does not take is refused (422 naming it), so that a misspelt or misplaced option is
+    never silently ignored."""
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
     if dependant is None:
@@ -126,4 +124,14 @@ async def require_multipart(request: Request) -> None:
                                                                    "type": "unknown_field"} for n in unknown]})
 
 
+async def require_multipart(request: Request) -> None:
+    """Uploads must be multipart/form-data; anything else is 415, not a confusing 422. Unknown fields are refused
+    (:func:`require_known_fields`)."""
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        raise ApiError(415, "unsupported_media_type", NOT_MULTIPART)
+    await require_known_fields(request)
+
+
 Multipart = Depends(require_multipart)
+# a form that may come without a file (urlencoded too): its fields checked all the same
+KnownFields = Depends(require_known_fields)

@@ -11,7 +11,7 @@ from pydantic import AfterValidator
 from starlette.convertors import Convertor, register_url_convertor
 
 from app import schemas, service
-from app.deps import Actor, GalleryDep, Multipart, Pipeline, SettingsDep, State, read_upload, run_cpu
+from app.deps import Actor, GalleryDep, KnownFields, Multipart, Pipeline, SettingsDep, State, read_upload, run_cpu
 from app.errors import NO_FACE, ApiError
 from app.routes.identities import face_out, parse_metadata
 from facesearch import photos
@@ -134,7 +134,7 @@ async def delete_album(album: Annotated[str, AfterValidator(str.strip), Path(max
     return schemas.Deleted(album=album, photos_deleted=n_photos, faces_deleted=n_faces)
 
 
-@router.post("/photos/search")
+@router.post("/photos/search", dependencies=[KnownFields])
 async def search_photos(
     state: State, pipeline: Pipeline, gallery: GalleryDep, settings: SettingsDep,
     image: Annotated[UploadFile | None, File(description="a selfie: its largest face is searched")] = None,

@@ -119,6 +119,10 @@ def test_hostile_corpus(tmp_path: Path, database_url: str | None) -> None:
          {422}, "validation_error"),
         ("photo metadata nested 2,000 deep", lambda c: c.post("/v1/photos", **one(face), data={
             "metadata": '{"a": ' + '{"b": ' * 2000 + "1" + "}" * 2000 + "}"}), {422}, "validation_error"),
+        ("photo search misspelt field", lambda c: c.post("/v1/photos/search", **one(face), data={"albm": "x"}),
+         {422}, "validation_error"),
+        ("photo search misspelt field, urlencoded", lambda c: c.post("/v1/photos/search",
+                                                                     data={"identty": "x"}), {422}, "validation_error"),
         ("thumbnail of missing face", lambda c: c.get("/v1/faces/999999/thumbnail"), {404}, "not_found"),
         ("face id negative", lambda c: c.delete("/v1/faces/-1"), {422}, "validation_error"),
         ("face id 2^70", lambda c: c.delete(f"/v1/faces/{2**70}"), {422}, "validation_error"),
