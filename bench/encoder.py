@@ -2,8 +2,9 @@
 
     python bench/encoder.py [--photos 64] [--threads 1] [--checkpoint PATH] [--before PATH] [--json PATH]
 
-Like for like: dlib's descriptor and pipeline are single-threaded (dlib-bin has no BLAS), so ours runs on one
-thread too (``--threads 1``, the default): every figure is per core, and a ratio compares one core with one core.
+Like for like: dlib's descriptor and pipeline are single-threaded (dlib-bin has no BLAS), so the whole bench is
+pinned to ``--threads`` cores (1 by default: ``sched_setaffinity``; ONNX Runtime would otherwise run a call that is
+alone on the machine on every core): every figure is per that many cores, and a ratio compares one core with one.
 Each encoder runs on ONNX Runtime as the service runs it (its config's detector and chip), on chips it cuts itself
 from the same LFW photos:
 - descriptor: batches of 32 and of one, warmed up first, median of repeats; without and with mirror averaging.
@@ -17,6 +18,7 @@ dlib and its model files come with the ``dlib`` extra (the train extra includes 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -85,6 +87,7 @@ def main() -> None:
     p.add_argument("--before", type=Path, help="a second encoder measured in the same run (e.g. v2)")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
+    os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[: a.threads]))  # ours and dlib on the same cores
 
     import dlib
 
@@ -93,7 +96,8 @@ def main() -> None:
     hog, predictor, resnet = dlib_pipeline()
     paths = sorted(LFW.glob("*/*_0001.jpg"))[: a.photos]
     photos = [np.ascontiguousarray(np.asarray(Image.open(x).convert("RGB"))) for x in paths]
-    r: dict[str, Any] = {"threads": a.threads, "photos": len(photos), "runtime": "onnx",
+    r: dict[str, Any] = {"threads": a.threads, "cores_pinned": sorted(os.sched_getaffinity(0)), "photos": len(photos),
+                         "runtime": "onnx",
                          "command": "python " + " ".join(sys.argv)}
     r.update(encoder_rows("ours", a.checkpoint, photos, a.threads))
     if a.before:
