@@ -129,16 +129,21 @@ def test_sigkill_twenty_times(tmp_path: Path, server_factory) -> None:  # type: 
     run_rounds(tmp_path, server_factory, 20)
 
 
-def test_killed_photo_workers_are_replaced_and_no_request_fails(tmp_path: Path, server_factory) -> None:  # type: ignore[no-untyped-def]
-    """The server's photo workers SIGKILLed between requests and while searches are in flight: every search
-    answers 200 with its face, the workers come back, and /metrics counts the restarts."""
-    server = server_factory(tmp_path / "data")
+def enroll_one(server) -> tuple[str, bytes]:  # type: ignore[no-untyped-def]
+    """Wait for the server, enroll one person's first photo; their name and a second photo to search with."""
     server.wait_ready()
     name = NAMES[0]
     status, _ = call(f"{server.url}/v1/identities/{quote(name)}/faces", "POST",
                      files=[("image", (LFW / name / f"{name}_0001.jpg").read_bytes())])
     assert status == 201
-    probe = (LFW / name / f"{name}_0002.jpg").read_bytes()
+    return name, (LFW / name / f"{name}_0002.jpg").read_bytes()
+
+
+def test_killed_photo_workers_are_replaced_and_no_request_fails(tmp_path: Path, server_factory) -> None:  # type: ignore[no-untyped-def]
+    """The server's photo workers SIGKILLed between requests and while searches are in flight: every search
+    answers 200 with its face, the workers come back, and /metrics counts the restarts."""
+    server = server_factory(tmp_path / "data")
+    name, probe = enroll_one(server)
 
     def search(_: int) -> tuple[int, str | None]:
         status, body = call(f"{server.url}/v1/search", "POST", files=[("image", probe)], timeout=ACK_TIMEOUT_S)
@@ -171,12 +176,7 @@ def test_a_stopped_photo_worker_costs_one_request_the_timeout_not_the_service(tm
     reason within the timeout and a few seconds, the workers are replaced, the next search is
     answered as before."""
     server = server_factory(tmp_path / "data", FACESEARCH_PHOTO_TIMEOUT="3")
-    server.wait_ready()
-    name = NAMES[0]
-    status, _ = call(f"{server.url}/v1/identities/{quote(name)}/faces", "POST",
-                     files=[("image", (LFW / name / f"{name}_0001.jpg").read_bytes())])
-    assert status == 201
-    probe = (LFW / name / f"{name}_0002.jpg").read_bytes()
+    name, probe = enroll_one(server)
     stopped = living(children(server.proc.pid))
     assert stopped, "the server has no photo workers"
     for pid in stopped:
