@@ -18,7 +18,9 @@ ARCFACE_TEMPLATE_112 = np.array(
 )
 
 
-# YuNet's face score kept: see bench/detector.py (misses on profiles against false faces on LFW and ORL)
+# YuNet's face score kept. Not tuned here: between the 0.3 at which it missed 3 of CFP's 2,000 profiles
+# (../shared/notes/edgeface-yunet.md) and OpenCV's default 0.9; at 0.6 bench/detector.py measured 10 misses in 1,000
+# CFP profiles (MTCNN at its 0.9: 36) and no miss on ORL, LFW, CFP frontal or group photos.
 YUNET_MIN_SCORE = 0.6
 
 
