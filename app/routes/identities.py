@@ -78,7 +78,8 @@ async def enroll(
                                             description="one or more photos; all enroll or none")],
     face: Annotated[Literal["single", "largest"], Form(
         description="'single' (default) enrolls a photo's face, or its largest where that is clearly the subject "
-                    "(1.3 times the size of the next); 'largest' enrolls the largest face whatever the photo holds")]
+                    f"({enrollment.SUBJECT_RATIO:g} times the size of the next); 'largest' enrolls the largest face "
+                    "whatever the photo holds")]
     = "single",
     metadata: Annotated[str | None, Form(description="JSON object stored with the identity")] = None,
 ) -> schemas.EnrollResponse:
