@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, TypeVar
 
 import anyio
@@ -35,25 +35,28 @@ def get_settings(state: State) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def given_key(request: Request) -> str:
-    """The key a request carries: ``X-API-Key: KEY`` or ``Authorization: Bearer KEY``."""
-    key = request.headers.get("x-api-key")
+def given_key(headers: Mapping[str, str]) -> str:
+    """The key a request's headers carry: ``X-API-Key: KEY`` or ``Authorization: Bearer KEY``."""
+    key = headers.get("x-api-key")
     if key is not None:
         return key
-    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    scheme, _, credentials = headers.get("authorization", "").partition(" ")
     return credentials.strip() if scheme.lower() == "bearer" else ""
 
 
-def require_api_key(request: Request, state: State) -> None:
-    keys = state.settings.api_keys
+def key_accepted(headers: Mapping[str, str], keys: list[str]) -> bool:
+    """Whether the headers carry one of ``keys`` (any key when none is configured)."""
     if not keys:
-        return
-    given = given_key(request)
-    # compare against every key, so timing does not reveal which one nearly matched
+        return True
+    given = given_key(headers).encode()
     ok = False
-    for key in keys:
-        ok |= secrets.compare_digest(given.encode(), key.encode())
-    if not ok:
+    for key in keys:  # compare against every key, so timing does not reveal which one nearly matched
+        ok |= secrets.compare_digest(given, key.encode())
+    return ok
+
+
+def require_api_key(request: Request, state: State) -> None:
+    if not key_accepted(request.headers, state.settings.api_keys):
         raise ApiError(401, "unauthorized", UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
 
 
@@ -72,7 +75,7 @@ def get_actor(request: Request, state: State) -> str:
     """Who makes this request, for the audit: the API key's id, or ``open`` when auth is off."""
     if not state.settings.api_keys:
         return "open"
-    return key_id(given_key(request))
+    return key_id(given_key(request.headers))
 
 
 Actor = Annotated[str, Depends(get_actor)]

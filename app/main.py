@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app import __version__, errors
 from app.deps import require_api_key
+from app.guard import UploadGuard
 from app.metrics import RequestMetrics
 from app.routes import audit, clusters, embed, faces, health, identities, info, photos, search, verify, web
 from app.schemas import ERROR_RESPONSES
@@ -177,8 +178,11 @@ class OneLineStartupFailure:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    # forms hold at most 32 files (an enrollment's photos), 32 fields and 64 KiB per field (the body as a whole:
+    # app/guard.py)
     app = FastAPI(title="FaceSearch", version=__version__, lifespan=lifespan,
-                  description="Face similarity search: enroll, search (with an honest 'unknown') and verify.")
+                  description="Face similarity search: enroll, search (with an honest 'unknown') and verify.",
+                  form_limits={"max_files": 32, "max_fields": 32, "max_part_size": 64 * 1024})
     state = AppState(settings=settings)
     app.state.fs = state
     errors.install(app)
@@ -190,5 +194,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (info, identities, faces, search, verify, embed, photos, clusters, audit):
         v1.include_router(module.router)
     app.include_router(v1)
+    app.add_middleware(UploadGuard, keys=settings.api_keys, metrics_public=settings.metrics_public,
+                       max_body=settings.max_body_bytes)
     app.add_middleware(OneLineStartupFailure)
     return app

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     metrics_public: bool = Field(False, description="/metrics without a key (default: the API keys protect it)")
     max_upload_mb: float = Field(10.0, gt=0, le=200)
+    max_body_mb: float = Field(100.0, gt=0, le=10_000,
+                               description="a request's whole body; refused with 413 as soon as it is passed, while "
+                               "it streams (each photo in it is held to max_upload_mb too)")
     max_pixels: int = Field(40_000_000, gt=0, description="Decoded pixel limit (decompression bombs).")
     detect_max_side: int = Field(1024, ge=160, description="Photos are downscaled to this for detection.")
     min_face_size: int = Field(20, ge=10)
@@ -81,6 +84,10 @@ class Settings(BaseSettings):
         if isinstance(v, str):
             return [k.strip() for k in v.split(",") if k.strip()]
         return v
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 1024 * 1024)
 
     @property
     def max_upload_bytes(self) -> int:

@@ -1,0 +1,76 @@
+"""Requests refused before their body is read: a key that is missing or wrong is answered 401 from the headers
+alone, and a body over FACESEARCH_MAX_BODY_MB is answered 413 as soon as its Content-Length says so or, streamed
+without one, as soon as that many bytes have come; nothing more of it is received (or spooled to disk)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.datastructures import Headers
+
+from app.deps import key_accepted
+from app.errors import TOO_LARGE, UNAUTHORIZED
+
+
+def _response(status: int, code: str, detail: str, extra: list[tuple[bytes, bytes]]) -> tuple[dict, dict]:
+    body = json.dumps({"detail": detail, "code": code}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"connection", b"close"), *extra]
+    return ({"type": "http.response.start", "status": status, "headers": headers},
+            {"type": "http.response.body", "body": body})
+
+
+class UploadGuard:
+    """Pure ASGI, outermost: the key checked on guarded paths (``/v1/...``, and ``/metrics`` unless public) before
+    the body is read (the route's key dependency stays for what this lets through); every body held to
+    ``max_body`` bytes while it streams."""
+
+    def __init__(self, app: Any, *, keys: list[str], metrics_public: bool, max_body: int) -> None:
+        self.app, self.keys, self.metrics_public, self.max_body = app, keys, metrics_public, max_body
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        if self.keys and self._guarded(scope["path"]) and not key_accepted(headers, self.keys):
+            for message in _response(401, "unauthorized", UNAUTHORIZED, [(b"www-authenticate", b"Bearer")]):
+                await send(message)
+            return
+        too_large = _response(413, "too_large", f"{TOO_LARGE} (the whole request: {self.max_body:,} bytes)", [])
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_body:
+            for message in too_large:
+                await send(message)
+            return
+        received, refused, started = 0, False, False
+
+        async def counted_receive() -> Any:
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    refused = True
+                    if not started:
+                        for m in too_large:
+                            await send(m)
+                    return {"type": "http.disconnect"}  # the app stops reading: the client is as good as gone
+            return message
+
+        async def guarded_send(message: Any) -> None:
+            nonlocal started
+            if refused:
+                return  # the 413 has been sent: whatever the app says after it is dropped
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        await self.app(scope, counted_receive, guarded_send)
+
+    def _guarded(self, path: str) -> bool:
+        if path == "/metrics":
+            return not self.metrics_public
+        return path.startswith("/v1/")
