@@ -40,6 +40,19 @@ def machine() -> dict[str, Any]:
     }
 
 
+def portable(arg: str) -> str:
+    """An absolute path as a result file records it: relative to the working folder (a reader elsewhere cannot
+    follow this machine's absolute paths); anything else unchanged."""
+    return os.path.relpath(arg) if os.path.isabs(arg) else arg
+
+
+def command() -> str:
+    """The command line that made a result, its paths portable."""
+    import sys
+
+    return "python " + " ".join(portable(a) for a in sys.argv)
+
+
 def report(figures: dict[str, Any], json_path: Path | None, digits: int = 2) -> None:
     """Print the figures with the machine's facts, and write them as JSON where asked."""
     import json

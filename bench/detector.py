@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import report  # noqa: E402
+from common import command, report  # noqa: E402
 
 from model.faces import FaceDetector  # noqa: E402
 from model.train.cfp import Cfp  # noqa: E402
@@ -66,7 +66,7 @@ def main() -> None:
     a = p.parse_args()
     detectors = {k: FaceDetector(k, threads=a.threads) for k in DETECTORS}
     r: dict[str, Any] = {"threads": a.threads, "min_score": {k: d.min_score for k, d in detectors.items()},
-                         "command": "python " + " ".join(sys.argv)}
+                         "command": command()}
     seconds = dict.fromkeys(DETECTORS, 0.0)
     photos = 0
     sets = photo_sets(a.cfp, a.lfw_every)

@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import report  # noqa: E402
+from common import command, report  # noqa: E402
 
 from model.embedder import load_encoder  # noqa: E402
 from model.faces import FaceDetector  # noqa: E402
@@ -98,7 +98,7 @@ def main() -> None:
     photos = [np.ascontiguousarray(np.asarray(Image.open(x).convert("RGB"))) for x in paths]
     r: dict[str, Any] = {"threads": a.threads, "cores_pinned": sorted(os.sched_getaffinity(0)), "photos": len(photos),
                          "runtime": "onnx",
-                         "command": "python " + " ".join(sys.argv)}
+                         "command": command()}
     r.update(encoder_rows("ours", a.checkpoint, photos, a.threads))
     if a.before:
         r.update(encoder_rows("before", a.before, photos, a.threads))

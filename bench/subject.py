@@ -23,7 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import report  # noqa: E402
+from common import command, report  # noqa: E402
 
 from model.faces import FaceDetector  # noqa: E402
 from model.train.lfw import people_in_folds, read_pairs  # noqa: E402
@@ -51,7 +51,7 @@ def main() -> None:
         right.append(central_face(faces, rgb.shape[1], rgb.shape[0]) is faces[0])
     ratios, ok = np.array(ratio), np.array(right)
     r: dict[str, Any] = {"detector": a.detector, "photos": len(files), "multi_face_photos": len(ratios),
-                         "largest_is_subject": int(ok.sum()), "command": "python " + " ".join(sys.argv)}
+                         "largest_is_subject": int(ok.sum()), "command": command()}
     for t in RATIOS:
         taken = ratios >= t
         r[f"ratio_{t:g}"] = {"enrolled_share": round(float(taken.mean()), 4),

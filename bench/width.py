@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import report  # noqa: E402
+from common import command, portable, report  # noqa: E402
 
 from model.embedder import load_encoder  # noqa: E402
 from model.encoder import build_model, load_checkpoint_model, save_checkpoint  # noqa: E402
@@ -73,9 +73,9 @@ def main() -> None:
     with torch.no_grad():
         narrow.head.proj.weight.copy_(torch.from_numpy(vt[: a.width].copy()))
     save_checkpoint(a.out, narrow, card=card)
-    r: dict[str, Any] = {"checkpoint": str(a.checkpoint), "sample": len(pick), "width": a.width,
+    r: dict[str, Any] = {"checkpoint": portable(str(a.checkpoint)), "sample": len(pick), "width": a.width,
                          "energy_kept": round(float((singular[: a.width] ** 2).sum() / (singular**2).sum()), 4),
-                         "command": "python " + " ".join(sys.argv)}
+                         "command": command()}
     for name, ckpt, dim in (("wide", a.checkpoint, config.embedding_size), ("narrow", a.out, a.width)):
         cfp = evaluate(a.cfp, [8], ckpt)
         r[name] = {"dim": dim, "bytes_per_face": 4 * dim, "cfp_split8_fp": cfp["FP"]["accuracy"],

@@ -19,7 +19,7 @@ from PIL import Image
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import report  # noqa: E402
+from common import command, report  # noqa: E402
 
 from model.faces import FaceDetector, yaw_estimate  # noqa: E402
 from model.train.cfp import Cfp  # noqa: E402
@@ -45,7 +45,7 @@ def main() -> None:
                     yaw[pose].append(abs(yaw_estimate(faces[0].landmarks)))
     front, side = np.array(yaw["frontal"]), np.array(yaw["profile"])
     r: dict[str, Any] = {"detector": a.detector, "frontal_photos": len(front), "profile_photos": len(side),
-                         "command": "python " + " ".join(sys.argv)}
+                         "command": command()}
     for t in LIMITS:
         r[f"limit_{t}"] = {"profiles_warned": round(float((side > t).mean()), 4),
                            "frontals_warned": round(float((front > t).mean()), 4)}
