@@ -4,21 +4,19 @@ without one, as soon as that many bytes have come; nothing more of it is receive
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.datastructures import Headers
 
 from app.deps import key_accepted
-from app.errors import TOO_LARGE, UNAUTHORIZED
+from app.errors import TOO_LARGE, UNAUTHORIZED, error_response
 
 
-def _response(status: int, code: str, detail: str, extra: list[tuple[bytes, bytes]]) -> tuple[dict, dict]:
-    body = json.dumps({"detail": detail, "code": code}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               (b"connection", b"close"), *extra]
-    return ({"type": "http.response.start", "status": status, "headers": headers},
-            {"type": "http.response.body", "body": body})
+def refusal(status: int, code: str, detail: str) -> Any:
+    """The error response, closing the connection: the rest of the body is never read."""
+    response = error_response(status, code, detail)
+    response.headers["Connection"] = "close"
+    return response
 
 
 class UploadGuard:
@@ -35,14 +33,13 @@ class UploadGuard:
             return
         headers = Headers(scope=scope)
         if self.keys and self._guarded(scope["path"]) and not key_accepted(headers, self.keys):
-            for message in _response(401, "unauthorized", UNAUTHORIZED, [(b"www-authenticate", b"Bearer")]):
-                await send(message)
+            unauthorized = refusal(401, "unauthorized", UNAUTHORIZED)
+            unauthorized.headers["WWW-Authenticate"] = "Bearer"
+            await unauthorized(scope, receive, send)
             return
-        too_large = _response(413, "too_large", f"{TOO_LARGE} (the whole request: {self.max_body:,} bytes)", [])
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > self.max_body:
-            for message in too_large:
-                await send(message)
+            await self._too_large(scope, receive, send)
             return
         received, refused, started = 0, False, False
 
@@ -56,8 +53,7 @@ class UploadGuard:
                 if received > self.max_body:
                     refused = True
                     if not started:
-                        for m in too_large:
-                            await send(m)
+                        await self._too_large(scope, receive, send)
                     return {"type": "http.disconnect"}  # the app stops reading: the client is as good as gone
             return message
 
@@ -69,6 +65,10 @@ class UploadGuard:
             await send(message)
 
         await self.app(scope, counted_receive, guarded_send)
+
+    async def _too_large(self, scope: Any, receive: Any, send: Any) -> None:
+        detail = f"{TOO_LARGE} (the whole request: {self.max_body:,} bytes)"
+        await refusal(413, "too_large", detail)(scope, receive, send)
 
     def _guarded(self, path: str) -> bool:
         if path == "/metrics":
