@@ -86,7 +86,7 @@ CORES = Cores()
 
 class Session:
     """An ONNX Runtime session on ``threads`` threads per call, and on every core (a second session) when the call
-    is alone on the machine (:data:`CORES`); ``run`` and ``get_modelmeta`` as ONNX Runtime's."""
+    is alone on the machine (:data:`CORES`); ``run``, ``get_modelmeta`` and ``get_outputs`` as ONNX Runtime's."""
 
     def __init__(self, graph: bytes | str, *, threads: int | None) -> None:
         cores = os.cpu_count() or 1
@@ -100,6 +100,9 @@ class Session:
 
     def get_modelmeta(self) -> Any:
         return self.narrow.get_modelmeta()
+
+    def get_outputs(self) -> Any:
+        return self.narrow.get_outputs()
 
 
 def session(graph: bytes | str, *, threads: int | None) -> Session:

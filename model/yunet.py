@@ -36,7 +36,7 @@ class YuNet:
         self.max_side = max_side
         self.min_side = min_side
         self.session = session(str(graph), threads=threads)
-        self._outputs = [o.name for o in self.session.narrow.get_outputs()]
+        self._outputs = [o.name for o in self.session.get_outputs()]
 
     def detect(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         h, w = rgb.shape[:2]

@@ -76,8 +76,12 @@ class Chips:
             cache.mkdir(parents=True, exist_ok=True)
             np.savez(cache_file, files=np.array(files), embeddings=embeddings)
         people = np.array([Path(f).parts[0] for f in files])
-        keep = ~np.isin(people, list(exclude))
-        return cls(embeddings[keep], people[keep], [f for f, k in zip(files, keep, strict=True) if k], folder.name)
+        return cls(embeddings, people, files, folder.name).rows(~np.isin(people, list(exclude)))
+
+    def rows(self, keep: np.ndarray) -> Chips:
+        """The rows where ``keep`` (bool (N,)) is true."""
+        return Chips(self.embeddings[keep], self.people[keep], [f for f, k in zip(self.files, keep, strict=True) if k],
+                     self.name)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -85,9 +89,7 @@ class Chips:
 
 def only(chips: Chips, people: list[str] | set[str]) -> Chips:
     """The rows of these people."""
-    keep = np.isin(chips.people, list(people))
-    return Chips(chips.embeddings[keep], chips.people[keep], [f for f, k in zip(chips.files, keep, strict=True) if k],
-                 chips.name)
+    return chips.rows(np.isin(chips.people, list(people)))
 
 
 def embed(folder: Path, files: list[str], embedder: Embedder, batch: int = 256) -> np.ndarray:
