@@ -1,42 +1,51 @@
-"""The change log: every add and delete of a face, numbered. Replaying it brings an index (a snapshot, another
-replica's, a Milvus collection) up to the store."""
+"""The change log: every add, naming and delete of a face, numbered. Replaying it brings a space's index (a snapshot,
+another replica's, a Milvus collection) up to the store (:mod:`index.spaces`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from index.records import Change
-from index.store import ADD, DELETE
+from index.spaces import SPACES, Placed, Space
+from index.store import ADD
 from index.vectors import Vectors
 
 
-def changes(rows: Sequence[Change], existing: set[int] | None = None
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Change-log entries as (ids to remove int64 (n,),
-    ids to add int64 (m,), their vectors float32 (m, D)). The last change of a face counts; an added face deleted
-    since is skipped (its delete follows). ``existing``: the ids the index holds, for an index that may hold some of
-    the changes already (nothing is added twice, only held ids are removed)."""
-    last: dict[int, tuple[int, bytes | None]] = {}
+def changes(rows: Sequence[Change], dim: int) -> tuple[np.ndarray, Placed]:
+    """Change-log entries as (ids to remove from every space int64 (n,), faces to add where they belong). The last
+    change of a face counts, and a face is placed as it is now: one deleted since is removed, one named since an
+    earlier add also goes into ``people``."""
+    last: dict[int, Change] = {}
     for r in rows:
-        last[r.face_id] = (r.op, r.embedding)
-    if existing is None:
-        gone = [f for f, (op, _) in last.items() if op == DELETE]
-    else:
-        gone = [f for f, (op, e) in last.items() if f in existing and (op == DELETE or e is None)]
-    adds = [(f, e) for f, (op, e) in last.items() if op == ADD and e is not None and f not in (existing or ())]
-    vecs = np.stack([np.frombuffer(e, dtype=np.float32) for _, e in adds]) if adds else np.zeros((0, 0), np.float32)
-    return np.array(gone, dtype=np.int64), np.array([f for f, _ in adds], dtype=np.int64), vecs
+        last[r.face_id] = r
+    gone = [f for f, r in last.items() if r.embedding is None]
+    adds = [r for r in last.values() if r.op == ADD and r.embedding is not None]
+    vecs = (np.stack([np.frombuffer(r.embedding, dtype=np.float32) for r in adds]) if adds  # type: ignore[arg-type]
+            else np.zeros((0, dim), np.float32))
+    placed = Placed.of([r.face_id for r in adds], vecs, named=[r.named for r in adds],
+                       in_photo=[r.in_photo for r in adds])
+    return np.array(gone, dtype=np.int64), placed
 
 
-def apply_changes(index: Vectors, gone: np.ndarray, add_ids: np.ndarray, add_vecs: np.ndarray) -> None:
-    index.remove(gone)
-    if len(add_ids):
-        index.add(add_ids, add_vecs)
+def apply_changes(indexes: Mapping[Space, Vectors], gone: np.ndarray, placed: Placed, *,
+                  idempotent: bool = False) -> None:
+    """Remove ``gone`` from every space and add ``placed`` where it belongs. ``idempotent``: the indexes may hold
+    some of the faces already (a replay, a face named after its add): those are not added twice. Milvus upserts, so
+    only FAISS indexes need it."""
+    for space in SPACES:
+        index = indexes[space]
+        index.remove(gone)
+        ids, vecs = placed.into(space)
+        if idempotent and len(ids):
+            fresh = ~np.isin(ids, index.ids())
+            ids, vecs = ids[fresh], vecs[fresh]
+        if len(ids):
+            index.add(ids, vecs)
 
 
-def replay(index: Vectors, rows: Sequence[Change]) -> None:
-    """Apply change-log rows to an index that may hold some of them already (idempotent)."""
+def replay(indexes: Mapping[Space, Vectors], rows: Sequence[Change], dim: int) -> None:
+    """Apply change-log rows to indexes that may hold some of them already."""
     if rows:
-        apply_changes(index, *changes(rows, existing=set(index.ids().tolist())))
+        apply_changes(indexes, *changes(rows, dim), idempotent=True)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal
 from index.keeper import Keeper
 from index.local_keeper import LocalKeeper
 from index.locks import Locks
+from index.spaces import Space
 from index.store import Store
 from index.vectors import Kind
 
@@ -54,17 +55,21 @@ def open_store(folder: Path, database_url: str | None, pool_size: int) -> Store:
 
 def new_keeper(store: Store, locks: Locks, folder: Path, *, dim: int, model_version: str, kind: Kind,
                vector_url: str | None, milvus_index: str) -> Keeper:
-    """The keeper of the model's Milvus collection at ``vector_url`` (created if missing), else of a FAISS index of
-    ``kind`` in this process, snapshotted under ``folder``."""
+    """The keeper of the model's Milvus collections at ``vector_url`` (one per space, created if missing), else of
+    FAISS indexes of ``kind`` in this process, snapshotted under ``folder``."""
     if vector_url:
         from index.milvus import MilvusIndex  # pymilvus is needed only for this tier
         from index.shared_keeper import SharedKeeper
 
-        index = MilvusIndex(vector_url, dim, model_version, index_type=milvus_index)
+        people = MilvusIndex(vector_url, dim, model_version, "people", index_type=milvus_index)
+        indexes: dict[Space, MilvusIndex] = {"people": people}
         try:
-            return SharedKeeper(store, locks, index, dim=dim, model_version=model_version)
+            indexes["photos"] = MilvusIndex(vector_url, dim, model_version, "photos", index_type=milvus_index,
+                                            client=people.client)
+            return SharedKeeper(store, locks, indexes, dim=dim, model_version=model_version)
         except BaseException:
-            index.close()
+            for index in reversed(indexes.values()):
+                index.close()
             raise
     return LocalKeeper(store, locks, folder, dim=dim, kind=kind, model_version=model_version)
 

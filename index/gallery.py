@@ -4,14 +4,16 @@ through a vector index a keeper derives from it (:mod:`index.keeper`: FAISS here
 Writes commit to the store first, then update the index, under a write lock; searches hold a read lock, so a search
 never sees a half-applied write, and every hit is checked against the store. A delete returns when no file under the
 gallery's folder holds the face (SQLite ``secure_delete``, the WAL truncated, the snapshot's vector overwritten).
-Elsewhere: re-embedding (:mod:`index.reembed`), export and import (:mod:`index.transfer`), photos (:mod:`index.photos`).
+Faces are searched in two spaces (:mod:`index.spaces`): identity search in ``people``, photo search in ``photos``.
+Elsewhere: the write path (:mod:`index.writes`), re-embedding (:mod:`index.reembed`), export and import
+(:mod:`index.transfer`), photos (:mod:`index.photos`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,26 +21,26 @@ import numpy as np
 
 from index import photo_queries, reembed
 from index.config import new_keeper, open_store
-from index.errors import Conflict, GalleryMismatch, InvalidKey, NotFound
+from index.errors import Conflict, InvalidKey, NotFound
 from index.keeper import Keeper, check_model, follow, model_changed
 from index.locks import Locks
-from index.photos import Photos, join_clusters
+from index.photos import Photos
 from index.ranking import group_hits, nearest_faces
 from index.records import (
     AuditEntry,
     FaceRecord,
     IdentityRecord,
     NewFace,
-    NewPhoto,
     ReembedReport,
     SearchResult,
     is_int64,
     unit_queries,
-    unit_vectors,
     validate_key,
 )
-from index.store import Conn, FaceRow, Store
+from index.spaces import SPACES
+from index.store import Conn, Store
 from index.vectors import Kind, Vectors
+from index.writes import Writes
 
 
 class Gallery:
@@ -65,7 +67,8 @@ class Gallery:
         except BaseException:
             self.store.close()
             raise
-        self.photos = Photos(self)
+        self.writes = Writes(self.store, self.locks, self.keeper, dim=dim, model_version=model_version)
+        self.photos = Photos(self.store, self.locks, self.keeper, self.writes, dim=dim)
         self._follower = follow(self.keeper, self.store, self._closing) if self.keeper.follows else None
 
     @property
@@ -75,7 +78,13 @@ class Gallery:
 
     @property
     def index(self) -> Vectors:
-        return self.keeper.index
+        """The ``people`` space: what identity search compares with (:mod:`index.spaces`)."""
+        return self.keeper.indexes["people"]
+
+    @property
+    def photo_index(self) -> Vectors:
+        """The ``photos`` space: what photo search and clustering compare with."""
+        return self.keeper.indexes["photos"]
 
     @property
     def generation(self) -> int:
@@ -115,57 +124,12 @@ class Gallery:
         """Add faces to an identity (created if new), atomically. Returns the new face ids."""
         return self.add_many([(identity, f) for f in faces], metadata={identity: metadata} if metadata else None)
 
-    def add_many(self, items: Sequence[tuple[str | None, NewFace]], *,
-                 metadata: dict[str, dict[str, Any]] | None = None, actor: str | None = None,
-                 photo: NewPhoto | None = None, cluster_within: float | None = None) -> list[int]:
-        """Add faces of one or more identities in one transaction (all or none). Returns face ids in order.
-
-        ``photo``: the faces are that photo's (stored with it; Conflict if its key exists); a face with identity
-        None is nobody's yet and, with ``cluster_within`` (a distance), joins the cluster of its nearest unnamed
-        face that close, else starts its own."""
-        if photo is None and any(key is None for key, _ in items):
+    def add_many(self, items: Sequence[tuple[str, NewFace]], *, metadata: dict[str, dict[str, Any]] | None = None,
+                 actor: str | None = None) -> list[int]:
+        """Add faces of one or more identities in one transaction (all or none). Returns face ids in order."""
+        if any(key is None for key, _ in items):
             raise InvalidKey("identity must not be blank")
-        items = [(None if key is None else validate_key(key), f) for key, f in items]
-        vecs = unit_vectors([f for _, f in items], self.dim) if items else np.zeros((0, self.dim), np.float32)
-        with self.locks.writing():
-            with self.store.transaction() as c:
-                # inside the transaction: another process (a reembed) may have switched the model meanwhile
-                if model_changed(self.store, self.model_version, self.dim, c):
-                    raise GalleryMismatch("gallery awaits re-embedding with the current model")
-                pid = None if photo is None else photo_queries.insert_photo(self.store, c, photo)
-                if photo is not None and pid is None:
-                    raise Conflict(f"photo {photo.key!r} already exists")
-                rows = [(key, FaceRow.of(f, v, pid)) for (key, f), v in zip(items, vecs, strict=True)]
-                ids, seqs = self.store.add_faces(c, rows, self.model_version, metadata, actor) if rows else ([], [])
-                if photo is not None:
-                    self.store.audit(c, "index_photo", actor=actor, face_ids=ids, photo=photo.key)
-                    if cluster_within is not None:
-                        unnamed = [n for n, (k, _) in enumerate(rows) if k is None]
-                        join_clusters(c, self.index, [ids[n] for n in unnamed], vecs[unnamed], cluster_within)
-                self.keeper.staged(np.array(ids, dtype=np.int64), vecs)
-            self.keeper.added(np.array(ids, dtype=np.int64), vecs, seqs)
-        return ids
-
-    def delete_where(self, select: Callable[[Conn], list[int]], event: str, actor: str | None, *,
-                     finish: Callable[[Conn], None] | None = None, identity: str | None = None,
-                     **detail: object) -> list[int]:
-        """Delete the faces ``select`` picks (it raises NotFound), then run ``finish`` (deleting the rows that
-        held them), in one write transaction; returns the face ids. When it returns, no file under the gallery's
-        folder holds their embeddings or crops (the audit keeps the event, without face data)."""
-        with self.locks.mutex:
-            with self.locks.rw.write():
-                with self.store.transaction() as c:
-                    ids = select(c)
-                    vectors, seqs = self.store.delete_faces(c, ids, event=event, actor=actor, **detail)
-                    if not ids:
-                        self.store.audit(c, event, actor=actor, identity=identity, face_ids=[], **detail)
-                    if finish is not None:
-                        finish(c)
-                self.keeper.removed(np.array(ids, dtype=np.int64), seqs)
-            self.keeper.erase(vectors)
-            self.store.erase_deleted()
-        self.keeper.maybe_rebuild()
-        return ids
+        return self.writes.add(items, metadata=metadata, actor=actor)
 
     def delete_face(self, face_id: int, *, actor: str | None = None) -> str | None:
         """Delete one face; returns its identity (None: a photo's unnamed face). An identity left without faces
@@ -179,7 +143,7 @@ class Gallery:
             owner.append(found.identity)
             return [found.face_id]
 
-        self.delete_where(select, "delete_face", actor)
+        self.writes.delete(select, "delete_face", actor)
         return owner[0]
 
     def delete_identity(self, identity: str, *, actor: str | None = None) -> int:
@@ -194,7 +158,7 @@ class Gallery:
             ident.append(i)
             return self.store.identity_face_ids(c, i)
 
-        return len(self.delete_where(select, "delete_identity", actor, identity=identity,
+        return len(self.writes.delete(select, "delete_identity", actor, identity=identity,
                                      finish=lambda c: self.store.delete_identity_row(c, ident[0])))
 
     def update_identity(self, identity: str, *, new_key: str | None = None,
@@ -276,10 +240,9 @@ class Gallery:
     # --- search ----------------------------------------------------------------------------------------
     @property
     def searchable_faces(self) -> int:
-        """How many identities' faces a search compares against (what the search threshold is calibrated for);
-        photos' unnamed faces are not searched for identities."""
-        with self.store.read() as c:
-            return max(0, self.index.live - photo_queries.count_unnamed(c))
+        """How many identities' faces a search compares against (what the search threshold is calibrated for): the
+        ``people`` space's size, kept by its index (no query)."""
+        return self.index.live
 
     def search(self, queries: np.ndarray, *, k: int = 5, k_faces: int | None = None,
                threshold: float | None = None) -> list[SearchResult]:
@@ -296,15 +259,18 @@ class Gallery:
 
     # --- maintenance -----------------------------------------------------------------------------------
     def verify(self) -> dict[str, Any]:
-        """Compare the index with the store: ids on both sides."""
+        """Compare each space's index with the store: ids on both sides."""
+        report: dict[str, Any] = {"ok": True}
         with self.locks.rw.read():
-            index_ids = self.index.ids()
-            store_ids = np.array(self.store.face_ids(), dtype=np.int64)
-            missing = np.setdiff1d(store_ids, index_ids)
-            extra = np.setdiff1d(index_ids, store_ids)
-        return {"faces_in_store": int(len(store_ids)), "faces_in_index": int(len(index_ids)),
-                "missing_from_index": missing[:20].tolist(), "extra_in_index": extra[:20].tolist(),
-                "ok": not len(missing) and not len(extra)}
+            for space in SPACES:
+                index_ids = self.keeper.indexes[space].ids()
+                store_ids = np.array(self.store.face_ids(space), dtype=np.int64)
+                missing = np.setdiff1d(store_ids, index_ids)
+                extra = np.setdiff1d(index_ids, store_ids)
+                report[space] = {"faces_in_store": int(len(store_ids)), "faces_in_index": int(len(index_ids)),
+                                 "missing_from_index": missing[:20].tolist(), "extra_in_index": extra[:20].tolist()}
+                report["ok"] = report["ok"] and not len(missing) and not len(extra)
+        return report
 
     def rebuild_index(self) -> None:
         """Rebuild the index from the store now (blocking writes meanwhile) and persist it."""
@@ -316,7 +282,8 @@ class Gallery:
         with self.locks.writing():
             store = self.store.compact()
         rebuilt = self.keeper.compact()
-        return {"store": store, "index": {"kind": self.index.kind, "rebuilt": rebuilt, "faces": self.index.live}}
+        return {"store": store, "index": {"kind": self.index.kind, "rebuilt": rebuilt,
+                                          "faces": {s: i.live for s, i in self.keeper.indexes.items()}}}
 
     def reembed(self, embed: reembed.Embed, **options: Any) -> ReembedReport:
         """Embed every face again with this gallery's model into a new generation (:func:`index.reembed.reembed`)."""
@@ -332,8 +299,12 @@ class Gallery:
         identities, faces = self.count()
         with self.store.read() as c:
             photos, unnamed = photo_queries.count_photos(c), photo_queries.count_unnamed(c)
+            named_in_photos = photo_queries.count_photo_faces(c) - unnamed
+        spaces = {s: i.live for s, i in self.keeper.indexes.items()}
         return {"identities": identities, "faces": faces, "photos": photos, "unnamed_faces": unnamed,
-                "index_kind": self.index.kind, "indexed": self.index.live, "dim": self.dim,
+                "index_kind": self.index.kind, "spaces": spaces,
+                # every face once (a named photo face is in both spaces): equals ``faces`` when the indexes are current
+                "indexed": spaces["people"] + spaces["photos"] - named_in_photos, "dim": self.dim,
                 "model_version": self.model_version, "stored_model_version": self.stored_model()[0],
                 "generation": self.generation, "reembed": self.reembed_status(),
                 "store": "postgresql" if self.store.shared else "sqlite", "db_bytes": self.store.size_bytes(),

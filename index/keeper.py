@@ -1,8 +1,9 @@
-"""The keeper of a gallery's vector index: it loads the index, applies the change log (replayed at open, other
-replicas' writes while serving), rebuilds it, erases deleted faces' vectors and switches to a re-embedded generation.
+"""The keeper of a gallery's vector indexes, one per search space (:mod:`index.spaces`): it loads them, applies the
+change log (replayed at open, other replicas' writes while serving), rebuilds them, erases deleted faces' vectors and
+switches to a re-embedded generation.
 
 Two keepers: :class:`index.local_keeper.LocalKeeper` (FAISS in this process, snapshotted under the data folder) and
-:class:`index.shared_keeper.SharedKeeper` (a Milvus collection every replica shares). The gallery talks to
+:class:`index.shared_keeper.SharedKeeper` (Milvus collections every replica shares). The gallery talks to
 :class:`Keeper` only; :func:`index.config.new_keeper` is where one is picked.
 """
 
@@ -10,11 +11,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from typing import Protocol
 
 import numpy as np
 
 from index.errors import GalleryMismatch, StoreUnavailable
+from index.spaces import Placed, Space
 from index.store import Conn, Store
 from index.vectors import Vectors
 
@@ -24,7 +27,7 @@ FOLLOW_POLL_S = 1.0  # a replica reads the change log at least this often (NOTIF
 
 class Keeper(Protocol):
     @property
-    def index(self) -> Vectors: ...  # what searches read (under the gallery's read lock)
+    def indexes(self) -> Mapping[Space, Vectors]: ...  # what searches read (under the gallery's read lock)
     @property
     def generation(self) -> int: ...  # the embeddings' generation it serves (one per re-embedding)
     @property
@@ -35,17 +38,21 @@ class Keeper(Protocol):
     def catch_up(self) -> int:
         """Apply the changes other processes committed; returns how many."""
 
-    def staged(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        """Faces being added, inside the store's write transaction (nothing committed yet)."""
+    def staged(self, faces: Placed) -> None:
+        """Faces being added to their spaces (or named: added to ``people``), inside the store's write transaction
+        (nothing committed yet)."""
 
-    def added(self, ids: np.ndarray, vectors: np.ndarray, seqs: list[int]) -> None:
-        """Faces added: their transaction committed as changes ``seqs`` (the caller holds the write lock)."""
+    def added(self, faces: Placed, seqs: list[int]) -> None:
+        """Faces added to their spaces: their transaction committed as changes ``seqs`` (the caller holds the write
+        lock)."""
 
     def removed(self, ids: np.ndarray, seqs: list[int]) -> None:
-        """Faces deleted: their transaction committed as changes ``seqs`` (the caller holds the write lock)."""
+        """Faces deleted from every space: their transaction committed as changes ``seqs`` (the caller holds the
+        write lock)."""
 
-    def erase(self, vectors: list[bytes]) -> None:
-        """After a delete (the caller holds the write mutex): no file this keeper wrote may keep these vectors."""
+    def erase(self, ids: np.ndarray, vectors: list[bytes]) -> None:
+        """After a delete (the caller holds the write mutex): no file this keeper wrote may keep these faces'
+        vectors (float32 bytes)."""
 
     def maybe_rebuild(self) -> None:
         """After deletes: rebuild in the background if the index needs it (HNSW tombstones)."""
@@ -59,9 +66,9 @@ class Keeper(Protocol):
     def snapshot(self, *, force: bool = False) -> bool:
         """Persist the index if it changed (or ``force``), then prune the change log it no longer needs."""
 
-    def prepare_switch(self, c: Conn, ids: np.ndarray, vectors: np.ndarray, seq: int) -> int:
-        """Inside the re-embedding's switch transaction: make the next generation's index of these faces (the log
-        is at ``seq``), persisted beside the current one; returns the new generation's number."""
+    def prepare_switch(self, c: Conn, faces: Placed, seq: int) -> int:
+        """Inside the re-embedding's switch transaction: make the next generation's indexes of these faces (the log
+        is at ``seq``), persisted beside the current ones; returns the new generation's number."""
 
     def switched(self, old_model: tuple[str | None, int]) -> None:
         """The switch committed (the caller holds the write lock): serve the new generation, drop the old one's."""

@@ -1,10 +1,12 @@
-"""The keeper of a FAISS index in this process (:class:`index.keeper.Keeper`), snapshotted under the data folder.
+"""The keeper of a gallery's FAISS indexes in this process (:class:`index.keeper.Keeper`), one per search space
+(:mod:`index.spaces`), snapshotted under the data folder.
 
-A snapshot (``index/g<generation>/``) records the change-log position it reflects; at open a valid snapshot is loaded
-and the changes after it replayed, anything else is rebuilt from the store. On a shared store (PostgreSQL) a thread
-applies the other replicas' changes; this process's own writes are in the index before they are acknowledged and
-skipped when the log brings them again. A delete overwrites the face's vector in the snapshot before it returns
-(on PostgreSQL, in every replica's snapshot as it applies the delete); at open, stray files under ``index/`` go.
+A snapshot (``index/g<generation>/<space>/``) records the change-log position it reflects; at open valid snapshots
+are loaded and the changes after them replayed, anything else is rebuilt from the store. On a shared store
+(PostgreSQL) a thread applies the other replicas' changes; this process's own writes are in the indexes before they
+are acknowledged and skipped when the log brings them again. A delete overwrites the face's vectors in the snapshots
+before it returns (on PostgreSQL, in every replica's snapshots as it applies the delete); at open, stray files under
+``index/`` go.
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ from index.changelog import apply_changes, changes, replay
 from index.errors import GalleryError, StoreUnavailable
 from index.keeper import model_changed
 from index.locks import Locks
+from index.spaces import SPACES, Placed, Space
 from index.store import DELETE, Conn, Store
-from index.vectors import Kind, SnapshotError, VectorIndex, erase_from_snapshot
+from index.vectors import INDEX_FILE, META_FILE, Kind, SnapshotError, VectorIndex, erase_from_snapshot
+
+Indexes = dict[Space, VectorIndex]
 
 log = logging.getLogger(__name__)
 REBUILD_TOMBSTONE_FRACTION = 0.1
@@ -34,13 +39,13 @@ class LocalKeeper:
         self.follows = store.shared
         self.generation = int(store.get_meta("generation") or 0)
         self._rebuild_thread: threading.Thread | None = None
-        self._pending: tuple[VectorIndex, int, int] | None = None  # a switch's (index, generation, seq)
+        self._pending: tuple[Indexes, int, int] | None = None  # a switch's (index, generation, seq)
         # the log is applied up to ``applied``; on a shared store this process's own later changes are in the index
         # already and listed in _own, so that following the log skips them
         self.applied = 0
         self._own: set[int] = set()
         self._remove_stray_snapshots()
-        self.index, self.loaded_seq, replayed_deletes = self._load()
+        self.indexes, self.loaded_seq, replayed_deletes = self._load()
         self._snapshot_seq = self.loaded_seq
         if replayed_deletes:  # a kill after a delete committed, before its vector left the snapshot
             self.snapshot(force=True)
@@ -53,63 +58,79 @@ class LocalKeeper:
         return self.folder / "index" / f"g{generation}"
 
     def _remove_stray_snapshots(self) -> None:
-        """Everything under ``index/`` but the current generation's two files goes: superseded generations,
-        snapshots of a switch that did not commit, temporary files of an interrupted write."""
+        """Everything under ``index/`` but the current generation's spaces' two files goes: superseded generations,
+        snapshots of a switch that did not commit, temporary files of an interrupted write, the one index of a
+        gallery from before the spaces (it is rebuilt)."""
         root = self.folder / "index"
         if not root.is_dir():
             return
         for p in root.iterdir():
             if p == self.snapshot_dir and p.is_dir():
                 for q in p.iterdir():
-                    if q.name not in ("vectors.faiss", "meta.json"):
+                    if q.name in SPACES and q.is_dir():
+                        for f in q.iterdir():
+                            if f.name not in (INDEX_FILE, META_FILE):
+                                _remove(f)
+                    else:
                         _remove(q)
             else:
                 _remove(p)
 
+    def _empty(self) -> Indexes:
+        return {space: VectorIndex(self.dim, self.kind) for space in SPACES}
+
     def _model_changed(self, c: Conn | None = None) -> bool:
         return model_changed(self.store, self.model_version, self.dim, c)
 
-    def _load(self) -> tuple[VectorIndex, int, bool]:
-        """(index, change it was loaded at: -1 if built from the store, whether replayed changes deleted faces)."""
+    def _load(self) -> tuple[Indexes, int, bool]:
+        """(indexes, change they were loaded at: -1 if built from the store, whether replayed changes deleted faces)."""
         if self._model_changed():  # the stored vectors are another model's: nothing to search until reembed
             self.applied = self.store.seq()
-            return VectorIndex(self.dim, self.kind), self.applied, False
+            return self._empty(), self.applied, False
         snap = self.snapshot_dir
         try:
-            index, seq = VectorIndex.load(snap, dim=self.dim, kind=self.kind, model_version=self.model_version)
+            indexes: Indexes = {}
+            seqs = set()
+            for space in SPACES:
+                indexes[space], seq = VectorIndex.load(snap / space, dim=self.dim, kind=self.kind,
+                                                       model_version=self.model_version)
+                seqs.add(seq)
+            if len(seqs) != 1:
+                raise SnapshotError("the spaces' snapshots were taken at different changes")
             if seq > self.store.seq():
                 raise SnapshotError("snapshot is newer than the store")
             if seq < self.store.pruned_through():
                 raise SnapshotError("snapshot is older than the change log")
             rows = self.store.changes_after(seq)
-            replay(index, rows)
+            replay(indexes, rows, self.dim)
             self.applied = rows[-1].seq if rows else seq
-            log.info("loaded index snapshot at change %d, replayed %d changes", seq, len(rows))
-            return index, seq, any(r.op == DELETE for r in rows)
+            log.info("loaded index snapshots at change %d, replayed %d changes", seq, len(rows))
+            return indexes, seq, any(r.op == DELETE for r in rows)
         except SnapshotError as e:
             if snap.exists():
                 log.warning("index snapshot not used (%s): rebuilding from the store", e)
-            index, self.applied = self._build_from_store()
-            return index, -1, False  # -1: snapshot at the next opportunity
+            indexes, self.applied = self._build_from_store()
+            return indexes, -1, False  # -1: snapshot at the next opportunity
 
-    def _build_from_store(self) -> tuple[VectorIndex, int]:
-        """A new index of every stored face, and the change counter it reflects. The rows are read in one short
+    def _build_from_store(self) -> tuple[Indexes, int]:
+        """New indexes of every stored face, and the change counter they reflect. The rows are read in one short
         read transaction and indexed after it ends: a long read would hold off the WAL checkpoint that each
         delete waits for (an HNSW build of 1M faces takes minutes)."""
-        ids: list[np.ndarray] = []
-        vecs: list[np.ndarray] = []
+        parts: list[Placed] = []
         with self.store.read(consistent=True) as c:  # one read snapshot for rows + counter
             seq = self.store.seq(c)
-            for batch_ids, v in self.store.all_embeddings(c):
-                if v.shape[1] != self.dim:
-                    ids, vecs = [], []
-                    break  # a store awaiting re-embedding: leave the index empty
-                ids.append(batch_ids)
-                vecs.append(v)
-        index = VectorIndex(self.dim, self.kind)
-        if ids:
-            index.add(np.concatenate(ids), np.concatenate(vecs))
-        return index, seq
+            for batch in self.store.all_embeddings(c):
+                if batch.vectors.shape[1] != self.dim:
+                    parts = []
+                    break  # a store awaiting re-embedding: leave the indexes empty
+                parts.append(batch)
+        return self._indexes_of(Placed.concat(parts, self.dim)), seq
+
+    def _indexes_of(self, faces: Placed) -> Indexes:
+        indexes = self._empty()
+        for space, index in indexes.items():
+            index.add(*faces.into(space))
+        return indexes
 
     # --- following other replicas ---------------------------------------------------------------------
     def catch_up(self) -> int:
@@ -122,7 +143,7 @@ class LocalKeeper:
             with self.locks.writing():
                 old = self.snapshot_dir
                 self.generation = generation
-                self.index, seq = self._build_from_store()
+                self.indexes, seq = self._build_from_store()
                 self._advance(seq)
                 self._snapshot_seq = -1
             _remove(old)
@@ -136,12 +157,12 @@ class LocalKeeper:
         with self.locks.mutex:
             with self.locks.rw.write():
                 theirs = [r for r in rows if r.seq not in self._own]
-                gone, add_ids, add_vecs = changes(theirs)
-                erased = self.index.vectors(gone)
-                apply_changes(self.index, gone, add_ids, add_vecs)
+                gone, placed = changes(theirs, self.dim)
+                erased = list(dict.fromkeys(v for index in self.indexes.values() for v in index.vectors(gone)))
+                apply_changes(self.indexes, gone, placed, idempotent=True)  # a naming re-adds a face it holds
                 self._advance(rows[-1].seq)
             if erased:  # another replica's delete: its vectors leave this replica's snapshot too
-                self.erase(erased)
+                self.erase(gone, erased)
         self.maybe_rebuild()
         return len(theirs)
 
@@ -158,25 +179,28 @@ class LocalKeeper:
             self.applied = max(self.applied, max(seqs))
 
     # --- writes ----------------------------------------------------------------------------------------
-    def staged(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        """Nothing yet: this process's index shows only what committed."""
+    def staged(self, faces: Placed) -> None:
+        """Nothing yet: this process's indexes show only what committed."""
 
-    def added(self, ids: np.ndarray, vectors: np.ndarray, seqs: list[int]) -> None:
-        self.index.add(ids, vectors)
+    def added(self, faces: Placed, seqs: list[int]) -> None:
+        for space, index in self.indexes.items():
+            index.add(*faces.into(space))
         self._own_changes(seqs)
 
     def removed(self, ids: np.ndarray, seqs: list[int]) -> None:
-        self.index.remove(ids)
+        for index in self.indexes.values():
+            index.remove(ids)
         self._own_changes(seqs)
 
-    def erase(self, vectors: list[bytes]) -> None:
-        """Overwrite these vectors, in every form the index stores them, in the snapshot file."""
-        erase_from_snapshot(self.snapshot_dir, self.index.stored_forms(vectors))
+    def erase(self, ids: np.ndarray, vectors: list[bytes]) -> None:
+        """Overwrite these faces' vectors, every copy the indexes store, in the snapshot files."""
+        for space, index in self.indexes.items():
+            erase_from_snapshot(self.snapshot_dir / space, ids, vectors, index.stored_forms(vectors))
 
     # --- rebuilds and snapshots -----------------------------------------------------------------------
     def rebuild(self) -> None:
         with self.locks.writing():
-            self.index, seq = self._build_from_store()
+            self.indexes, seq = self._build_from_store()
             self.applied, self._own = seq, set()
         self.snapshot(force=True)
 
@@ -187,7 +211,7 @@ class LocalKeeper:
     def maybe_rebuild(self) -> None:
         """HNSW: once tombstones pass a fraction, rebuild the graph in the background; the old graph
         (with tombstones filtered) keeps serving until the new one is swapped in."""
-        if self.kind != "hnsw" or self.index.tombstone_fraction < REBUILD_TOMBSTONE_FRACTION:
+        if self.kind != "hnsw" or max(i.tombstone_fraction for i in self.indexes.values()) < REBUILD_TOMBSTONE_FRACTION:
             return
         if self._rebuild_thread is not None and self._rebuild_thread.is_alive():
             return
@@ -199,10 +223,10 @@ class LocalKeeper:
             fresh, seq = self._build_from_store()
             with self.locks.writing():
                 rows = self.store.changes_after(seq)
-                replay(fresh, rows)
-                self.index = fresh
+                replay(fresh, rows, self.dim)
+                self.indexes = fresh
                 self._advance(rows[-1].seq if rows else seq)
-            log.info("rebuilt the HNSW graph (%d faces)", fresh.live)
+            log.info("rebuilt the HNSW graphs (%s)", ", ".join(f"{s}: {i.live} faces" for s, i in fresh.items()))
         except (GalleryError, RuntimeError) as e:  # the old index keeps serving
             log.error("background HNSW rebuild failed: %s", e)
 
@@ -213,26 +237,27 @@ class LocalKeeper:
             seq = self.applied
             if seq == self._snapshot_seq and not force:
                 return False
-            self.index.save(self.snapshot_dir, seq, self.model_version)
+            for space, index in self.indexes.items():
+                index.save(self.snapshot_dir / space, seq, self.model_version)
         self.store.prune_changes(seq - self.store.keep_changes)
         self._snapshot_seq = seq
         return True
 
     # --- re-embedding's switch -------------------------------------------------------------------------
-    def prepare_switch(self, c: Conn, ids: np.ndarray, vectors: np.ndarray, seq: int) -> int:
-        """The new generation's snapshot is written beside the old one before the switch commits (a switch that does
-        not commit leaves a folder the next open removes)."""
-        index = VectorIndex(self.dim, self.kind)
-        index.add(ids, vectors)
+    def prepare_switch(self, c: Conn, faces: Placed, seq: int) -> int:
+        """The new generation's snapshots are written beside the old ones before the switch commits (a switch that
+        does not commit leaves a folder the next open removes)."""
+        indexes = self._indexes_of(faces)
         generation = self.generation + 1
-        index.save(self._generation_dir(generation), seq, self.model_version)
-        self._pending = (index, generation, seq)
+        for space, index in indexes.items():
+            index.save(self._generation_dir(generation) / space, seq, self.model_version)
+        self._pending = (indexes, generation, seq)
         return generation
 
     def switched(self, old_model: tuple[str | None, int]) -> None:
         assert self._pending is not None
         old_dir = self.snapshot_dir
-        self.index, self.generation, seq = self._pending
+        self.indexes, self.generation, seq = self._pending
         self._pending = None
         self._snapshot_seq = self.applied = seq
         self._own = set()
@@ -246,7 +271,8 @@ class LocalKeeper:
         except StoreUnavailable as e:  # the snapshot only shortens the next start
             log.warning("no snapshot at close: %s", e)
         finally:
-            self.index.close()
+            for index in self.indexes.values():
+                index.close()
 
 
 def _remove(path: Path) -> None:

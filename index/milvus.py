@@ -1,4 +1,5 @@
-"""Vectors in Milvus, for galleries beyond one machine's memory: a collection per model version and dimension.
+"""Vectors in Milvus, for galleries beyond one machine's memory: a collection per search space (:mod:`index.spaces`),
+model version and dimension.
 
 ``uri`` names a Milvus server (``http://milvus:19530``) or a local file, which pymilvus serves with Milvus Lite,
 the same engine in process. The collection is shared by every replica and derived from the store: which changes
@@ -22,6 +23,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from index.errors import StoreUnavailable
+from index.spaces import Space
 from index.vectors import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M
 
 log = logging.getLogger(__name__)
@@ -47,21 +49,24 @@ LIVE_MAX_AGE_S = 1.0  # another replica's write is counted in a search's thresho
 FLUSH_EVERY = 2_000
 
 
-def collection_name(model_version: str, dim: int) -> str:
-    """Letters, digits and underscores only (Milvus's rule), one per model version and dimension."""
-    return f"faces_{dim}_" + hashlib.sha256(model_version.encode()).hexdigest()[:16]
+def collection_name(model_version: str, dim: int, space: Space | None) -> str:
+    """Letters, digits and underscores only (Milvus's rule), one per space, model version and dimension (``None``:
+    the one collection of every face that galleries had before the spaces)."""
+    return f"{space or 'faces'}_{dim}_" + hashlib.sha256(model_version.encode()).hexdigest()[:16]
 
 
 class MilvusIndex:
     kind = "milvus"  # one collection for every replica: its writes are ordered by the store's write lock
     tombstone_fraction = 0.0
 
-    def __init__(self, uri: str, dim: int, model_version: str, *, index_type: str = "FLAT") -> None:
+    def __init__(self, uri: str, dim: int, model_version: str, space: Space, *, index_type: str = "FLAT",
+                 client: Any = None) -> None:
         from pymilvus import MilvusClient  # the Milvus tier's dependency only
 
-        self.uri, self.dim, self.index_type = uri, dim, index_type
-        self.collection = collection_name(model_version, dim)
-        self.client: Any = MilvusClient(uri)
+        self.uri, self.dim, self.index_type, self.space = uri, dim, index_type, space
+        self.collection = collection_name(model_version, dim, space)
+        self._owns_client = client is None  # the spaces' collections share one client: its first owner closes it
+        self.client: Any = client if client is not None else MilvusClient(uri)
         self._unflushed = 0
         self._live: tuple[float, int] | None = None  # (when read, count)
         if not self.client.has_collection(self.collection):
@@ -93,9 +98,11 @@ class MilvusIndex:
         self._unflushed = 0
         self._live = None
 
-    def drop_collection_of(self, model_version: str, dim: int) -> None:
-        """Drop another model's collection (the generation a re-embedding replaced)."""
-        name = collection_name(model_version, dim)
+    @_unavailable
+    def drop_collection_of(self, model_version: str, dim: int, space: Space | None) -> None:
+        """Drop another collection: this space's of another model (the generation a re-embedding replaced), or the
+        one collection of every face a gallery had before the spaces."""
+        name = collection_name(model_version, dim, space)
         if name != self.collection and self.client.has_collection(name):
             self.client.drop_collection(name)
 
@@ -178,4 +185,5 @@ class MilvusIndex:
         return [np.asarray(r["vector"], dtype=np.float32).tobytes() for r in rows]
 
     def close(self) -> None:
-        self.client.close()
+        if self._owns_client:
+            self.client.close()

@@ -61,11 +61,16 @@ def album_photo_ids(c: Conn, album: str) -> list[int]:
     return [int(r[0]) for r in c.execute("SELECT id FROM photos WHERE album = ? ORDER BY id", (album,))]
 
 
-def faces_of_photos(c: Conn, pids: Sequence[int]) -> list[int]:
+def faces_of_photos(c: Conn, pids: Sequence[int], limit: int | None = None) -> list[int]:
+    """The faces of these photos (at most ``limit`` of them)."""
     out: list[int] = []
     for i in range(0, len(pids), 500):
+        if limit is not None and len(out) >= limit:
+            break
         chunk = list(pids[i : i + 500])
-        out += [int(r[0]) for r in c.execute(f"SELECT id FROM faces WHERE photo_id IN ({_marks(len(chunk))})", chunk)]
+        more = "" if limit is None else f" LIMIT {int(limit) - len(out)}"
+        out += [int(r[0]) for r in c.execute(f"SELECT id FROM faces WHERE photo_id IN ({_marks(len(chunk))}){more}",
+                                             chunk)]
     return out
 
 
@@ -160,9 +165,11 @@ def list_clusters(c: Conn, limit: int, offset: int, min_faces: int) -> tuple[lis
     return [(int(r[0]), int(r[1])) for r in rows], total
 
 
-def cluster_face_ids(c: Conn, cluster: int) -> list[int]:
+def cluster_face_ids(c: Conn, cluster: int, limit: int | None = None, offset: int = 0) -> list[int]:
+    """The unnamed faces of a cluster, by id (a page of them: ``limit``, ``offset``)."""
+    page = "" if limit is None else f" LIMIT {int(limit)} OFFSET {int(offset)}"
     return [int(r[0]) for r in c.execute(
-        "SELECT id FROM faces WHERE cluster_id = ? AND identity_id IS NULL ORDER BY id", (cluster,))]
+        "SELECT id FROM faces WHERE cluster_id = ? AND identity_id IS NULL ORDER BY id" + page, (cluster,))]
 
 
 def cluster_photos(c: Conn, cluster: int, limit: int) -> list[str]:

@@ -1,19 +1,22 @@
 """Photos in a gallery: every face of a photo indexed (named or not), the photos a person appears in, and the
 clusters that group unnamed faces into people until someone names them.
 
-:class:`Photos` is a gallery's photo side (``Gallery.photos``): writes go through the gallery's write path (the
-store first, then the index; erasure as for any face), reads and searches through its store and index.
+:class:`Photos` is the gallery's photo aggregate (``Gallery.photos``): its faces are written through the gallery's
+one write path (:class:`index.writes.Writes`: the store first, then the indexes; erasure as for any face), searched in
+the ``photos`` space (:mod:`index.spaces`), and its SQL is :mod:`index.photo_queries`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from index import clusters, photo_queries
 from index.errors import Conflict, NotFound
+from index.keeper import Keeper
+from index.locks import Locks
 from index.records import (
     ClusterRecord,
     FaceRecord,
@@ -26,27 +29,44 @@ from index.records import (
     similarity_to_distance,
     validate_key,
 )
-from index.store import Conn
+from index.store import Conn, Store
 from index.vectors import Vectors
-
-if TYPE_CHECKING:
-    from index.gallery import Gallery
+from index.writes import Writes
 
 EXPAND_SEEDS = 64  # the closest faces found that widen a photo search
 
+
 class Photos:
-    def __init__(self, gallery: Gallery) -> None:
-        self.gallery = gallery
-        self.store = gallery.store
+    def __init__(self, store: Store, locks: Locks, keeper: Keeper, writes: Writes, *, dim: int) -> None:
+        self.store, self.locks, self.keeper, self.writes, self.dim = store, locks, keeper, writes, dim
+
+    @property
+    def index(self) -> Vectors:
+        """The ``photos`` space (the keeper swaps its indexes on a rebuild: looked up each time)."""
+        return self.keeper.indexes["photos"]
 
     # --- writes --------------------------------------------------------------------------------------
     def add(self, photo: NewPhoto, faces: Sequence[tuple[str | None, NewFace]], *, cluster_within: float | None,
             actor: str | None = None) -> list[int]:
-        """Store the photo and its faces (each with the identity it is, or None) in one transaction; unnamed
-        faces join a cluster (see :meth:`Gallery.add_many`). Conflict when the key exists. Returns face ids."""
+        """Store the photo and its faces (each with the identity it is, or None) in one transaction; an unnamed face
+        joins the cluster of its nearest unnamed face within ``cluster_within`` (a distance), else starts its own
+        (faces of one photo never share one). Conflict when the key exists. Returns face ids."""
         photo = NewPhoto(validate_key(photo.key, "photo_id"), photo.album, photo.metadata, photo.width,
                          photo.height)
-        return self.gallery.add_many(faces, photo=photo, cluster_within=cluster_within, actor=actor)
+
+        def insert_photo(c: Conn) -> int:
+            pid = photo_queries.insert_photo(self.store, c, photo)
+            if pid is None:
+                raise Conflict(f"photo {photo.key!r} already exists")
+            return pid
+
+        def cluster(c: Conn, ids: list[int], vecs: np.ndarray) -> None:
+            self.store.audit(c, "index_photo", actor=actor, face_ids=ids, photo=photo.key)
+            if cluster_within is not None:
+                unnamed = [n for n, (key, _) in enumerate(faces) if key is None]
+                join_clusters(c, self.index, [ids[n] for n in unnamed], vecs[unnamed], cluster_within)
+
+        return self.writes.add(faces, actor=actor, before=insert_photo, after=cluster)
 
     def delete(self, key: str, *, actor: str | None = None) -> int:
         """Delete a photo and its faces, named or not; returns how many faces went. Erasure as for faces."""
@@ -59,41 +79,46 @@ class Photos:
             pid.append(i)
             return photo_queries.photo_face_ids(c, i)
 
-        return len(self.gallery.delete_where(select, "delete_photo", actor, photo=key,
-                                             finish=lambda c: photo_queries.delete_photo_rows(c, pid)))
+        return len(self.writes.delete(select, "delete_photo", actor, photo=key,
+                                      finish=lambda c: photo_queries.delete_photo_rows(c, pid)))
 
     def delete_album(self, album: str, *, actor: str | None = None) -> tuple[int, int]:
-        """Delete every photo of an album with their faces; returns (photos, faces)."""
-        pids: list[int] = []
+        """Delete every photo of an album with their faces, in batches (searches answer meanwhile); returns
+        (photos, faces)."""
+        pids: list[int] = []  # the album's photos as the last batch saw them: that batch deletes their rows
+        first = [True]
 
-        def select(c: Conn) -> list[int]:
-            pids.extend(photo_queries.album_photo_ids(c, album))
-            if not pids:
+        def select(c: Conn, limit: int) -> list[int]:
+            pids[:] = photo_queries.album_photo_ids(c, album)
+            if not pids and first[0]:
                 raise NotFound(f"album {album!r} has no photos")
-            return photo_queries.faces_of_photos(c, pids)
+            first[0] = False
+            return photo_queries.faces_of_photos(c, pids, limit)
 
-        faces = self.gallery.delete_where(select, "delete_album", actor, album=album,
-                                          finish=lambda c: photo_queries.delete_photo_rows(c, pids))
+        faces = self.writes.delete_in_batches(select, "delete_album", actor, album=album,
+                                              finish=lambda c: photo_queries.delete_photo_rows(c, pids))
         return len(pids), len(faces)
 
     def delete_cluster(self, cluster: int, *, actor: str | None = None) -> int:
-        """Erase a cluster's faces (the photos stay, without them); returns how many went."""
+        """Erase a cluster's faces, in batches (the photos stay, without them); returns how many went."""
+        first = [True]
 
-        def select(c: Conn) -> list[int]:
-            ids = photo_queries.cluster_face_ids(c, cluster)
-            if not ids:
+        def select(c: Conn, limit: int) -> list[int]:
+            ids = photo_queries.cluster_face_ids(c, cluster, limit)
+            if not ids and first[0]:
                 raise NotFound(f"cluster {cluster} not found")
+            first[0] = False
             return ids
 
-        return len(self.gallery.delete_where(select, "delete_cluster", actor, cluster=cluster))
+        return len(self.writes.delete_in_batches(select, "delete_cluster", actor, cluster=cluster))
 
     def expire_unnamed(self, before: float, *, actor: str | None = "retention") -> int:
-        """Erase the unnamed faces indexed before ``before`` (a Unix time); returns how many went."""
+        """Erase the unnamed faces indexed before ``before`` (a Unix time), in batches; returns how many went."""
         with self.store.read() as c:
             if not photo_queries.unnamed_before(c, before, 1):
                 return 0
-        return len(self.gallery.delete_where(lambda c: photo_queries.unnamed_before(c, before, None), "retention",
-                                             actor, indexed_before=before))
+        return len(self.writes.delete_in_batches(lambda c, limit: photo_queries.unnamed_before(c, before, limit),
+                                                 "retention", actor, indexed_before=before))
 
     # --- reads ---------------------------------------------------------------------------------------
     def get(self, key: str) -> tuple[PhotoRecord, list[FaceRecord]]:
@@ -113,9 +138,9 @@ class Photos:
 
     @property
     def searchable_faces(self) -> int:
-        """How many photos' faces a photo search compares against (what its threshold is calibrated for)."""
-        with self.store.read() as c:
-            return photo_queries.count_photo_faces(c)
+        """How many photos' faces a photo search compares against (what its threshold is calibrated for): the
+        ``photos`` space's size, kept by its index (no query)."""
+        return self.index.live
 
     def search(self, queries: np.ndarray, threshold: float, *, album: str | None = None, limit: int = 100,
                expand: bool = False) -> list[PhotoHit]:
@@ -123,15 +148,16 @@ class Photos:
         identity's faces), best first, each with its closest face. ``expand``: also the photos holding a face
         within ``threshold`` of at least two of the faces found so (other photos of the person, in other light and
         pose), listed after them with ``expanded``."""
-        q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.gallery.dim)
-        with self.gallery.locks.rw.read():
-            close = self._within(q, threshold)[0]
+        q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        cap = max(256, 4 * limit)
+        with self.locks.rw.read():
+            close = self._within(q, threshold, cap)[0]
             more: dict[int, float] = {}
             if expand and len(close) >= 2:
                 seeds = sorted(close, key=lambda f: close[f])[:EXPAND_SEEDS]
                 with self.store.read() as c:
                     _, vecs = photo_queries.embeddings(c, seeds)
-                _, votes = self._within(vecs, threshold)
+                _, votes = self._within(vecs, threshold, cap)
                 found = [f for f, n in votes.items() if n >= 2 and f not in close]
                 if found:
                     with self.store.read() as c:
@@ -151,18 +177,20 @@ class Photos:
                     best[at.photo] = PhotoHit(at.photo, at.album, face_id, at.box, 1.0 - d * d / 2.0, d, expanded)
         return sorted(best.values(), key=lambda h: (h.expanded, h.distance, h.photo))[:limit]
 
-    def _within(self, q: np.ndarray, threshold: float) -> tuple[dict[int, float], dict[int, int]]:
-        """Faces within ``threshold`` of any of the queries: (face id -> its smallest distance, face id -> how
-        many queries it is within ``threshold`` of). Caller holds the gallery's read lock."""
-        live = self.gallery.index.live
-        fetch = min(256, max(live, 1))
+    def _within(self, q: np.ndarray, threshold: float, cap: int) -> tuple[dict[int, float], dict[int, int]]:
+        """Faces within ``threshold`` of any of the queries, at most the ``cap`` nearest per query (enough for a
+        search's ``limit`` photos): (face id -> its smallest distance, face id -> how many queries it is within
+        ``threshold`` of). Caller holds the gallery's read lock."""
+        index = self.index
+        live = index.live
+        fetch = min(64, cap, max(live, 1))
         while True:
-            sims, ids = self.gallery.index.search(q, fetch)
+            sims, ids = index.search(q, fetch)
             # everything fetched is within the threshold: there may be more beyond
             full = (ids >= 0).all() and float(similarity_to_distance(sims[:, -1].max())) <= threshold
-            if not full or fetch >= live:
+            if not full or fetch >= min(live, cap):
                 break
-            fetch = min(4 * fetch, live)
+            fetch = min(4 * fetch, live, cap)
         close: dict[int, float] = {}
         votes: dict[int, int] = {}
         for row_s, row_i in zip(sims, ids, strict=True):
@@ -206,7 +234,7 @@ class Photos:
         first: dict[int, int] = {}
         for face_id, label in zip(ids.tolist(), labels.tolist(), strict=True):
             first.setdefault(label, face_id)  # a cluster's id: its first face's
-        with self.gallery.locks.mutex, self.store.transaction() as c:  # faces named meanwhile are left alone
+        with self.locks.mutex, self.store.transaction() as c:  # faces named meanwhile are left alone
             photo_queries.set_clusters(c, [(f, first[lab]) for f, lab in zip(ids.tolist(), labels.tolist(),
                                                                                strict=True)])
             self.store.audit(c, "recluster", actor=actor, album=album, faces=len(ids), clusters=len(first))
@@ -230,18 +258,19 @@ class Photos:
 
     def _name(self, pick: Callable[[Conn], list[int]], identity: str, actor: str | None, missing: str,
               **detail: object) -> list[int]:
-        identity = validate_key(identity)
-        with self.gallery.locks.mutex, self.store.transaction() as c:
+        """The faces ``pick`` chooses become the identity's and join the ``people`` space (identity search)."""
+
+        def picked(c: Conn) -> list[int]:
             ids = pick(c)
             if not ids:
                 raise NotFound(missing)
-            photo_queries.name_faces(c, ids, self.store.ensure_identity(c, identity))
-            self.store.audit(c, "name_faces", actor=actor, identity=identity, face_ids=ids, **detail)
-        return ids
+            return ids
+
+        return self.writes.name(picked, identity, "name_faces", actor, **detail)
 
     def move_face(self, face_id: int, cluster: int, *, actor: str | None = None) -> None:
         """Move an unnamed face into another cluster."""
-        with self.gallery.locks.mutex, self.store.transaction() as c:
+        with self.locks.mutex, self.store.transaction() as c:
             if not photo_queries.unnamed_face(c, face_id):
                 raise NotFound(f"unnamed face {face_id} not found")
             if not photo_queries.cluster_face_ids(c, cluster):
@@ -251,7 +280,7 @@ class Photos:
 
     def merge_clusters(self, into: int, other: int, *, actor: str | None = None) -> int:
         """Every face of ``other`` joins ``into``; returns the merged cluster's size."""
-        with self.gallery.locks.mutex, self.store.transaction() as c:
+        with self.locks.mutex, self.store.transaction() as c:
             a, b = photo_queries.cluster_face_ids(c, into), photo_queries.cluster_face_ids(c, other)
             if not a or not b:
                 raise NotFound(f"cluster {into if not a else other} not found")

@@ -20,13 +20,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
-import numpy as np
 import psycopg
 from psycopg_pool import ConnectionPool
 
 from index import schema
 from index.errors import StoreUnavailable
-from index.store import Conn, Store, embedding_rows
+from index.spaces import Placed
+from index.store import Conn, Store, placed_rows
 
 log = logging.getLogger(__name__)
 CHANNEL = "facesearch_changes"
@@ -133,13 +133,13 @@ class PostgresStore(Store):
             c.execute("SELECT pg_notify(?, ?)", (CHANNEL, str(seqs[-1])))  # delivered when the transaction commits
         return seqs
 
-    def all_embeddings(self, c: Conn, batch: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def all_embeddings(self, c: Conn, batch: int = 50_000) -> Iterator[Placed]:
         # a server-side cursor: a million embeddings are not fetched into memory at once
         raw = cast(_PgConn, c).raw
         with raw.cursor(name="facesearch_all_embeddings") as cur:
-            cur.execute("SELECT id, embedding FROM faces ORDER BY id")
+            cur.execute(self.ALL_EMBEDDINGS)
             while rows := cur.fetchmany(batch):
-                yield embedding_rows(rows)
+                yield placed_rows(rows)
 
     def wait_for_changes(self, timeout: float) -> None:
         """Block until a NOTIFY arrives or ``timeout`` passes; on a broken connection, reconnect next time."""

@@ -58,12 +58,15 @@ class StoredCrop:
 
 
 class Change(NamedTuple):
-    """One entry of the change log: a face added or deleted."""
+    """One entry of the change log: a face added (or named: it joins the ``people`` space) or deleted, with the
+    face as it is now (:mod:`index.spaces`)."""
 
     seq: int
     face_id: int
     op: int  # index.store.ADD or DELETE
     embedding: bytes | None  # None once the face is gone
+    named: bool = False  # the face belongs to an identity now
+    in_photo: bool = False  # the face was found in a photo
 
 
 class FaceOwner(NamedTuple):

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from index.records import FaceOwner, NewFace, ReembedReport, StoredCrop, unit_vectors
-from index.store import Conn, Store
+from index.spaces import Placed
+from index.store import Conn, Store, placed_rows
 
 if TYPE_CHECKING:
     from index.gallery import Gallery
@@ -72,11 +73,12 @@ def _unrecoverable(c: Conn) -> list[FaceOwner]:
         "JOIN reembedding r ON r.face_id = f.id WHERE r.embedding IS NULL ORDER BY f.id")]
 
 
-def _reembedded(c: Conn) -> tuple[list[int], bytes]:
-    """(face ids, their new embeddings joined), by face id."""
-    rows = c.execute("SELECT face_id, embedding FROM reembedding WHERE embedding IS NOT NULL ORDER BY face_id"
-                     ).fetchall()
-    return [int(r[0]) for r in rows], b"".join(bytes(r[1]) for r in rows)
+def _reembedded(c: Conn, dim: int) -> Placed:
+    """The faces with their new embeddings and their spaces, by face id."""
+    rows = c.execute("SELECT r.face_id, r.embedding, f.identity_id IS NOT NULL, f.photo_id IS NOT NULL "
+                     "FROM reembedding r JOIN faces f ON f.id = r.face_id WHERE r.embedding IS NOT NULL "
+                     "ORDER BY r.face_id").fetchall()
+    return placed_rows(rows) if rows else Placed.empty(dim)
 
 
 def _switch_embeddings(store: Store, c: Conn, model_version: str, dim: int, generation: int, faces: int
@@ -148,14 +150,12 @@ def _switch(gallery: Gallery, drop_unrecoverable: bool, actor: str | None) -> Re
                                      False, keeper.generation, 0.0)
             store.delete_faces(c, [f.face_id for f in unrecoverable], event="delete_face", actor=actor,
                                reason="no crop to re-embed")
-            ids, blob = _reembedded(c)
+            faces = _reembedded(c, gallery.dim)
             old_model = (store.get_meta("model_version", c), int(store.get_meta("dim", c) or 0))
-            generation = keeper.prepare_switch(c, np.array(ids, dtype=np.int64),
-                                               np.frombuffer(blob, dtype=np.float32).reshape(len(ids), gallery.dim),
-                                               store.seq(c))
-            previous = _switch_embeddings(store, c, gallery.model_version, gallery.dim, generation, len(ids))
+            generation = keeper.prepare_switch(c, faces, store.seq(c))
+            previous = _switch_embeddings(store, c, gallery.model_version, gallery.dim, generation, len(faces))
             store.audit(c, "reembed", actor=actor, from_model=previous, to_model=gallery.model_version,
-                        generation=generation, faces=len(ids))
+                        generation=generation, faces=len(faces))
         keeper.switched(old_model)
     store.erase_deleted()
-    return ReembedReport(gallery.model_version, total, len(ids), unrecoverable, True, generation, 0.0)
+    return ReembedReport(gallery.model_version, total, len(faces), unrecoverable, True, generation, 0.0)

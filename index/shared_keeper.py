@@ -1,6 +1,8 @@
-"""The keeper of a Milvus collection every replica shares (:class:`index.keeper.Keeper`).
+"""The keeper of the Milvus collections every replica shares, one per search space (:class:`index.keeper.Keeper`,
+:mod:`index.spaces`).
 
-The store records how far the collection has applied the change log (meta ``vectors_applied:<collection>``);
+The store records how far the collections have applied the change log (meta ``vectors_applied:<collection>``, named
+after the ``people`` one);
 whoever applies the log holds the store's write lock, so no write of another replica interleaves and a face deleted
 meanwhile is never upserted again. Faces are added inside their write transaction (under that lock) and deletes are
 sent after theirs commits. Milvus persists the collection: there is no snapshot here, and the change log is kept back
@@ -19,6 +21,7 @@ from index.errors import StoreUnavailable
 from index.keeper import model_changed
 from index.locks import Locks
 from index.milvus import MilvusIndex
+from index.spaces import Placed, Space
 from index.store import Conn, Store
 
 log = logging.getLogger(__name__)
@@ -27,8 +30,9 @@ log = logging.getLogger(__name__)
 class SharedKeeper:
     follows = True  # every replica writes to the collection; each one's searches must see the others' writes
 
-    def __init__(self, store: Store, locks: Locks, index: MilvusIndex, *, dim: int, model_version: str) -> None:
-        self.store, self.locks, self.index = store, locks, index
+    def __init__(self, store: Store, locks: Locks, indexes: dict[Space, MilvusIndex], *, dim: int,
+                 model_version: str) -> None:
+        self.store, self.locks, self.indexes = store, locks, indexes
         self.dim, self.model_version = dim, model_version
         self.generation = int(store.get_meta("generation") or 0)
         self.applied = 0
@@ -36,7 +40,7 @@ class SharedKeeper:
 
     @property
     def _cursor_key(self) -> str:
-        return f"vectors_applied:{self.index.name}"
+        return f"vectors_applied:{self.indexes['people'].name}"
 
     def consume(self, *, reindex: bool = False) -> int:
         """Apply the change log after the collection's cursor; rebuild the collection from the store when the
@@ -48,17 +52,21 @@ class SharedKeeper:
             seq = self.store.seq(c)
             if reindex or cursor < 0 or cursor < self.store.pruned_through(c) or cursor > seq:
                 t0 = time.monotonic()
-                self.index.reset()
-                for ids, vectors in self.store.all_embeddings(c):
-                    self.index.add(ids, vectors)
-                self.index.flush()
+                self.indexes["people"].drop_collection_of(self.model_version, self.dim, None)  # before the spaces
+                for index in self.indexes.values():
+                    index.reset()
+                for faces in self.store.all_embeddings(c):
+                    for space, index in self.indexes.items():
+                        index.add(*faces.into(space))
+                for index in self.indexes.values():
+                    index.flush()
                 self.store.set_meta(c, self._cursor_key, str(seq))
                 log.info("re-indexed %s from the store in %.1f s", self._cursor_key, time.monotonic() - t0)
                 self.applied = seq
                 return 0
             rows = self.store.changes_after(cursor, c)
-            if rows:
-                apply_changes(self.index, *changes(rows))
+            if rows:  # Milvus upserts: a face named after its add is written again, harmlessly
+                apply_changes(self.indexes, *changes(rows, self.dim))
                 self.store.set_meta(c, self._cursor_key, str(rows[-1].seq))
             self.applied = rows[-1].seq if rows else cursor
             return len(rows)
@@ -66,17 +74,19 @@ class SharedKeeper:
     def catch_up(self) -> int:
         return self.consume()
 
-    def staged(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+    def staged(self, faces: Placed) -> None:
         """Under the store's write lock: no delete of another replica overtakes the upsert."""
-        self.index.add(ids, vectors)
+        for space, index in self.indexes.items():
+            index.add(*faces.into(space))
 
-    def added(self, ids: np.ndarray, vectors: np.ndarray, seqs: list[int]) -> None:
+    def added(self, faces: Placed, seqs: list[int]) -> None:
         """Nothing more: the cursor moves only by applying the log in order (:meth:`consume`)."""
 
     def removed(self, ids: np.ndarray, seqs: list[int]) -> None:
-        self.index.remove(ids)
+        for index in self.indexes.values():
+            index.remove(ids)
 
-    def erase(self, vectors: list[bytes]) -> None:
+    def erase(self, ids: np.ndarray, vectors: list[bytes]) -> None:
         """No file here: Milvus lets go of deleted vectors at a compaction (:meth:`compact`)."""
 
     def maybe_rebuild(self) -> None:
@@ -97,10 +107,11 @@ class SharedKeeper:
             self.store.prune_changes(self.applied - self.store.keep_changes)
         return False
 
-    def prepare_switch(self, c: Conn, ids: np.ndarray, vectors: np.ndarray, seq: int) -> int:
-        """This model's collection, filled from scratch, with its cursor at the switch."""
-        self.index.reset()
-        self.index.add(ids, vectors)
+    def prepare_switch(self, c: Conn, faces: Placed, seq: int) -> int:
+        """This model's collections, filled from scratch, with their cursor at the switch."""
+        for space, index in self.indexes.items():
+            index.reset()
+            index.add(*faces.into(space))
         self.store.set_meta(c, self._cursor_key, str(seq))
         self._switch_seq = seq
         return self.generation + 1
@@ -109,7 +120,9 @@ class SharedKeeper:
         self.generation += 1
         self.applied = self._switch_seq
         if old_model[0] is not None:
-            self.index.drop_collection_of(old_model[0], old_model[1])
+            for space, index in self.indexes.items():
+                index.drop_collection_of(old_model[0], old_model[1], space)
+            self.indexes["people"].drop_collection_of(old_model[0], old_model[1], None)
 
     def close(self) -> None:
         try:
@@ -117,4 +130,5 @@ class SharedKeeper:
         except StoreUnavailable as e:
             log.warning("change log not pruned at close: %s", e)
         finally:
-            self.index.close()
+            for index in reversed(self.indexes.values()):
+                index.close()

@@ -31,6 +31,7 @@ from index.records import (
     face_record,
     identity_record,
 )
+from index.spaces import Placed, Space
 
 ADD, DELETE = 1, -1
 
@@ -70,10 +71,11 @@ class FaceRow:
                    None if face.source_geometry is None else json.dumps(face.source_geometry), photo_id)
 
 
-def embedding_rows(rows: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """(id, embedding bytes) rows -> (ids int64 (n,), embeddings float32 (n, d))."""
+def placed_rows(rows: Sequence[Any]) -> Placed:
+    """(id, embedding bytes, named, in a photo) rows -> the faces and their spaces."""
     ids = np.array([int(r[0]) for r in rows], dtype=np.int64)
-    return ids, np.frombuffer(b"".join(bytes(r[1]) for r in rows), dtype=np.float32).reshape(len(rows), -1)
+    vectors = np.frombuffer(b"".join(bytes(r[1]) for r in rows), dtype=np.float32).reshape(len(rows), -1)
+    return Placed.of(ids, vectors, named=[bool(r[2]) for r in rows], in_photo=[bool(r[3]) for r in rows])
 
 
 class Store(ABC):
@@ -160,9 +162,10 @@ class Store(ABC):
         if c is None:
             with self.read() as r:
                 return self.changes_after(seq, r)
-        return [Change(int(s), int(f), int(op), None if e is None else bytes(e)) for s, f, op, e in c.execute(
-            "SELECT c.seq, c.face_id, c.op, f.embedding FROM changes c LEFT JOIN faces f ON f.id = c.face_id "
-            "WHERE c.seq > ? ORDER BY c.seq", (seq,))]
+        return [Change(int(s), int(f), int(op), None if e is None else bytes(e), bool(named), bool(in_photo))
+                for s, f, op, e, named, in_photo in c.execute(
+                    "SELECT c.seq, c.face_id, c.op, f.embedding, f.identity_id IS NOT NULL, f.photo_id IS NOT NULL "
+                    "FROM changes c LEFT JOIN faces f ON f.id = c.face_id WHERE c.seq > ? ORDER BY c.seq", (seq,))]
 
     def prune_changes(self, through: int) -> None:
         """Drop the change log up to ``through``, remembering where it now starts."""
@@ -174,11 +177,13 @@ class Store(ABC):
             c.execute("DELETE FROM changes WHERE seq <= ?", (through,))
             self.set_meta(c, "changes_pruned_through", str(through))
 
-    def all_embeddings(self, c: Conn, batch: int = 50_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(face ids int64 (n,), embeddings float32 (n, d)) in batches, by face id; ``c`` from a consistent read."""
-        cur = c.execute("SELECT id, embedding FROM faces ORDER BY id")
+    ALL_EMBEDDINGS = "SELECT id, embedding, identity_id IS NOT NULL, photo_id IS NOT NULL FROM faces ORDER BY id"
+
+    def all_embeddings(self, c: Conn, batch: int = 50_000) -> Iterator[Placed]:
+        """Every face with the spaces it belongs to, in batches by face id; ``c`` from a consistent read."""
+        cur = c.execute(self.ALL_EMBEDDINGS)
         while rows := cur.fetchmany(batch):
-            yield embedding_rows(rows)
+            yield placed_rows(rows)
 
     # --- writes --------------------------------------------------------------------------------------
     def add_faces(self, c: Conn, items: Sequence[tuple[str | None, FaceRow]], model_version: str,
@@ -344,9 +349,11 @@ class Store(ABC):
                     f"WHERE f.id IN ({','.join('?' * len(chunk))})", chunk))
         return out
 
-    def face_ids(self) -> list[int]:
+    def face_ids(self, space: Space) -> list[int]:
+        """The ids of the faces that belong to ``space`` (:mod:`index.spaces`)."""
+        column = "identity_id" if space == "people" else "photo_id"
         with self.read() as c:
-            return [int(r[0]) for r in c.execute("SELECT id FROM faces ORDER BY id")]
+            return [int(r[0]) for r in c.execute(f"SELECT id FROM faces WHERE {column} IS NOT NULL ORDER BY id")]
 
     def identity_sha256s(self) -> set[tuple[str, str]]:
         with self.read() as c:

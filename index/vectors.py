@@ -8,7 +8,10 @@ tombstones, filtered out of every search at once, until a rebuild; both copies o
 with zeros at once, so no later snapshot holds them.
 
 A snapshot's meta carries a SHA-256 per 1 MiB block of the index file, so :func:`erase_from_snapshot` can
-overwrite a deleted face's vector in place and re-hash only the blocks it touched.
+overwrite a deleted face's vector in place and re-hash only the blocks it touched; and where in the file the ids and
+each stored copy of the vectors lie (``layout``), so that erasing a batch of faces reads the ids once and writes
+only their rows: O(what is deleted) besides one read of 8 bytes a face (a snapshot without it is searched for each
+vector's bytes instead).
 """
 
 from __future__ import annotations
@@ -104,9 +107,9 @@ class VectorIndex:
             return
         if self.kind == "exact":
             self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
-        else:
-            self.tombstones.update(int(i) for i in ids)
-            self._zero(ids)
+        else:  # ids this index does not hold (a face of the other space) leave no tombstone
+            held = self._zero(ids)
+            self.tombstones.update(int(i) for i in held)
 
     def close(self) -> None:
         """Nothing to release: the index is this process's memory."""
@@ -128,15 +131,58 @@ class VectorIndex:
         codes = self._graph().storage.sa_encode(np.ascontiguousarray(x))
         return list(vectors) + [bytes(c) for c in codes]
 
+    def _stored_rows(self) -> tuple[np.ndarray, list[np.ndarray]] | None:
+        """(ids int64 (n,), every stored copy of the vectors as uint8 (n, bytes per vector)), by position; None when
+        the index is empty."""
+        n = int(self.index.ntotal)
+        if not n:
+            return None
+        ids = faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        flats: list[Any]
+        if self.kind == "exact":
+            flats = [faiss.downcast_index(self.index.index)]
+        else:
+            refine: Any = faiss.downcast_index(self.index.index)
+            flats = [faiss.downcast_index(refine.refine_index)]
+        rows = [faiss.rev_swig_ptr(f.get_xb(), n * self.dim).view(np.uint8).reshape(n, -1) for f in flats]
+        if self.kind == "hnsw":
+            sq: Any = faiss.downcast_index(self._graph().storage)
+            rows.append(faiss.rev_swig_ptr(sq.codes.data(), n * int(sq.code_size)).reshape(n, -1))
+        return ids, rows
+
+    def _locate(self, blob: bytes) -> dict[str, Any] | None:
+        """Where the ids and each copy of the vectors lie in the serialized ``blob`` (checked), or None."""
+        stored = self._stored_rows()
+        if stored is None:
+            return None
+        ids, copies = stored
+        n = len(ids)
+        ids_at = len(blob) - 8 * n  # IndexIDMap2 writes its id map last
+        if blob[ids_at:] != ids.tobytes():
+            return None
+        found = []
+        for rows in copies:
+            nonzero = np.flatnonzero(rows.any(axis=1))
+            if not len(nonzero):
+                return None
+            p, stride = int(nonzero[0]), rows.shape[1]
+            at = blob.find(rows[p].tobytes()) - p * stride  # no row before p holds anything but zeros
+            if at < 0 or any(blob[at + q * stride : at + (q + 1) * stride] != rows[q].tobytes() for q in (0, p, n - 1)):
+                return None
+            found.append({"at": at, "stride": stride})
+        return {"ids_at": ids_at, "copies": found}
+
     def _graph(self) -> Any:
         refine: Any = faiss.downcast_index(self.index.index)
         return faiss.downcast_index(refine.base_index)
 
-    def _zero(self, ids: np.ndarray) -> None:
-        """Overwrite both stored copies of ``ids``' vectors with zeros (HNSW keeps the node, as a tombstone)."""
-        positions = np.nonzero(np.isin(faiss.vector_to_array(self.index.id_map), ids))[0]
+    def _zero(self, ids: np.ndarray) -> np.ndarray:
+        """Overwrite both stored copies of ``ids``' vectors with zeros (HNSW keeps the node, as a tombstone); returns
+        the ids it held."""
+        held = faiss.vector_to_array(self.index.id_map)
+        positions = np.nonzero(np.isin(held, ids))[0]
         if not len(positions):
-            return
+            return held[positions]
         refine: Any = faiss.downcast_index(self.index.index)
         flat: Any = faiss.downcast_index(refine.refine_index)
         stored = faiss.rev_swig_ptr(flat.get_xb(), int(flat.ntotal) * self.dim).reshape(-1, self.dim)
@@ -144,6 +190,7 @@ class VectorIndex:
         sq: Any = faiss.downcast_index(self._graph().storage)
         codes = faiss.rev_swig_ptr(sq.codes.data(), int(sq.ntotal) * int(sq.code_size))
         codes.reshape(-1, int(sq.code_size))[positions] = 0
+        return held[positions]
 
     def search(self, queries: np.ndarray, k: int, *, ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """queries: float32 (n, dim) -> (similarities float32 (n, k), ids int64 (n, k); -1 where none).
@@ -181,7 +228,7 @@ class VectorIndex:
             "seq": seq, "kind": self.kind, "layout": _LAYOUTS[self.kind], "dim": self.dim,
             "model_version": model_version,
             "ntotal": int(self.index.ntotal), "tombstones": sorted(self.tombstones), "size": len(blob),
-            "blocks": _block_hashes(blob),
+            "blocks": _block_hashes(blob), "rows": self._locate(blob),
         }
         _atomic_write(folder / META_FILE, json.dumps(meta).encode())
         _fsync_dir(folder)
@@ -211,12 +258,14 @@ class VectorIndex:
         return obj, int(meta["seq"])
 
 
-def erase_from_snapshot(folder: Path, vectors: list[bytes]) -> int:
-    """Overwrite every copy of these exact vectors (float32 bytes) in the snapshot's index file with zeros,
-    in place, fsync it and re-hash the blocks touched. Returns how many copies were overwritten.
+def erase_from_snapshot(folder: Path, ids: np.ndarray, vectors: list[bytes], forms: list[bytes]) -> int:
+    """Overwrite every stored copy of the faces ``ids`` (their float32 ``vectors``) in the snapshot's index file with
+    zeros, in place, fsync it and re-hash the blocks touched. Returns how many copies were overwritten.
 
-    The snapshot stays loadable: a zeroed vector belongs to a deleted face, which the change log replayed
-    after the snapshot removes again."""
+    With the snapshot's ``rows`` layout, each face's rows are found by its position among the file's ids; without
+    it, every byte ``form`` the index stores the vectors in (:meth:`VectorIndex.stored_forms`) is searched for.
+    The snapshot stays loadable: a zeroed vector belongs to a deleted face, which the change log replayed after the
+    snapshot removes again."""
     path = folder / INDEX_FILE
     try:
         meta = json.loads((folder / META_FILE).read_text())
@@ -225,16 +274,32 @@ def erase_from_snapshot(folder: Path, vectors: list[bytes]) -> int:
         return 0  # no snapshot: nothing to erase
     touched: set[int] = set()
     copies = 0
+
+    def zero(start: int, length: int) -> None:
+        nonlocal copies
+        m[start : start + length] = bytes(length)
+        copies += 1
+        touched.update(range(start // BLOCK, (start + length - 1) // BLOCK + 1))
+
     with f:
         if os.fstat(f.fileno()).st_size == 0:
             return 0
         with mmap.mmap(f.fileno(), 0) as m:
-            for v in vectors:
+            layout = meta.get("rows") if isinstance(meta, dict) else None
+            if layout and len(ids) and meta.get("size") == len(m):
+                n = int(meta["ntotal"])
+                held = np.frombuffer(m, dtype=np.int64, count=n, offset=int(layout["ids_at"]))
+                positions = np.flatnonzero(np.isin(held, ids)).tolist()
+                del held  # a view into the map: released before the map closes
+                for copy in layout["copies"]:
+                    at, stride = int(copy["at"]), int(copy["stride"])
+                    for p in positions:
+                        zero(at + p * stride, stride)
+                forms = []  # a face not among the file's ids is not in it (another face's equal vector stays)
+            for v in forms:  # a snapshot written without the layout
                 start = m.find(v)
                 while start >= 0:
-                    m[start : start + len(v)] = bytes(len(v))
-                    copies += 1
-                    touched.update(range(start // BLOCK, (start + len(v) - 1) // BLOCK + 1))
+                    zero(start, len(v))
                     start = m.find(v, start + len(v))
             if touched:
                 m.flush()

@@ -24,7 +24,7 @@ def info(state: State) -> schemas.Info:
     if state.gallery is not None:
         stats = state.gallery.stats()
         gallery = {k: stats[k] for k in ("identities", "faces", "photos", "unnamed_faces", "index_kind", "indexed",
-                                         "applied_change", "store", "generation", "reembed")}
+                                         "spaces", "applied_change", "store", "generation", "reembed")}
         gallery["model_version"] = stats["stored_model_version"]
     return schemas.Info(service="facesearch", version=__version__, auth=bool(state.settings.api_keys),
                         model=model, gallery=gallery)

@@ -184,7 +184,7 @@ def test_snapshot_replay_and_corruption(tmp_path: Path) -> None:
     g = Gallery(tmp_path, dim=DIM, model_version="m1")
     fill(g, unit(rng, 100), people=10)
     g.snapshot()
-    meta = json.loads((tmp_path / "index" / "g0" / "meta.json").read_text())
+    meta = json.loads((tmp_path / "index" / "g0" / "people" / "meta.json").read_text())
     assert meta["seq"] == 100 and meta["ntotal"] == 100
     # changes after the snapshot are replayed on open (no close: simulates a crash)
     fill(g, unit(rng, 10), people=2)
@@ -194,14 +194,14 @@ def test_snapshot_replay_and_corruption(tmp_path: Path) -> None:
     assert g.keeper.loaded_seq == 100 and g.verify()["ok"] and g.index.live == 100
     g.close()
     # a corrupt snapshot is detected and rebuilt from the store
-    blob = bytearray((tmp_path / "index" / "g0" / "vectors.faiss").read_bytes())
+    blob = bytearray((tmp_path / "index" / "g0" / "people" / "vectors.faiss").read_bytes())
     blob[len(blob) // 2] ^= 0xFF
-    (tmp_path / "index" / "g0" / "vectors.faiss").write_bytes(bytes(blob))
+    (tmp_path / "index" / "g0" / "people" / "vectors.faiss").write_bytes(bytes(blob))
     g = Gallery(tmp_path, dim=DIM, model_version="m1")
     assert g.keeper.loaded_seq == -1 and g.verify()["ok"] and g.index.live == 100
     g.close()
     # truncated
-    (tmp_path / "index" / "g0" / "vectors.faiss").write_bytes(bytes(blob[:100]))
+    (tmp_path / "index" / "g0" / "people" / "vectors.faiss").write_bytes(bytes(blob[:100]))
     g = Gallery(tmp_path, dim=DIM, model_version="m1")
     assert g.keeper.loaded_seq == -1 and g.verify()["ok"]
     g.close()
@@ -216,7 +216,7 @@ def test_hnsw_snapshot_of_the_float32_layout_is_rebuilt(tmp_path: Path) -> None:
         g = Gallery(tmp_path / kind, dim=DIM, model_version="m1", kind=kind)
         fill(g, vecs, people=20)
         g.close()
-        meta_path = tmp_path / kind / "index" / "g0" / "meta.json"
+        meta_path = tmp_path / kind / "index" / "g0" / "people" / "meta.json"
         meta = json.loads(meta_path.read_text())
         assert meta["layout"] == ("refine-flat/hnsw-fp16" if kind == "hnsw" else "flat")
         del meta["layout"]  # as the previous version wrote it
@@ -397,14 +397,16 @@ def test_open_removes_stray_snapshots_and_temporary_files(tmp_path: Path) -> Non
     fill(g, unit(rng, 6), 3)
     g.close()
     root = tmp_path / "index"
-    strays = [root / "g1" / "vectors.faiss", root / "g0" / "vectors.faiss.tmp", root / "vectors.faiss",
-              root / "meta.json.tmp"]
+    strays = [root / "g1" / "people" / "vectors.faiss", root / "g0" / "people" / "vectors.faiss.tmp",
+              root / "g0" / "vectors.faiss", root / "vectors.faiss", root / "meta.json.tmp"]
     for p in strays:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"a vector that must not outlive its deletion")
     g = Gallery(tmp_path, dim=DIM, model_version="m1")
     assert not any(p.exists() for p in strays) and not (root / "g1").exists()
-    assert sorted(p.name for p in (root / "g0").iterdir()) == ["meta.json", "vectors.faiss"]
+    assert sorted(p.name for p in (root / "g0").iterdir()) == ["people", "photos"]
+    for space in ("people", "photos"):
+        assert sorted(p.name for p in (root / "g0" / space).iterdir()) == ["meta.json", "vectors.faiss"]
     assert g.keeper.loaded_seq > 0 and g.index.live == 6  # loaded from the snapshot
     g.close()
 

@@ -23,7 +23,7 @@ def test_gallery_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert stats["identities"] == 3 and stats["faces"] == 9 and stats["indexed"] == 9
     assert main(["verify", "--data-dir", str(tmp_path / "a"), *common]) == 0
     assert json.loads(capsys.readouterr().out)["ok"] is True
-    (tmp_path / "a" / "index" / "g0" / "vectors.faiss").write_bytes(b"garbage")
+    (tmp_path / "a" / "index" / "g0" / "people" / "vectors.faiss").write_bytes(b"garbage")
     assert main(["rebuild-index", "--data-dir", str(tmp_path / "a"), *common]) == 0
     assert json.loads(capsys.readouterr().out)["ok"] is True
     assert main(["export", str(tmp_path / "g.db"), "--data-dir", str(tmp_path / "a"), *common]) == 0

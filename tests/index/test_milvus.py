@@ -26,7 +26,7 @@ def test_milvus_search_equals_faiss_exact_search(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     vecs = faces_like(rng, 2_500, 5)  # 12,500 vectors
     ids = np.arange(1, len(vecs) + 1, dtype=np.int64) * 7  # ids need not be dense
-    milvus = MilvusIndex(str(tmp_path / "milvus.db"), DIM, "m1")
+    milvus = MilvusIndex(str(tmp_path / "milvus.db"), DIM, "m1", "people")
     exact = VectorIndex(DIM, "exact")
     milvus.add(ids, vecs)
     exact.add(ids, vecs)
@@ -134,7 +134,8 @@ def test_reembedding_fills_the_new_models_collection_and_drops_the_old(tmp_path:
         for i in ids[1:4]:
             hit = new.search(target[i], k=1)[0].identities[0]
             assert hit.face_id == i and hit.distance < 1e-3
-        assert not new.index.client.has_collection(collection_name("m1", DIM))  # the old model's vectors went
+        for space in ("people", "photos", None):  # the old model's vectors went (None: before the spaces)
+            assert not new.index.client.has_collection(collection_name("m1", DIM, space))
         new.close()
         new = Gallery(folder, dim=DIM, model_version="m2", database_url=database_url, vector_url=uri)
         assert new.verify()["ok"] and new.index.live == 9  # its position in the log was recorded with the switch
@@ -166,7 +167,7 @@ def test_compact_leaves_no_deleted_vector_in_milvus_files(tmp_path: Path, databa
     assert files_holding(folder, gone), "Milvus Lite kept the deleted vectors (why compact exists)"
 
     report = g.compact()
-    assert report["index"] == {"kind": "milvus", "rebuilt": True, "faces": len(ids) - 12}
+    assert report["index"] == {"kind": "milvus", "rebuilt": True, "faces": {"people": len(ids) - 12, "photos": 0}}
     assert files_holding(folder, gone) == {}
     assert set(files_holding(folder, kept)) == set(kept), "the scan must find what is stored"
     assert [[(h.identity, h.face_id) for h in r.identities] for r in g.search(probes, k=3)] == before
@@ -190,7 +191,9 @@ def test_photos_on_milvus_search_cluster_and_erase(tmp_path: Path, database_url:
             key = f"photo{n}-{start}"
             photo_faces[key] = g.photos.add(NewPhoto(key, "a"), [(None, NewFace(vecs[6 * p + n]))
                                                                  for p in range(start, start + 4)], cluster_within=0.9)
-    assert g.index.live == 1 + 160 and g.searchable_faces == 1 and g.photos.searchable_faces == 160
+    # two spaces: the enrolled face in ``people``, the photos' faces in ``photos``
+    assert g.index.live == 1 and g.photo_index.live == 160
+    assert g.searchable_faces == 1 and g.photos.searchable_faces == 160
     # identity search: the 159 unnamed faces nearer than nothing do not hide the enrolled one
     assert g.search(vecs[5][None], k=1)[0].identities[0].identity == "enrolled"
     hits = g.photos.search(vecs[5][None], 0.9)  # person 0's 5th photo, never indexed: finds photos 1-4 of person 0
@@ -201,6 +204,10 @@ def test_photos_on_milvus_search_cluster_and_erase(tmp_path: Path, database_url:
     clusters, total = g.photos.list_clusters(limit=100)
     assert total == 40 and all(c.faces == 4 for c in clusters)  # one per person
     assert g.photos.delete("photo1-0") == 4
-    assert g.index.live == 1 + 156 and g.verify()["ok"]
+    assert g.index.live == 1 and g.photo_index.live == 156 and g.verify()["ok"]
+    named = photo_faces["photo2-0"][0]  # person 0 in photo 2, named: found by identity search from now on
+    g.photos.name_face(named, "zero")
+    assert g.index.live == 2 and g.photo_index.live == 156 and g.verify()["ok"]
+    assert {h.identity for h in g.search(vecs[5][None], k=2)[0].identities} == {"enrolled", "zero"}
     assert sorted(h.photo for h in g.photos.search(vecs[5][None], 0.9)) == [f"photo{n}-0" for n in range(2, 5)]
     g.close()
