@@ -6,12 +6,22 @@ import functools
 import hashlib
 import secrets
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from typing import Annotated, Any, TypeVar
 
 import anyio
 from fastapi import Depends, Request, UploadFile
 
-from app.errors import NOT_MULTIPART, NOT_READY, TOO_LARGE, UNAUTHORIZED, ApiError
+from app.errors import (
+    BUSY,
+    CLIENT_GONE,
+    NOT_MULTIPART,
+    NOT_READY,
+    RETRY_AFTER_S,
+    TOO_LARGE,
+    UNAUTHORIZED,
+    ApiError,
+)
 from app.state import AppState
 from facesearch.settings import Settings
 from index.gallery import Gallery
@@ -97,9 +107,31 @@ Pipeline = Annotated[FacePipeline, Depends(get_pipeline)]
 GalleryDep = Annotated[Gallery, Depends(get_gallery)]
 
 
+_request: ContextVar[Request | None] = ContextVar("facesearch_request", default=None)
+
+
+async def remember_request(request: Request) -> None:
+    """The request being answered, for :func:`run_cpu` (an async dependency runs in the endpoint's context)."""
+    _request.set(request)
+
+
 async def run_cpu(state: AppState, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run CPU work in the bounded worker pool, never on the event loop."""
-    return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs), limiter=state.limiter)
+    """Run CPU work in the bounded worker pool (``FACESEARCH_WORKERS`` at a time), never on the event loop.
+
+    Back-pressure: when ``FACESEARCH_MAX_WAITING`` requests already wait for a worker, 503 ``busy`` with
+    Retry-After at once; work whose client disconnected while it waited is dropped before it starts."""
+    limiter = state.limiter
+    assert limiter is not None
+    if limiter.statistics().tasks_waiting >= state.settings.max_waiting:
+        state.metrics.dropped.labels("busy").inc()
+        raise ApiError(503, "busy", BUSY, headers={"Retry-After": str(RETRY_AFTER_S)})
+    async with limiter:
+        request = _request.get()
+        if request is not None and await request.is_disconnected():
+            state.metrics.dropped.labels("client_gone").inc()
+            raise ApiError(499, "client_gone", CLIENT_GONE)  # nobody reads it
+        # the token held above bounds the work; the thread comes from anyio's own pool
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
 
 
 async def read_upload(upload: UploadFile, settings: Settings) -> bytes:

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from app import __version__, errors
-from app.deps import require_api_key
+from app.deps import remember_request, require_api_key
 from app.guard import UploadGuard
 from app.metrics import RequestMetrics
 from app.routes import audit, clusters, embed, faces, health, identities, info, photos, search, verify, web
@@ -100,14 +100,15 @@ def reembed_at_startup(state: AppState, gallery: Gallery, pipeline: FacePipeline
 
 
 async def _upkeep_loop(gallery: Gallery, settings: Settings) -> None:
-    """Every minute: the index snapshot, and the retention of photos' unnamed faces when it is set."""
+    """Every minute: the retention of photos' unnamed faces when it is set (first as soon as the service is ready,
+    in batches that let requests through), and the index snapshot."""
     while True:
+        await expire_unnamed(gallery, settings)
         await asyncio.sleep(SNAPSHOT_EVERY_S)
         try:
             await anyio.to_thread.run_sync(gallery.snapshot)
         except Exception:  # a failed snapshot only costs a longer replay at the next start
             log.exception("index snapshot failed")
-        await expire_unnamed(gallery, settings)
 
 
 async def expire_unnamed(gallery: Gallery, settings: Settings) -> None:
@@ -134,7 +135,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     assert state.gallery is not None and state.pipeline is not None
     if not state.settings.api_keys:
         log.warning("FACESEARCH_API_KEYS is not set: the API is open; serve on 127.0.0.1 only")
-    await expire_unnamed(state.gallery, state.settings)
     task = asyncio.create_task(_upkeep_loop(state.gallery, state.settings))
     log.info("ready: model %s, %d faces in the gallery", state.pipeline.model_version,
              state.gallery.searchable_faces)
@@ -190,7 +190,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=web.STATIC), name="static")
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key), Depends(remember_request)],
+                   responses=ERROR_RESPONSES)
     for module in (info, identities, faces, search, verify, embed, photos, clusters, audit):
         v1.include_router(module.router)
     app.include_router(v1)

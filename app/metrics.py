@@ -23,6 +23,9 @@ class Metrics:
         self.gallery_faces = Gauge("facesearch_gallery_faces", "faces in the gallery", registry=self.registry)
         self.gallery_identities = Gauge("facesearch_gallery_identities", "identities in the gallery",
                                         registry=self.registry)
+        self.dropped = Counter("facesearch_requests_dropped_total", "requests refused before their work started: "
+                               "busy (too many waiting), client_gone (disconnected while waiting)", ["reason"],
+                               registry=self.registry)
         self.photo_worker_restarts = Gauge("facesearch_photo_worker_restarts",
                                            "photo workers started again since the service started, each after one "
                                            "had died", registry=self.registry)

@@ -163,7 +163,7 @@ class PhotoSearchResponse(BaseModel):
 class Cluster(BaseModel):
     cluster_id: int
     faces: int
-    face_ids: list[int] = Field(description="its first faces")
+    face_ids: list[int] = Field(description="its faces by id: the first few in a list, a page in GET /v1/clusters/{id}")
     thumbnail_url: str = Field(description="the chip of its first face")
     photos: list[str] = Field(description="photos holding its faces (the first ones)")
 

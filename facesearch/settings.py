@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     photo_workers: int = Field(default_factory=lambda data: max(1, _cores() // data["torch_threads"]), ge=1, le=64,
                                description="processes decoding photos, detecting and aligning faces; "
                                "default: cores / torch_threads, so that workers x threads per call = cores")
+    max_waiting: int = Field(64, ge=0, le=100_000,
+                             description="requests that may wait for a request thread; beyond, 503 busy with "
+                             "Retry-After at once (0: none wait)")
     photo_timeout: float = Field(30.0, ge=0, le=3600,
                                  description="seconds a photo's analysis may take (and wait for a photo worker); a "
                                  "worker past it is killed and replaced and the request answers 503 (0: no limit)")

@@ -157,12 +157,21 @@ def unnamed_embeddings(c: Conn, album: str | None) -> tuple[np.ndarray, np.ndarr
 
 
 def list_clusters(c: Conn, limit: int, offset: int, min_faces: int) -> tuple[list[tuple[int, int]], int]:
-    """(cluster id, faces) of clusters of unnamed faces, largest first; and how many there are."""
+    """(cluster id, faces) of clusters of unnamed faces, largest first; and how many there are. One grouping: the
+    total is a window over the groups (counted apart only for a page past the end)."""
     group = "FROM faces WHERE identity_id IS NULL AND cluster_id IS NOT NULL GROUP BY cluster_id HAVING COUNT(*) >= ?"
-    total = int(c.execute(f"SELECT COUNT(*) FROM (SELECT cluster_id {group}) t", (min_faces,)).fetchone()[0])
-    rows = c.execute(f"SELECT cluster_id, COUNT(*) {group} ORDER BY COUNT(*) DESC, cluster_id LIMIT ? OFFSET ?",
-                     (min_faces, limit, offset)).fetchall()
+    rows = c.execute(f"SELECT cluster_id, COUNT(*), COUNT(*) OVER () {group} ORDER BY COUNT(*) DESC, cluster_id "
+                     "LIMIT ? OFFSET ?", (min_faces, limit, offset)).fetchall()
+    if rows:
+        total = int(rows[0][2])
+    else:
+        total = int(c.execute(f"SELECT COUNT(*) FROM (SELECT cluster_id {group}) t", (min_faces,)).fetchone()[0])
     return [(int(r[0]), int(r[1])) for r in rows], total
+
+
+def cluster_size(c: Conn, cluster: int) -> int:
+    return int(c.execute("SELECT COUNT(*) FROM faces WHERE cluster_id = ? AND identity_id IS NULL",
+                         (cluster,)).fetchone()[0])
 
 
 def cluster_face_ids(c: Conn, cluster: int, limit: int | None = None, offset: int = 0) -> list[int]:

@@ -207,16 +207,19 @@ class Photos:
         """Clusters of unnamed faces, largest first: their first faces and photos."""
         with self.store.read(consistent=True) as c:
             rows, total = photo_queries.list_clusters(c, limit, offset, min_faces)
-            out = [ClusterRecord(k, n, photo_queries.cluster_face_ids(c, k)[:sample],
+            out = [ClusterRecord(k, n, photo_queries.cluster_face_ids(c, k, sample),
                                  photo_queries.cluster_photos(c, k, sample)) for k, n in rows]
         return out, total
 
-    def cluster(self, cluster: int) -> ClusterRecord:
+    def cluster(self, cluster: int, *, limit: int | None = None, offset: int = 0) -> ClusterRecord:
+        """A cluster: its size, a page of its faces (``limit`` from ``offset``; every face when None) and the photos
+        holding them (the first 1,000)."""
         with self.store.read(consistent=True) as c:
-            ids = photo_queries.cluster_face_ids(c, cluster)
-            if not ids:
+            size = photo_queries.cluster_size(c, cluster)
+            if not size:
                 raise NotFound(f"cluster {cluster} not found")
-            return ClusterRecord(cluster, len(ids), ids, photo_queries.cluster_photos(c, cluster, 1000))
+            return ClusterRecord(cluster, size, photo_queries.cluster_face_ids(c, cluster, limit, offset),
+                                 photo_queries.cluster_photos(c, cluster, 1000))
 
     def recluster(self, threshold: float, *, album: str | None = None, method: clusters.Method = "whispers",
                   actor: str | None = None, progress: Callable[[str, int], None] | None = None) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from model.embedder import EncoderConfig
 
 log = logging.getLogger(__name__)
+# restarts back off: RESTART_FREE restarts within RESTART_WINDOW_S start at once, then each waits twice as long
+RESTART_WINDOW_S, RESTART_FREE, RESTART_BASE_S, RESTART_MAX_S = 60, 4, 0.5, 8.0
 ROOT = Path(__file__).resolve().parents[1]  # where `model` is imported from, for the workers' imports
 
 TIMED_OUT = ("analysing this photo took longer than {timeout:g} s (FACESEARCH_PHOTO_TIMEOUT); its worker process was "
@@ -158,6 +161,7 @@ class PhotoWorkers:
             self._idle.put(w)
         self._lock = threading.Lock()
         self.restarts = 0
+        self._restarted: list[float] = []  # when workers were restarted, within RESTART_WINDOW_S
 
     def pids(self) -> list[int]:
         with self._lock:
@@ -187,6 +191,14 @@ class PhotoWorkers:
 
     def _restart(self, dead: _Worker) -> _Worker:
         dead.stop(timeout=1)
+        with self._lock:
+            now = time.monotonic()
+            self._restarted = [t for t in self._restarted if now - t < RESTART_WINDOW_S] + [now]
+            delay = restart_delay(len(self._restarted))
+        if delay:  # workers dying in a row (hostile photos, a broken machine): do not spin on starting them
+            log.warning("%d photo workers restarted in the last %d s: waiting %.1f s before the next start",
+                        len(self._restarted), RESTART_WINDOW_S, delay)
+            time.sleep(delay)
         fresh = _Worker(self.spec, dead.number)
         fresh.ready()
         with self._lock:
@@ -205,6 +217,14 @@ class PhotoWorkers:
             if w.process.poll() is None:
                 w.process.kill()
                 w.process.wait()
+
+
+def restart_delay(recent: int) -> float:
+    """Seconds to wait before starting a worker again, ``recent`` restarts (this one included) within
+    RESTART_WINDOW_S: none for the first RESTART_FREE, then doubling from RESTART_BASE_S up to RESTART_MAX_S."""
+    if recent <= RESTART_FREE:
+        return 0.0
+    return float(min(RESTART_MAX_S, RESTART_BASE_S * 2 ** (recent - RESTART_FREE - 1)))
 
 
 def _serve(conn: Connection) -> None:

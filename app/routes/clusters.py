@@ -23,8 +23,9 @@ ClusterId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 def cluster_out(r: ClusterRecord) -> schemas.Cluster:
+    first = r.face_ids[0] if r.face_ids else r.id  # a cluster's id is its first face's
     return schemas.Cluster(cluster_id=r.id, faces=r.faces, face_ids=r.face_ids, photos=r.photos,
-                           thumbnail_url=f"/v1/faces/{r.face_ids[0]}/thumbnail")
+                           thumbnail_url=f"/v1/faces/{first}/thumbnail")
 
 
 @router.get("/clusters")
@@ -41,8 +42,13 @@ async def list_clusters(
 
 
 @router.get("/clusters/{cluster_id:int}")
-async def get_cluster(cluster_id: ClusterId, state: State, gallery: GalleryDep) -> schemas.Cluster:
-    return cluster_out(await run_cpu(state, gallery.photos.cluster, cluster_id))
+async def get_cluster(
+    cluster_id: ClusterId, state: State, gallery: GalleryDep,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="faces per page")] = 1000,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
+) -> schemas.Cluster:
+    """A cluster: its size (``faces``) and a page of its face ids, by id."""
+    return cluster_out(await run_cpu(state, lambda: gallery.photos.cluster(cluster_id, limit=limit, offset=offset)))
 
 
 @router.post("/clusters/{cluster_id:int}/name")
@@ -62,7 +68,7 @@ async def merge_clusters(cluster_id: ClusterId, body: schemas.MergeBody, state: 
     if body.cluster_id == cluster_id:
         raise ApiError(422, "validation_error", "a cluster cannot be merged into itself")
     await run_cpu(state, gallery.photos.merge_clusters, cluster_id, body.cluster_id, actor=actor)
-    return cluster_out(await run_cpu(state, gallery.photos.cluster, cluster_id))
+    return cluster_out(await run_cpu(state, lambda: gallery.photos.cluster(cluster_id, limit=1000)))
 
 
 @router.get("/clusters/{cluster_id:int}/export", response_class=StreamingResponse,

@@ -290,6 +290,10 @@ def test_unnamed_faces_are_erased_after_the_retention_period(data_dir: Path) -> 
     stored = face_bytes(data_dir / "gallery.db", unnamed)
     time.sleep(1.0)
     with TestClient(create_app(Settings(data_dir=data_dir, unassigned_retention_days=0.5 / 86400))) as c:
+        # the sweep runs in the background once the service is ready
+        deadline = time.monotonic() + 60
+        while len(c.get("/v1/photos/old").json()["face_list"]) > 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
         got = c.get("/v1/photos/old").json()
         assert [f["face_id"] for f in got["face_list"]] == [named]  # the photo keeps its named face
         assert c.get(f"/v1/identities/{A}").json()["faces"] == 1

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -87,6 +88,25 @@ def test_killed_workers_are_started_again_and_the_photo_still_answered(workers, 
     after = workers.pids()
     assert len(after) == 2 and not set(after) & set(before)
     assert workers.restarts == restarts + 2
+
+
+def test_workers_dying_in_a_row_are_restarted_later_and_later(workers, lfw: Path) -> None:  # type: ignore[no-untyped-def]
+    """Restarts back off: the first RESTART_FREE within a minute start at once, then each waits twice as long (up to
+    RESTART_MAX_S); the photos are still answered."""
+    from model.photo_workers import RESTART_BASE_S, RESTART_FREE, RESTART_MAX_S, restart_delay
+
+    assert [restart_delay(n) for n in range(1, RESTART_FREE + 1)] == [0.0] * RESTART_FREE
+    assert restart_delay(RESTART_FREE + 1) == RESTART_BASE_S and restart_delay(RESTART_FREE + 2) == 2 * RESTART_BASE_S
+    assert restart_delay(RESTART_FREE + 50) == RESTART_MAX_S
+    data = (lfw / "Colin_Powell" / "Colin_Powell_0001.jpg").read_bytes()
+    workers._restarted = [time.monotonic()] * RESTART_FREE  # as if RESTART_FREE workers had just died
+    before = workers.pids()
+    for pid in before:
+        os.kill(pid, signal.SIGKILL)
+    assert wait_gone(before) == []
+    # the photo takes a dead worker, which starts again after RESTART_BASE_S
+    assert len(workers.analyze(data, max_faces=1, sources=False, alone=False).faces) == 1
+    assert len(workers._restarted) == RESTART_FREE + 1 and len(set(before) - set(workers.pids())) == 1
 
 
 def test_a_worker_that_cannot_start_says_why_and_leaves_no_process(pipeline) -> None:  # type: ignore[no-untyped-def]
