@@ -1,0 +1,219 @@
+"""A photo library at scale: identity search and photo indexing through the HTTP API, whatever the gallery's photos
+hold; and deleting an album of 10,000 faces from the largest gallery while searches go on.
+
+    python bench/photos_scale.py --sizes 0,100000,1000000 [--kind exact] [--json PATH]
+
+For each size N: a gallery with N unnamed photo faces (synthetic random unit vectors, the bulk: not faces of
+anyone; written through ``Gallery.photos.add`` as photos of 2,000 faces in albums of 10,000), then the service
+(`facesearch serve`, its own process, default settings) on it, and through its API: 100 LFW people enrolled (their
+first photo), ``/v1/search`` p50 over 100 of their second photos (one client), and indexing ``POST /v1/photos`` of
+group photos of three LFW people side by side (people outside those enrolled; 8 clients, as an importer would):
+photos/s and faces/s. At the largest size, ``DELETE /v1/albums/a0`` (10,000 bulk faces) is timed while one client
+keeps searching (searches answered meanwhile and their slowest latency). Every answer is checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import command, machine  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+LFW = ROOT.parent / "shared" / "datasets" / "lfw" / "lfw-deepfunneled"
+CARD = ROOT / "model" / "weights" / "model_card.json"
+PER_PHOTO, PER_ALBUM, ENROLLED, GROUPS, CLIENTS = 2_000, 10_000, 100, 150, 8
+
+
+def bulk(folder: Path, n: int, kind: str) -> float:
+    """A gallery of ``n`` unnamed photo faces (random unit vectors); returns seconds taken."""
+    from index.gallery import Gallery
+    from index.records import NewFace, NewPhoto
+
+    card = json.loads(CARD.read_text())
+    dim = int(card["embedding_size"])
+    t = time.perf_counter()
+    g = Gallery(folder, dim=dim, model_version=card["model_version"], kind=kind)  # type: ignore[arg-type]
+    rng = np.random.default_rng(0)
+    try:
+        for start in range(0, n, PER_PHOTO):
+            x = rng.standard_normal((min(PER_PHOTO, n - start), dim)).astype(np.float32)
+            x /= np.linalg.norm(x, axis=1, keepdims=True)
+            g.photos.add(NewPhoto(f"bulk-{start // PER_PHOTO}", f"a{start // PER_ALBUM}"),
+                         [(None, NewFace(v)) for v in x], cluster_within=None)
+    finally:
+        g.close()
+    return time.perf_counter() - t
+
+
+def form(data: bytes, fields: dict[str, str]) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    body = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n".encode()
+                    for k, v in fields.items())
+    body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"p.jpg\"\r\n"
+             "Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def call(url: str, method: str = "GET", data: bytes | None = None, **fields: str) -> tuple[int, Any]:
+    body, headers = None, {}
+    if data is not None:
+        body, ctype = form(data, fields)
+        headers["Content-Type"] = ctype
+    req = urllib.request.Request(url, data=body, method=method, headers=headers)
+    with urllib.request.urlopen(req, timeout=600) as r:
+        return r.status, json.loads(r.read())
+
+
+def group_photo(paths: list[Path]) -> bytes:
+    from PIL import Image
+
+    imgs = [Image.open(p).convert("RGB") for p in paths]
+    canvas = Image.new("RGB", (sum(i.width for i in imgs) + 20 * (len(imgs) + 1), max(i.height for i in imgs) + 40),
+                       (120, 120, 120))
+    x = 20
+    for i in imgs:
+        canvas.paste(i, (x, 20))
+        x += i.width + 20
+    buf = io.BytesIO()
+    canvas.save(buf, format="JPEG", quality=92)
+    return buf.getvalue()
+
+
+def serve(data_dir: Path, kind: str) -> tuple[subprocess.Popen, str, float]:  # type: ignore[type-arg]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "FACESEARCH_DATA_DIR": str(data_dir), "FACESEARCH_INDEX_KIND": kind}
+    exe = str(Path(sys.executable).parent / "facesearch")
+    t = time.perf_counter()
+    server = subprocess.Popen([exe, "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 1800
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"the server exited with {server.returncode}")
+        try:
+            if call(url + "/health/ready")[0] == 200:
+                return server, url, time.perf_counter() - t
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit("the server was not ready")
+
+
+def one_size(work: Path, n: int, kind: str, people: list[str], strangers: list[list[str]],
+             delete_album: bool) -> dict[str, Any]:
+    folder = work / f"n{n}"
+    row: dict[str, Any] = {"photo_faces": n, "kind": kind, "bulk_s": round(bulk(folder, n, kind), 1)}
+    server, url, ready = serve(folder, kind)
+    row["ready_s"] = round(ready, 1)
+    try:
+        for name in people:
+            photo = (LFW / name / f"{name}_0001.jpg").read_bytes()
+            status, body = call(f"{url}/v1/identities/{name}/faces", "POST", photo, face="largest")
+            assert status == 201, body
+        probes = [(LFW / name / f"{name}_0002.jpg").read_bytes() for name in people]
+
+        def search(data: bytes) -> float:
+            t = time.perf_counter()
+            status, body = call(f"{url}/v1/search", "POST", data)
+            assert status == 200 and body["faces"] and body["faces"][0]["candidates"], body
+            return time.perf_counter() - t
+
+        for p in probes[:10]:
+            search(p)
+        lat = [search(p) for p in probes]
+        row["search_p50_ms"] = round(statistics.median(lat) * 1000, 1)
+        row["search_p99_ms"] = round(sorted(lat)[int(0.99 * (len(lat) - 1))] * 1000, 1)
+        groups = [group_photo([LFW / who / f"{who}_0001.jpg" for who in trio]) for trio in strangers]
+
+        def index(data: bytes) -> int:
+            status, body = call(f"{url}/v1/photos", "POST", data)
+            assert status == 201 and body["faces"], body
+            return len(body["faces"])
+
+        t = time.perf_counter()
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            faces = sum(pool.map(index, groups))
+        took = time.perf_counter() - t
+        row["index_photos_per_s_c8"] = round(len(groups) / took, 2)
+        row["index_faces_per_s_c8"] = round(faces / took, 2)
+        row["indexed_photos"], row["indexed_faces"] = len(groups), faces
+        if delete_album:
+            answered: list[float] = []
+            stop = threading.Event()
+
+            def keep_searching() -> None:
+                while not stop.is_set():
+                    answered.append(search(probes[len(answered) % len(probes)]))
+
+            searcher = threading.Thread(target=keep_searching)
+            searcher.start()
+            time.sleep(1.0)
+            before = len(answered)
+            t = time.perf_counter()
+            status, body = call(f"{url}/v1/albums/a0", "DELETE")
+            row["delete_album_s"] = round(time.perf_counter() - t, 2)
+            during = answered[before:]
+            stop.set()
+            searcher.join()
+            assert status == 200 and body["faces_deleted"] == min(PER_ALBUM, n), body
+            row["delete_album_faces"] = body["faces_deleted"]
+            row["searches_answered_during_delete"] = len(during)
+            row["slowest_search_during_delete_ms"] = round(max(during, default=0.0) * 1000, 1)
+    finally:
+        server.terminate()
+        server.wait(120)
+    shutil.rmtree(folder, ignore_errors=True)
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="0,100000,1000000", help="photo faces in the gallery, comma-separated")
+    p.add_argument("--kind", default="exact", choices=["exact", "hnsw"])
+    p.add_argument("--work", type=Path, help="where the galleries are built (default: a temporary folder)")
+    p.add_argument("--json", type=Path)
+    a = p.parse_args()
+    sizes = [int(s) for s in a.sizes.split(",")]
+    names = sorted(d.name for d in LFW.iterdir() if d.is_dir() and (d / f"{d.name}_0002.jpg").exists())
+    people = names[:ENROLLED]
+    rest = sorted(d.name for d in LFW.iterdir() if d.is_dir() and d.name not in set(people))
+    order = np.random.default_rng(0).permutation(len(rest))[: 3 * GROUPS]
+    strangers = [[rest[i] for i in order[k : k + 3]] for k in range(0, 3 * GROUPS, 3)]
+    work = a.work or Path(tempfile.mkdtemp(prefix="fs-photos-scale-"))
+    rows = []
+    for n in sizes:
+        rows.append(one_size(work, n, a.kind, people, strangers, delete_album=n == max(sizes) and n >= PER_ALBUM))
+        print(json.dumps(rows[-1]), flush=True)
+    empty = next((r for r in rows if r["photo_faces"] == 0), None)
+    if empty:
+        for r in rows:
+            r["search_p50_vs_empty"] = round(r["search_p50_ms"] / empty["search_p50_ms"], 3)
+    out = {"command": command(), **machine(), "bulk": "synthetic random unit vectors (not faces)", "rows": rows}
+    print(json.dumps(out, indent=1))
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
