@@ -31,6 +31,7 @@ COMMANDS = {
     "gallery": ("facesearch.gallery", "gallery maintenance: stats, export, import, rebuild-index, verify, reembed"),
     "enroll": ("facesearch.enroll", "bulk-enroll an identity-per-folder tree"),
     "search": ("facesearch.search", "who is in these photos (in-process or against a server)"),
+    "photos": ("facesearch.photo_library", "index a folder of photos (in-process or against a server), resumable"),
     "verify": ("facesearch.verify", "are two photos (or a photo and an identity) the same person"),
 }
 
