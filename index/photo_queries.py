@@ -53,6 +53,12 @@ def list_photos(c: Conn, album: str | None, limit: int, offset: int) -> tuple[li
     return [tuple(r) for r in rows], total
 
 
+def photo_face_rows(c: Conn, key: str) -> list[tuple[Any, ...]]:
+    """The faces of a photo, by id, as :func:`index.records.face_record` reads them."""
+    return [tuple(r) for r in c.execute(f"SELECT {Store.FACE_COLS} FROM {Store.FACES} WHERE p.key = ? ORDER BY f.id",
+                                        (key,))]
+
+
 def photo_face_ids(c: Conn, pid: int) -> list[int]:
     return [int(r[0]) for r in c.execute("SELECT id FROM faces WHERE photo_id = ? ORDER BY id", (pid,))]
 

@@ -126,8 +126,7 @@ class Photos:
             row = photo_queries.get_photo(c, key)
             if row is None:
                 raise NotFound(f"photo {key!r} not found")
-            faces = c.execute(f"SELECT {self.store.FACE_COLS} FROM {self.store.FACES} WHERE p.key = ? ORDER BY f.id",
-                              (key,)).fetchall()
+            faces = photo_queries.photo_face_rows(c, key)
         return photo_record(row), [face_record(r) for r in faces]
 
     def list_photos(self, *, album: str | None = None, limit: int = 50, offset: int = 0

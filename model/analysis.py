@@ -32,11 +32,13 @@ class AnalyzedFace:
     def source_image(self) -> bytes | None:
         """The source crop, losslessly (WebP): re-embedding then cuts the chip from the pixels the photo had.
         JPEG at quality 95 moved re-embedded vectors 0.031-0.043 from those made from the photo (median, 120
-        LFW faces, the 112-px MobileNetV2 chip); lossless WebP 0.0009, at about twice the bytes."""
+        LFW faces, the 112-px MobileNetV2 chip); lossless WebP 0.0009, at about twice the bytes. WebP's fastest
+        method: on a 256-px LFW crop 17 ms against method 4's 211 ms (the default, which made indexing a group
+        photo cost a fifth of a second a face) for 20% more bytes, the same pixels."""
         if self.source is None:
             return None
         buf = io.BytesIO()
-        Image.fromarray(self.source).save(buf, format="WEBP", lossless=True, method=4)
+        Image.fromarray(self.source).save(buf, format="WEBP", lossless=True, method=0)
         return buf.getvalue()
 
 
