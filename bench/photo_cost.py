@@ -52,7 +52,7 @@ def one_round(groups: list[bytes], webp_method: int) -> dict[str, float]:
         return out
 
     AnalyzedFace.source_image = source_image  # type: ignore[method-assign]
-    photos.new_face = timed_new_face  # type: ignore[assignment]
+    photos.new_face = timed_new_face
     s = Settings(data_dir=Path(tempfile.mkdtemp(prefix="fs-photo-cost-")))
     pipeline = open_pipeline(s)
     gallery = open_settings_gallery(s, dim=pipeline.dim, model_version=pipeline.model_version)
