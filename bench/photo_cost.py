@@ -86,6 +86,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2, help="rounds per method, alternated")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
+    ran = machine()  # the commit as the run starts
     names = sorted(d.name for d in LFW.iterdir() if d.is_dir())[500 : 500 + 3 * a.photos]
     groups = [group_photo([LFW / n / f"{n}_0001.jpg" for n in names[k : k + 3]]) for k in range(0, len(names), 3)]
     methods = [int(m) for m in a.webp_methods.split(",")]
@@ -94,7 +95,7 @@ def main() -> None:
         for m in methods:
             rows.append({"round": r, "webp_method": m, **one_round(groups, m)})
             print(json.dumps(rows[-1]), flush=True)
-    out = {"command": command(), **machine(), "photos": len(groups), "rows": rows}
+    out = {"command": command(), **ran, "photos": len(groups), "rows": rows}
     if a.json:
         a.json.write_text(json.dumps(out, indent=1) + "\n")
 
