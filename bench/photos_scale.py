@@ -2,6 +2,7 @@
 hold; and deleting an album of 10,000 faces from the largest gallery while searches go on.
 
     python bench/photos_scale.py --sizes 0,100000,1000000 [--kind exact] [--json PATH]
+    python bench/photos_scale.py --library-lfw-folds [--json PATH]
 
 For each size N: a gallery with N unnamed photo faces (synthetic random unit vectors, the bulk: not faces of
 anyone; written through ``Gallery.photos.add`` as photos of 2,000 faces in albums of 10,000), then the service
@@ -10,6 +11,9 @@ first photo), ``/v1/search`` p50 over 100 of their second photos (one client), a
 group photos of three LFW people side by side (people outside those enrolled; 8 clients, as an importer would):
 photos/s and faces/s. At the largest size, ``DELETE /v1/albums/a0`` (10,000 bulk faces) is timed while one client
 keeps searching (searches answered meanwhile and their slowest latency). Every answer is checked.
+
+``--library-lfw-folds``: ``facesearch photos index`` (in process, default settings) on every photo of LFW's folds
+1-2 people (a folder of links), into an empty gallery; its summary (photos, faces, rates).
 """
 
 from __future__ import annotations
@@ -187,14 +191,39 @@ def one_size(work: Path, n: int, kind: str, people: list[str], strangers: list[l
     return row
 
 
+def library_lfw_folds(work: Path) -> dict[str, Any]:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from photos import lfw_set
+
+    files, _ = lfw_set(LFW.parent)
+    tree = work / "lfw-folds-1-2"
+    for f in files:
+        (tree / f.parent.name).mkdir(parents=True, exist_ok=True)
+        link = tree / f.parent.name / f.name
+        if not link.exists():
+            os.symlink(f, link)
+    exe = str(Path(sys.executable).parent / "facesearch")
+    done = subprocess.run([exe, "photos", "index", str(tree), "--data-dir", str(work / "library-data")],
+                          capture_output=True, text=True, check=True)
+    return {"set": "lfw folds 1-2", **json.loads(done.stdout.strip().splitlines()[-1])}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="0,100000,1000000", help="photo faces in the gallery, comma-separated")
     p.add_argument("--kind", default="exact", choices=["exact", "hnsw"])
     p.add_argument("--work", type=Path, help="where the galleries are built (default: a temporary folder)")
+    p.add_argument("--library-lfw-folds", action="store_true", help="time `facesearch photos index` on LFW")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
     ran = machine()  # the commit as the run starts
+    if a.library_lfw_folds:
+        work = a.work or Path(tempfile.mkdtemp(prefix="fs-library-"))
+        out = {"command": command(), **ran, **library_lfw_folds(work)}
+        print(json.dumps(out, indent=1))
+        if a.json:
+            a.json.write_text(json.dumps(out, indent=1) + "\n")
+        return
     sizes = [int(s) for s in a.sizes.split(",")]
     names = sorted(d.name for d in LFW.iterdir() if d.is_dir() and (d / f"{d.name}_0002.jpg").exists())
     people = names[:ENROLLED]

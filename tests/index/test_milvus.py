@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from index import Gallery, NewFace
-from index.milvus import MilvusIndex
+from index.milvus import MilvusIndex, collection_name
 from index.store import FaceRow
 from index.vectors import VectorIndex
 
@@ -115,7 +115,6 @@ def test_replicas_share_one_collection_fed_by_the_change_log(tmp_path: Path, pg_
 
 def test_reembedding_fills_the_new_models_collection_and_drops_the_old(tmp_path: Path,
                                                                       database_url: str | None) -> None:
-    from index.milvus import collection_name
 
     uri = str(tmp_path / "milvus.db")
     rng = np.random.default_rng(6)
@@ -210,4 +209,24 @@ def test_photos_on_milvus_search_cluster_and_erase(tmp_path: Path, database_url:
     assert g.index.live == 2 and g.photo_index.live == 156 and g.verify()["ok"]
     assert {h.identity for h in g.search(vecs[5][None], k=2)[0].identities} == {"enrolled", "zero"}
     assert sorted(h.photo for h in g.photos.search(vecs[5][None], 0.9)) == [f"photo{n}-0" for n in range(2, 5)]
+    g.close()
+
+
+def test_a_gallery_from_before_the_spaces_drops_its_one_collection(tmp_path: Path) -> None:
+    """Before the search spaces, every face was in one collection per model: opening such a gallery fills the two
+    spaces' collections from the store and drops the old one (it held every face's vector, deleted ones included)."""
+    rng = np.random.default_rng(9)
+    uri = str(tmp_path / "milvus.db")
+    g = Gallery(tmp_path / "a", dim=DIM, model_version="m1", vector_url=uri)
+    ids = g.add_many([(f"p{i}", NewFace(v)) for i, v in enumerate(faces_like(rng, 6, 1))])
+    with g.store.transaction() as c:  # as a gallery of before: no cursor for the spaces' collections
+        g.store.delete_meta(c, g.keeper._cursor_key)  # type: ignore[attr-defined]
+    g.close()
+    legacy = MilvusIndex(uri, DIM, "m1", None)  # type: ignore[arg-type]
+    legacy.add(np.array(ids, dtype=np.int64), faces_like(rng, 6, 1))
+    assert legacy.client.has_collection(collection_name("m1", DIM, None))
+    legacy.close()
+    g = Gallery(tmp_path / "a", dim=DIM, model_version="m1", vector_url=uri)
+    assert not g.index.client.has_collection(collection_name("m1", DIM, None))  # type: ignore[attr-defined]
+    assert g.index.live == 6 and g.photo_index.live == 0 and g.verify()["ok"]
     g.close()
