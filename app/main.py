@@ -20,9 +20,9 @@ from app.deps import remember_request, require_api_key
 from app.guard import UploadGuard
 from app.metrics import RequestMetrics
 from app.routes import audit, clusters, embed, faces, health, identities, info, photos, search, verify, web
-from app.schemas import ERROR_RESPONSES
 from app.state import AppState
 from facesearch.compose import open_pipeline, open_settings_gallery
+from facesearch.schemas import ERROR_RESPONSES
 from facesearch.settings import Settings
 from index.gallery import Gallery
 from index.vectors import faiss_build

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app import schemas
+from facesearch import schemas
 from facesearch.decisions import Threshold, low_quality
 from model.analysis import AnalyzedFace
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from facesearch.remote import Remote, Unreachable, identity_path
+from facesearch.client import ApiError, FaceSearch, NotFound, Routes, Unreachable
 
 log = logging.getLogger(__name__)
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".pgm"}
@@ -28,12 +28,12 @@ def photos(root: Path) -> list[tuple[str, Path]]:
     return sorted((p.parent.name, p) for p in root.glob("*/*") if p.suffix.lower() in SUFFIXES)
 
 
-def enrolled_hashes(remote: Remote, identity: str) -> set[str]:
-    status, body = remote.call("GET", identity_path(identity) + "?limit=1000")
-    if status != 200:
+def enrolled_hashes(fs: FaceSearch, identity: str) -> set[str]:
+    try:
+        faces = fs.send(Routes.identity(identity, limit=1000)).face_list.items
+    except NotFound:
         return set()
-    items = body.get("face_list", {}).get("items", [])
-    return {f["sha256"] for f in items if f.get("sha256")}
+    return {f.sha256 for f in faces if f.sha256}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,35 +64,32 @@ def main(argv: list[str] | None = None) -> int:
     no_face: list[str] = []
     warned: list[str] = []  # in-process: the enrollment warnings the API would answer
     if a.url:
-        remote = Remote(a.url, a.api_key)
+        fs = FaceSearch(a.url, a.api_key)
         known: dict[str, set[str]] = {}
         try:
-            remote.call("GET", "/health/live")
+            for ident, path in tqdm(items, desc="enroll"):
+                data = path.read_bytes()
+                if ident not in known:
+                    known[ident] = enrolled_hashes(fs, ident)
+                if hashlib.sha256(data).hexdigest() in known[ident]:
+                    counts["skipped"] += 1
+                    continue
+                try:
+                    fs.send(Routes.enroll(ident, data, face="largest"))
+                    counts["enrolled"] += 1
+                except ApiError as e:
+                    if e.code == "no_face":
+                        counts["no_face"] += 1
+                        no_face.append(str(path))
+                    else:
+                        counts["failed"] += 1
+                        log.warning("%s: %s %s", path, e.status, e.detail)
         except Unreachable as e:
             print(f"facesearch enroll: {e}", file=sys.stderr)
+            print(json.dumps(counts))
             return 2
-        for ident, path in tqdm(items, desc="enroll"):
-            data = path.read_bytes()
-            if ident not in known:
-                known[ident] = enrolled_hashes(remote, ident)
-            if hashlib.sha256(data).hexdigest() in known[ident]:
-                counts["skipped"] += 1
-                continue
-            try:
-                status, body = remote.call("POST", identity_path(ident) + "/faces", {"face": "largest"},
-                                           [("image", path.name, data)])
-            except Unreachable as e:
-                print(f"facesearch enroll: {e}", file=sys.stderr)
-                print(json.dumps(counts))
-                return 2
-            if status == 201:
-                counts["enrolled"] += 1
-            elif body.get("code") == "no_face":
-                counts["no_face"] += 1
-                no_face.append(str(path))
-            else:
-                counts["failed"] += 1
-                log.warning("%s: %s %s", path, status, body.get("detail"))
+        finally:
+            fs.close()
     else:
         from facesearch import enrollment
         from facesearch.compose import open_pipeline, open_settings_gallery

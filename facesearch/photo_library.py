@@ -15,7 +15,6 @@ import json
 import logging
 import sys
 import time
-import urllib.parse
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from facesearch.remote import Remote, Unreachable
+from facesearch.client import ApiError, Conflict, FaceSearch, NotFound, Routes, Unreachable
 
 log = logging.getLogger(__name__)
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".pgm"}
@@ -64,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         counts = (remote_index if a.url else local_index)(a, paths)
-    except Unreachable as e:
+    except (Unreachable, ApiError) as e:  # no server there, or one that is not ready
         print(f"facesearch photos: {e}", file=sys.stderr)
         return 2
     print(json.dumps(counts))
@@ -104,22 +103,25 @@ def run(paths: list[Path], root: Path, workers: int, one: Callable[[Path, bytes,
 
 
 def remote_index(a: argparse.Namespace, paths: list[Path]) -> dict[str, Any]:
-    remote = Remote(a.url, a.api_key)
-    remote.call("GET", "/health/live")  # Unreachable: one line, exit 2
-
     def one(path: Path, data: bytes, key: str, metadata: dict[str, Any]) -> Outcome:
-        if remote.call("GET", "/v1/photos/" + urllib.parse.quote(key, safe=""))[0] == 200:
+        try:
+            fs.send(Routes.photo(key))
             return "skipped", 0
-        status, body = remote.call("POST", "/v1/photos", {"photo_id": key, "album": a.album,
-                                                          "metadata": json.dumps(metadata)},
-                                   [("image", path.name, data)])
-        if status == 201:
-            return ("indexed", len(body["faces"])) if body["faces"] else ("no_face", 0)
-        if status == 409:  # indexed meanwhile (another run)
+        except NotFound:
+            pass
+        except ApiError as e:
+            return "error", f"{e.status} {e.detail}"
+        try:
+            faces = fs.send(Routes.index_photo(data, photo_id=key, album=a.album, metadata=metadata)).faces
+        except Conflict:  # indexed meanwhile (another run)
             return "skipped", 0
-        return "error", f"{status} {body.get('detail')}"
+        except ApiError as e:
+            return "error", f"{e.status} {e.detail}"
+        return ("indexed", len(faces)) if faces else ("no_face", 0)
 
-    return run(paths, a.dir, a.workers or 8, one)
+    with FaceSearch(a.url, a.api_key) as fs:
+        fs.send(Routes.ready())  # Unreachable: one line, exit 2
+        return run(paths, a.dir, a.workers or 8, one)
 
 
 def local_index(a: argparse.Namespace, paths: list[Path]) -> dict[str, Any]:

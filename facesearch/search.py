@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from facesearch.cli import missing_files
-from facesearch.remote import Remote, Unreachable
+from facesearch.client import ApiError, FaceSearch, Routes, Unreachable
 
 
 def face_line(photo: Path, face: dict[str, Any]) -> str:
@@ -64,10 +64,14 @@ class NoGallery(Exception):
 
 
 def remote_search(a: argparse.Namespace) -> list[tuple[Path, int, dict[str, Any]]]:
-    remote = Remote(a.url, a.api_key)
-    fields = {"k": str(a.k), **({"threshold": str(a.threshold)} if a.threshold is not None else {})}
-    return [(photo, *remote.call("POST", "/v1/search", fields, [("image", photo.name, photo.read_bytes())]))
-            for photo in a.photos]
+    out: list[tuple[Path, int, dict[str, Any]]] = []
+    with FaceSearch(a.url, a.api_key) as fs:
+        for photo in a.photos:
+            try:
+                out.append((photo, 200, fs.send(Routes.search(photo, k=a.k, threshold=a.threshold)).model_dump()))
+            except ApiError as e:
+                out.append((photo, e.status, {"detail": e.detail}))
+    return out
 
 
 def local_search(a: argparse.Namespace) -> list[tuple[Path, int, dict[str, Any]]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from facesearch.cli import missing_files
-from facesearch.remote import Remote, Unreachable
+from facesearch.client import ApiError, FaceSearch, Routes, Unreachable
 
 
 class Refused(Exception):
@@ -52,17 +52,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def remote_verify(a: argparse.Namespace) -> dict[str, Any]:
-    remote = Remote(a.url, a.api_key)
-    fields = {"threshold": str(a.threshold)} if a.threshold is not None else {}
-    if a.identity is not None:
-        status, body = remote.call("POST", "/v1/verify", {**fields, "identity": a.identity},
-                                   [("image", a.photo.name, a.photo.read_bytes())])
-    else:
-        status, body = remote.call("POST", "/v1/verify", fields, [("image1", a.photo.name, a.photo.read_bytes()),
-                                                                  ("image2", a.other.name, a.other.read_bytes())])
-    if status != 200:
-        raise Refused(str(body.get("detail")))
-    return body
+    with FaceSearch(a.url, a.api_key) as fs:
+        try:
+            return fs.send(Routes.verify(a.photo, a.other, identity=a.identity, threshold=a.threshold)).model_dump()
+        except ApiError as e:
+            raise Refused(str(e.detail)) from e
 
 
 def local_verify(a: argparse.Namespace) -> dict[str, Any]:

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app import schemas
 from app.deps import GalleryDep, State, run_cpu
+from facesearch import schemas
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 

@@ -10,10 +10,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import StreamingResponse
 
-from app import schemas, subject_access
+from app import subject_access
 from app.deps import Actor, GalleryDep, Pipeline, State, run_cpu
 from app.errors import SLASH_IN_IDENTITY, ApiError
-from facesearch import photos
+from facesearch import photos, schemas
 from index import transfer
 from index.records import ClusterRecord
 

@@ -7,8 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile
 
-from app import schemas, service
+from app import service
 from app.deps import Multipart, Pipeline, SettingsDep, State, read_upload, run_cpu
+from facesearch import schemas
 
 router = APIRouter(tags=["embed"])
 

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
 
-from app import schemas
 from app.deps import Actor, GalleryDep, State, run_cpu
+from facesearch import schemas
 
 router = APIRouter(prefix="/faces", tags=["faces"])
 FaceId = Annotated[int, Path(ge=1, le=2**63 - 1)]

@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app import schemas
 from app.deps import State, require_metrics_key
 from app.errors import RETRY_AFTER_S
+from facesearch import schemas
 from index.errors import StoreUnavailable
 
 router = APIRouter(tags=["health"])

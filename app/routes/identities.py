@@ -9,10 +9,10 @@ from fastapi import APIRouter, File, Form, Path, Query, UploadFile
 from fastapi.responses import StreamingResponse
 from pydantic import AfterValidator
 
-from app import schemas, service, subject_access
+from app import service, subject_access
 from app.deps import Actor, GalleryDep, Multipart, Pipeline, SettingsDep, State, read_upload, run_cpu
 from app.errors import MULTIPLE_FACES, NO_FACE, SLASH_IN_IDENTITY, ApiError
-from facesearch import enrollment
+from facesearch import enrollment, schemas
 from index import transfer
 from index.records import FaceRecord, IdentityRecord, validate_key
 

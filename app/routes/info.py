@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app import __version__, schemas
+from app import __version__
 from app.deps import State
+from facesearch import schemas
 
 router = APIRouter(tags=["info"])
 

@@ -10,11 +10,11 @@ from fastapi import APIRouter, File, Form, Path, Query, UploadFile
 from pydantic import AfterValidator
 from starlette.convertors import Convertor, register_url_convertor
 
-from app import schemas, service
+from app import service
 from app.deps import Actor, GalleryDep, KnownFields, Multipart, Pipeline, SettingsDep, State, read_upload, run_cpu
 from app.errors import NO_FACE, ApiError
 from app.routes.identities import face_out, parse_metadata
-from facesearch import photos
+from facesearch import photos, schemas
 from index.errors import InvalidKey
 from index.records import NewPhoto, PhotoRecord, validate_key
 

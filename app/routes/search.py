@@ -7,9 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile
 
-from app import schemas, service
+from app import service
 from app.deps import GalleryDep, Multipart, Pipeline, SettingsDep, State, read_upload, run_cpu
-from facesearch import decisions
+from facesearch import decisions, schemas
 
 router = APIRouter(tags=["search"])
 

@@ -8,10 +8,10 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, File, Form, UploadFile
 
-from app import schemas, service
+from app import service
 from app.deps import GalleryDep, Multipart, Pipeline, SettingsDep, State, read_upload, run_cpu
 from app.errors import NO_FACE, ApiError
-from facesearch import decisions
+from facesearch import decisions, schemas
 from model.analysis import Analysis
 
 router = APIRouter(tags=["verify"])

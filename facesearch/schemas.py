@@ -1,4 +1,4 @@
-"""Typed request and response bodies."""
+"""Typed request and response bodies: what the server answers and what the client library (facesearch.client) reads."""
 
 from __future__ import annotations
 
