@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import functools
-import hashlib
-import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Annotated, Any, TypeVar
 
 import anyio
 from fastapi import Depends, Request, UploadFile
 
+from app.auth import DEFAULT_COLLECTION, OPEN, needed_role
 from app.errors import (
     BUSY,
     CLIENT_GONE,
     NOT_MULTIPART,
     NOT_READY,
+    RATE_LIMITED,
     RETRY_AFTER_S,
     TOO_LARGE,
     UNAUTHORIZED,
@@ -45,47 +45,35 @@ def get_settings(state: State) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def given_key(headers: Mapping[str, str]) -> str:
-    """The key a request's headers carry: ``X-API-Key: KEY`` or ``Authorization: Bearer KEY``."""
-    key = headers.get("x-api-key")
-    if key is not None:
-        return key
-    scheme, _, credentials = headers.get("authorization", "").partition(" ")
-    return credentials.strip() if scheme.lower() == "bearer" else ""
-
-
-def key_accepted(headers: Mapping[str, str], keys: list[str]) -> bool:
-    """Whether the headers carry one of ``keys`` (any key when none is configured)."""
-    if not keys:
-        return True
-    given = given_key(headers).encode()
-    ok = False
-    for key in keys:  # compare against every key, so timing does not reveal which one nearly matched
-        ok |= secrets.compare_digest(given, key.encode())
-    return ok
-
-
-def require_api_key(request: Request, state: State) -> None:
-    if not key_accepted(request.headers, state.settings.api_keys):
+def authorize(request: Request, state: State) -> None:
+    """Every /v1 route: the caller's key (401 without a known one), its collections and role (403, with the reason),
+    its rate (429 with Retry-After); the caller is kept for the audit."""
+    principal = state.keys.authenticate(request.headers)
+    if principal is None:
         raise ApiError(401, "unauthorized", UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
+    if principal.collections and DEFAULT_COLLECTION not in principal.collections:
+        raise ApiError(403, "forbidden", f"this key may use the collections {', '.join(principal.collections)} only; "
+                                         f"the routes under /v1 are the {DEFAULT_COLLECTION!r} collection's")
+    route = request.scope.get("route")
+    needed = needed_role(request.method, getattr(route, "path", request.url.path))
+    if not principal.may(needed):
+        raise ApiError(403, "forbidden", f"a {principal.role} key may not do this: it needs an {needed} key"
+                       if needed[0] in "aeiou" else f"a {principal.role} key may not do this: it needs a {needed} key")
+    if state.rate_limit is not None and (wait := state.rate_limit.wait(principal.id)):
+        raise ApiError(429, "rate_limited", RATE_LIMITED, headers={"Retry-After": str(wait)})
+    request.state.principal = principal
 
 
 def require_metrics_key(request: Request, state: State) -> None:
-    """/metrics: the API's keys protect it too, unless FACESEARCH_METRICS_PUBLIC (a scraper inside the network)."""
-    if not state.settings.metrics_public:
-        require_api_key(request, state)
+    """/metrics: any known key opens it, unless FACESEARCH_METRICS_PUBLIC (a scraper inside the network)."""
+    if not state.settings.metrics_public and state.keys.authenticate(request.headers) is None:
+        raise ApiError(401, "unauthorized", UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
 
 
-def key_id(key: str) -> str:
-    """How the audit names an API key: a short hash, never the key."""
-    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:10]
-
-
-def get_actor(request: Request, state: State) -> str:
-    """Who makes this request, for the audit: the API key's id, or ``open`` when auth is off."""
-    if not state.settings.api_keys:
-        return "open"
-    return key_id(given_key(request.headers))
+def get_actor(request: Request) -> str:
+    """Who makes this request, for the audit: the API key's id (never the key), or ``open``."""
+    principal = getattr(request.state, "principal", OPEN)
+    return str(principal.id)
 
 
 Actor = Annotated[str, Depends(get_actor)]

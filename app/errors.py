@@ -28,6 +28,7 @@ STORE_UNAVAILABLE = "the gallery's database is unavailable; retry later"
 SLASH_IN_IDENTITY = "identity must not contain '/'"
 RETRY_AFTER_S = 5
 BUSY = "the service has as many requests waiting as it takes (FACESEARCH_MAX_WAITING): retry after a moment"
+RATE_LIMITED = "this key has made more requests than FACESEARCH_RATE_LIMIT allows: retry after a moment"
 CLIENT_GONE = "the client disconnected before its request's turn"
 ENCODED_SLASH = re.compile(r"^/v1/identities/[^/]*%2[fF]")
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 from starlette.datastructures import Headers
 
-from app.deps import key_accepted
+from app.auth import KeyRing
 from app.errors import TOO_LARGE, UNAUTHORIZED, error_response
 
 
@@ -24,7 +25,7 @@ class UploadGuard:
     the body is read (the route's key dependency stays for what this lets through); every body held to
     ``max_body`` bytes while it streams."""
 
-    def __init__(self, app: Any, *, keys: list[str], metrics_public: bool, max_body: int) -> None:
+    def __init__(self, app: Any, *, keys: KeyRing, metrics_public: bool, max_body: int) -> None:
         self.app, self.keys, self.metrics_public, self.max_body = app, keys, metrics_public, max_body
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -32,7 +33,8 @@ class UploadGuard:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        if self.keys and self._guarded(scope["path"]) and not key_accepted(headers, self.keys):
+        # the store's keys are read off the event loop (a cached lookup most of the time)
+        if self._guarded(scope["path"]) and await anyio.to_thread.run_sync(self.keys.authenticate, headers) is None:
             unauthorized = refusal(401, "unauthorized", UNAUTHORIZED)
             unauthorized.headers["WWW-Authenticate"] = "Bearer"
             await unauthorized(scope, receive, send)

@@ -16,7 +16,8 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from app import __version__, errors
-from app.deps import remember_request, require_api_key
+from app.auth import KeyRing, RateLimit
+from app.deps import authorize, remember_request
 from app.guard import UploadGuard
 from app.metrics import RequestMetrics
 from app.routes import audit, clusters, embed, faces, health, identities, info, photos, search, verify, web
@@ -70,6 +71,7 @@ def load(state: AppState) -> None:
         raise
     pipeline.warm_up()
     log.info("%s", faiss_build())
+    state.keys.attach(gallery.store)
     state.pipeline, state.gallery = pipeline, gallery
 
 
@@ -133,8 +135,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.error("FaceSearch cannot start: %s", e)
         raise
     assert state.gallery is not None and state.pipeline is not None
-    if not state.settings.api_keys:
-        log.warning("FACESEARCH_API_KEYS is not set: the API is open; serve on 127.0.0.1 only")
+    if state.keys.open:
+        log.warning("no API key is set (FACESEARCH_API_KEYS, facesearch keys create): the API is open; "
+                    "serve on 127.0.0.1 only")
     task = asyncio.create_task(_upkeep_loop(state.gallery, state.settings))
     log.info("ready: model %s, %d faces in the gallery", state.pipeline.model_version,
              state.gallery.searchable_faces)
@@ -183,19 +186,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="FaceSearch", version=__version__, lifespan=lifespan,
                   description="Face similarity search: enroll, search (with an honest 'unknown') and verify.",
                   form_limits={"max_files": 32, "max_fields": 32, "max_part_size": 64 * 1024})
-    state = AppState(settings=settings)
+    state = AppState(settings=settings, keys=KeyRing(settings.api_keys),
+                     rate_limit=RateLimit(settings.rate_limit) if settings.rate_limit else None)
     app.state.fs = state
     errors.install(app)
     app.add_middleware(RequestMetrics, metrics=state.metrics)
     app.include_router(health.router)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=web.STATIC), name="static")
-    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key), Depends(remember_request)],
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorize), Depends(remember_request)],
                    responses=ERROR_RESPONSES)
     for module in (info, identities, faces, search, verify, embed, photos, clusters, audit):
         v1.include_router(module.router)
     app.include_router(v1)
-    app.add_middleware(UploadGuard, keys=settings.api_keys, metrics_public=settings.metrics_public,
+    app.add_middleware(UploadGuard, keys=state.keys, metrics_public=settings.metrics_public,
                        max_body=settings.max_body_bytes)
     app.add_middleware(OneLineStartupFailure)
     return app

@@ -30,6 +30,7 @@ COMMANDS = {
     "export-onnx": ("model.train.export_onnx", "write a checkpoint's ONNX graph: served without PyTorch"),
     "gallery": ("facesearch.gallery", "gallery maintenance: stats, export, import, rebuild-index, verify, reembed"),
     "enroll": ("facesearch.enroll", "bulk-enroll an identity-per-folder tree"),
+    "keys": ("facesearch.key_admin", "API keys with roles: create (shown once), list, revoke"),
     "search": ("facesearch.search", "who is in these photos (in-process or against a server)"),
     "photos": ("facesearch.photo_library", "index a folder of photos (in-process or against a server), resumable"),
     "verify": ("facesearch.verify", "are two photos (or a photo and an identity) the same person"),

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     # Comma-separated list in the environment; empty means auth off (and loopback only).
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    rate_limit: float | None = Field(None, gt=0, le=100_000,
+                                     description="requests per second each API key may make on average (bursts of as "
+                                     "many); beyond, 429 rate_limited with Retry-After (unset: no limit)")
     metrics_public: bool = Field(False, description="/metrics without a key (default: the API keys protect it)")
     max_upload_mb: float = Field(10.0, gt=0, le=200)
     max_body_mb: float = Field(100.0, gt=0, le=10_000,

@@ -64,6 +64,15 @@ CREATE TABLE IF NOT EXISTS generations(
     id INTEGER PRIMARY KEY, model_version TEXT NOT NULL, dim INTEGER NOT NULL, faces INTEGER NOT NULL,
     switched_at {real} NOT NULL
 );
+CREATE TABLE IF NOT EXISTS api_keys(
+    id TEXT PRIMARY KEY,
+    hash TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    collections TEXT NOT NULL DEFAULT '[]',
+    created_at {real} NOT NULL,
+    last_used {real},
+    revoked_at {real}
+);
 CREATE TABLE IF NOT EXISTS audit(
     seq {serial},
     at {real} NOT NULL,

@@ -16,9 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.deps import key_id
 from app.main import create_app
 from facesearch.settings import Settings
+from index.keys import key_id
 from model.faces import face_in_source
 from tests.conftest import lfw_photo
 
