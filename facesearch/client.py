@@ -305,6 +305,11 @@ class Routes:
         return Call("GET", "/v1/info", schemas.Info)
 
     @staticmethod
+    def live() -> Call[schemas.Health]:
+        """Liveness: the server answers (Unreachable when nothing does)."""
+        return Call("GET", "/health/live", schemas.Health)
+
+    @staticmethod
     def ready() -> Call[schemas.Health]:
         """Readiness: raises Unavailable (after the retries) while the service loads or its store is away."""
         return Call("GET", "/health/ready", schemas.Health)

@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         fs = FaceSearch(a.url, a.api_key)
         known: dict[str, set[str]] = {}
         try:
+            fs.send(Routes.live())  # a server that is not there: one line before any progress bar
             for ident, path in tqdm(items, desc="enroll"):
                 data = path.read_bytes()
                 if ident not in known:

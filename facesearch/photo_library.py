@@ -120,7 +120,7 @@ def remote_index(a: argparse.Namespace, paths: list[Path]) -> dict[str, Any]:
         return ("indexed", len(faces)) if faces else ("no_face", 0)
 
     with FaceSearch(a.url, a.api_key) as fs:
-        fs.send(Routes.ready())  # Unreachable: one line, exit 2
+        fs.send(Routes.live())  # Unreachable: one line, exit 2
         return run(paths, a.dir, a.workers or 8, one)
 
 

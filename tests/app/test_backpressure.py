@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -79,16 +80,18 @@ def test_a_request_whose_client_left_while_waiting_is_dropped(tmp_path: Path, se
     head = (f"POST /v1/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode()
 
-    def leave_at_once() -> None:
+    def leave_while_waiting() -> None:
         with socket.create_connection((parts.hostname, parts.port), timeout=30) as s:
-            s.sendall(head + body)  # the whole request, then gone before any answer
+            s.sendall(head + body)  # the whole request; it waits behind the others for the one request thread
+            time.sleep(0.3)  # then the client goes, before any answer
 
     def keep_busy(_: int) -> int:
         return post(f"{server.url}/v1/search", photo)[0]
 
-    with ThreadPoolExecutor(40) as pool:
-        busy = [pool.submit(keep_busy, n) for n in range(10)]
-        for f in [pool.submit(leave_at_once) for _ in range(30)]:
+    with ThreadPoolExecutor(50) as pool:
+        busy = [pool.submit(keep_busy, n) for n in range(40)]  # a queue of seconds of work for one thread
+        time.sleep(0.2)
+        for f in [pool.submit(leave_while_waiting) for _ in range(10)]:
             f.result()
         assert all(f.result() == 200 for f in busy)
     with urllib.request.urlopen(f"{server.url}/metrics", timeout=60) as r:
