@@ -102,10 +102,16 @@ def reembed_at_startup(state: AppState, gallery: Gallery, pipeline: FacePipeline
 
 
 async def _upkeep_loop(gallery: Gallery, settings: Settings) -> None:
-    """Every minute: the retention of photos' unnamed faces when it is set (first as soon as the service is ready,
-    in batches that let requests through), and the index snapshot."""
+    """Every minute: the retention of photos' unnamed faces and of the audit when they are set (first as soon as the
+    service is ready, in batches that let requests through), and the index snapshot."""
     while True:
         await expire_unnamed(gallery, settings)
+        if settings.audit_retention_days is not None:
+            before = time.time() - settings.audit_retention_days * 86400
+            try:
+                await anyio.to_thread.run_sync(gallery.store.prune_audit, before)
+            except Exception:  # retried at the next round
+                log.exception("retention of the audit failed")
         await asyncio.sleep(SNAPSHOT_EVERY_S)
         try:
             await anyio.to_thread.run_sync(gallery.snapshot)

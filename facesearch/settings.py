@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     unassigned_retention_days: float | None = Field(
         None, gt=0, description="photos' faces that nobody has named are erased this many days after they were "
         "indexed (checked every minute; audited as 'retention'); unset: kept until deleted")
+    audit_retention_days: float | None = Field(
+        None, gt=0, description="audit entries are dropped this many days after they were written (checked every "
+        "minute); unset: kept")
     reembed: Literal["off", "auto"] = Field(
         "off", description="auto: a gallery made by another model is re-embedded from its stored crops at start-up, "
         "before /health/ready turns 200; off: the service refuses to start on it")

@@ -148,7 +148,8 @@ class Gallery:
 
     def delete_identity(self, identity: str, *, actor: str | None = None) -> int:
         """Delete an identity with all its faces (those found in photos too); returns how many faces went. When it
-        returns, no file under the gallery's folder holds their embeddings or crops (the audit keeps the event)."""
+        returns, no file under the gallery's folder holds their embeddings or crops, and the audit keeps the events
+        with a keyed hash in place of its names (:meth:`Store.forget_in_audit`)."""
         ident: list[int] = []
 
         def select(c: Conn) -> list[int]:
@@ -158,8 +159,11 @@ class Gallery:
             ident.append(i)
             return self.store.identity_face_ids(c, i)
 
-        return len(self.writes.delete(select, "delete_identity", actor, identity=identity,
-                                     finish=lambda c: self.store.delete_identity_row(c, ident[0])))
+        def finish(c: Conn) -> None:
+            self.store.delete_identity_row(c, ident[0])
+            self.store.forget_in_audit(c, identity)  # the deletion's own line included
+
+        return len(self.writes.delete(select, "delete_identity", actor, identity=identity, finish=finish))
 
     def update_identity(self, identity: str, *, new_key: str | None = None,
                         metadata: dict[str, Any] | None = None, actor: str | None = None) -> IdentityRecord:

@@ -10,7 +10,10 @@ log's sequence numbers are in commit order: a reader that has seen change n has 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import secrets
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -152,6 +155,42 @@ class Store(ABC):
         """One audit line in the caller's transaction: who did what to which identity and faces."""
         c.execute("INSERT INTO audit(at, event, actor, identity, face_ids, detail) VALUES (?, ?, ?, ?, ?, ?)",
                   (time.time(), event, actor, identity, json.dumps(face_ids or []), json.dumps(detail)))
+
+    def forget_in_audit(self, c: Conn, identity: str) -> str:
+        """An identity is being deleted: its name, and the names it had before renames, leave the audit; each entry
+        stays (who did what, when) with a keyed hash of the name in its place (HMAC-SHA256 under a key kept in the
+        store's meta: whoever holds the store can tell whether a given name was erased, nobody can read it back).
+        Returns the tag."""
+        key = self.get_meta("audit_key", c)
+        if key is None:
+            key = secrets.token_hex(32)
+            self.set_meta(c, "audit_key", key)
+        tag = "erased-" + hmac.new(bytes.fromhex(key), identity.encode(), hashlib.sha256).hexdigest()[:20]
+        names = {identity}
+        while True:  # rename lines name the previous key: follow the chain back
+            more = {str(json.loads(d).get("previous")) for (d,) in c.execute(
+                f"SELECT detail FROM audit WHERE event = 'rename' AND identity IN ({','.join('?' * len(names))})",
+                sorted(names))} - names - {"None"}
+            if not more:
+                break
+            names |= more
+        for name in names:
+            c.execute("UPDATE audit SET identity = ? WHERE identity = ?", (tag, name))
+        for seq, detail in c.execute("SELECT seq, detail FROM audit WHERE event IN ('rename', 'merge_identities')"
+                                     ).fetchall():
+            d = json.loads(detail)
+            changed = {k: tag if v in names else v for k, v in d.items()}
+            if changed != d:
+                c.execute("UPDATE audit SET detail = ? WHERE seq = ?", (json.dumps(changed), seq))
+        return tag
+
+    def prune_audit(self, before: float) -> int:
+        """Drop the audit entries older than ``before`` (a Unix time); returns how many went."""
+        with self.transaction() as c:
+            n = int(c.execute("SELECT COUNT(*) FROM audit WHERE at < ?", (before,)).fetchone()[0])
+            if n:
+                c.execute("DELETE FROM audit WHERE at < ?", (before,))
+        return n
 
     # --- change log ----------------------------------------------------------------------------------
     def pruned_through(self, c: Conn | None = None) -> int:
