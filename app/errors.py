@@ -29,6 +29,9 @@ SLASH_IN_IDENTITY = "identity must not contain '/'"
 RETRY_AFTER_S = 5
 BUSY = "the service has as many requests waiting as it takes (FACESEARCH_MAX_WAITING): retry after a moment"
 RATE_LIMITED = "this key has made more requests than FACESEARCH_RATE_LIMIT allows: retry after a moment"
+NOT_LOCAL = ("this service has no API key, so it answers only requests addressed to this machine and not posted from "
+             "another site; set FACESEARCH_API_KEYS (or run facesearch keys create) to serve it on a network, or add "
+             "the name to FACESEARCH_ALLOWED_HOSTS")
 CLIENT_GONE = "the client disconnected before its request's turn"
 ENCODED_SLASH = re.compile(r"^/v1/identities/[^/]*%2[fF]")
 

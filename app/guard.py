@@ -1,16 +1,37 @@
 """Requests refused before their body is read: a key that is missing or wrong is answered 401 from the headers
 alone, and a body over FACESEARCH_MAX_BODY_MB is answered 413 as soon as its Content-Length says so or, streamed
-without one, as soon as that many bytes have come; nothing more of it is received (or spooled to disk)."""
+without one, as soon as that many bytes have come; nothing more of it is received (or spooled to disk).
+
+Open mode (no key anywhere) stays local: a request addressed to another host than a loopback name or address (a web
+page's DNS rebinding) or posted from another site's page (its ``Origin`` is not the host it is sent to) is refused
+with 403, except the health checks; FACESEARCH_ALLOWED_HOSTS adds names."""
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 from starlette.datastructures import Headers
 
 from app.auth import KeyRing
-from app.errors import TOO_LARGE, UNAUTHORIZED, error_response
+from app.errors import NOT_LOCAL, TOO_LARGE, UNAUTHORIZED, error_response
+
+
+def _hostname(netloc: str) -> str:
+    """A Host header's (or an origin's) name, lower case, without its port; an IPv6 address without brackets."""
+    netloc = netloc.strip().lower()
+    if netloc.startswith("["):
+        return netloc[1 : netloc.find("]")] if "]" in netloc else netloc
+    return netloc.rsplit(":", 1)[0] if netloc.count(":") == 1 else netloc
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def refusal(status: int, code: str, detail: str) -> Any:
@@ -25,14 +46,20 @@ class UploadGuard:
     the body is read (the route's key dependency stays for what this lets through); every body held to
     ``max_body`` bytes while it streams."""
 
-    def __init__(self, app: Any, *, keys: KeyRing, metrics_public: bool, max_body: int) -> None:
+    def __init__(self, app: Any, *, keys: KeyRing, metrics_public: bool, max_body: int,
+                 allowed_hosts: list[str] | None = None) -> None:
         self.app, self.keys, self.metrics_public, self.max_body = app, keys, metrics_public, max_body
+        self.allowed_hosts = {h.lower() for h in allowed_hosts or []}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
+        if not scope["path"].startswith("/health/") and not self._local(headers) and \
+                await anyio.to_thread.run_sync(lambda: self.keys.open):
+            await refusal(403, "forbidden", NOT_LOCAL)(scope, receive, send)
+            return
         # the store's keys are read off the event loop (a cached lookup most of the time)
         if self._guarded(scope["path"]) and await anyio.to_thread.run_sync(self.keys.authenticate, headers) is None:
             unauthorized = refusal(401, "unauthorized", UNAUTHORIZED)
@@ -71,6 +98,14 @@ class UploadGuard:
     async def _too_large(self, scope: Any, receive: Any, send: Any) -> None:
         detail = f"{TOO_LARGE} (the whole request: {self.max_body:,} bytes)"
         await refusal(413, "too_large", detail)(scope, receive, send)
+
+    def _local(self, headers: Headers) -> bool:
+        """Addressed to this machine (or an allowed name), and not posted from another site's page."""
+        host = _hostname(headers.get("host", ""))
+        if not (host in self.allowed_hosts or host == "localhost" or host.endswith(".localhost") or _loopback(host)):
+            return False
+        origin = headers.get("origin")  # browsers send it with a cross-site POST ("null" from a sandboxed page)
+        return origin is None or _hostname(urlsplit(origin).netloc) == host
 
     def _guarded(self, path: str) -> bool:
         if path == "/metrics":

@@ -206,6 +206,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         v1.include_router(module.router)
     app.include_router(v1)
     app.add_middleware(UploadGuard, keys=state.keys, metrics_public=settings.metrics_public,
-                       max_body=settings.max_body_bytes)
+                       max_body=settings.max_body_bytes, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(OneLineStartupFailure)
     return app

@@ -68,6 +68,13 @@ def lfw_photo(name: str, index: int = 1) -> bytes:
     return (_require(LFW) / name / f"{name}_{index:04d}.jpg").read_bytes()
 
 
+@pytest.fixture(autouse=True)
+def testclient_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Starlette's TestClient addresses the app as ``testserver``: a name open mode allows only when told to (it
+    answers loopback names by itself)."""
+    monkeypatch.setenv("FACESEARCH_ALLOWED_HOSTS", "testserver")
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
