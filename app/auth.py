@@ -67,6 +67,10 @@ def needed_role(method: str, route_path: str) -> Role:
     return NEEDS.get((method, route_path.removeprefix("/v1")), "admin")
 
 
+class NeedsStore(Exception):
+    """The answer needs a read of the store (the cache is stale): ask again off the event loop."""
+
+
 class KeyRing:
     """The keys the service accepts; :meth:`authenticate` is safe to call from any thread."""
 
@@ -85,24 +89,30 @@ class KeyRing:
     @property
     def open(self) -> bool:
         """No key configured and none ever made in the store: every request is let in."""
-        return not self.env_keys and not self._stored_keys_exist()
+        return self.is_open()
 
-    def _stored_keys_exist(self) -> bool:
+    def is_open(self, *, block: bool = True) -> bool:
+        return not self.env_keys and not self._stored_keys_exist(block)
+
+    def _stored_keys_exist(self, block: bool) -> bool:
         if self.store is None:
             return False
         now = time.monotonic()
         with self._lock:
             when, found = self._any
         if now - when > CACHE_S:
+            if not block:
+                raise NeedsStore
             with self.store.read() as c:
                 found = keys.any_made(c)
             with self._lock:
                 self._any = (now, found)
         return found
 
-    def authenticate(self, headers: Mapping[str, str]) -> Principal | None:
-        """Who the headers' key is; None when it is missing or unknown (and keys are required)."""
-        if self.open:
+    def authenticate(self, headers: Mapping[str, str], *, block: bool = True) -> Principal | None:
+        """Who the headers' key is; None when it is missing or unknown (and keys are required). ``block=False``:
+        raise :class:`NeedsStore` rather than read the store (on the event loop, most answers come from memory)."""
+        if self.is_open(block=block):
             return OPEN
         given = given_key(headers)
         if not given:
@@ -112,12 +122,12 @@ class KeyRing:
             env |= secrets.compare_digest(given.encode(), key.encode())
         if env:
             return Principal(keys.key_id(given), "admin")
-        record = self._stored(given)
+        record = self._stored(given, block)
         if record is None:
             return None
         return Principal(record.id, record.role, record.collections)
 
-    def _stored(self, given: str) -> keys.KeyRecord | None:
+    def _stored(self, given: str, block: bool) -> keys.KeyRecord | None:
         if self.store is None:
             return None
         digest, now = keys.digest(given), time.monotonic()
@@ -125,6 +135,8 @@ class KeyRing:
             cached = self._found.get(digest)
         if cached is not None and now - cached[0] <= CACHE_S:
             return cached[1]
+        if not block:
+            raise NeedsStore
         with self.store.read() as c:
             record = keys.find(c, given)
         with self._lock:

@@ -9,14 +9,18 @@ with 403, except the health checks; FACESEARCH_ALLOWED_HOSTS adds names."""
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
 from starlette.datastructures import Headers
 
-from app.auth import KeyRing
-from app.errors import NOT_LOCAL, TOO_LARGE, UNAUTHORIZED, error_response
+from app.auth import KeyRing, NeedsStore
+from app.errors import NOT_LOCAL, RETRY_AFTER_S, STORE_UNAVAILABLE, TOO_LARGE, UNAUTHORIZED, error_response
+from index.errors import StoreUnavailable
+
+T = TypeVar("T")
 
 
 def _hostname(netloc: str) -> str:
@@ -56,15 +60,21 @@ class UploadGuard:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        if not scope["path"].startswith("/health/") and not self._local(headers) and \
-                await anyio.to_thread.run_sync(lambda: self.keys.open):
-            await refusal(403, "forbidden", NOT_LOCAL)(scope, receive, send)
-            return
-        # the store's keys are read off the event loop (a cached lookup most of the time)
-        if self._guarded(scope["path"]) and await anyio.to_thread.run_sync(self.keys.authenticate, headers) is None:
-            unauthorized = refusal(401, "unauthorized", UNAUTHORIZED)
-            unauthorized.headers["WWW-Authenticate"] = "Bearer"
-            await unauthorized(scope, receive, send)
+        try:
+            if not scope["path"].startswith("/health/") and not self._local(headers) and \
+                    await self._ask(lambda block: self.keys.is_open(block=block)):
+                await refusal(403, "forbidden", NOT_LOCAL)(scope, receive, send)
+                return
+            if self._guarded(scope["path"]) and \
+                    await self._ask(lambda block: self.keys.authenticate(headers, block=block)) is None:
+                unauthorized = refusal(401, "unauthorized", UNAUTHORIZED)
+                unauthorized.headers["WWW-Authenticate"] = "Bearer"
+                await unauthorized(scope, receive, send)
+                return
+        except StoreUnavailable:  # the keys live in the store: answered as any request the store cannot serve
+            unavailable = refusal(503, "store_unavailable", STORE_UNAVAILABLE)
+            unavailable.headers["Retry-After"] = str(RETRY_AFTER_S)
+            await unavailable(scope, receive, send)
             return
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > self.max_body:
@@ -98,6 +108,14 @@ class UploadGuard:
     async def _too_large(self, scope: Any, receive: Any, send: Any) -> None:
         detail = f"{TOO_LARGE} (the whole request: {self.max_body:,} bytes)"
         await refusal(413, "too_large", detail)(scope, receive, send)
+
+    @staticmethod
+    async def _ask(question: Callable[[bool], T]) -> T:
+        """The key ring's answer: from memory on the event loop, or from the store in a thread when it must read."""
+        try:
+            return question(False)
+        except NeedsStore:
+            return await anyio.to_thread.run_sync(question, True)
 
     def _local(self, headers: Headers) -> bool:
         """Addressed to this machine (or an allowed name), and not posted from another site's page."""

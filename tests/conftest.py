@@ -68,11 +68,13 @@ def lfw_photo(name: str, index: int = 1) -> bytes:
     return (_require(LFW) / name / f"{name}_{index:04d}.jpg").read_bytes()
 
 
-@pytest.fixture(autouse=True)
-def testclient_host(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(autouse=True, scope="session")
+def testclient_host() -> Iterator[None]:
     """Starlette's TestClient addresses the app as ``testserver``: a name open mode allows only when told to (it
-    answers loopback names by itself)."""
-    monkeypatch.setenv("FACESEARCH_ALLOWED_HOSTS", "testserver")
+    answers loopback names by itself). Session-wide, before any app of any fixture scope is made."""
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("FACESEARCH_ALLOWED_HOSTS", "testserver")
+        yield
 
 
 @pytest.fixture

@@ -219,9 +219,14 @@ def test_a_gallery_from_before_the_spaces_drops_its_one_collection(tmp_path: Pat
     uri = str(tmp_path / "milvus.db")
     g = Gallery(tmp_path / "a", dim=DIM, model_version="m1", vector_url=uri)
     ids = g.add_many([(f"p{i}", NewFace(v)) for i, v in enumerate(faces_like(rng, 6, 1))])
-    with g.store.transaction() as c:  # as a gallery of before: no cursor for the spaces' collections
-        g.store.delete_meta(c, g.keeper._cursor_key)  # type: ignore[attr-defined]
-    g.close()
+    cursor = g.keeper._cursor_key  # type: ignore[attr-defined]
+    g.close()  # (its follower would re-index at once, before the old collection below exists)
+    from index.sqlite import SqliteStore
+
+    store = SqliteStore(tmp_path / "a" / "gallery.db")
+    with store.transaction() as c:  # as a gallery of before: no cursor for the spaces' collections
+        store.delete_meta(c, cursor)
+    store.close()
     legacy = MilvusIndex(uri, DIM, "m1", None)  # type: ignore[arg-type]
     legacy.add(np.array(ids, dtype=np.int64), faces_like(rng, 6, 1))
     assert legacy.client.has_collection(collection_name("m1", DIM, None))
