@@ -46,9 +46,9 @@ def refusal(status: int, code: str, detail: str) -> Any:
 
 
 class UploadGuard:
-    """Pure ASGI, outermost: the key checked on guarded paths (``/v1/...``, and ``/metrics`` unless public) before
-    the body is read (the route's key dependency stays for what this lets through); every body held to
-    ``max_body`` bytes while it streams."""
+    """Pure ASGI, outermost: in open mode, requests that are not local refused; the key checked on guarded paths
+    (``/v1/...``, and ``/metrics`` unless public) before the body is read (the route's key dependency then checks its
+    role); every body held to ``max_body`` bytes while it streams."""
 
     def __init__(self, app: Any, *, keys: KeyRing, metrics_public: bool, max_body: int,
                  allowed_hosts: list[str] | None = None) -> None:
