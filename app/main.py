@@ -13,6 +13,7 @@ from typing import Any
 
 import anyio
 from fastapi import APIRouter, Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from app import __version__, errors
@@ -208,4 +209,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(UploadGuard, keys=state.keys, metrics_public=settings.metrics_public,
                        max_body=settings.max_body_bytes, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(OneLineStartupFailure)
+    if settings.cors_origins:  # outermost: a browser's preflight carries no key
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
+                           allow_headers=["X-API-Key", "Authorization", "Content-Type"], max_age=600)
     return app

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # open mode answers only requests addressed to a loopback name or address, and these (comma-separated)
     allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # browser apps on these origins may call the API with a key (CORS; comma-separated; open mode allows none)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     rate_limit: float | None = Field(None, gt=0, le=100_000,
                                      description="requests per second each API key may make on average (bursts of as "
                                      "many); beyond, 429 rate_limited with Retry-After (unset: no limit)")
@@ -89,7 +91,7 @@ class Settings(BaseSettings):
         "off", description="auto: a gallery made by another model is re-embedded from its stored crops at start-up, "
         "before /health/ready turns 200; off: the service refuses to start on it")
 
-    @field_validator("api_keys", "allowed_hosts", mode="before")
+    @field_validator("api_keys", "allowed_hosts", "cors_origins", mode="before")
     @classmethod
     def _split_keys(cls, v: object) -> object:
         if isinstance(v, str):

@@ -41,3 +41,18 @@ def test_with_a_key_the_key_decides(data_dir: Path) -> None:
         headers = {"Host": "faces.example.com", "X-API-Key": "a-key-0123456789abcdef"}
         assert c.get("/v1/identities", headers=headers).status_code == 200
         assert c.get("/v1/identities", headers={"Host": "faces.example.com"}).status_code == 401
+
+
+def test_browser_apps_on_the_allowed_origins_may_call_with_a_key(data_dir: Path) -> None:
+    key = "a-key-0123456789abcdef"
+    settings = Settings(data_dir=data_dir, api_keys=[key], cors_origins=["https://app.example"])
+    with TestClient(create_app(settings)) as c:
+        ask = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+               "Access-Control-Request-Headers": "x-api-key"}
+        r = c.options("/v1/search", headers=ask)  # the preflight carries no key
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://app.example"
+        assert c.options("/v1/search", headers={**ask, "Origin": "https://evil.example"}).status_code == 400
+        r = c.get("/v1/identities", headers={"Origin": "https://app.example", "X-API-Key": key})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://app.example"
+        r = c.get("/v1/identities", headers={"Origin": "https://evil.example", "X-API-Key": key})
+        assert "access-control-allow-origin" not in r.headers  # the browser keeps the answer from that page
