@@ -45,7 +45,7 @@ def refusal(status: int, code: str, detail: str) -> Any:
     return response
 
 
-class UploadGuard:
+class RequestGuard:
     """Pure ASGI, outermost: in open mode, requests that are not local refused; the key checked on guarded paths
     (``/v1/...``, and ``/metrics`` unless public) before the body is read (the route's key dependency then checks its
     role); every body held to ``max_body`` bytes while it streams."""

@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from app import __version__, errors
 from app.auth import KeyRing, RateLimit
 from app.deps import authorize, remember_request
-from app.guard import UploadGuard
+from app.guard import RequestGuard
 from app.metrics import RequestMetrics
 from app.routes import audit, clusters, embed, faces, health, identities, info, photos, search, verify, web
 from app.state import AppState
@@ -206,7 +206,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (info, identities, faces, search, verify, embed, photos, clusters, audit):
         v1.include_router(module.router)
     app.include_router(v1)
-    app.add_middleware(UploadGuard, keys=state.keys, metrics_public=settings.metrics_public,
+    app.add_middleware(RequestGuard, keys=state.keys, metrics_public=settings.metrics_public,
                        max_body=settings.max_body_bytes, allowed_hosts=settings.allowed_hosts)
     app.add_middleware(OneLineStartupFailure)
     if settings.cors_origins:  # outermost: a browser's preflight carries no key
