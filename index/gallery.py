@@ -263,7 +263,7 @@ class Gallery:
 
     # --- maintenance -----------------------------------------------------------------------------------
     def verify(self) -> dict[str, Any]:
-        """Compare each space's index with the store: ids on both sides."""
+        """Compare each space's index with the store: ids on both sides, and none held twice."""
         report: dict[str, Any] = {"ok": True}
         with self.locks.rw.read():
             for space in SPACES:
@@ -271,9 +271,12 @@ class Gallery:
                 store_ids = np.array(self.store.face_ids(space), dtype=np.int64)
                 missing = np.setdiff1d(store_ids, index_ids)
                 extra = np.setdiff1d(index_ids, store_ids)
+                unique, counts = np.unique(index_ids, return_counts=True)
+                twice = unique[counts > 1]
                 report[space] = {"faces_in_store": int(len(store_ids)), "faces_in_index": int(len(index_ids)),
-                                 "missing_from_index": missing[:20].tolist(), "extra_in_index": extra[:20].tolist()}
-                report["ok"] = report["ok"] and not len(missing) and not len(extra)
+                                 "missing_from_index": missing[:20].tolist(), "extra_in_index": extra[:20].tolist(),
+                                 "twice_in_index": twice[:20].tolist()}
+                report["ok"] = report["ok"] and not len(missing) and not len(extra) and not len(twice)
         return report
 
     def rebuild_index(self) -> None:

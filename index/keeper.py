@@ -39,8 +39,8 @@ class Keeper(Protocol):
         """Apply the changes other processes committed; returns how many."""
 
     def staged(self, faces: Placed) -> None:
-        """Faces being added to their spaces (or named: added to ``people``), inside the store's write transaction
-        (nothing committed yet)."""
+        """Faces being added to the spaces ``faces`` places them in (a naming: ``people`` only), inside the store's
+        write transaction (nothing committed yet)."""
 
     def added(self, faces: Placed, seqs: list[int]) -> None:
         """Faces added to their spaces: their transaction committed as changes ``seqs`` (the caller holds the write

@@ -66,7 +66,8 @@ class Writes:
                 found, vecs = photo_queries.embeddings(c, ids)
                 seqs = self.store.insert_changes(c, [(f, ADD) for f in found])
                 self.store.audit(c, event, actor=actor, identity=identity, face_ids=ids, **detail)
-                faces = Placed.of(found, vecs.reshape(len(found), self.dim), named=True, in_photo=True)
+                # into ``people`` only: the ``photos`` index holds them already
+                faces = Placed.of(found, vecs.reshape(len(found), self.dim), named=True, in_photo=False)
                 self.keeper.staged(faces)
             self.keeper.added(faces, seqs)
         return ids

@@ -74,3 +74,20 @@ def test_a_cluster_and_the_retention_sweep_delete_in_batches(tmp_path: Path, mon
     assert sorted(f for a in g.audit_log(limit=1000) if a.event == "retention" for f in a.face_ids) == more
     assert g.photo_index.live == 0 and g.verify()["ok"]
     g.close()
+
+
+@pytest.mark.parametrize("kind", ["exact", "hnsw"])
+def test_naming_a_photo_face_adds_it_to_people_once(tmp_path: Path, kind: str) -> None:
+    rng = np.random.default_rng(6)
+    vecs = unit(rng, 3)
+    g = Gallery(tmp_path, dim=DIM, model_version="m", kind=kind)  # type: ignore[arg-type]
+    ids = g.photos.add(NewPhoto("p"), [(None, NewFace(v)) for v in vecs], cluster_within=None)
+    assert (g.index.live, g.photo_index.live) == (0, 3)
+    g.photos.name_face(ids[0], "ann")
+    assert (g.index.live, g.photo_index.live) == (1, 3)  # the photos space holds it once still
+    assert sorted(g.photo_index.ids().tolist()) == sorted(ids) and g.index.ids().tolist() == [ids[0]]
+    assert g.search(vecs[0][None], k=1)[0].identities[0].identity == "ann"
+    g.close()
+    g = Gallery(tmp_path, dim=DIM, model_version="m", kind=kind)  # type: ignore[arg-type]
+    assert (g.index.live, g.photo_index.live) == (1, 3) and g.verify()["ok"]
+    g.close()
