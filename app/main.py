@@ -192,7 +192,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # app/guard.py)
     app = FastAPI(title="FaceSearch", version=__version__, lifespan=lifespan,
                   description="Face similarity search: enroll, search (with an honest 'unknown') and verify.",
-                  form_limits={"max_files": 32, "max_fields": 32, "max_part_size": 64 * 1024})
+                  form_limits={"max_files": 32, "max_fields": 32, "max_part_size": 64 * 1024},
+                  # operation ids are the handlers' names (search, enroll, index_photo, ...): what a generated
+                  # client calls its methods
+                  generate_unique_id_function=lambda route: route.name)
     state = AppState(settings=settings, keys=KeyRing(settings.api_keys),
                      rate_limit=RateLimit(settings.rate_limit) if settings.rate_limit else None)
     app.state.fs = state

@@ -172,3 +172,16 @@ def test_importing_the_client_loads_nothing_of_the_server() -> None:
             " 'model', 'sqlite3', 'psycopg', 'torch']; print([m for m in heavy if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out
+
+
+def test_openapi_operation_ids_are_the_handlers_names(tmp_path: Path) -> None:
+    """What a generated client names its methods: one id per operation, the handler's name, with its tag."""
+    from app.main import create_app
+    from facesearch.settings import Settings
+
+    spec = create_app(Settings(data_dir=tmp_path / "data")).openapi()
+    ops = {(method, path): op for path, methods in spec["paths"].items() for method, op in methods.items()}
+    ids = [op["operationId"] for op in ops.values()]
+    assert len(ids) == len(set(ids)) and all(i.isidentifier() for i in ids)
+    assert ops[("post", "/v1/search")]["operationId"] == "search"
+    assert ops[("post", "/v1/photos")]["operationId"] == "index_photo" and ops[("post", "/v1/photos")]["tags"]
