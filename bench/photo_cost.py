@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import command, machine  # noqa: E402
-from bench.photos_scale import LFW, group_photo  # noqa: E402
+from bench.common import command, group_photo, machine  # noqa: E402
+from bench.photos_scale import LFW  # noqa: E402
 
 
 def one_round(groups: list[bytes], webp_method: int) -> dict[str, float]:

@@ -42,6 +42,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench.common import group_photo  # noqa: E402
 from index.clusters import cluster  # noqa: E402
 
 HELDOUT = Path(__file__).resolve().parent / "celeba_heldout.txt"
@@ -155,12 +156,10 @@ def evaluate(name: str, emb: dict[str, np.ndarray], threshold: float) -> dict[st
 
 
 def find_my_photos(name: str, files: list[Path], people: list[str], seed: int = 0) -> dict[str, Any]:
-    import io
     import random
     import tempfile
 
     from fastapi.testclient import TestClient
-    from PIL import Image
 
     from app.main import create_app
     from facesearch.settings import Settings
@@ -176,16 +175,7 @@ def find_my_photos(name: str, files: list[Path], people: list[str], seed: int = 
     with tempfile.TemporaryDirectory() as d, TestClient(create_app(Settings(data_dir=Path(d)))) as c:
         t0, faces = time.perf_counter(), 0
         for n, grp in enumerate(groups):
-            imgs = [Image.open(f).convert("RGB") for _, f in grp]
-            canvas = Image.new("RGB", (sum(i.width for i in imgs) + 20 * (len(imgs) + 1),
-                                       max(i.height for i in imgs) + 40), (120, 120, 120))
-            x = 20
-            for i in imgs:
-                canvas.paste(i, (x, 20))
-                x += i.width + 20
-            buf = io.BytesIO()
-            canvas.save(buf, format="JPEG", quality=92)
-            r = c.post("/v1/photos", files={"image": ("g.jpg", buf.getvalue(), "image/jpeg")},
+            r = c.post("/v1/photos", files={"image": ("g.jpg", group_photo([f for _, f in grp]), "image/jpeg")},
                        data={"photo_id": f"g{n}"})
             assert r.status_code == 201, r.text
             faces += len(r.json()["faces"])

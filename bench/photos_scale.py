@@ -19,7 +19,6 @@ keeps searching (searches answered meanwhile and their slowest latency). Every a
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
@@ -39,7 +38,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import command, machine  # noqa: E402
+from bench.common import command, group_photo, machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LFW = ROOT.parent / "shared" / "datasets" / "lfw" / "lfw-deepfunneled"
@@ -85,21 +84,6 @@ def call(url: str, method: str = "GET", data: bytes | None = None, **fields: str
     req = urllib.request.Request(url, data=body, method=method, headers=headers)
     with urllib.request.urlopen(req, timeout=600) as r:
         return r.status, json.loads(r.read())
-
-
-def group_photo(paths: list[Path]) -> bytes:
-    from PIL import Image
-
-    imgs = [Image.open(p).convert("RGB") for p in paths]
-    canvas = Image.new("RGB", (sum(i.width for i in imgs) + 20 * (len(imgs) + 1), max(i.height for i in imgs) + 40),
-                       (120, 120, 120))
-    x = 20
-    for i in imgs:
-        canvas.paste(i, (x, 20))
-        x += i.width + 20
-    buf = io.BytesIO()
-    canvas.save(buf, format="JPEG", quality=92)
-    return buf.getvalue()
 
 
 def serve(data_dir: Path, kind: str) -> tuple[subprocess.Popen, str, float]:
@@ -192,8 +176,7 @@ def one_size(work: Path, n: int, kind: str, people: list[str], strangers: list[l
 
 
 def library_lfw_folds(work: Path) -> dict[str, Any]:
-    sys.path.insert(0, str(ROOT / "bench"))
-    from photos import lfw_set
+    from bench.photos import lfw_set
 
     files, _ = lfw_set(LFW.parent)
     tree = work / "lfw-folds-1-2"
