@@ -38,8 +38,8 @@ def apply_changes(indexes: Mapping[Space, Vectors], gone: np.ndarray, placed: Pl
         index = indexes[space]
         index.remove(gone)
         ids, vecs = placed.into(space)
-        if idempotent and len(ids):
-            fresh = ~np.isin(ids, index.ids())
+        if idempotent and len(ids):  # looked up per face: following the log costs what it applies, not the index
+            fresh = ~index.holds(ids)
             ids, vecs = ids[fresh], vecs[fresh]
         if len(ids):
             index.add(ids, vecs)

@@ -177,6 +177,15 @@ class MilvusIndex:
         return np.sort(np.array(out, dtype=np.int64))
 
     @_unavailable
+    def holds(self, ids: np.ndarray) -> np.ndarray:
+        """bool (n,): which of ``ids`` the collection holds."""
+        if not len(ids):
+            return np.zeros(0, dtype=bool)
+        rows = self.client.get(self.collection, ids=[int(i) for i in ids], output_fields=["id"])
+        found = {int(r["id"]) for r in rows}
+        return np.array([int(i) in found for i in ids], dtype=bool)
+
+    @_unavailable
     def vectors(self, ids: np.ndarray) -> list[bytes]:
         """Stored vectors of ``ids`` (float32 bytes)."""
         if not len(ids):

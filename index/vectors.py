@@ -57,6 +57,7 @@ class Vectors(Protocol):
     def search(self, queries: np.ndarray, k: int, *, ef_search: int | None = None
                ) -> tuple[np.ndarray, np.ndarray]: ...
     def ids(self) -> np.ndarray: ...
+    def holds(self, ids: np.ndarray) -> np.ndarray: ...
     def vectors(self, ids: np.ndarray) -> list[bytes]: ...
     def close(self) -> None: ...
 
@@ -110,6 +111,19 @@ class VectorIndex:
         else:  # ids this index does not hold (a face of the other space) leave no tombstone
             held = self._zero(ids)
             self.tombstones.update(int(i) for i in held)
+
+    def holds(self, ids: np.ndarray) -> np.ndarray:
+        """bool (n,): which of ``ids`` are searchable here; a lookup per id in the id map, not a pass over it."""
+        out = np.zeros(len(ids), dtype=bool)
+        for n, i in enumerate(ids.tolist()):
+            if i in self.tombstones:
+                continue
+            try:
+                self.index.reconstruct(i)
+                out[n] = True
+            except RuntimeError:  # not in the id map
+                pass
+        return out
 
     def close(self) -> None:
         """Nothing to release: the index is this process's memory."""

@@ -86,6 +86,7 @@ def test_naming_a_photo_face_adds_it_to_people_once(tmp_path: Path, kind: str) -
     g.photos.name_face(ids[0], "ann")
     assert (g.index.live, g.photo_index.live) == (1, 3)  # the photos space holds it once still
     assert sorted(g.photo_index.ids().tolist()) == sorted(ids) and g.index.ids().tolist() == [ids[0]]
+    assert g.index.holds(np.array([ids[0], ids[1], 10**9])).tolist() == [True, False, False]
     assert g.search(vecs[0][None], k=1)[0].identities[0].identity == "ann"
     g.close()
     g = Gallery(tmp_path, dim=DIM, model_version="m", kind=kind)  # type: ignore[arg-type]
