@@ -12,6 +12,7 @@ each route (its path template under /v1); a route it does not name needs ``admin
 from __future__ import annotations
 
 import math
+import re
 import secrets
 import threading
 import time
@@ -31,7 +32,7 @@ NEEDS: dict[tuple[str, str], Role] = {
     **{("GET", p): "search" for p in (
         "/identities", "/identities/{identity}", "/faces/{face_id}/thumbnail", "/photos",
         "/photos/{photo_id:photo}", "/clusters", "/clusters/{cluster_id:int}", "/clusters/rebuild",
-        "/info")},
+        "/info", "/collections", "/collections/{collection}")},
     **{("POST", p): "enroll" for p in (
         "/identities/{identity}/faces", "/photos", "/identities/{identity}/merge", "/clusters/rebuild",
         "/clusters/{cluster_id:int}/name", "/clusters/{cluster_id:int}/merge", "/faces/{face_id}/cluster",
@@ -49,6 +50,9 @@ class Principal:
     def may(self, needed: Role) -> bool:
         return keys.ROLES.index(self.role) >= keys.ROLES.index(needed)
 
+    def may_use(self, collection: str) -> bool:
+        return not self.collections or collection in self.collections
+
 
 OPEN = Principal("open", "admin")
 
@@ -63,8 +67,12 @@ def given_key(headers: Mapping[str, str]) -> str:
 
 
 def needed_role(method: str, route_path: str) -> Role:
-    """The least role of a route, by its path template under /v1 (FastAPI gives it with or without the prefix)."""
-    return NEEDS.get((method, route_path.removeprefix("/v1")), "admin")
+    """The least role of a route, by its path template under /v1 (FastAPI gives it with or without the prefix); a
+    route in a collection (``/collections/{collection}/...``) needs what the same route under /v1 needs."""
+    return NEEDS.get((method, _IN_COLLECTION.sub("", route_path.removeprefix("/v1"))), "admin")
+
+
+_IN_COLLECTION = re.compile(r"^/collections/\{collection\}(?=/)")
 
 
 class NeedsStore(Exception):

@@ -8,7 +8,7 @@ from contextvars import ContextVar
 from typing import Annotated, Any, TypeVar
 
 import anyio
-from fastapi import Depends, Request, UploadFile
+from fastapi import Depends, Path, Request, UploadFile
 
 from app.auth import DEFAULT_COLLECTION, OPEN, needed_role
 from app.errors import (
@@ -45,17 +45,25 @@ def get_settings(state: State) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
+SERVICE_WIDE = ("/collections", "/info")  # the routes under /v1 that are no collection's
+
+
 def authorize(request: Request, state: State) -> None:
     """Every /v1 route: the caller's key (401 without a known one), its collections and role (403, with the reason),
     its rate (429 with Retry-After); the caller is kept for the audit."""
     principal = state.keys.authenticate(request.headers)
     if principal is None:
         raise ApiError(401, "unauthorized", UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
-    if principal.collections and DEFAULT_COLLECTION not in principal.collections:
-        raise ApiError(403, "forbidden", f"this key may use the collections {', '.join(principal.collections)} only; "
-                                         f"the routes under /v1 are the {DEFAULT_COLLECTION!r} collection's")
     route = request.scope.get("route")
-    needed = needed_role(request.method, getattr(route, "path", request.url.path))
+    path = getattr(route, "path", request.url.path)
+    collection = request.path_params.get("collection")
+    if collection is None and path.removeprefix("/v1") not in SERVICE_WIDE:
+        collection = DEFAULT_COLLECTION
+    if collection is not None and not principal.may_use(collection):
+        raise ApiError(403, "forbidden", f"this key may use the collections {', '.join(principal.collections)} only"
+                       + (f"; the routes under /v1 are the {DEFAULT_COLLECTION!r} collection's"
+                          if "collection" not in request.path_params else ""))
+    needed = needed_role(request.method, path)
     if not principal.may(needed):
         raise ApiError(403, "forbidden", f"a {principal.role} key may not do this: it needs an {needed} key"
                        if needed[0] in "aeiou" else f"a {principal.role} key may not do this: it needs a {needed} key")
@@ -85,14 +93,37 @@ def get_pipeline(state: State) -> FacePipeline:
     return state.pipeline
 
 
-def get_gallery(state: State) -> Gallery:
-    if state.gallery is None:
+def get_collection(request: Request) -> str:
+    """The collection a route works in: ``/v1/collections/{collection}/...``, or ``default`` under ``/v1/...``."""
+    return str(request.path_params.get("collection", DEFAULT_COLLECTION))
+
+
+CollectionName = Annotated[str, Depends(get_collection)]
+
+
+def get_gallery(collection: CollectionName, state: State) -> Gallery:
+    """The collection's gallery (404 when there is no such collection); a sync dependency, so FastAPI runs it
+    in a thread: the first use of a collection opens it."""
+    if state.collections is None:
         raise ApiError(503, "not_ready", NOT_READY)
-    return state.gallery
+    return state.collections.get(collection)
+
+
+def in_collection(collection: Annotated[str, Path(description="the collection's name (GET /v1/collections)")],
+                  state: State) -> None:
+    """Every route under /v1/collections/{collection}/...: 404 when there is no such collection."""
+    get_gallery(collection, state)
+
+
+def get_api_path(request: Request) -> str:
+    """Where this collection's routes are, for the links in answers (``/v1`` or ``/v1/collections/{c}``)."""
+    collection = request.path_params.get("collection")
+    return "/v1" if collection is None else f"/v1/collections/{collection}"
 
 
 Pipeline = Annotated[FacePipeline, Depends(get_pipeline)]
 GalleryDep = Annotated[Gallery, Depends(get_gallery)]
+ApiPath = Annotated[str, Depends(get_api_path)]
 
 
 _request: ContextVar[Request | None] = ContextVar("facesearch_request", default=None)

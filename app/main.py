@@ -18,14 +18,29 @@ from fastapi.staticfiles import StaticFiles
 
 from app import __version__, errors
 from app.auth import KeyRing, RateLimit
-from app.deps import authorize, remember_request
+from app.deps import authorize, in_collection, remember_request
 from app.guard import RequestGuard
 from app.metrics import RequestMetrics
-from app.routes import audit, clusters, embed, faces, health, identities, info, photos, search, verify, web
+from app.routes import (
+    audit,
+    clusters,
+    collections,
+    embed,
+    faces,
+    health,
+    identities,
+    info,
+    photos,
+    search,
+    verify,
+    web,
+)
 from app.state import AppState
-from facesearch.compose import open_pipeline, open_settings_gallery
+from facesearch.compose import gallery_config, open_pipeline
 from facesearch.schemas import ERROR_RESPONSES
 from facesearch.settings import Settings
+from index.collections import Collections
+from index.config import open_gallery
 from index.gallery import Gallery
 from index.vectors import faiss_build
 from model.pipeline import FacePipeline, embed_stored
@@ -56,24 +71,33 @@ def load(state: AppState) -> None:
         pipeline = open_pipeline(s, on_batch=state.metrics.batch_size.observe)
     except Exception as e:
         raise StartupError(f"cannot load the encoder: {e}") from e
+    config = gallery_config(s, dim=pipeline.dim, model_version=pipeline.model_version,
+                            allow_mismatch=s.reembed == "auto")
+    where = "in PostgreSQL (FACESEARCH_DATABASE_URL)" if s.database_url else f"in {s.data_dir}"
     try:
-        gallery = open_settings_gallery(s, dim=pipeline.dim, model_version=pipeline.model_version,
-                                        allow_mismatch=s.reembed == "auto")
+        gallery = open_gallery(config)
     except Exception as e:
         pipeline.close()
-        where = "in PostgreSQL (FACESEARCH_DATABASE_URL)" if s.database_url else f"in {s.data_dir}"
         raise StartupError(f"cannot open the gallery {where}: {e}") from e
+    collections: Collections | None = None
     try:
-        if gallery.needs_reembed:
-            reembed_at_startup(state, gallery, pipeline)
-    except BaseException:
+        collections = Collections(gallery, config)
+        for name, each in collections.open_all():
+            if each.needs_reembed:
+                log.info("collection %s:", name)
+                reembed_at_startup(state, each, pipeline)
+    except BaseException as e:
+        if collections is not None:
+            collections.close()
         gallery.close()
         pipeline.close()
+        if isinstance(e, Exception) and not isinstance(e, StartupError):
+            raise StartupError(f"cannot open the collections {where}: {e}") from e
         raise
     pipeline.warm_up()
     log.info("%s", faiss_build())
     state.keys.attach(gallery.store)
-    state.pipeline, state.gallery = pipeline, gallery
+    state.pipeline, state.gallery, state.collections = pipeline, gallery, collections
 
 
 def reembed_at_startup(state: AppState, gallery: Gallery, pipeline: FacePipeline) -> None:
@@ -102,22 +126,28 @@ def reembed_at_startup(state: AppState, gallery: Gallery, pipeline: FacePipeline
     state.reembed = None
 
 
-async def _upkeep_loop(gallery: Gallery, settings: Settings) -> None:
-    """Every minute: the retention of photos' unnamed faces and of the audit when they are set (first as soon as the
-    service is ready, in batches that let requests through), and the index snapshot."""
+async def _upkeep_loop(collections: Collections, settings: Settings) -> None:
+    """Every minute, in every open collection: the retention of photos' unnamed faces and of the audit when they are
+    set (first as soon as the service is ready, in batches that let requests through), and the index snapshot."""
     while True:
-        await expire_unnamed(gallery, settings)
-        if settings.audit_retention_days is not None:
-            before = time.time() - settings.audit_retention_days * 86400
-            try:
-                await anyio.to_thread.run_sync(gallery.store.prune_audit, before)
-            except Exception:  # retried at the next round
-                log.exception("retention of the audit failed")
-        await asyncio.sleep(SNAPSHOT_EVERY_S)
         try:
-            await anyio.to_thread.run_sync(gallery.snapshot)
-        except Exception:  # a failed snapshot only costs a longer replay at the next start
-            log.exception("index snapshot failed")
+            await anyio.to_thread.run_sync(collections.refresh)  # collections deleted by another replica close
+        except Exception:  # read again at the next round
+            log.exception("reading the collections failed")
+        for _, gallery in collections.galleries():
+            await expire_unnamed(gallery, settings)
+            if settings.audit_retention_days is not None:
+                before = time.time() - settings.audit_retention_days * 86400
+                try:
+                    await anyio.to_thread.run_sync(gallery.store.prune_audit, before)
+                except Exception:  # retried at the next round
+                    log.exception("retention of the audit failed")
+        await asyncio.sleep(SNAPSHOT_EVERY_S)
+        for _, gallery in collections.galleries():
+            try:
+                await anyio.to_thread.run_sync(gallery.snapshot)
+            except Exception:  # a failed snapshot only costs a longer replay at the next start
+                log.exception("index snapshot failed")
 
 
 async def expire_unnamed(gallery: Gallery, settings: Settings) -> None:
@@ -141,11 +171,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     except StartupError as e:
         log.error("FaceSearch cannot start: %s", e)
         raise
-    assert state.gallery is not None and state.pipeline is not None
+    assert state.gallery is not None and state.pipeline is not None and state.collections is not None
     if state.keys.open:
         log.warning("no API key is set (FACESEARCH_API_KEYS, facesearch keys create): the API is open; "
                     "serve on 127.0.0.1 only")
-    task = asyncio.create_task(_upkeep_loop(state.gallery, state.settings))
+    task = asyncio.create_task(_upkeep_loop(state.collections, state.settings))
     log.info("ready: model %s, %d faces in the gallery", state.pipeline.model_version,
              state.gallery.searchable_faces)
     try:
@@ -154,10 +184,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        if state.cluster_thread is not None:  # a regrouping finishes its write before the gallery closes
-            await anyio.to_thread.run_sync(state.cluster_thread.join)
-        gallery, pipeline = state.gallery, state.pipeline
-        state.gallery = state.pipeline = None
+        for thread in state.cluster_threads.values():  # a regrouping finishes its write before its gallery closes
+            await anyio.to_thread.run_sync(thread.join)
+        gallery, pipeline, collections = state.gallery, state.pipeline, state.collections
+        state.gallery = state.pipeline = state.collections = None
+        if collections is not None:
+            await anyio.to_thread.run_sync(collections.close)
         if gallery is not None:
             await anyio.to_thread.run_sync(gallery.close)
         if pipeline is not None:
@@ -206,8 +238,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=web.STATIC), name="static")
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(authorize), Depends(remember_request)],
                    responses=ERROR_RESPONSES)
-    for module in (info, identities, faces, search, verify, embed, photos, clusters, audit):
+    v1.include_router(info.router)
+    v1.include_router(collections.router)
+    # every route that reads or writes faces: under /v1 (the default collection) and in each collection
+    in_one = APIRouter(prefix="/collections/{collection}", dependencies=[Depends(in_collection)])
+    for module in (identities, faces, search, verify, embed, photos, clusters, audit):
         v1.include_router(module.router)
+        in_one.include_router(module.router)
+    v1.include_router(in_one, generate_unique_id_function=lambda route: f"{route.name}_in_collection")
     app.include_router(v1)
     app.add_middleware(RequestGuard, keys=state.keys, metrics_public=settings.metrics_public,
                        max_body=settings.max_body_bytes, allowed_hosts=settings.allowed_hosts)

@@ -295,6 +295,25 @@ class Routes:
     def rebuild_status() -> Call[schemas.ClusterJob]:
         return Call("GET", "/v1/clusters/rebuild", schemas.ClusterJob)
 
+    # --- collections --------------------------------------------------------------------------------------
+    @staticmethod
+    def create_collection(name: str) -> Call[schemas.Collection]:
+        """A new, empty collection: a client made with ``collection=name`` then works in it."""
+        return Call("POST", "/v1/collections", schemas.Collection, json={"name": name})
+
+    @staticmethod
+    def collections() -> Call[schemas.CollectionList]:
+        return Call("GET", "/v1/collections", schemas.CollectionList)
+
+    @staticmethod
+    def describe_collection(name: str) -> Call[schemas.Collection]:
+        return Call("GET", f"/v1/collections/{_p(name)}", schemas.Collection)
+
+    @staticmethod
+    def delete_collection(name: str) -> Call[schemas.Deleted]:
+        """Deletes the collection and everything in it."""
+        return Call("DELETE", f"/v1/collections/{_p(name)}", schemas.Deleted)
+
     # --- the service -------------------------------------------------------------------------------------
     @staticmethod
     def audit(*, since: int = 0, limit: int = 100) -> Call[schemas.AuditLog]:
@@ -316,16 +335,27 @@ class Routes:
 
 
 ROUTES = [name for name, value in vars(Routes).items() if isinstance(value, staticmethod)]
+# what stays where it is whatever the collection: the service, and the collections themselves
+_SERVICE_WIDE = ("/v1/info", "/v1/collections")
+
+
+def in_collection(path: str, collection: str | None) -> str:
+    """A route's path in ``collection``: ``/v1/x`` -> ``/v1/collections/{collection}/x`` (``default``, or None: the
+    routes under /v1 as they are)."""
+    if not collection or collection == "default" or not path.startswith("/v1/") or path.startswith(_SERVICE_WIDE):
+        return path
+    return f"/v1/collections/{_p(collection)}/" + path.removeprefix("/v1/")
 
 
 class FaceSearch:
-    """A blocking client of one server. ``retries``: how many times an answer 503 or 429 is tried again, after its
-    ``Retry-After`` (at most ``max_wait`` seconds). Every route of :class:`Routes` is a method of the same name and
-    arguments, returning the answer's model (``bytes`` for a zip or a JPEG)."""
+    """A blocking client of one server, working in ``collection`` (None: ``default``, the routes under /v1).
+    ``retries``: how many times an answer 503 or 429 is tried again, after its ``Retry-After`` (at most ``max_wait``
+    seconds). Every route of :class:`Routes` is a method of the same name and arguments, returning the answer's model
+    (``bytes`` for a zip or a JPEG)."""
 
-    def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 120.0, retries: int = 3,
-                 max_wait: float = 30.0) -> None:
-        self.url, self.retries, self.max_wait = url.rstrip("/"), retries, max_wait
+    def __init__(self, url: str, api_key: str | None = None, *, collection: str | None = None, timeout: float = 120.0,
+                 retries: int = 3, max_wait: float = 30.0) -> None:
+        self.url, self.collection, self.retries, self.max_wait = url.rstrip("/"), collection, retries, max_wait
         self.http = httpx.Client(base_url=self.url, timeout=timeout,
                                  headers={"X-API-Key": api_key} if api_key else {})
 
@@ -341,7 +371,8 @@ class FaceSearch:
     def send(self, call: Call[M]) -> M:
         for attempt in range(self.retries + 1):
             try:
-                response = self.http.request(call.method, call.path, **call.arguments())
+                response = self.http.request(call.method, in_collection(call.path, self.collection),
+                                             **call.arguments())
             except httpx.TransportError as e:
                 raise Unreachable(f"cannot reach the FaceSearch server at {self.url}: {e}") from e
             if response.status_code in RETRIED and attempt < self.retries:
@@ -354,9 +385,9 @@ class FaceSearch:
 class AsyncFaceSearch:
     """The same client for asyncio (``await fs.search(...)``), on httpx's AsyncClient."""
 
-    def __init__(self, url: str, api_key: str | None = None, *, timeout: float = 120.0, retries: int = 3,
-                 max_wait: float = 30.0) -> None:
-        self.url, self.retries, self.max_wait = url.rstrip("/"), retries, max_wait
+    def __init__(self, url: str, api_key: str | None = None, *, collection: str | None = None, timeout: float = 120.0,
+                 retries: int = 3, max_wait: float = 30.0) -> None:
+        self.url, self.collection, self.retries, self.max_wait = url.rstrip("/"), collection, retries, max_wait
         self.http = httpx.AsyncClient(base_url=self.url, timeout=timeout,
                                       headers={"X-API-Key": api_key} if api_key else {})
 
@@ -372,7 +403,8 @@ class AsyncFaceSearch:
     async def send(self, call: Call[M]) -> M:
         for attempt in range(self.retries + 1):
             try:
-                response = await self.http.request(call.method, call.path, **call.arguments())
+                response = await self.http.request(call.method, in_collection(call.path, self.collection),
+                                                   **call.arguments())
             except httpx.TransportError as e:
                 raise Unreachable(f"cannot reach the FaceSearch server at {self.url}: {e}") from e
             if response.status_code in RETRIED and attempt < self.retries:

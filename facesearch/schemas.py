@@ -98,6 +98,7 @@ class IdentityPatch(BaseModel):
 
 class Deleted(BaseModel):
     deleted: bool = True
+    collection: str | None = None
     identity: str | None = None
     face_id: int | None = None
     photo_id: str | None = None
@@ -286,12 +287,39 @@ class Health(BaseModel):
     reembed: dict[str, Any] | None = Field(None, description="progress of a re-embedding under way: done, total")
 
 
+class Caller(BaseModel):
+    key_id: str = Field(description="the API key's id (never the key), or 'open' when no key is set")
+    role: str = Field(description="search, enroll or admin")
+    collections: list[str] = Field(description="the collections it may use; empty: every one")
+
+
 class Info(BaseModel):
     service: str
     version: str
     auth: bool
     model: dict[str, Any] | None
-    gallery: dict[str, Any] | None
+    gallery: dict[str, Any] | None = Field(description="the default collection's")
+    caller: Caller | None = None
+
+
+class CollectionBody(BaseModel):
+    model_config = {"extra": "forbid"}
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+                      description="1-63 lowercase letters, digits, '-' or '_'; its routes: /v1/collections/{name}/...")
+
+
+class Collection(BaseModel):
+    name: str
+    created_at: float | None = Field(description="None for 'default', the deployment's own")
+    identities: int
+    faces: int
+    photos: int
+    unnamed_faces: int
+    model_version: str | None
+
+
+class CollectionList(BaseModel):
+    items: list[Collection]
 
 
 class AuditLine(BaseModel):

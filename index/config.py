@@ -34,6 +34,7 @@ class GalleryConfig:
     pool_size: int = 8
     vector_url: str | None = None
     milvus_index: Literal["FLAT", "HNSW"] = "FLAT"
+    collection: str | None = None  # a collection's storage tag (index.collections); None: the default collection
 
 
 def open_gallery(cfg: GalleryConfig) -> Gallery:
@@ -42,30 +43,32 @@ def open_gallery(cfg: GalleryConfig) -> Gallery:
     return Gallery(**asdict(cfg))
 
 
-def open_store(folder: Path, database_url: str | None, pool_size: int) -> Store:
-    """PostgreSQL at ``database_url`` (shared by replicas), else SQLite in ``folder/gallery.db``."""
+def open_store(folder: Path, database_url: str | None, pool_size: int, collection: str | None = None) -> Store:
+    """PostgreSQL at ``database_url`` (shared by replicas; a collection's tables in a schema of their own), else
+    SQLite in ``folder/gallery.db``."""
     if database_url:
         from index.postgres import PostgresStore  # psycopg is needed only for this tier
 
-        return PostgresStore(database_url, pool_size=pool_size)
+        return PostgresStore(database_url, pool_size=pool_size, schema=f"fs_{collection}" if collection else None)
     from index.sqlite import SqliteStore
 
     return SqliteStore(Path(folder) / "gallery.db")
 
 
 def new_keeper(store: Store, locks: Locks, folder: Path, *, dim: int, model_version: str, kind: Kind,
-               vector_url: str | None, milvus_index: str) -> Keeper:
-    """The keeper of the model's Milvus collections at ``vector_url`` (one per space, created if missing), else of
-    FAISS indexes of ``kind`` in this process, snapshotted under ``folder``."""
+               vector_url: str | None, milvus_index: str, collection: str | None = None) -> Keeper:
+    """The keeper of the model's Milvus collections at ``vector_url`` (one per space, created if missing; a
+    collection's names start with its tag), else of FAISS indexes of ``kind`` in this process, snapshotted under
+    ``folder``."""
     if vector_url:
         from index.milvus import MilvusIndex  # pymilvus is needed only for this tier
         from index.shared_keeper import SharedKeeper
 
-        people = MilvusIndex(vector_url, dim, model_version, "people", index_type=milvus_index)
+        people = MilvusIndex(vector_url, dim, model_version, "people", index_type=milvus_index, prefix=collection)
         indexes: dict[Space, MilvusIndex] = {"people": people}
         try:
             indexes["photos"] = MilvusIndex(vector_url, dim, model_version, "photos", index_type=milvus_index,
-                                            client=people.client)
+                                            client=people.client, prefix=collection)
             return SharedKeeper(store, locks, indexes, dim=dim, model_version=model_version)
         except BaseException:
             for index in reversed(indexes.values()):

@@ -51,11 +51,11 @@ class Gallery:
 
     def __init__(self, folder: Path, *, dim: int, model_version: str, kind: Kind = "exact",
                  allow_mismatch: bool = False, database_url: str | None = None, pool_size: int = 8,
-                 vector_url: str | None = None, milvus_index: str = "FLAT") -> None:
+                 vector_url: str | None = None, milvus_index: str = "FLAT", collection: str | None = None) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.dim, self.model_version = dim, model_version
-        self.store: Store = open_store(self.folder, database_url, pool_size)
+        self.store: Store = open_store(self.folder, database_url, pool_size, collection)
         self.locks = Locks()
         self._closing = threading.Event()
         try:
@@ -63,7 +63,7 @@ class Gallery:
             self.store.erase_deleted()  # a kill between a delete's commit and its erasure: erase now
             self.keeper: Keeper = new_keeper(self.store, self.locks, self.folder, dim=dim, kind=kind,
                                              model_version=model_version, vector_url=vector_url,
-                                             milvus_index=milvus_index)
+                                             milvus_index=milvus_index, collection=collection)
         except BaseException:
             self.store.close()
             raise
@@ -117,6 +117,19 @@ class Gallery:
             self.keeper.close()
         finally:
             self.store.close()
+
+    def destroy(self) -> None:
+        """A deleted collection: close, once the searches and writes under way are done, and drop everything kept
+        outside the folder (PostgreSQL schema, Milvus collections). The caller then wipes the folder
+        (:func:`index.collections.wipe`)."""
+        self._closing.set()
+        if self._follower is not None:
+            self._follower.join()
+        with self.locks.writing():
+            try:
+                self.keeper.destroy()
+            finally:
+                self.store.destroy()
 
     # --- writes ----------------------------------------------------------------------------------------
     def add_faces(self, identity: str, faces: Sequence[NewFace], *, metadata: dict[str, Any] | None = None

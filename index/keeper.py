@@ -75,6 +75,9 @@ class Keeper(Protocol):
 
     def close(self) -> None: ...
 
+    def destroy(self) -> None:
+        """Close, and drop the vectors kept outside the gallery's folder (Milvus collections): a deleted collection."""
+
 
 def model_changed(store: Store, model_version: str, dim: int, c: Conn | None = None) -> bool:
     """Whether the stored embeddings are another model's (until a re-embedding there is nothing to index)."""

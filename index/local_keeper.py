@@ -263,6 +263,13 @@ class LocalKeeper:
         self._own = set()
         _remove(old_dir)  # the old generation's vectors, and those of faces the switch dropped, were only there
 
+    def destroy(self) -> None:
+        """A deleted collection's: the indexes are closed without a snapshot (the caller wipes the folder)."""
+        if self._rebuild_thread is not None:
+            self._rebuild_thread.join()
+        for index in self.indexes.values():
+            index.close()
+
     def close(self) -> None:
         if self._rebuild_thread is not None:
             self._rebuild_thread.join()

@@ -49,10 +49,12 @@ LIVE_MAX_AGE_S = 1.0  # another replica's write is counted in a search's thresho
 FLUSH_EVERY = 2_000
 
 
-def collection_name(model_version: str, dim: int, space: Space | None) -> str:
+def collection_name(model_version: str, dim: int, space: Space | None, prefix: str | None = None) -> str:
     """Letters, digits and underscores only (Milvus's rule), one per space, model version and dimension (``None``:
-    the one collection of every face that galleries had before the spaces)."""
-    return f"{space or 'faces'}_{dim}_" + hashlib.sha256(model_version.encode()).hexdigest()[:16]
+    the one collection of every face that galleries had before the spaces), and ``prefix`` (a FaceSearch
+    collection's storage tag, :mod:`index.collections`; none for the default collection)."""
+    name = f"{space or 'faces'}_{dim}_" + hashlib.sha256(model_version.encode()).hexdigest()[:16]
+    return f"{prefix}_{name}" if prefix else name
 
 
 class MilvusIndex:
@@ -60,11 +62,11 @@ class MilvusIndex:
     tombstone_fraction = 0.0
 
     def __init__(self, uri: str, dim: int, model_version: str, space: Space, *, index_type: str = "FLAT",
-                 client: Any = None) -> None:
+                 client: Any = None, prefix: str | None = None) -> None:
         from pymilvus import MilvusClient  # the Milvus tier's dependency only
 
-        self.uri, self.dim, self.index_type, self.space = uri, dim, index_type, space
-        self.collection = collection_name(model_version, dim, space)
+        self.uri, self.dim, self.index_type, self.space, self.prefix = uri, dim, index_type, space, prefix
+        self.collection = collection_name(model_version, dim, space, prefix)
         self._owns_client = client is None  # the spaces' collections share one client: its first owner closes it
         self.client: Any = client if client is not None else MilvusClient(uri)
         self._unflushed = 0
@@ -102,7 +104,7 @@ class MilvusIndex:
     def drop_collection_of(self, model_version: str, dim: int, space: Space | None) -> None:
         """Drop another collection: this space's of another model (the generation a re-embedding replaced), or the
         one collection of every face a gallery had before the spaces."""
-        name = collection_name(model_version, dim, space)
+        name = collection_name(model_version, dim, space, self.prefix)
         if name != self.collection and self.client.has_collection(name):
             self.client.drop_collection(name)
 
@@ -192,6 +194,11 @@ class MilvusIndex:
             return []
         rows = self.client.get(self.collection, ids=[int(i) for i in ids], output_fields=["vector"])
         return [np.asarray(r["vector"], dtype=np.float32).tobytes() for r in rows]
+
+    @_unavailable
+    def drop(self) -> None:
+        """Drop this collection (a deleted FaceSearch collection's), every vector with it."""
+        self.client.drop_collection(self.collection)
 
     def close(self) -> None:
         if self._owns_client:

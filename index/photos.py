@@ -182,7 +182,9 @@ class Photos:
         ``threshold`` of). Caller holds the gallery's read lock."""
         index = self.index
         live = index.live
-        fetch = min(64, cap, max(live, 1))
+        if not live:  # no photo face at all (the index answers no columns)
+            return {}, {}
+        fetch = min(64, cap, live)
         while True:
             sims, ids = index.search(q, fetch)
             # everything fetched is within the threshold: there may be more beyond

@@ -16,6 +16,7 @@ import functools
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
@@ -23,7 +24,7 @@ from typing import Any, cast
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from index import schema
+from index import schema as schema_sql
 from index.errors import StoreUnavailable
 from index.spaces import Placed
 from index.store import Conn, Store, placed_rows
@@ -59,30 +60,38 @@ class _PgConn:
 
 
 class PostgresStore(Store):
-    """``url``: a libpq connection string (``postgresql://user@host:port/db``)."""
+    """``url``: a libpq connection string (``postgresql://user@host:port/db``). ``schema``: the PostgreSQL schema
+    that holds this gallery's tables (a collection's: :mod:`index.collections`), created if missing; ``None``: the
+    connection's own search path (the default collection)."""
 
     shared = True
     keep_changes = 100_000
 
-    def __init__(self, url: str, *, pool_size: int = 8, timeout: float = 2.0) -> None:
-        self.url = url
-        self.timeout = timeout
+    def __init__(self, url: str, *, pool_size: int = 8, timeout: float = 2.0, schema: str | None = None) -> None:
+        self.url, self.timeout, self.schema = url, timeout, schema
+        # a collection's tables are found through the search path; its writers and notifications are its own
+        self._options = {"options": f"-c search_path={schema}"} if schema else {}
+        self.channel = f"{CHANNEL}_{schema}" if schema else CHANNEL
+        self.write_lock = (WRITE_LOCK, zlib.crc32(schema.encode()) & 0x7FFFFFFF if schema else 0)
         self.pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             url, min_size=1, max_size=max(2, pool_size), timeout=timeout, open=False,
             # text comes back as str on any server encoding (a SQL_ASCII database would otherwise answer bytes)
-            kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout)), "client_encoding": "UTF8"},
+            kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout)), "client_encoding": "UTF8",
+                    **self._options},
             check=ConnectionPool.check_connection, name="facesearch")
         self.pool.open(wait=False)
         self._listener: psycopg.Connection[Any] | None = None
         self._listen_lock = threading.Lock()
         with self._connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))  # replicas starting together
-            conn.execute(schema.tables("postgresql"))
+            if schema:
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            conn.execute(schema_sql.tables("postgresql"))
             # galleries made before photos: a face may now belong to a photo without an identity
             conn.execute("ALTER TABLE faces ALTER COLUMN identity_id DROP NOT NULL")
-            for table, column, decl in schema.added_columns("postgresql"):
+            for table, column, decl in schema_sql.added_columns("postgresql"):
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {decl}")
-            conn.execute(schema.INDEXES)
+            conn.execute(schema_sql.INDEXES)
 
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
@@ -95,7 +104,7 @@ class PostgresStore(Store):
     @contextmanager
     def transaction(self) -> Iterator[Conn]:
         with self._connection() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", self.write_lock)
             yield cast(Conn, _PgConn(conn))
 
     @contextmanager
@@ -130,7 +139,7 @@ class PostgresStore(Store):
     def insert_changes(self, c: Conn, changes: Sequence[tuple[int, int]]) -> list[int]:
         seqs = super().insert_changes(c, changes)
         if seqs:
-            c.execute("SELECT pg_notify(?, ?)", (CHANNEL, str(seqs[-1])))  # delivered when the transaction commits
+            c.execute("SELECT pg_notify(?, ?)", (self.channel, str(seqs[-1])))  # delivered when the transaction commits
         return seqs
 
     def all_embeddings(self, c: Conn, batch: int = 50_000) -> Iterator[Placed]:
@@ -147,7 +156,7 @@ class PostgresStore(Store):
             try:
                 if self._listener is None or self._listener.closed:
                     self._listener = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(timeout)))
-                    self._listener.execute(f"LISTEN {CHANNEL}")
+                    self._listener.execute(f"LISTEN {self.channel}")
                 for _ in self._listener.notifies(timeout=timeout, stop_after=1):
                     pass
             except _UNREACHABLE as e:
@@ -199,6 +208,14 @@ class PostgresStore(Store):
     def size_bytes(self) -> int:
         with self.read() as c:
             return int(c.execute("SELECT pg_database_size(current_database())").fetchone()[0])
+
+    def destroy(self) -> None:
+        """A collection's store: its schema is dropped with every table (their files unlinked by the server)."""
+        if not self.schema:
+            raise ValueError("the default collection's tables are never dropped")
+        with self._connection() as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
+        self.close()
 
     def close(self) -> None:
         with self._listen_lock:

@@ -73,6 +73,11 @@ CREATE TABLE IF NOT EXISTS api_keys(
     last_used {real},
     revoked_at {real}
 );
+CREATE TABLE IF NOT EXISTS collections(
+    name TEXT PRIMARY KEY,
+    tag TEXT NOT NULL UNIQUE,
+    created_at {real} NOT NULL
+);
 CREATE TABLE IF NOT EXISTS audit(
     seq {serial},
     at {real} NOT NULL,

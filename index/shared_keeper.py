@@ -124,6 +124,15 @@ class SharedKeeper:
                 index.drop_collection_of(old_model[0], old_model[1], space)
             self.indexes["people"].drop_collection_of(old_model[0], old_model[1], None)
 
+    def destroy(self) -> None:
+        """A deleted collection's vectors: its Milvus collections are dropped."""
+        try:
+            for index in self.indexes.values():
+                index.drop()
+        finally:
+            for index in reversed(self.indexes.values()):
+                index.close()
+
     def close(self) -> None:
         try:
             self.snapshot()

@@ -126,6 +126,11 @@ class Store(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def destroy(self) -> None:
+        """Close, and drop what the store keeps outside the gallery's folder (a deleted collection's: PostgreSQL's
+        schema); the folder itself is the caller's to wipe."""
+        self.close()
+
     def ping(self) -> None:
         """Raise StoreUnavailable when the store cannot be reached."""
         with self.read() as c:

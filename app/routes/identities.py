@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import AfterValidator
 
 from app import service, subject_access
-from app.deps import Actor, GalleryDep, Multipart, Pipeline, SettingsDep, State, read_upload, run_cpu
+from app.deps import Actor, ApiPath, GalleryDep, Multipart, Pipeline, SettingsDep, State, read_upload, run_cpu
 from app.errors import MULTIPLE_FACES, NO_FACE, SLASH_IN_IDENTITY, ApiError
 from facesearch import enrollment, schemas
 from index import transfer
@@ -26,11 +26,12 @@ def identity_out(r: IdentityRecord) -> schemas.Identity:
     return schemas.Identity(identity=r.key, metadata=r.metadata, faces=r.faces, created_at=r.created_at)
 
 
-def face_out(f: FaceRecord) -> schemas.StoredFace:
+def face_out(f: FaceRecord, api: str) -> schemas.StoredFace:
+    """``api``: where the collection's routes are (its thumbnail's link)."""
     return schemas.StoredFace(face_id=f.id, identity=f.identity, photo_id=f.photo, cluster_id=f.cluster,
                               box=f.box, detection_score=f.score,
                               sha256=f.sha256, model_version=f.model_version, created_at=f.created_at,
-                              thumbnail_url=f"/v1/faces/{f.id}/thumbnail" if f.has_thumbnail else None)
+                              thumbnail_url=f"{api}/faces/{f.id}/thumbnail" if f.has_thumbnail else None)
 
 
 MAX_METADATA_BYTES = 16_384
@@ -121,7 +122,7 @@ async def list_identities(
 
 @router.get("/{identity}")
 async def get_identity(
-    identity: IdentityPath, state: State, gallery: GalleryDep,
+    identity: IdentityPath, state: State, gallery: GalleryDep, api: ApiPath,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
 ) -> schemas.IdentityDetail:
@@ -129,7 +130,7 @@ async def get_identity(
         r = gallery.get_identity(identity)
         faces, total = gallery.list_faces(identity, limit=limit, offset=offset)
         return schemas.IdentityDetail(**identity_out(r).model_dump(),
-                                      face_list=schemas.FaceList(items=[face_out(f) for f in faces], total=total))
+                                      face_list=schemas.FaceList(items=[face_out(f, api) for f in faces], total=total))
 
     return await run_cpu(state, read)
 

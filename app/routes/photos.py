@@ -11,7 +11,18 @@ from pydantic import AfterValidator
 from starlette.convertors import Convertor, register_url_convertor
 
 from app import service
-from app.deps import Actor, GalleryDep, KnownFields, Multipart, Pipeline, SettingsDep, State, read_upload, run_cpu
+from app.deps import (
+    Actor,
+    ApiPath,
+    GalleryDep,
+    KnownFields,
+    Multipart,
+    Pipeline,
+    SettingsDep,
+    State,
+    read_upload,
+    run_cpu,
+)
 from app.errors import NO_FACE, ApiError
 from app.routes.identities import face_out, parse_metadata
 from facesearch import photos, schemas
@@ -113,9 +124,9 @@ async def list_photos(
 
 
 @router.get("/photos/{photo_id:photo}")
-async def get_photo(photo_id: PhotoPath, state: State, gallery: GalleryDep) -> schemas.PhotoDetail:
+async def get_photo(photo_id: PhotoPath, state: State, gallery: GalleryDep, api: ApiPath) -> schemas.PhotoDetail:
     record, faces = await run_cpu(state, gallery.photos.get, photo_id)
-    return schemas.PhotoDetail(**photo_out(record).model_dump(), face_list=[face_out(f) for f in faces])
+    return schemas.PhotoDetail(**photo_out(record).model_dump(), face_list=[face_out(f, api) for f in faces])
 
 
 @router.delete("/photos/{photo_id:photo}")

@@ -3,6 +3,8 @@
 
 const $ = (sel) => document.querySelector(sel);
 const KEY = "facesearch-api-key";
+const COLLECTION = "facesearch-collection";
+const SERVICE_WIDE = ["/v1/info", "/v1/collections"]; // the same in every collection
 
 const MESSAGES = {
   no_face: "No face was found in this photo. Try a sharper, front-facing photo where the face is not too small.",
@@ -31,13 +33,21 @@ function showError(err) {
   box.hidden = !err;
 }
 
+// the page works in one collection: /v1/x is /v1/collections/{c}/x there (default: /v1/x itself)
+function collection() { return sessionStorage.getItem(COLLECTION) || "default"; }
+function inCollection(path) {
+  const c = collection();
+  if (c === "default" || !path.startsWith("/v1/") || SERVICE_WIDE.some((p) => path.startsWith(p))) return path;
+  return `/v1/collections/${encodeURIComponent(c)}/${path.slice(4)}`;
+}
+
 async function api(path, options = {}, retried = false) {
   const headers = new Headers(options.headers || {});
   const key = sessionStorage.getItem(KEY);
   if (key) headers.set("X-API-Key", key);
   let res;
   try {
-    res = await fetch(path, { ...options, headers });
+    res = await fetch(inCollection(path), { ...options, headers });
   } catch (e) {
     throw new ApiError("network", "The service could not be reached. Is it running?", 0);
   }
@@ -104,8 +114,28 @@ tabs.forEach((t, i) => {
 });
 $("#key-button").addEventListener("click", () => {
   const entered = window.prompt("API key (kept for this browser tab only):", sessionStorage.getItem(KEY) || "");
-  if (entered !== null) sessionStorage.setItem(KEY, entered.trim());
+  if (entered !== null) { sessionStorage.setItem(KEY, entered.trim()); loadCollections(); }
 });
+
+// ---- collections: a picker of those the key may use (default first), and the key's role ---------------
+async function loadCollections() {
+  try {
+    const [list, info] = await Promise.all([api("/v1/collections"), api("/v1/info")]);
+    const names = list.items.map((c) => c.name);
+    if (!names.includes(collection())) sessionStorage.setItem(COLLECTION, names[0] || "default");
+    $("#collection").replaceChildren(...names.map((n) => el("option", { value: n }, n)));
+    $("#collection").value = collection();
+    const who = info.caller;
+    $("#role").textContent = who ? `${who.key_id === "open" ? "open service" : `${who.role} key`}` +
+      (who.collections.length ? ` for ${who.collections.join(", ")}` : "") : "";
+  } catch (e) { showError(e); }
+}
+$("#collection").addEventListener("change", () => {
+  sessionStorage.setItem(COLLECTION, $("#collection").value);
+  thumbCache.clear(); // face ids are per collection
+  select(tabs.find((t) => $(`#tab-${t}`).getAttribute("aria-selected") === "true") || "search");
+});
+loadCollections();
 
 // ---- photo with boxes -------------------------------------------------------------------------------
 function drawPhoto(container, file, faces, size, onPick) {

@@ -158,3 +158,25 @@ def test_photos_tab_uploads_finds_my_photos_and_names_people(page, tmp_path: Pat
     page.set_input_files("#find-file", str(blank))
     page.wait_for_selector("#error:not([hidden])")
     assert "No face was found" in page.text_content("#error")
+
+
+def test_the_page_works_in_a_chosen_collection(page) -> None:  # type: ignore[no-untyped-def]
+    from facesearch.client import FaceSearch
+
+    base = page.url.rstrip("/")
+    with FaceSearch(base) as fs:
+        fs.create_collection("shop-a")
+    with FaceSearch(base, collection="shop-a") as shop:
+        shop.enroll("Hugo in shop A", photo("Hugo_Chavez", 1))
+    page.reload()
+    page.wait_for_selector("#role >> text=open service")
+    assert page.eval_on_selector_all("#collection option", "os => os.map(o => o.value)") == ["default", "shop-a"]
+    page.click("#tab-gallery")
+    page.wait_for_selector("#gallery-total >> text=0 identities")  # default first: empty
+    page.select_option("#collection", "shop-a")
+    page.wait_for_selector("#gallery-list .identity >> text=Hugo in shop A")
+    page.wait_for_function("document.querySelectorAll('#gallery-list img.thumb[src^=blob]').length == 1")
+    shot(page, "collection")
+    page.click("#tab-search")
+    page.set_input_files("#search-file", photo("Hugo_Chavez", 2))
+    page.wait_for_selector("#search-matches .card >> text=Hugo in shop A")

@@ -235,3 +235,38 @@ def test_a_gallery_from_before_the_spaces_drops_its_one_collection(tmp_path: Pat
     assert not g.index.client.has_collection(collection_name("m1", DIM, None))  # type: ignore[attr-defined]
     assert g.index.live == 6 and g.photo_index.live == 0 and g.verify()["ok"]
     g.close()
+
+
+def test_collections_on_one_milvus_keep_apart_and_a_deleted_one_drops_its_collections(
+        tmp_path: Path, database_url: str | None) -> None:
+    """Two collections (galleries under storage tags) and the default one on one Milvus: the same face ids and
+    names in each, each search sees its own; deleting one drops its Milvus collections and leaves the others'."""
+    from index.collections import Collections
+    from index.config import GalleryConfig, open_gallery
+
+    uri = str(tmp_path / "milvus.db")
+    config = GalleryConfig(folder=tmp_path / "data", dim=DIM, model_version="m1", database_url=database_url,
+                           vector_url=uri)
+    default = open_gallery(config)
+    collections = Collections(default, config)
+    rng = np.random.default_rng(3)
+    vecs = faces_like(rng, 3, 1)
+    try:
+        collections.create("shop-a")
+        collections.create("shop-b")
+        for name, vec in zip(("default", "shop-a", "shop-b"), vecs, strict=True):
+            collections.get(name).add_faces("alex", [NewFace(vec)])
+        for name, vec in zip(("default", "shop-a", "shop-b"), vecs, strict=True):
+            for other, gallery in collections.galleries():
+                top = gallery.search(vec[None, :], k=1)[0].identities[0]
+                assert (top.similarity > 0.999) == (other == name), (name, other)
+        a = collections.get("shop-a")
+        tag = a.keeper.indexes["people"].prefix  # type: ignore[attr-defined]
+        client = default.keeper.indexes["people"].client  # type: ignore[attr-defined]
+        assert sum(c.startswith(f"{tag}_") for c in client.list_collections()) == 2
+        assert collections.delete("shop-a") == 1
+        assert not any(c.startswith(f"{tag}_") for c in client.list_collections())
+        assert collections.get("shop-b").search(vecs[2][None, :], k=1)[0].identities[0].similarity > 0.999
+    finally:
+        collections.close()
+        default.close()
