@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from index.errors import Conflict, GalleryMismatch, InvalidKey, InvalidVector, NotFound, StoreUnavailable
 from model.errors import AnalysisTimeout, ImageTooLarge, InvalidImage, UnsupportedImageType
@@ -33,7 +34,7 @@ NOT_LOCAL = ("this service has no API key, so it answers only requests addressed
              "another site; set FACESEARCH_API_KEYS (or run facesearch keys create) to serve it on a network, or add "
              "the name to FACESEARCH_ALLOWED_HOSTS")
 CLIENT_GONE = "the client disconnected before its request's turn"
-ENCODED_SLASH = re.compile(r"^/v1/identities/[^/]*%2[fF]")
+ENCODED_SLASH = re.compile(r"^/v1/(collections/[^/]+/)?identities/[^/]*%2[fF]")
 
 
 class ApiError(Exception):
@@ -73,16 +74,11 @@ _MAPPED: list[tuple[type[Exception], int, str]] = [
 
 
 def allowed_methods(request: Request) -> list[str]:
-    """The methods the OpenAPI document lists for this path: a literal path (``/v1/photos/search``) rules out the
-    templates it also fits (``/v1/photos/{photo_id}``), as it does in routing."""
-    paths = request.app.openapi().get("paths", {})
-    if request.url.path in paths:
-        return sorted(m.upper() for m in paths[request.url.path])
-    methods: set[str] = set()
-    for template, operations in paths.items():
-        if re.fullmatch(re.sub(r"\\\{[^}/]+\\\}", "[^/]+", re.escape(template)), request.url.path):
-            methods |= {m.upper() for m in operations}
-    return sorted(methods)
+    """The methods some route answers at this path, asked of the routes themselves (their convertors:
+    ``/v1/photos/search`` is no ``/v1/photos/{photo_id:photo}``, ``rebuild`` no ``{cluster_id:int}``)."""
+    return [method for method in ("DELETE", "GET", "PATCH", "POST", "PUT")
+            if any(route.matches({**request.scope, "method": method})[0] == Match.FULL
+                   for route in request.app.router.routes)]
 
 
 def install(app: FastAPI) -> None:

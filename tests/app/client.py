@@ -1,41 +1,30 @@
-"""A tiny urllib client for tests that talk to a real server process."""
+"""Raw HTTP calls for tests that talk to a real server process and look at the answer as it is (status and JSON body,
+whatever they are). The multipart body is encoded by httpx, as the client library's (:mod:`facesearch.client`)."""
 
 from __future__ import annotations
 
-import json
-import urllib.error
 import urllib.parse
-import urllib.request
-import uuid
 from typing import Any
+
+import httpx
 
 
 def call(url: str, method: str = "GET", fields: dict[str, str] | None = None,
          files: list[tuple[str, bytes]] | None = None, timeout: float = 60,
          headers: dict[str, str] | None = None) -> tuple[int, Any]:
-    """Returns (status, parsed JSON body); raises OSError when the server is unreachable."""
-    body = None
-    headers = dict(headers or {})
-    if fields is not None or files is not None:
-        boundary = uuid.uuid4().hex
-        parts = []
-        for k, v in (fields or {}).items():
-            parts.append(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n".encode())
-        for i, (k, data) in enumerate(files or []):
-            parts.append(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"; filename=\"f{i}.jpg\"\r\n"
-                         "Content-Type: image/jpeg\r\n\r\n".encode() + data + b"\r\n")
-        body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-        headers["Content-Type"] = f"multipart/form-data; boundary={boundary}"
-    req = urllib.request.Request(url, data=body, method=method, headers=headers)
+    """Returns (status, parsed JSON body, or the text when it is not JSON); raises OSError when the server is
+    unreachable or does not answer within ``timeout``."""
+    multipart = [(k, (f"f{i}.jpg", data, "image/jpeg")) for i, (k, data) in enumerate(files or [])]
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as e:
-        raw = e.read()
-        try:
-            return e.code, json.loads(raw)
-        except ValueError:
-            return e.code, raw.decode(errors="replace")
+        r = httpx.request(method, url, data=fields, files=multipart or None, headers=headers, timeout=timeout)
+    except httpx.TransportError as e:
+        raise OSError(str(e) or repr(e)) from e
+    if not r.content:
+        return r.status_code, None
+    try:
+        return r.status_code, r.json()
+    except ValueError:
+        return r.status_code, r.text
 
 
 def quote(s: str) -> str:

@@ -109,6 +109,8 @@ def test_two_collections_with_the_same_names_stay_apart(app: TestClient, tmp_pat
     assert b.search(colin).faces[0].decision != "match" and b.identity("alex").faces == 1
     with pytest.raises(Conflict):
         admin.delete_collection("default")
+    assert app.get("/v1/collections/shop-b/identities/a%2Fb").json()["code"] == "invalid_identity"
+    assert app.put("/v1/collections/shop-b/photos/search").headers["allow"] == "POST"  # not photos/{photo_id}'s
 
 
 def _exported(archive: bytes) -> set[str]:
