@@ -1,6 +1,7 @@
 """Before and after a change, side by side in one run: bench/gallery.py --quick and bench/api.py at a recorded
 commit (checked out in a temporary git worktree) and at the working tree, alternated, so both sides share the
-machine's load.
+machine's load. Both sides are measured by the same bench code, the working tree's (copied over the recorded
+commit's bench/), each with its own product code.
 
     python bench/compare.py REV [--rounds 2] [--people 300] [--probes 200] [--encoder] [--json PATH]
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -63,6 +65,7 @@ def main() -> None:
         before = Path(tmp) / "tree"
         (Path(tmp) / "shared").symlink_to(ROOT.parent / "shared")  # the datasets beside the repository, as here
         subprocess.run(["git", "worktree", "add", "--detach", "-q", str(before), commit], cwd=ROOT, check=True)
+        shutil.copytree(ROOT / "bench", before / "bench", dirs_exist_ok=True)  # one measuring code for both sides
         try:
             for r in range(a.rounds):
                 for name, side in (("before", before), ("after", ROOT)) if r % 2 == 0 else \

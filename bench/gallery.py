@@ -142,7 +142,7 @@ def bench_size(folder: Path, n: int, out: dict[str, float], label: str, hnsw: bo
     out[f"snapshot_s_{label}"] = time.perf_counter() - t
     db = folder / "gallery.db"
     out["bytes_per_face_db"] = db.stat().st_size / n
-    out["bytes_per_face_index"] = (folder / "index" / "g0" / "vectors.faiss").stat().st_size / n
+    out["bytes_per_face_index"] = (folder / "index" / "g0" / "people" / "vectors.faiss").stat().st_size / n
     t = time.perf_counter()
     g = Gallery(folder, dim=DIM, model_version="bench")
     out[f"startup_{label}_s"] = time.perf_counter() - t

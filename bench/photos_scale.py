@@ -29,8 +29,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -39,6 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import command, group_photo, machine  # noqa: E402
+from facesearch.client import FaceSearch, Unavailable, Unreachable  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LFW = ROOT.parent / "shared" / "datasets" / "lfw" / "lfw-deepfunneled"
@@ -67,25 +66,6 @@ def bulk(folder: Path, n: int, kind: str) -> float:
     return time.perf_counter() - t
 
 
-def form(data: bytes, fields: dict[str, str]) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    body = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n".encode()
-                    for k, v in fields.items())
-    body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"p.jpg\"\r\n"
-             "Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={boundary}"
-
-
-def call(url: str, method: str = "GET", data: bytes | None = None, **fields: str) -> tuple[int, Any]:
-    body, headers = None, {}
-    if data is not None:
-        body, ctype = form(data, fields)
-        headers["Content-Type"] = ctype
-    req = urllib.request.Request(url, data=body, method=method, headers=headers)
-    with urllib.request.urlopen(req, timeout=600) as r:
-        return r.status, json.loads(r.read())
-
-
 def serve(data_dir: Path, kind: str) -> tuple[subprocess.Popen, str, float]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -101,9 +81,10 @@ def serve(data_dir: Path, kind: str) -> tuple[subprocess.Popen, str, float]:
         if server.poll() is not None:
             raise SystemExit(f"the server exited with {server.returncode}")
         try:
-            if call(url + "/health/ready")[0] == 200:
-                return server, url, time.perf_counter() - t
-        except OSError:
+            with FaceSearch(url, retries=0) as fs:
+                fs.ready()
+            return server, url, time.perf_counter() - t
+        except (Unreachable, Unavailable):
             time.sleep(0.5)
     raise SystemExit("the server was not ready")
 
@@ -114,17 +95,16 @@ def one_size(work: Path, n: int, kind: str, people: list[str], strangers: list[l
     row: dict[str, Any] = {"photo_faces": n, "kind": kind, "bulk_s": round(bulk(folder, n, kind), 1)}
     server, url, ready = serve(folder, kind)
     row["ready_s"] = round(ready, 1)
+    fs = FaceSearch(url, retries=0)  # the client library, its connections kept alive (as an app's)
     try:
         for name in people:
-            photo = (LFW / name / f"{name}_0001.jpg").read_bytes()
-            status, body = call(f"{url}/v1/identities/{name}/faces", "POST", photo, face="largest")
-            assert status == 201, body
+            fs.enroll(name, LFW / name / f"{name}_0001.jpg", face="largest")
         probes = [(LFW / name / f"{name}_0002.jpg").read_bytes() for name in people]
 
         def search(data: bytes) -> float:
             t = time.perf_counter()
-            status, body = call(f"{url}/v1/search", "POST", data)
-            assert status == 200 and body["faces"] and body["faces"][0]["candidates"], body
+            body = fs.search(data)
+            assert body.faces and body.faces[0].candidates, body
             return time.perf_counter() - t
 
         for p in probes[:10]:
@@ -135,9 +115,9 @@ def one_size(work: Path, n: int, kind: str, people: list[str], strangers: list[l
         groups = [group_photo([LFW / who / f"{who}_0001.jpg" for who in trio]) for trio in strangers]
 
         def index(data: bytes) -> int:
-            status, body = call(f"{url}/v1/photos", "POST", data)
-            assert status == 201 and body["faces"], body
-            return len(body["faces"])
+            body = fs.index_photo(data)
+            assert body.faces, body
+            return len(body.faces)
 
         t = time.perf_counter()
         with ThreadPoolExecutor(CLIENTS) as pool:
@@ -159,16 +139,17 @@ def one_size(work: Path, n: int, kind: str, people: list[str], strangers: list[l
             time.sleep(1.0)
             before = len(answered)
             t = time.perf_counter()
-            status, body = call(f"{url}/v1/albums/a0", "DELETE")
+            deleted = fs.delete_album("a0")
             row["delete_album_s"] = round(time.perf_counter() - t, 2)
             during = answered[before:]
             stop.set()
             searcher.join()
-            assert status == 200 and body["faces_deleted"] == min(PER_ALBUM, n), body
-            row["delete_album_faces"] = body["faces_deleted"]
+            assert deleted.faces_deleted == min(PER_ALBUM, n), deleted
+            row["delete_album_faces"] = deleted.faces_deleted
             row["searches_answered_during_delete"] = len(during)
             row["slowest_search_during_delete_ms"] = round(max(during, default=0.0) * 1000, 1)
     finally:
+        fs.close()
         server.terminate()
         server.wait(120)
     shutil.rmtree(folder, ignore_errors=True)

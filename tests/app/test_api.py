@@ -16,6 +16,7 @@ from app import errors
 from app.main import create_app
 from facesearch.settings import Settings
 from tests.conftest import lfw_photo, orl_photo
+from tests.helpers import files, two_face_photo
 
 # LFW people with several photos: enrolled with photos 1-2, probed with photo 3
 PEOPLE = ["Colin_Powell", "Tony_Blair", "Donald_Rumsfeld", "Gerhard_Schroeder", "Ariel_Sharon",
@@ -23,18 +24,6 @@ PEOPLE = ["Colin_Powell", "Tony_Blair", "Donald_Rumsfeld", "Gerhard_Schroeder", 
 STRANGERS = ["Serena_Williams", "Vladimir_Putin", "Junichiro_Koizumi", "Jacques_Chirac"]
 
 
-def files(*blobs: bytes, field: str = "image") -> list[tuple[str, tuple[str, bytes, str]]]:
-    return [(field, (f"photo{i}.jpg", b, "image/jpeg")) for i, b in enumerate(blobs)]
-
-
-def two_face_photo(a: bytes, b: bytes) -> bytes:
-    ia, ib = Image.open(io.BytesIO(a)).convert("RGB"), Image.open(io.BytesIO(b)).convert("RGB")
-    canvas = Image.new("RGB", (ia.width + ib.width + 60, max(ia.height, ib.height) + 40), (120, 120, 120))
-    canvas.paste(ia, (20, 20))
-    canvas.paste(ib, (40 + ia.width, 20))
-    buf = io.BytesIO()
-    canvas.save(buf, format="JPEG", quality=95)
-    return buf.getvalue()
 
 
 @pytest.fixture

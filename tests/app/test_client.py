@@ -25,8 +25,8 @@ from facesearch.client import (
     Unavailable,
     Unreachable,
 )
-from tests.app.test_api import two_face_photo
 from tests.conftest import LFW, free_port, lfw_photo
+from tests.helpers import two_face_photo
 
 KEY = "k-client-1"
 

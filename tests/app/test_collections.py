@@ -19,10 +19,9 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from facesearch.client import BadRequest, Conflict, FaceSearch, Forbidden, NotFound
 from facesearch.settings import Settings
-from tests.app.test_api import two_face_photo
-from tests.app.test_keys import new_key
 from tests.conftest import lfw_photo
 from tests.erasure import face_bytes, files_holding
+from tests.helpers import new_key, two_face_photo
 
 
 class InApp(FaceSearch):

@@ -14,15 +14,8 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from facesearch import cli
 from facesearch.settings import Settings
-from tests.app.test_api import files
 from tests.conftest import lfw_photo
-
-
-def new_key(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[str, str]:
-    """(key, id) from `facesearch keys create`."""
-    assert cli.main(["keys", *args]) == 0
-    key, kid, *_ = capsys.readouterr().out.strip().split("\t")
-    return key, kid
+from tests.helpers import files, new_key
 
 
 def test_roles_collections_listing_and_revocation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from facesearch.settings import Settings
-from tests.app.test_api import files
 from tests.conftest import lfw_photo
+from tests.helpers import files
 
 
 def test_open_mode_answers_only_this_machine(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

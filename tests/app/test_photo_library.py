@@ -11,8 +11,8 @@ import pytest
 
 from facesearch import cli
 from tests.app.client import call
-from tests.app.test_api import two_face_photo
 from tests.conftest import LFW
+from tests.helpers import two_face_photo
 
 
 def library(root: Path) -> Path:

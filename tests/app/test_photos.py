@@ -16,21 +16,14 @@ from PIL import Image
 from app.main import create_app
 from facesearch.settings import Settings
 from model.embedder import load_encoder
-from tests.app.test_api import files, two_face_photo
 from tests.conftest import lfw_photo
 from tests.erasure import face_bytes, files_holding
+from tests.helpers import files, group
 
 # LFW people with several photos; photos 1-4 go into group photos, photo 5 is each person's selfie
 A, B, C, D = "Colin_Powell", "Tony_Blair", "Donald_Rumsfeld", "Gerhard_Schroeder"
 STRANGER = "Serena_Williams"
 
-
-def group(*photos: bytes) -> bytes:
-    """Photos side by side on one canvas: one picture of several people."""
-    out = photos[0]
-    for p in photos[1:]:
-        out = two_face_photo(out, p)
-    return out
 
 
 @pytest.fixture

@@ -13,9 +13,8 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from facesearch.settings import Settings
 from index.sqlite import SqliteStore
-from tests.app.test_api import files
-from tests.app.test_photos import group
 from tests.conftest import lfw_photo
+from tests.helpers import files, group
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import pytest
 
 from model.embedder import SHIPPED_CHECKPOINT
 from tests.app.client import call
-from tests.app.test_startup_faults import assert_refused, serve
 from tests.conftest import LFW
+from tests.helpers import assert_refused, serve
 
 TRAINING_ONLY = ("torch", "torchvision", "facenet_pytorch", "onnx")
 

@@ -4,36 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from index import Gallery, NewFace
-
-EXE = shutil.which("facesearch", path=str(Path(sys.executable).parent)) or "facesearch"
-
-
-def serve(data_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    from tests.conftest import free_port
-
-    full = {**os.environ, "FACESEARCH_DATA_DIR": str(data_dir), "FACESEARCH_PORT": str(free_port()), **env}
-    return subprocess.run([EXE, "serve"], env=full, capture_output=True, text=True, timeout=120)
+from tests.helpers import EXE, assert_refused, serve
 
 
 def digest(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
-
-def assert_refused(r: subprocess.CompletedProcess[str], needle: str) -> None:
-    out = r.stdout + r.stderr
-    assert r.returncode != 0, out
-    lines = [ln for ln in out.splitlines() if "FaceSearch cannot start" in ln]
-    assert lines and any(needle in ln for ln in lines), out
-    assert "Traceback" not in out, out
 
 
 def test_data_dir_that_cannot_be_created(tmp_path: Path) -> None:
