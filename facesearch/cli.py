@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from index.errors import GalleryError
 from model.train import commands as training_commands
 
 COMMANDS = {
@@ -82,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         module = importlib.import_module(COMMANDS[name][0])
         return int(module.main(rest) or 0)
+    except GalleryError as e:  # no such collection, a gallery of another model, ...: one line
+        print(f"facesearch {name}: {e}", file=sys.stderr)
+        return 2
     except ModuleNotFoundError as e:
         if e.name is None or e.name.split(".")[0] in ("app", "model", "index", "facesearch"):
             raise

@@ -33,7 +33,12 @@ def gallery_config(settings: Settings, *, dim: int, model_version: str, allow_mi
                          vector_url=s.vector_url, milvus_index=s.milvus_index)
 
 
-def open_settings_gallery(settings: Settings, *, dim: int, model_version: str, allow_mismatch: bool = False
-                          ) -> Gallery:
-    return open_gallery(gallery_config(settings, dim=dim, model_version=model_version,
-                                       allow_mismatch=allow_mismatch))
+def open_settings_gallery(settings: Settings, *, dim: int, model_version: str, allow_mismatch: bool = False,
+                          collection: str | None = None) -> Gallery:
+    """The gallery of ``collection`` (None: ``default``, the deployment's own); NotFound for no such collection."""
+    config = gallery_config(settings, dim=dim, model_version=model_version, allow_mismatch=allow_mismatch)
+    if collection:
+        from index.collections import open_collection
+
+        return open_collection(config, collection)
+    return open_gallery(config)

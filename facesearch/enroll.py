@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dir", type=Path)
     p.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8000 (default: in-process)")
     p.add_argument("--api-key")
+    p.add_argument("--collection", help="work in this collection (default: default)")
     p.add_argument("--data-dir", type=Path, help="in-process: gallery folder (default: FACESEARCH_DATA_DIR)")
     p.add_argument("--limit-per-identity", type=int, default=0, help="enroll at most this many photos each")
     a = p.parse_args(argv)
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     no_face: list[str] = []
     warned: list[str] = []  # in-process: the enrollment warnings the API would answer
     if a.url:
-        fs = FaceSearch(a.url, a.api_key)
+        fs = FaceSearch(a.url, a.api_key, collection=a.collection)
         known: dict[str, set[str]] = {}
         try:
             fs.send(Routes.live())  # a server that is not there: one line before any progress bar
@@ -99,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
 
         s = Settings(**({"data_dir": a.data_dir} if a.data_dir else {}))
         pipeline = open_pipeline(s)
-        gallery = open_settings_gallery(s, dim=pipeline.dim, model_version=pipeline.model_version)
+        gallery = open_settings_gallery(s, dim=pipeline.dim, model_version=pipeline.model_version,
+                                        collection=a.collection)
 
         def prepare(item: tuple[str, Path]) -> tuple[str, str, Path, Any]:
             """Read, hash, detect and embed in a worker thread; the gallery writes stay in this thread."""

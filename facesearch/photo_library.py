@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     index.add_argument("--album", default="", help="file the photos under this album")
     index.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8000 (default: in-process)")
     index.add_argument("--api-key")
+    index.add_argument("--collection", help="work in this collection (default: default)")
     index.add_argument("--data-dir", type=Path, help="in-process: the gallery's folder (default: FACESEARCH_DATA_DIR)")
     index.add_argument("--workers", type=int, help="photos at a time (default: the service's FACESEARCH_WORKERS "
                                                    "in-process, 8 against a server)")
@@ -119,7 +120,7 @@ def remote_index(a: argparse.Namespace, paths: list[Path]) -> dict[str, Any]:
             return "error", f"{e.status} {e.detail}"
         return ("indexed", len(faces)) if faces else ("no_face", 0)
 
-    with FaceSearch(a.url, a.api_key) as fs:
+    with FaceSearch(a.url, a.api_key, collection=a.collection) as fs:
         fs.send(Routes.live())  # Unreachable: one line, exit 2
         return run(paths, a.dir, a.workers or 8, one)
 
@@ -134,7 +135,8 @@ def local_index(a: argparse.Namespace, paths: list[Path]) -> dict[str, Any]:
 
     s = Settings(**({"data_dir": a.data_dir} if a.data_dir else {}))
     pipeline = open_pipeline(s)
-    gallery = open_settings_gallery(s, dim=pipeline.dim, model_version=pipeline.model_version)
+    gallery = open_settings_gallery(s, dim=pipeline.dim, model_version=pipeline.model_version,
+                                    collection=a.collection)
 
     def one(path: Path, data: bytes, key: str, metadata: dict[str, Any]) -> Outcome:
         try:

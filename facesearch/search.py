@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("photos", nargs="+", type=Path)
     p.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8000 (default: in-process)")
     p.add_argument("--api-key")
+    p.add_argument("--collection", help="work in this collection (default: default)")
     p.add_argument("--data-dir", type=Path, help="in-process: the gallery's folder (default: FACESEARCH_DATA_DIR)")
     p.add_argument("-k", type=int, default=5, help="candidate identities per face")
     p.add_argument("--threshold", type=float, help="distance threshold (default: from FACESEARCH_SEARCH_FPIR)")
@@ -65,7 +66,7 @@ class NoGallery(Exception):
 
 def remote_search(a: argparse.Namespace) -> list[tuple[Path, int, dict[str, Any]]]:
     out: list[tuple[Path, int, dict[str, Any]]] = []
-    with FaceSearch(a.url, a.api_key) as fs:
+    with FaceSearch(a.url, a.api_key, collection=a.collection) as fs:
         for photo in a.photos:
             try:
                 out.append((photo, 200, fs.send(Routes.search(photo, k=a.k, threshold=a.threshold)).model_dump()))
@@ -85,7 +86,8 @@ def local_search(a: argparse.Namespace) -> list[tuple[Path, int, dict[str, Any]]
     if not gallery_exists(s.data_dir, s.database_url):
         raise NoGallery(f"no gallery in {s.data_dir} (enroll first, or set --data-dir / FACESEARCH_DATA_DIR)")
     pipeline = open_pipeline(s)
-    gallery = open_settings_gallery(s, dim=pipeline.dim, model_version=pipeline.model_version)
+    gallery = open_settings_gallery(s, dim=pipeline.dim, model_version=pipeline.model_version,
+                                    collection=a.collection)
     out: list[tuple[Path, int, dict[str, Any]]] = []
     try:
         for photo in a.photos:

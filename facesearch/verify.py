@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--identity", help="compare with this enrolled identity's faces instead of a second photo")
     p.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8000 (default: in-process)")
     p.add_argument("--api-key")
+    p.add_argument("--collection", help="work in this collection (default: default)")
     p.add_argument("--data-dir", type=Path, help="in-process, with --identity: the gallery's folder")
     p.add_argument("--threshold", type=float, help="distance threshold (default: the calibrated one)")
     p.add_argument("--json", action="store_true", help="print the answer as JSON")
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def remote_verify(a: argparse.Namespace) -> dict[str, Any]:
-    with FaceSearch(a.url, a.api_key) as fs:
+    with FaceSearch(a.url, a.api_key, collection=a.collection) as fs:
         try:
             return fs.send(Routes.verify(a.photo, a.other, identity=a.identity, threshold=a.threshold)).model_dump()
         except ApiError as e:
@@ -86,7 +87,8 @@ def local_verify(a: argparse.Namespace) -> dict[str, Any]:
         if a.identity is None:
             verdict = decisions.verify_pair(e, embedding(a.other), thr)
         else:
-            gallery = open_settings_gallery(s, dim=pipeline.dim, model_version=pipeline.model_version)
+            gallery = open_settings_gallery(s, dim=pipeline.dim, model_version=pipeline.model_version,
+                                            collection=a.collection)
             try:
                 verdict = decisions.verify_against(gallery, a.identity, e, thr)
             except NotFound as err:

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from index.config import GalleryConfig, open_gallery
+from index.config import GalleryConfig, open_gallery, open_store
 from index.errors import Conflict, InvalidKey, NotFound
 from index.gallery import Gallery
 
@@ -177,7 +177,7 @@ class Collections:
 
     # --- where a collection lives -------------------------------------------------------------------------
     def _config(self, tag: str) -> GalleryConfig:
-        return dataclasses.replace(self.config, folder=self.root / tag, collection=tag)
+        return collection_config(self.config, tag)
 
     def _wipe_strays(self) -> None:
         """Folders of collections deleted while this process was away (another replica deleted them) go."""
@@ -187,6 +187,27 @@ class Collections:
         for p in self.root.iterdir():
             if p.name not in tags:
                 wipe(p)
+
+
+def collection_config(config: GalleryConfig, tag: str) -> GalleryConfig:
+    """Where the collection of storage tag ``tag`` lives, given the default gallery's configuration."""
+    return dataclasses.replace(config, folder=Path(config.folder) / "collections" / tag, collection=tag)
+
+
+def open_collection(config: GalleryConfig, name: str) -> Gallery:
+    """One collection's gallery on its own (a command's): its tag read from the default gallery's table.
+    NotFound if there is no such collection."""
+    if name == DEFAULT:
+        return open_gallery(config)
+    store = open_store(config.folder, config.database_url, 2)
+    try:
+        with store.read() as c:
+            row = c.execute("SELECT tag FROM collections WHERE name = ?", (name,)).fetchone()
+    finally:
+        store.close()
+    if row is None:
+        raise NotFound(f"collection {name!r} not found")
+    return open_gallery(collection_config(config, str(row[0])))
 
 
 def wipe(path: Path) -> None:

@@ -156,20 +156,26 @@ def test_keys_limited_to_a_collection(tmp_path: Path, capsys: pytest.CaptureFixt
         assert searcher.identities().total == 1
 
 
-def test_a_gallery_from_before_collections_opens_as_default(tmp_path: Path) -> None:
-    """A data folder written before collections (no ``collections`` table) serves its faces under /v1 as before."""
-    data = tmp_path / "data"
-    with TestClient(create_app(Settings(data_dir=data))) as app:
+def test_a_gallery_from_before_collections_opens_as_default(tmp_path: Path, database_url: str | None) -> None:
+    """A gallery written before collections (no ``collections`` table) serves its faces under /v1 as before."""
+    settings = Settings(data_dir=tmp_path / "data", database_url=database_url)
+    with TestClient(create_app(settings)) as app:
         InApp(app).enroll("colin", lfw_photo("Colin_Powell", 1))
-    import sqlite3
+    if database_url:
+        with psycopg.connect(database_url) as con:
+            con.execute("DROP TABLE collections")
+    else:
+        import sqlite3
 
-    with sqlite3.connect(data / "gallery.db") as con:
-        con.execute("DROP TABLE collections")
-    with TestClient(create_app(Settings(data_dir=data))) as app:
+        with sqlite3.connect(tmp_path / "data" / "gallery.db") as con:
+            con.execute("DROP TABLE collections")
+    with TestClient(create_app(settings)) as app:
         client = InApp(app)
         assert client.search(lfw_photo("Colin_Powell", 2)).faces[0].identity == "colin"
         assert [c.name for c in client.collections().items] == ["default"]
         assert client.describe_collection("default").faces == 1
+        client.create_collection("shop-a")  # and collections can be made in it
+        assert [c.name for c in client.collections().items] == ["default", "shop-a"]
 
 
 def test_replicas_see_a_collection_made_or_deleted_on_another_within_a_second(tmp_path: Path, pg_url: str) -> None:
@@ -186,3 +192,21 @@ def test_replicas_see_a_collection_made_or_deleted_on_another_within_a_second(tm
         with pytest.raises(NotFound):
             other.identities()
         assert not list((tmp_path / "r1" / "collections").iterdir())  # and this replica's copy of its vectors went
+
+
+def test_the_commands_work_in_a_collection(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`facesearch search --collection`: in process, and against a server through the client."""
+    from facesearch import cli
+
+    data = tmp_path / "data"
+    with TestClient(create_app(Settings(data_dir=data))) as app:
+        InApp(app).create_collection("shop-a")
+        InApp(app, "shop-a").enroll("alex", lfw_photo("Colin_Powell", 1))
+    probe = tmp_path / "probe.jpg"
+    probe.write_bytes(lfw_photo("Colin_Powell", 2))
+    assert cli.main(["search", "--data-dir", str(data), "--collection", "shop-a", str(probe)]) == 0
+    assert "\tmatch\talex\t" in capsys.readouterr().out
+    assert cli.main(["search", "--data-dir", str(data), str(probe)]) == 0  # the default collection: nobody
+    assert "\tunknown\t" in capsys.readouterr().out
+    assert cli.main(["search", "--data-dir", str(data), "--collection", "nope", str(probe)]) == 2
+    assert "collection 'nope' not found" in capsys.readouterr().err
