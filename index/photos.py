@@ -8,6 +8,8 @@ the ``photos`` space (:mod:`index.spaces`), and its SQL is :mod:`index.photo_que
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,6 +29,7 @@ from index.records import (
     face_record,
     photo_record,
     similarity_to_distance,
+    unit_vectors,
     validate_key,
 )
 from index.store import Conn, Store
@@ -34,11 +37,18 @@ from index.vectors import Vectors
 from index.writes import Writes
 
 EXPAND_SEEDS = 64  # the closest faces found that widen a photo search
+JOIN_K = 8  # an unnamed face's nearest faces that may give it their cluster
+RECENT = 1024  # photos added lately whose faces a cluster join compares with itself (see Photos.add)
 
 
 class Photos:
     def __init__(self, store: Store, locks: Locks, keeper: Keeper, writes: Writes, *, dim: int) -> None:
         self.store, self.locks, self.keeper, self.writes, self.dim = store, locks, keeper, writes, dim
+        # the unnamed faces of the photos this process added lately: (number of the add, ids, vectors); changed
+        # under the write lock only, as the index is
+        self._recent: deque[tuple[int, np.ndarray, np.ndarray]] = deque(maxlen=RECENT)
+        self._adds = 0
+        self._recent_lock = threading.Lock()
 
     @property
     def index(self) -> Vectors:
@@ -60,13 +70,56 @@ class Photos:
                 raise Conflict(f"photo {photo.key!r} already exists")
             return pid
 
+        unnamed = [n for n, (key, _) in enumerate(faces) if key is None]
+        # the join's search of the whole space runs before the write lock, beside other requests' (under the read
+        # lock); under the write lock the faces are compared only with those added since (``_recent``)
+        near = self._nearest(unit_vectors([faces[n][1] for n in unnamed], self.dim)) \
+            if cluster_within is not None and unnamed else None
+
         def cluster(c: Conn, ids: list[int], vecs: np.ndarray) -> None:
             self.store.audit(c, "index_photo", actor=actor, face_ids=ids, photo=photo.key)
-            if cluster_within is not None:
-                unnamed = [n for n, (key, _) in enumerate(faces) if key is None]
-                join_clusters(c, self.index, [ids[n] for n in unnamed], vecs[unnamed], cluster_within)
+            if near is not None and cluster_within is not None:
+                new_ids, new_vecs = [ids[n] for n in unnamed], vecs[unnamed]
+                sims, nbrs = self._with_recent(new_vecs, *near)
+                join_clusters(c, new_ids, sims, nbrs, cluster_within)
+                self._remember(np.asarray(new_ids, np.int64), new_vecs)
 
         return self.writes.add(faces, actor=actor, before=insert_photo, after=cluster)
+
+    def _nearest(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """(similarities, ids) of the JOIN_K nearest faces of the ``photos`` space, and the number of the last add
+        they reflect."""
+        with self.locks.rw.read():
+            seen = self._adds
+            index = self.index
+            if not index.live:
+                return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64), seen
+            sims, ids = index.search(q, JOIN_K)
+        return sims, ids, seen
+
+    def _with_recent(self, q: np.ndarray, sims: np.ndarray, ids: np.ndarray, seen: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """The nearest faces found before the write lock, merged with those among the faces added since (the
+        caller holds the write lock). When more were added since than are remembered, the space is searched again."""
+        with self._recent_lock:
+            since = [(i, v) for n, i, v in self._recent if n > seen]
+            complete = not self._recent or self._recent[0][0] <= seen + 1
+        if not complete:
+            index = self.index
+            return index.search(q, JOIN_K) if index.live else (sims, ids)
+        if not since:
+            return sims, ids
+        cand_ids = np.concatenate([ids, np.broadcast_to(np.concatenate([i for i, _ in since]),
+                                                        (len(q), sum(len(i) for i, _ in since)))], axis=1)
+        cand_sims = np.concatenate([sims, q @ np.concatenate([v for _, v in since]).T], axis=1)
+        order = np.argsort(-cand_sims, axis=1, kind="stable")[:, :JOIN_K]
+        return np.take_along_axis(cand_sims, order, 1), np.take_along_axis(cand_ids, order, 1)
+
+    def _remember(self, ids: np.ndarray, vecs: np.ndarray) -> None:
+        """A photo's unnamed faces are in (the caller holds the write lock)."""
+        with self._recent_lock:
+            self._adds += 1
+            self._recent.append((self._adds, ids, vecs))
 
     def delete(self, key: str, *, actor: str | None = None) -> int:
         """Delete a photo and its faces, named or not; returns how many faces went. Erasure as for faces."""
@@ -293,13 +346,12 @@ class Photos:
         return len(a) + len(b)
 
 
-def join_clusters(c: Conn, index: Vectors, ids: list[int], vecs: np.ndarray, within: float) -> None:
+def join_clusters(c: Conn, ids: list[int], sims: np.ndarray, nbrs: np.ndarray, within: float) -> None:
     """New unnamed faces (not yet in the index) join their nearest unnamed neighbour's cluster when it is
-    ``within`` that distance, else start their own; faces of the same photo never share one."""
+    ``within`` that distance, else start their own; faces of the same photo never share one. ``sims``, ``nbrs``:
+    each face's nearest faces (a neighbour deleted or named since is passed over)."""
     if not ids:
         return
-    sims, nbrs = index.search(vecs, 8) if index.live else \
-        (np.zeros((len(ids), 0), np.float32), np.zeros((len(ids), 0), np.int64))
     near = photo_queries.unnamed_clusters(c, sorted({int(i) for i in nbrs.ravel() if i >= 0}))
     taken: set[int] = set()
     assignment = []
