@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from index import clusters, photo_queries
-from index.batched_search import BatchedSearch
 from index.errors import Conflict, NotFound
 from index.keeper import Keeper
 from index.locks import Locks
@@ -50,7 +49,6 @@ class Photos:
         self._recent: deque[tuple[int, np.ndarray, np.ndarray]] = deque(maxlen=RECENT)
         self._adds = 0
         self._recent_lock = threading.Lock()
-        self._joins = BatchedSearch()  # the joins' searches of photos indexed side by side, run as one
 
     @property
     def index(self) -> Vectors:
@@ -73,9 +71,8 @@ class Photos:
             return pid
 
         unnamed = [n for n, (key, _) in enumerate(faces) if key is None]
-        # the join's search of the whole space runs before the write lock, with other requests' (under the read
-        # lock, batched: :mod:`index.batched_search`); under the write lock the faces are compared only with those
-        # added since (``_recent``)
+        # the join's search of the whole space runs before the write lock, beside other requests' (under the read
+        # lock); under the write lock the faces are compared only with those added since (``_recent``)
         near = self._nearest(unit_vectors([faces[n][1] for n in unnamed], self.dim)) \
             if cluster_within is not None and unnamed else None
 
@@ -97,7 +94,7 @@ class Photos:
             index = self.index
             if not index.live:
                 return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64), seen
-            sims, ids = self._joins.search(index, q, JOIN_K)
+            sims, ids = index.search(q, JOIN_K)
         return sims, ids, seen
 
     def _with_recent(self, q: np.ndarray, sims: np.ndarray, ids: np.ndarray, seen: int
