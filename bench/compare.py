@@ -9,7 +9,8 @@ For each figure: the median of each side's rounds and after/before. Gallery figu
 bulk add rate, exact search p50 through the gallery, single add and delete latency, start-up from the snapshot;
 API figures (the server in its own process, LFW photos): /v1/search p50 and photos/s with 8 clients; with
 ``--encoder``, bench/encoder.py's figures too (MTCNN per photo, photo to embedding, faces/s as served, and dlib's
-in each side's run).
+in each side's run). ``--photo-scale SIZES [--kind hnsw]``: bench/photos_scale.py instead (indexing group photos and
+/v1/search with that many synthetic photo faces in the gallery).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GALLERY = ["bulk_add_per_s", "gallery_search_p50_ms_100k", "gallery_search_p50_ms_1m", "single_add_p50_ms",
            "single_delete_p50_ms_100k", "single_delete_p50_ms_1m", "startup_1m_s"]
 API = ["search_p50_ms", "search_p99_ms", "photos_per_s_c8", "ready_s"]
+PHOTO_SCALE = ["index_photos_per_s_c8", "search_p50_ms"]
 ENCODER = ["mtcnn_ms_per_photo", "ours_photo_to_embedding_ms", "dlib_photo_to_embedding_ms", "path_ratio",
            "ours_shipped_faces_per_s_b32", "descriptor_ratio_b32_as_shipped"]
 
@@ -43,6 +45,11 @@ def run(side: Path, script: str, args: list[str]) -> dict[str, float]:
         return dict(json.loads(Path(out.name).read_text()))
 
 
+def photo_scale(out: dict) -> dict[str, float]:  # type: ignore[type-arg]
+    """bench/photos_scale.py's rows as figures named by size (``index_photos_per_s_c8_100000``)."""
+    return {f"{figure}_{row['photo_faces']}": row[figure] for row in out["rows"] for figure in PHOTO_SCALE}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("rev", help="the commit to compare against (before)")
@@ -52,6 +59,9 @@ def main() -> None:
     p.add_argument("--gallery-only", action="store_true", help="bench/gallery.py only (no model, a few minutes)")
     p.add_argument("--api-only", action="store_true", help="bench/api.py only (a change of encoder, not of gallery)")
     p.add_argument("--encoder", action="store_true", help="also bench/encoder.py (a few minutes a side)")
+    p.add_argument("--photo-scale", metavar="SIZES", help="instead: bench/photos_scale.py at these photo-face counts "
+                   "(e.g. 100000,1000000): indexing photos/s with 8 clients and /v1/search p50 at each")
+    p.add_argument("--kind", default="exact", choices=["exact", "hnsw"], help="--photo-scale's index kind")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
     commit = subprocess.run(["git", "rev-parse", a.rev], cwd=ROOT, check=True, capture_output=True,
@@ -70,6 +80,11 @@ def main() -> None:
             for r in range(a.rounds):
                 for name, side in (("before", before), ("after", ROOT)) if r % 2 == 0 else \
                         (("after", ROOT), ("before", before)):
+                    if a.photo_scale:
+                        runs[name].append(photo_scale(run(side, "photos_scale.py", [
+                            "--sizes", a.photo_scale, "--kind", a.kind])))
+                        print(f"round {r + 1} {name} done", file=sys.stderr)
+                        continue
                     fig = {} if a.api_only else run(side, "gallery.py", ["--quick"])
                     if not a.gallery_only:
                         fig.update(run(side, "api.py", ["--no-dlib", "--people", str(a.people),
@@ -81,7 +96,10 @@ def main() -> None:
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, check=False)
     table = {}
-    for key in ([] if a.api_only else GALLERY) + ([] if a.gallery_only else API) + (ENCODER if a.encoder else []):
+    keys = ([] if a.api_only else GALLERY) + ([] if a.gallery_only else API) + (ENCODER if a.encoder else [])
+    if a.photo_scale:
+        keys = [f"{figure}_{n}" for n in a.photo_scale.split(",") for figure in PHOTO_SCALE]
+    for key in keys:
         if not all(key in f for side in runs.values() for f in side):
             print(f"{key:30s} (not measured by both sides' benches)")
             continue
@@ -90,7 +108,8 @@ def main() -> None:
         table[key] = {"before": b, "after": x, "after_over_before": x / b}
         print(f"{key:30s} {b:12.3f} {x:12.3f} {x / b:8.3f}")
     result = {"before_commit": commit, "after_commit": after, "after_has_uncommitted_changes": dirty,
-              "rounds": a.rounds, "figures": table, "runs": runs}
+              "rounds": a.rounds, "command": "python bench/compare.py " + " ".join(sys.argv[1:]), "figures": table,
+              "runs": runs}
     if a.json:
         a.json.write_text(json.dumps(result, indent=2))
 
