@@ -40,6 +40,7 @@ class LocalKeeper:
         self.generation = int(store.get_meta("generation") or 0)
         self._rebuild_thread: threading.Thread | None = None
         self._pending: tuple[Indexes, int, int] | None = None  # a switch's (index, generation, seq)
+        self._destroyed = False  # a deleted collection's: nothing may be written under its folder again
         # the log is applied up to ``applied``; on a shared store this process's own later changes are in the index
         # already and listed in _own, so that following the log skips them
         self.applied = 0
@@ -222,6 +223,8 @@ class LocalKeeper:
         try:
             fresh, seq = self._build_from_store()
             with self.locks.writing():
+                if self._destroyed:
+                    return
                 rows = self.store.changes_after(seq)
                 replay(fresh, rows, self.dim)
                 self.indexes = fresh
@@ -231,9 +234,11 @@ class LocalKeeper:
             log.error("background HNSW rebuild failed: %s", e)
 
     def snapshot(self, *, force: bool = False) -> bool:
-        if self._model_changed():
+        if self._destroyed or self._model_changed():
             return False
         with self.locks.mutex, self.locks.rw.read():
+            if self._destroyed:  # destroyed while this waited (the upkeep's snapshot beside a collection's delete)
+                return False
             seq = self.applied
             if seq == self._snapshot_seq and not force:
                 return False
@@ -264,9 +269,10 @@ class LocalKeeper:
         _remove(old_dir)  # the old generation's vectors, and those of faces the switch dropped, were only there
 
     def destroy(self) -> None:
-        """A deleted collection's: the indexes are closed without a snapshot (the caller wipes the folder)."""
-        if self._rebuild_thread is not None:
-            self._rebuild_thread.join()
+        """A deleted collection's (the caller holds the write lock): the indexes are closed without a snapshot, and
+        none is taken later (the caller wipes the folder). A background rebuild under way is not waited for (it
+        needs the write lock): it finds the keeper destroyed and drops its work."""
+        self._destroyed = True
         for index in self.indexes.values():
             index.close()
 

@@ -37,6 +37,7 @@ class SharedKeeper:
         self.generation = int(store.get_meta("generation") or 0)
         self.applied = 0
         self.consume()
+        self.drop_uncommitted()
 
     @property
     def _cursor_key(self) -> str:
@@ -73,6 +74,27 @@ class SharedKeeper:
 
     def catch_up(self) -> int:
         return self.consume()
+
+    def drop_uncommitted(self) -> int:
+        """Vectors upserted for a write whose transaction never committed (its process was killed between the
+        upsert and the commit, or the commit failed) are in no space of the store: remove them. Run at open, under
+        the store's write lock, so that no other replica's write is between its upsert and its commit. Returns how
+        many went."""
+        if model_changed(self.store, self.model_version, self.dim):
+            return 0
+        gone = 0
+        with self.locks.mutex, self.store.transaction():
+            for space, index in self.indexes.items():
+                stored = np.array(self.store.face_ids(space), dtype=np.int64)
+                if index.live == len(stored):
+                    continue
+                extra = np.setdiff1d(index.ids(), stored)
+                if len(extra):
+                    log.warning("%d vectors in the %s space belong to writes that never committed: removed",
+                                len(extra), space)
+                    index.remove(extra)
+                    gone += len(extra)
+        return gone
 
     def staged(self, faces: Placed) -> None:
         """Under the store's write lock: no delete of another replica overtakes the upsert."""

@@ -270,3 +270,21 @@ def test_collections_on_one_milvus_keep_apart_and_a_deleted_one_drops_its_collec
     finally:
         collections.close()
         default.close()
+
+
+def test_vectors_of_a_write_that_never_committed_are_removed_at_open(tmp_path: Path) -> None:
+    """A replica killed between its upsert into Milvus (inside the write transaction) and the commit leaves vectors
+    of faces the store never had: the next open removes them (a face nobody was told is stored is kept nowhere)."""
+    from index.spaces import Placed
+
+    uri = str(tmp_path / "milvus.db")
+    vecs = faces_like(np.random.default_rng(5), 3, 1)
+    g = Gallery(tmp_path / "a", dim=DIM, model_version="m1", vector_url=uri)
+    kept = g.add_faces("alex", [NewFace(vecs[0])])
+    g.keeper.staged(Placed.of([10_001, 10_002], vecs[1:], named=True, in_photo=False))  # then the kill
+    assert sorted(g.keeper.indexes["people"].ids().tolist()) == [*kept, 10_001, 10_002]
+    g.close()
+    g = Gallery(tmp_path / "a", dim=DIM, model_version="m1", vector_url=uri)
+    assert g.keeper.indexes["people"].ids().tolist() == kept and g.verify()["ok"]
+    assert g.stats()["indexed"] == g.stats()["faces"] == 1
+    g.close()
