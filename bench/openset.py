@@ -2,8 +2,9 @@
 
     python bench/openset.py --celeba DIR/img_align_celeba [--checkpoint PATH] [--people 200] [--json PATH]
 
-The people are bench/celeba_heldout.txt (CelebA identities kept out of encoder v2's training with
-``facesearch train --exclude-people``; dlib's author trained on other sets): the first ``--people`` are enrolled
+The people are bench/celeba_heldout.txt (CelebA identities kept out of training with ``facesearch train
+--exclude-people``; dlib's author trained on other sets) less bench/celeba_calibration.txt (the last 100, strangers
+the open-set table is calibrated on, never read here): the first ``--people`` are enrolled
 with three photos each through ``POST /v1/identities/{id}/faces``, up to three further photos of each are
 searched (``POST /v1/search``, default threshold: FPIR 0.01), and every photo of the next ``--people`` (strangers,
 never enrolled) is searched. Reported: rank-1 (the right person is the first candidate), the share of genuine
@@ -29,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import report  # noqa: E402
 
 HELDOUT = Path(__file__).resolve().parent / "celeba_heldout.txt"
+CALIBRATION = Path(__file__).resolve().parent / "celeba_calibration.txt"
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -41,7 +43,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--celeba", type=Path, required=True, help="celeba-more's img_align_celeba folder")
     p.add_argument("--checkpoint", type=Path)
-    p.add_argument("--people", type=int, default=200)
+    p.add_argument("--people", type=int, default=150)
     p.add_argument("--no-dlib", action="store_true")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
@@ -52,7 +54,10 @@ def main() -> None:
     from model.calibration import Calibration
     from model.train.train import read_people
 
-    ids = read_people(HELDOUT)
+    calibration = set(read_people(CALIBRATION))
+    ids = [i for i in read_people(HELDOUT) if i not in calibration]
+    if 2 * a.people > len(ids):
+        p.error(f"--people at most {len(ids) // 2}: {len(ids)} held-out people are not calibration strangers")
     enrolled, strangers = ids[: a.people], ids[a.people : 2 * a.people]
     photos = {i: sorted((a.celeba / i).glob("*.jpg")) for i in enrolled + strangers}
     r: dict[str, Any] = {"enrolled_people": len(enrolled), "stranger_people": len(strangers)}

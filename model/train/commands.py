@@ -139,6 +139,9 @@ def _openset(p: argparse.ArgumentParser) -> None:
                    help="also every photo of the --lfw-chips people of the --exclude-folds as strangers")
     p.add_argument("--stranger-splits", default="6-8",
                    help="the CFP splits whose people are strangers (the encoder never trained on them)")
+    p.add_argument("--stranger-people", nargs=2, action="append", default=[], metavar=("CHIPS", "PEOPLE"),
+                   help="another stranger population: the chips in CHIPS of the people listed in the file PEOPLE "
+                        "(never trained on; e.g. celeba-more's aligned chips and bench/celeba_calibration.txt)")
     p.add_argument("--fillers", type=Path, action="append", required=True, help="chips of other people (repeat)")
     p.add_argument("--exclude-pairs", type=Path, required=True, help="LFW pairs.txt: its folds' people are kept out")
     p.add_argument("--exclude-folds", default="1-2")
