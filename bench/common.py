@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+# the address benches give Starlette's TestClient: open mode (no API key) answers only requests addressed to this
+# machine, and TestClient's own "testserver" is not one
+LOCAL = "http://127.0.0.1"
 
 
 def git_commit() -> str:

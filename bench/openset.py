@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import report  # noqa: E402
+from common import LOCAL, report  # noqa: E402
 
 HELDOUT = Path(__file__).resolve().parent / "celeba_heldout.txt"
 CALIBRATION = Path(__file__).resolve().parent / "celeba_calibration.txt"
@@ -62,7 +62,7 @@ def main() -> None:
     photos = {i: sorted((a.celeba / i).glob("*.jpg")) for i in enrolled + strangers}
     r: dict[str, Any] = {"enrolled_people": len(enrolled), "stranger_people": len(strangers)}
     with tempfile.TemporaryDirectory() as tmp, TestClient(create_app(
-            Settings(data_dir=Path(tmp) / "data", checkpoint=a.checkpoint))) as c:
+            Settings(data_dir=Path(tmp) / "data", checkpoint=a.checkpoint)), base_url=LOCAL) as c:
         r["model"] = c.get("/v1/info").json()["model"]["model_version"]
         refused = 0
         for i in enrolled:

@@ -43,7 +43,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import group_photo  # noqa: E402
+from bench.common import LOCAL, group_photo  # noqa: E402
 from index.clusters import cluster  # noqa: E402
 
 HELDOUT = Path(__file__).resolve().parent / "celeba_heldout.txt"
@@ -178,7 +178,7 @@ def find_my_photos(name: str, files: list[Path], people: list[str], seed: int = 
     random.Random(seed).shuffle(pool)
     groups = [pool[i : i + 3] for i in range(0, len(pool), 3)]
     holds: dict[str, set[str]] = {p: set() for p in selfies}
-    with tempfile.TemporaryDirectory() as d, TestClient(create_app(Settings(data_dir=Path(d)))) as c:
+    with tempfile.TemporaryDirectory() as d, TestClient(create_app(Settings(data_dir=Path(d))), base_url=LOCAL) as c:
         t0, faces = time.perf_counter(), 0
         for n, grp in enumerate(groups):
             r = c.post("/v1/photos", files={"image": ("g.jpg", group_photo([f for _, f in grp]), "image/jpeg")},
