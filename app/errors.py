@@ -1,4 +1,5 @@
-"""Map plain exceptions from model/ and index/ to JSON errors: {"detail": ..., "code": ...}."""
+"""JSON errors, {"detail": ..., "code": ...}: the use cases', model/'s and index/'s exceptions through the one table of
+facesearch/errors.py, and the HTTP layer's own (keys, limits, validation, routing)."""
 
 from __future__ import annotations
 
@@ -11,23 +12,24 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from index.errors import Conflict, GalleryMismatch, InvalidKey, InvalidVector, NotFound, StoreUnavailable
-from model.errors import AnalysisTimeout, ImageTooLarge, InvalidImage, UnsupportedImageType
+from facesearch.errors import (  # noqa: F401 (the messages, re-exported for the routes and tests)
+    HANDLED,
+    MULTIPLE_FACES,
+    NO_FACE,
+    RETRY_AFTER_S,
+    STORE_UNAVAILABLE,
+    describe,
+)
 
 log = logging.getLogger(__name__)
 
 # Messages are constants so tests can assert them.
-NO_FACE = "no face found in the image"
-MULTIPLE_FACES = ("the image holds several faces of similar size, so whose face to enroll is ambiguous; send "
-                  "face=largest to enroll the largest")
 UNAUTHORIZED = "missing or invalid API key (X-API-Key: KEY or Authorization: Bearer KEY)"
 NOT_READY = "the service is still loading"
 TOO_LARGE = "upload exceeds the size limit"
 NOT_MULTIPART = "send the image as multipart/form-data (field 'image')"
 INTERNAL = "internal error"
-STORE_UNAVAILABLE = "the gallery's database is unavailable; retry later"
 SLASH_IN_IDENTITY = "identity must not contain '/'"
-RETRY_AFTER_S = 5
 BUSY = "the service has as many requests waiting as it takes (FACESEARCH_MAX_WAITING): retry after a moment"
 RATE_LIMITED = "this key has made more requests than FACESEARCH_RATE_LIMIT allows: retry after a moment"
 NOT_LOCAL = ("this service has no API key, so it answers only requests addressed to this machine and not posted from "
@@ -61,18 +63,6 @@ _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "
                405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
                422: "validation_error", 429: "too_many_requests", 503: "not_ready"}
 
-_MAPPED: list[tuple[type[Exception], int, str]] = [
-    (InvalidImage, 400, "invalid_image"),
-    (UnsupportedImageType, 415, "unsupported_media_type"),
-    (ImageTooLarge, 413, "too_large"),
-    (NotFound, 404, "not_found"),
-    (Conflict, 409, "conflict"),
-    (InvalidKey, 422, "invalid_identity"),
-    (InvalidVector, 422, "invalid_vector"),
-    (GalleryMismatch, 409, "gallery_mismatch"),
-]
-
-
 def allowed_methods(request: Request) -> list[str]:
     """The methods some route answers at this path, asked of the routes themselves (their convertors:
     ``/v1/photos/search`` is no ``/v1/photos/{photo_id:photo}``, ``rebuild`` no ``{cluster_id:int}``)."""
@@ -88,23 +78,19 @@ def install(app: FastAPI) -> None:
         response.headers.update(e.headers or {})
         return response
 
-    for exc, status, code in _MAPPED:
-        def make(status: int = status, code: str = code):  # bind loop variables
-            async def handler(_: Request, e: Exception) -> JSONResponse:
-                return error_response(status, code, str(e))
-            return handler
-        app.add_exception_handler(exc, make())
+    async def _described(_: Request, e: Exception) -> JSONResponse:  # facesearch/errors.py's table
+        d = describe(e)
+        if d is None:
+            raise e
+        if d.status >= 500:
+            log.warning("%s", e)
+        response = error_response(d.status, d.code, d.detail, **d.extra)
+        if d.retry_after is not None:
+            response.headers["Retry-After"] = str(d.retry_after)
+        return response
 
-    @app.exception_handler(AnalysisTimeout)
-    async def _timeout(_: Request, e: AnalysisTimeout) -> JSONResponse:
-        log.warning("%s", e)
-        return JSONResponse({"detail": str(e), "code": "timeout"}, 503, headers={"Retry-After": str(RETRY_AFTER_S)})
-
-    @app.exception_handler(StoreUnavailable)
-    async def _unavailable(_: Request, e: StoreUnavailable) -> JSONResponse:
-        log.warning("%s", e)
-        return JSONResponse({"detail": STORE_UNAVAILABLE, "code": "store_unavailable"}, 503,
-                            headers={"Retry-After": str(RETRY_AFTER_S)})
+    for exc in HANDLED:
+        app.add_exception_handler(exc, _described)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, e: RequestValidationError) -> JSONResponse:

@@ -10,14 +10,13 @@ import importlib
 import importlib.util
 import logging
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 
 from index.errors import GalleryError
 from model.train import commands as training_commands
 
 COMMANDS = {
-    "serve": ("facesearch.serve", "run the HTTP service (uvicorn, one worker)"),
+    "serve": ("facesearch.commands.serve", "run the HTTP service (uvicorn, one worker)"),
     "align": ("model.train.align", "detect + align a dataset tree once, cache the crops"),
     "import-dlib": ("model.train.import_dlib", "dlib's face ResNet (CC0) as a checkpoint: encoder v2's start"),
     "import-edgeface": ("model.train.import_edgeface", "EdgeFace-XS (BSD-3-Clause) as a checkpoint: v3's start"),
@@ -29,21 +28,14 @@ COMMANDS = {
     "average": ("model.train.average", "average the weights of checkpoints from one training run"),
     "export": ("model.train.export", "package a trained checkpoint + its evaluation as shipped weights"),
     "export-onnx": ("model.train.export_onnx", "write a checkpoint's ONNX graph: served without PyTorch"),
-    "gallery": ("facesearch.gallery", "gallery maintenance: stats, export, import, rebuild-index, verify, reembed"),
-    "enroll": ("facesearch.enroll", "bulk-enroll an identity-per-folder tree"),
-    "keys": ("facesearch.key_admin", "API keys with roles: create (shown once), list, revoke"),
-    "search": ("facesearch.search", "who is in these photos (in-process or against a server)"),
-    "photos": ("facesearch.photo_library", "index a folder of photos (in-process or against a server), resumable"),
-    "verify": ("facesearch.verify", "are two photos (or a photo and an identity) the same person"),
+    "gallery": ("facesearch.commands.gallery",
+                "gallery maintenance: stats, export, import, rebuild-index, verify, reembed"),
+    "enroll": ("facesearch.commands.enroll", "bulk-enroll an identity-per-folder tree"),
+    "keys": ("facesearch.commands.keys", "API keys with roles: create (shown once), list, revoke"),
+    "search": ("facesearch.commands.search", "who is in these photos (in-process or against a server)"),
+    "photos": ("facesearch.commands.photos", "index a folder of photos (in-process or against a server), resumable"),
+    "verify": ("facesearch.commands.verify", "are two photos (or a photo and an identity) the same person"),
 }
-
-
-def missing_files(command: str, paths: Iterable[Path | None]) -> bool:
-    """Name the files that do not exist, in one line on stderr; True when there are any (the command exits 2)."""
-    missing = [str(p) for p in paths if p is not None and not p.is_file()]
-    if missing:
-        print(f"facesearch {command}: no such file: {', '.join(missing)}", file=sys.stderr)
-    return bool(missing)
 
 
 # the commands that need the train extra (pip install 'facesearch[train]'): their options are parsed before their

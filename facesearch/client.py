@@ -17,13 +17,15 @@ imports nothing of the server (no ONNX Runtime, FAISS or store).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import json
 import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import httpx
 from pydantic import BaseModel
@@ -36,12 +38,12 @@ RETRIED = (429, 503)
 
 
 class ApiError(Exception):
-    """An error answer: ``status``, the stable ``code`` and the one-sentence ``detail`` (for request validation, a
-    list of problems)."""
+    """An error answer: ``status``, the stable ``code``, the one-sentence ``detail`` and the answer's other fields
+    (``extra``: which photo, which boxes, the validation errors)."""
 
-    def __init__(self, status: int, code: str, detail: Any) -> None:
+    def __init__(self, status: int, code: str, detail: Any, extra: dict[str, Any] | None = None) -> None:
         super().__init__(f"{status} {code}: {detail}")
-        self.status, self.code, self.detail = status, code, detail
+        self.status, self.code, self.detail, self.extra = status, code, detail, extra or {}
 
 
 class BadRequest(ApiError):
@@ -83,9 +85,14 @@ def error_of(response: httpx.Response) -> ApiError:
     except ValueError:
         body = None
     body = body if isinstance(body, dict) else {}
-    return _KINDS.get(response.status_code, ApiError)(
-        response.status_code, str(body.get("code") or f"http_{response.status_code}"),
-        body.get("detail") or f"HTTP {response.status_code} from a server that is not FaceSearch")
+    return error_for(response.status_code, str(body.get("code") or f"http_{response.status_code}"),
+                     body.get("detail") or f"HTTP {response.status_code} from a server that is not FaceSearch",
+                     {k: v for k, v in body.items() if k not in ("code", "detail")})
+
+
+def error_for(status: int, code: str, detail: Any, extra: dict[str, Any] | None = None) -> ApiError:
+    """The error of this kind (:class:`NotFound` for a 404, ...)."""
+    return _KINDS.get(status, ApiError)(status, code, detail, extra)
 
 
 @dataclass(frozen=True)
@@ -99,6 +106,10 @@ class Call(Generic[M]):
     form: dict[str, Any] = field(default_factory=dict)
     images: list[tuple[str, Image]] = field(default_factory=list)
     json: dict[str, Any] | None = None
+    # the :class:`Routes` method that made it and its arguments: what an in-process client answers from
+    route: str = ""
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
     def arguments(self) -> dict[str, Any]:
         """httpx's keyword arguments: query, form fields (left out when None), files, a JSON body."""
@@ -335,6 +346,33 @@ class Routes:
 
 
 ROUTES = [name for name, value in vars(Routes).items() if isinstance(value, staticmethod)]
+
+
+def _recorded(route: str) -> staticmethod[..., Any]:
+    make = getattr(Routes, route)
+
+    @functools.wraps(make)
+    def recorded(*args: Any, **kwargs: Any) -> Call[Any]:
+        return dataclasses.replace(make(*args, **kwargs), route=route, args=args, kwargs=kwargs)
+    return staticmethod(recorded)
+
+
+for _route in ROUTES:
+    setattr(Routes, _route, _recorded(_route))
+
+
+class Client(Protocol):
+    """What the command line talks to: :class:`FaceSearch` (a server) or ``facesearch.local.LocalFaceSearch`` (the
+    gallery the service would open, in this process). Both answer a :class:`Call` with the same model, and refuse it
+    with the same :class:`ApiError` kind and ``code``."""
+
+    def send(self, call: Call[M]) -> M: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Client: ...
+
+    def __exit__(self, *exc: object) -> None: ...
 # what stays where it is whatever the collection: the service, and the collections themselves
 _SERVICE_WIDE = ("/v1/info", "/v1/collections")
 

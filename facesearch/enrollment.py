@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from facesearch import decisions
+from facesearch.errors import AmbiguousSubject, NoFace
 from index.errors import NotFound
 from index.gallery import Gallery
 from index.records import NewFace
@@ -21,14 +22,6 @@ FaceChoice = Literal["single", "largest"]
 # the next (the subject, with someone in the background): on LFW outside folds 1-2 (YuNet), the smallest ratio at
 # which no photo's largest face was someone other than its subject (bench/subject.py, docs/figures.md).
 SUBJECT_RATIO = 1.3
-
-
-class Refused(Exception):
-    """A photo of the batch cannot be enrolled as asked: ``code`` is ``no_face`` or ``multiple_faces``."""
-
-    def __init__(self, code: str, file_index: int, boxes: list[list[float]] | None = None) -> None:
-        super().__init__(f"{code} in photo {file_index}")
-        self.code, self.file_index, self.boxes = code, file_index, boxes
 
 
 @dataclass(frozen=True)
@@ -50,15 +43,15 @@ def clear_subject(a: Analysis) -> bool:
 
 
 def choose_faces(analyses: Sequence[Analysis], face: FaceChoice) -> list[AnalyzedFace]:
-    """The face each photo enrolls (its largest); raises :class:`Refused` for a photo with none, or, when ``face``
-    is ``single``, with faces of similar size (whose subject is ambiguous). ``analyses`` must come from
-    ``FacePipeline.analyze(..., sources=True)``."""
+    """The face each photo enrolls (its largest); raises :class:`NoFace` for a photo with none, or, when ``face``
+    is ``single``, :class:`AmbiguousSubject` for one with faces of similar size (each naming the photo's index).
+    ``analyses`` must come from ``FacePipeline.analyze(..., sources=True)``."""
     chosen = []
     for i, a in enumerate(analyses):
         if not a.faces:
-            raise Refused("no_face", i)
+            raise NoFace(file_index=i)
         if face == "single" and not clear_subject(a):
-            raise Refused("multiple_faces", i, [[round(float(x), 2) for x in f.face.box] for f in a.faces])
+            raise AmbiguousSubject(file_index=i, boxes=[[round(float(x), 2) for x in f.face.box] for f in a.faces])
         chosen.append(a.faces[0])
     return chosen
 

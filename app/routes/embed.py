@@ -7,9 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile
 
-from app import service
 from app.deps import Multipart, Pipeline, SettingsDep, State, read_upload, run_cpu
-from facesearch import schemas
+from facesearch import answers, schemas
 
 router = APIRouter(tags=["embed"])
 
@@ -24,7 +23,7 @@ async def embed(
     data = await read_upload(image, settings)
     a = await run_cpu(state, pipeline.analyze, data, max_faces=max_faces or settings.max_faces)
     state.metrics.faces_detected.inc(a.faces_found)
-    faces = [schemas.EmbeddedFace(**service.detected(f), embedding=[float(x) for x in f.embedding])
+    faces = [schemas.EmbeddedFace(**answers.detected(f), embedding=[float(x) for x in f.embedding])
              for f in a.faces if f.embedding is not None]
     return schemas.EmbedResponse(faces=faces, faces_found=a.faces_found, image=schemas.Size(width=a.width,
                                  height=a.height), dim=pipeline.dim, model=pipeline.model_version,

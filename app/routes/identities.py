@@ -9,29 +9,17 @@ from fastapi import APIRouter, File, Form, Path, Query, UploadFile
 from fastapi.responses import StreamingResponse
 from pydantic import AfterValidator
 
-from app import service, subject_access
+from app import subject_access
 from app.deps import Actor, ApiPath, GalleryDep, Multipart, Pipeline, SettingsDep, State, read_upload, run_cpu
-from app.errors import MULTIPLE_FACES, NO_FACE, SLASH_IN_IDENTITY, ApiError
-from facesearch import enrollment, schemas
+from app.errors import SLASH_IN_IDENTITY, ApiError
+from facesearch import answers, enrollment, schemas
 from index import transfer
-from index.records import FaceRecord, IdentityRecord, validate_key
+from index.records import validate_key
 
 router = APIRouter(prefix="/identities", tags=["identities"])
 # surrounding whitespace is not part of a key: " alice" is alice, on every route
 IdentityPath = Annotated[str, AfterValidator(str.strip),
                          Path(description="the app's own key: 1-128 printable characters, no '/'")]
-
-
-def identity_out(r: IdentityRecord) -> schemas.Identity:
-    return schemas.Identity(identity=r.key, metadata=r.metadata, faces=r.faces, created_at=r.created_at)
-
-
-def face_out(f: FaceRecord, api: str) -> schemas.StoredFace:
-    """``api``: where the collection's routes are (its thumbnail's link)."""
-    return schemas.StoredFace(face_id=f.id, identity=f.identity, photo_id=f.photo, cluster_id=f.cluster,
-                              box=f.box, detection_score=f.score,
-                              sha256=f.sha256, model_version=f.model_version, created_at=f.created_at,
-                              thumbnail_url=f"{api}/faces/{f.id}/thumbnail" if f.has_thumbnail else None)
 
 
 MAX_METADATA_BYTES = 16_384
@@ -92,21 +80,10 @@ async def enroll(
     analyses = [await run_cpu(state, pipeline.analyze, b, sources=True) for b in blobs]
     for a in analyses:
         state.metrics.faces_detected.inc(a.faces_found)
-    try:
-        chosen = enrollment.choose_faces(analyses, face)
-    except enrollment.Refused as e:
-        if e.code == "no_face":
-            raise ApiError(422, "no_face", NO_FACE, {"file_index": e.file_index}) from e
-        raise ApiError(422, "multiple_faces", MULTIPLE_FACES, {"file_index": e.file_index, "boxes": e.boxes}) from e
+    chosen = enrollment.choose_faces(analyses, face)
     shas = [enrollment.sha256_of(b) for b in blobs]
-
-    def write() -> list[schemas.EnrolledFace]:
-        done = enrollment.enroll(gallery, identity, chosen, shas, metadata=meta, actor=actor)
-        return [schemas.EnrolledFace(face_id=e.face_id, sha256=e.sha256, warnings=e.warnings,
-                                     **service.detected(e.face)) for e in done]
-
-    faces = await run_cpu(state, write)
-    return schemas.EnrollResponse(identity=identity, faces=faces, model=pipeline.model_version)
+    done = await run_cpu(state, lambda: enrollment.enroll(gallery, identity, chosen, shas, metadata=meta, actor=actor))
+    return answers.enrolled(identity, done, pipeline.model_version)
 
 
 @router.get("")
@@ -117,7 +94,7 @@ async def list_identities(
     prefix: Annotated[str, Query(max_length=128)] = "",
 ) -> schemas.IdentityList:
     items, total = await run_cpu(state, lambda: gallery.list_identities(limit=limit, offset=offset, prefix=prefix))
-    return schemas.IdentityList(items=[identity_out(r) for r in items], total=total)
+    return schemas.IdentityList(items=[answers.identity_out(r) for r in items], total=total)
 
 
 @router.get("/{identity}")
@@ -129,8 +106,7 @@ async def get_identity(
     def read() -> schemas.IdentityDetail:
         r = gallery.get_identity(identity)
         faces, total = gallery.list_faces(identity, limit=limit, offset=offset)
-        return schemas.IdentityDetail(**identity_out(r).model_dump(),
-                                      face_list=schemas.FaceList(items=[face_out(f, api) for f in faces], total=total))
+        return answers.identity_detail(r, faces, total, api)
 
     return await run_cpu(state, read)
 
@@ -144,7 +120,7 @@ async def update_identity(identity: IdentityPath, body: schemas.IdentityPatch, s
         raise ApiError(422, "validation_error", "metadata is limited to 16 KiB")
     r = await run_cpu(state, lambda: gallery.update_identity(identity, new_key=body.identity, metadata=body.metadata,
                                                                 actor=actor))
-    return identity_out(r)
+    return answers.identity_out(r)
 
 
 @router.post("/{identity}/merge")
@@ -153,7 +129,7 @@ async def merge_identity(identity: IdentityPath, body: schemas.MergeIdentity, st
     """Every face of the other identity becomes this one's; the other is deleted (two names for one person, or a
     cluster named twice)."""
     r = await run_cpu(state, lambda: gallery.merge_identities(identity, body.identity.strip(), actor=actor))
-    return identity_out(r)
+    return answers.identity_out(r)
 
 
 @router.delete("/{identity}")

@@ -10,7 +10,6 @@ from fastapi import APIRouter, File, Form, Path, Query, UploadFile
 from pydantic import AfterValidator
 from starlette.convertors import Convertor, register_url_convertor
 
-from app import service
 from app.deps import (
     Actor,
     ApiPath,
@@ -23,11 +22,12 @@ from app.deps import (
     read_upload,
     run_cpu,
 )
-from app.errors import NO_FACE, ApiError
-from app.routes.identities import face_out, parse_metadata
-from facesearch import photos, schemas
+from app.errors import ApiError
+from app.routes.identities import parse_metadata
+from facesearch import answers, photos, schemas
+from facesearch.errors import NoFace
 from index.errors import InvalidKey
-from index.records import NewPhoto, PhotoRecord, validate_key
+from index.records import NewPhoto, validate_key
 
 
 class PhotoKey(Convertor[str]):
@@ -72,11 +72,6 @@ def album_name(raw: str) -> str:
     return album
 
 
-def photo_out(r: PhotoRecord) -> schemas.Photo:
-    return schemas.Photo(photo_id=r.key, album=r.album, metadata=r.metadata, faces=r.faces, created_at=r.created_at,
-                         image=schemas.Size(width=r.width, height=r.height) if r.width and r.height else None)
-
-
 @router.post("/photos", status_code=201, dependencies=[Multipart])
 async def index_photo(
     state: State, pipeline: Pipeline, gallery: GalleryDep, settings: SettingsDep, actor: Actor,
@@ -102,13 +97,7 @@ async def index_photo(
 
     done = await run_cpu(state, write)
     clusters = {f.id: f.cluster for f in (await run_cpu(state, gallery.photos.get, key))[1]}
-    return schemas.IndexedPhoto(
-        photo_id=key, album=album, faces_found=analysis.faces_found, model=pipeline.model_version,
-        image=schemas.Size(width=analysis.width, height=analysis.height),
-        faces=[schemas.PhotoFace(**service.detected(f.face), face_id=f.face_id,
-                                 identity=f.match.identity if f.match else None,
-                                 distance=f.match.distance if f.match else None,
-                                 cluster_id=clusters.get(f.face_id)) for f in done])
+    return answers.indexed_photo(key, album, analysis, done, clusters, pipeline.model_version)
 
 
 @router.get("/photos")
@@ -120,13 +109,13 @@ async def list_photos(
 ) -> schemas.PhotoList:
     items, total = await run_cpu(state, lambda: gallery.photos.list_photos(
         album=None if album is None else album.strip(), limit=limit, offset=offset))
-    return schemas.PhotoList(items=[photo_out(r) for r in items], total=total)
+    return schemas.PhotoList(items=[answers.photo_out(r) for r in items], total=total)
 
 
 @router.get("/photos/{photo_id:photo}")
 async def get_photo(photo_id: PhotoPath, state: State, gallery: GalleryDep, api: ApiPath) -> schemas.PhotoDetail:
     record, faces = await run_cpu(state, gallery.photos.get, photo_id)
-    return schemas.PhotoDetail(**photo_out(record).model_dump(), face_list=[face_out(f, api) for f in faces])
+    return answers.photo_detail(record, faces, api)
 
 
 @router.delete("/photos/{photo_id:photo}")
@@ -169,7 +158,7 @@ async def search_photos(
         data = await read_upload(image, settings)
         analysis = await run_cpu(state, pipeline.analyze, data, max_faces=1)
         if not analysis.faces or analysis.faces[0].embedding is None:
-            raise ApiError(422, "no_face", NO_FACE)
+            raise NoFace()
         queries, query = analysis.faces[0].embedding[None, :], "selfie"
     else:
         assert identity is not None
@@ -182,5 +171,5 @@ async def search_photos(
     return schemas.PhotoSearchResponse(
         photos=[schemas.PhotoMatch(photo_id=h.photo, album=h.album, face_id=h.face_id, box=h.box,
                                    similarity=h.similarity, distance=h.distance, expanded=h.expanded) for h in hits],
-        query=query, threshold=service.threshold_out(thr), model=pipeline.model_version,
+        query=query, threshold=answers.threshold_out(thr), model=pipeline.model_version,
         took_ms=round((time.perf_counter() - t0) * 1000, 2))

@@ -7,9 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile
 
-from app import service
 from app.deps import GalleryDep, Multipart, Pipeline, SettingsDep, State, read_upload, run_cpu
-from facesearch import decisions, schemas
+from facesearch import answers, decisions, schemas
 
 router = APIRouter(tags=["search"])
 
@@ -32,16 +31,4 @@ async def search(
     state.metrics.faces_detected.inc(analysis.faces_found)
     thr, found = await run_cpu(state, decisions.search_gallery, gallery, pipeline.calibration, analysis.faces,
                                settings.search_fpir, threshold, k)
-    out = [schemas.SearchFace(
-        **service.detected(d.face),
-        decision="match" if d.match else "unknown",
-        identity=d.match.identity if d.match else None,
-        similarity=d.best.similarity if d.best else None,
-        distance=d.best.distance if d.best else None,
-        candidates=[schemas.Candidate(identity=h.identity, face_id=h.face_id, similarity=h.similarity,
-                                      distance=h.distance) for h in d.candidates],
-    ) for d in found]
-    return schemas.SearchResponse(faces=out, faces_found=analysis.faces_found,
-                                  image=schemas.Size(width=analysis.width, height=analysis.height),
-                                  threshold=service.threshold_out(thr),
-                                  model=pipeline.model_version, took_ms=round((time.perf_counter() - t0) * 1000, 2))
+    return answers.search(analysis, thr, found, pipeline.model_version, round((time.perf_counter() - t0) * 1000, 2))

@@ -301,7 +301,7 @@ def test_unnamed_faces_are_erased_after_the_retention_period(data_dir: Path) -> 
 
 
 def test_the_cluster_command_regroups_an_album(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from facesearch.gallery import main
+    from facesearch.commands.gallery import main
 
     with TestClient(create_app(Settings(data_dir=data_dir))) as c:
         index(c, group(lfw_photo(A, 1), lfw_photo(B, 1)), photo_id="ab1", album="party")

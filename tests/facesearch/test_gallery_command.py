@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facesearch.gallery import main
+from facesearch.commands.gallery import main
 from index import Gallery, NewFace
 
 

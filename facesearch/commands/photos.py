@@ -22,7 +22,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from facesearch.client import ApiError, Conflict, FaceSearch, NotFound, Routes, Unreachable
+from facesearch.client import ApiError, Conflict, NotFound, Routes, Unreachable
+from facesearch.commands import client_options, connect
+from facesearch.settings import Settings
 
 log = logging.getLogger(__name__)
 SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".pgm"}
@@ -45,10 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     index = sub.add_parser("index", help="index every photo under a folder")
     index.add_argument("dir", type=Path)
     index.add_argument("--album", default="", help="file the photos under this album")
-    index.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8000 (default: in-process)")
-    index.add_argument("--api-key")
-    index.add_argument("--collection", help="work in this collection (default: default)")
-    index.add_argument("--data-dir", type=Path, help="in-process: the gallery's folder (default: FACESEARCH_DATA_DIR)")
+    client_options(index)
     index.add_argument("--workers", type=int, help="photos at a time (default: the service's FACESEARCH_WORKERS "
                                                    "in-process, 8 against a server)")
     a = p.parse_args(argv)
@@ -63,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"facesearch photos: no photos under {a.dir}", file=sys.stderr)
         return 2
     try:
-        counts = (remote_index if a.url else local_index)(a, paths)
+        counts = index_library(a, paths)
     except (Unreachable, ApiError) as e:  # no server there, or one that is not ready
         print(f"facesearch photos: {e}", file=sys.stderr)
         return 2
@@ -103,7 +102,7 @@ def run(paths: list[Path], root: Path, workers: int, one: Callable[[Path, bytes,
     return counts
 
 
-def remote_index(a: argparse.Namespace, paths: list[Path]) -> dict[str, Any]:
+def index_library(a: argparse.Namespace, paths: list[Path]) -> dict[str, Any]:
     def one(path: Path, data: bytes, key: str, metadata: dict[str, Any]) -> Outcome:
         try:
             fs.send(Routes.photo(key))
@@ -120,42 +119,6 @@ def remote_index(a: argparse.Namespace, paths: list[Path]) -> dict[str, Any]:
             return "error", f"{e.status} {e.detail}"
         return ("indexed", len(faces)) if faces else ("no_face", 0)
 
-    with FaceSearch(a.url, a.api_key, collection=a.collection) as fs:
+    with connect(a, gallery="create") as fs:
         fs.send(Routes.live())  # Unreachable: one line, exit 2
-        return run(paths, a.dir, a.workers or 8, one)
-
-
-def local_index(a: argparse.Namespace, paths: list[Path]) -> dict[str, Any]:
-    from facesearch import photos
-    from facesearch.compose import open_pipeline, open_settings_gallery
-    from facesearch.settings import Settings
-    from index.errors import Conflict, NotFound
-    from index.records import NewPhoto
-    from model.errors import ImageError
-
-    s = Settings(**({"data_dir": a.data_dir} if a.data_dir else {}))
-    pipeline = open_pipeline(s)
-    gallery = open_settings_gallery(s, dim=pipeline.dim, model_version=pipeline.model_version,
-                                    collection=a.collection)
-
-    def one(path: Path, data: bytes, key: str, metadata: dict[str, Any]) -> Outcome:
-        try:
-            gallery.photos.get(key)
-            return "skipped", 0
-        except NotFound:
-            pass
-        try:
-            analysis = pipeline.analyze(data, max_faces=s.max_faces, sources=True)
-            done = photos.index_photo(gallery, pipeline.calibration, analysis, data,
-                                      NewPhoto(key, a.album, metadata), fpir=s.search_fpir, actor="cli")
-        except ImageError as e:
-            return "error", str(e)
-        except Conflict:
-            return "skipped", 0
-        return ("indexed", len(done)) if done else ("no_face", 0)
-
-    try:
-        return run(paths, a.dir, a.workers or s.workers, one)
-    finally:
-        gallery.close()
-        pipeline.close()
+        return run(paths, a.dir, a.workers or (8 if a.url else Settings().workers), one)
