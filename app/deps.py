@@ -110,9 +110,9 @@ def get_gallery(collection: CollectionName, state: State) -> Gallery:
 
 
 def in_collection(collection: Annotated[str, Path(description="the collection's name (GET /v1/collections)")],
-                  state: State) -> None:
-    """Every route under /v1/collections/{collection}/...: 404 when there is no such collection."""
-    get_gallery(collection, state)
+                  gallery: Annotated[Gallery, Depends(get_gallery)]) -> None:
+    """Every route under /v1/collections/{collection}/...: 404 when there is no such collection (the gallery it
+    looks up is the request's one lookup: FastAPI hands the same value to the route's ``GalleryDep``)."""
 
 
 def get_api_path(request: Request) -> str:

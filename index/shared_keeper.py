@@ -85,9 +85,9 @@ class SharedKeeper:
         gone = 0
         with self.locks.mutex, self.store.transaction():
             for space, index in self.indexes.items():
-                stored = np.array(self.store.face_ids(space), dtype=np.int64)
-                if index.live == len(stored):
+                if index.live == self.store.count_in_space(space):  # the usual case: one COUNT, no id list
                     continue
+                stored = np.array(self.store.face_ids(space), dtype=np.int64)
                 extra = np.setdiff1d(index.ids(), stored)
                 if len(extra):
                     log.warning("%d vectors in the %s space belong to writes that never committed: removed",

@@ -395,9 +395,13 @@ class Store(ABC):
 
     def face_ids(self, space: Space) -> list[int]:
         """The ids of the faces that belong to ``space`` (:mod:`index.spaces`)."""
-        column = "identity_id" if space == "people" else "photo_id"
         with self.read() as c:
-            return [int(r[0]) for r in c.execute(f"SELECT id FROM faces WHERE {column} IS NOT NULL ORDER BY id")]
+            return [int(r[0]) for r in c.execute(f"SELECT id FROM faces WHERE {_space_column(space)} IS NOT NULL "
+                                                 "ORDER BY id")]
+
+    def count_in_space(self, space: Space) -> int:
+        with self.read() as c:
+            return int(c.execute(f"SELECT COUNT(*) FROM faces WHERE {_space_column(space)} IS NOT NULL").fetchone()[0])
 
     def identity_sha256s(self) -> set[tuple[str, str]]:
         with self.read() as c:
@@ -415,3 +419,9 @@ class Store(ABC):
         with self.read() as c:
             return [Generation(int(r[0]), r[1], int(r[2]), int(r[3]), r[4]) for r in c.execute(
                 "SELECT id, model_version, dim, faces, switched_at FROM generations ORDER BY id")]
+
+
+def _space_column(space: Space) -> str:
+    """The column that puts a face in ``space``: enrolled faces (and named photo faces) have an identity; every
+    photo face has a photo."""
+    return "identity_id" if space == "people" else "photo_id"
