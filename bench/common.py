@@ -78,6 +78,7 @@ def report(figures: dict[str, Any], json_path: Path | None, digits: int = 2) -> 
     import json
 
     figures.update(machine())
+    figures["command"] = command()
     width = max(map(len, figures)) + 2
     for k, v in figures.items():
         print(f"{k:{width}s} {v:.{digits}f}" if isinstance(v, float) else f"{k:{width}s} {v}")

@@ -43,7 +43,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import LOCAL, group_photo  # noqa: E402
+from bench.common import LOCAL, command, group_photo, machine  # noqa: E402
 from index.clusters import cluster  # noqa: E402
 
 HELDOUT = Path(__file__).resolve().parent / "celeba_heldout.txt"
@@ -282,7 +282,7 @@ def main() -> None:
                          **bcubed(labels, truth)})
             print(json.dumps(rows[-1]), flush=True)
     if a.json:
-        a.json.write_text(json.dumps(rows, indent=1) + "\n")
+        a.json.write_text(json.dumps({"rows": rows, **machine(), "command": command()}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
