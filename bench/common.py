@@ -16,12 +16,13 @@ LOCAL = "http://127.0.0.1"
 
 
 def git_commit() -> str:
-    """The commit the bench ran from, ``+dirty`` when the tree had uncommitted changes."""
+    """The commit the bench ran from, ``+dirty`` when the tree had uncommitted changes (results files, what benches
+    write, do not count)."""
     try:
         commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":!bench/results"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("+dirty" if dirty else "")

@@ -1,0 +1,182 @@
+"""Every figure the README and docs/figures.md publish from a results file: made by one command, rendered, checked.
+
+    python bench/figures.py                 # run every registered bench at this commit (a clean tree), then render
+    python bench/figures.py --only NAME     # one results file's bench (NAME: its file name under bench/results/)
+    python bench/figures.py --quick         # every bench at CI size into a temporary folder: it runs, nothing published
+    python bench/figures.py --render        # rewrite the published numbers from the results files
+    python bench/figures.py --check         # exit 1 if a published number differs from its file, or a file is older
+                                            # than the code its bench measures
+
+A published number is written between markers that name its file, the value's path in it and its format:
+``<!--f openset-v3-celeba.json strangers_accepted .2%-->1.23%<!--/f-->`` (the markers do not show once rendered).
+A path is keys and list indexes joined by dots; ``rows[set=lfw folds 1-2].found`` picks the row whose ``set`` is that.
+Formats are Python's (``.3f``, ``.2%``, ``,d``, ``,.0f``). The data sets the benches read are found beside the
+project (``../shared/datasets``, ``../celeba-more``, ``../cfp``; README "Train and evaluate" says how to make them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+PUBLISHED = [ROOT / "README.md", ROOT / "docs" / "figures.md"]
+MARK = re.compile(r"<!--f (?P<file>\S+) (?P<path>.+?) (?P<fmt>\S+?)-->(?P<value>.*?)<!--/f-->")
+CELEBA = "../celeba-more/img_align_celeba"
+LFW = "../shared/datasets/lfw"
+CFP = "../cfp/cfp-dataset"
+# what the accuracy of every served answer depends on: the shipped graphs and card, and the code that runs them
+SERVED_MODEL = ["model/weights", "model/pipeline.py", "model/yunet.py", "model/faces.py", "model/embedder.py",
+                "model/calibration.py", "facesearch/decisions.py"]
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One results file: the command that makes it (run from the project's root), a CI-sized variant (``{out}``:
+    where it writes), and the code it measures (a change there since the file's commit makes it stale)."""
+
+    command: str
+    quick: str | None
+    measures: tuple[str, ...]
+
+
+FIGURES: dict[str, Figure] = {
+    "openset-v3-celeba.json": Figure(
+        f"python bench/openset.py --celeba {CELEBA} --json bench/results/openset-v3-celeba.json",
+        f"python bench/openset.py --celeba {CELEBA} --people 20 --no-dlib --json {{out}}",
+        (*SERVED_MODEL, "bench/openset.py", "bench/celeba_heldout.txt", "bench/celeba_calibration.txt")),
+    "photos-find-v3-celeba.json": Figure(
+        f"python bench/photos.py --find --lfw {LFW} --celeba {CELEBA} --cfp {CFP} "
+        "--json bench/results/photos-find-v3-celeba.json",
+        None,
+        (*SERVED_MODEL, "facesearch/photos.py", "index/photos.py", "bench/photos.py", "bench/celeba_heldout.txt",
+         "bench/celeba_calibration.txt")),
+    "photos-clusters-v3-celeba.json": Figure(
+        f"python bench/photos.py --lfw {LFW} --celeba {CELEBA} --json bench/results/photos-clusters-v3-celeba.json",
+        None,
+        (*SERVED_MODEL, "index/clusters.py", "bench/photos.py", "bench/celeba_heldout.txt",
+         "bench/celeba_calibration.txt")),
+}
+
+
+def lookup(data: Any, path: str) -> Any:
+    """The value at ``path`` (see the module's docstring)."""
+    for part in re.findall(r"[^.\[\]]+|\[[^\]]*\]", path):
+        if part.startswith("["):
+            key, _, want = part[1:-1].partition("=")
+            data = next(row for row in data if str(row.get(key)) == want)
+        elif isinstance(data, list):
+            data = data[int(part)]
+        else:
+            data = data[part]
+    return data
+
+
+def read(name: str) -> Any:
+    return json.loads((RESULTS / name).read_text())
+
+
+def shown(m: re.Match[str]) -> str:
+    return format(lookup(read(m["file"]), m["path"]), m["fmt"])
+
+
+def render(text: str) -> str:
+    return MARK.sub(lambda m: f"<!--f {m['file']} {m['path']} {m['fmt']}-->{shown(m)}<!--/f-->", text)
+
+
+def marks(text: str) -> list[re.Match[str]]:
+    return list(MARK.finditer(text))
+
+
+def wrong_numbers() -> list[str]:
+    """Each published number that is not what its file says, as ``place: published != file``."""
+    out = []
+    for doc in PUBLISHED:
+        for m in marks(doc.read_text()):
+            try:
+                want = shown(m)
+            except (OSError, KeyError, IndexError, StopIteration, ValueError) as e:
+                out.append(f"{doc.name}: {m['file']} {m['path']}: cannot be read ({type(e).__name__}: {e})")
+                continue
+            if m["value"] != want:
+                out.append(f"{doc.name}: {m['file']} {m['path']}: published {m['value']!r}, the file says {want!r}")
+    return out
+
+
+def stale_files() -> list[str]:
+    """Each results file a published number comes from whose commit is not this one's ancestor, ran on a dirty tree,
+    or predates a change to the code it measures."""
+    used = {m["file"] for doc in PUBLISHED for m in marks(doc.read_text())}
+    out = []
+    for name in sorted(used):
+        figure = FIGURES.get(name)
+        if figure is None:
+            out.append(f"{name}: no bench registered in bench/figures.py makes it")
+            continue
+        commit = str(read(name).get("git_commit", ""))
+        if not re.fullmatch(r"[0-9a-f]{40}", commit):
+            out.append(f"{name}: made at {commit or 'no recorded commit'} (a clean tree's commit is needed)")
+            continue
+        if git("merge-base", "--is-ancestor", commit, "HEAD").returncode != 0:
+            out.append(f"{name}: made at {commit[:9]}, which is not in this branch's history")
+            continue
+        changed = git("diff", "--name-only", commit, "HEAD", "--", *figure.measures).stdout.split()
+        if changed:
+            out.append(f"{name}: made at {commit[:9]}; changed since in what it measures: {', '.join(changed)}")
+    return out
+
+
+def git(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
+
+
+def clean_tree() -> bool:
+    return not git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results").stdout.strip()
+
+
+def run(command: str) -> None:
+    print(f"$ {command}", flush=True)
+    subprocess.run([sys.executable, *shlex.split(command)[1:]], cwd=ROOT, check=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", action="append", choices=sorted(FIGURES), help="this results file's bench (repeat)")
+    p.add_argument("--quick", action="store_true", help="CI-sized runs into a temporary folder; nothing published")
+    p.add_argument("--render", action="store_true", help="only rewrite the published numbers from the files")
+    p.add_argument("--check", action="store_true", help="only check the published numbers and the files' commits")
+    a = p.parse_args(argv)
+    if a.check:
+        problems = wrong_numbers() + stale_files()
+        print("\n".join(problems) or "every published number is its file's, and every file is current")
+        return 1 if problems else 0
+    if not a.render:
+        names = a.only or sorted(FIGURES)
+        if a.quick:
+            with tempfile.TemporaryDirectory() as tmp:
+                for name in names:
+                    quick = FIGURES[name].quick
+                    if quick is not None:
+                        run(quick.format(out=Path(tmp) / name))
+            return 0
+        if not clean_tree():
+            print("bench/figures.py: commit first: a figure records the commit it was made at", file=sys.stderr)
+            return 2
+        for name in names:
+            run(FIGURES[name].command)
+    for doc in PUBLISHED:
+        doc.write_text(render(doc.read_text()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
