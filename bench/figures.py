@@ -49,11 +49,21 @@ class Figure:
     measures: tuple[str, ...]
 
 
+# encoder v2, the last release before v3, for the side-by-side rows: its graph, checkpoint and card as shipped
+V2_COMMIT = "17ecd41"
+V2 = "cache/v2/encoder.pt"
+SERVING_CODE = [m for m in SERVED_MODEL if m != "model/weights"]
+
 FIGURES: dict[str, Figure] = {
     "openset-v3-celeba.json": Figure(
         f"python bench/openset.py --celeba {CELEBA} --json bench/results/openset-v3-celeba.json",
         f"python bench/openset.py --celeba {CELEBA} --people 20 --no-dlib --json {{out}}",
         (*SERVED_MODEL, "bench/openset.py", "bench/celeba_heldout.txt", "bench/celeba_calibration.txt")),
+    "openset-v2-celeba300.json": Figure(
+        f"python bench/openset.py --celeba {CELEBA} --checkpoint {V2} --no-dlib "
+        "--json bench/results/openset-v2-celeba300.json",
+        None,
+        (*SERVING_CODE, "bench/openset.py", "bench/celeba_heldout.txt", "bench/celeba_calibration.txt")),
     "photos-find-v3-celeba.json": Figure(
         f"python bench/photos.py --find --lfw {LFW} --celeba {CELEBA} --cfp {CFP} "
         "--json bench/results/photos-find-v3-celeba.json",
@@ -143,7 +153,19 @@ def clean_tree() -> bool:
     return not git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results").stdout.strip()
 
 
+def materialise_v2() -> None:
+    """Encoder v2's shipped files from its release commit, where :data:`V2` names them."""
+    out = ROOT / V2
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for name in ("encoder.pt", "encoder.onnx", "model_card.json"):
+        blob = subprocess.run(["git", "-C", str(ROOT), "show", f"{V2_COMMIT}:model/weights/{name}"],
+                              capture_output=True, check=True).stdout
+        (out.parent / name).write_bytes(blob)
+
+
 def run(command: str) -> None:
+    if V2 in command:
+        materialise_v2()
     print(f"$ {command}", flush=True)
     subprocess.run([sys.executable, *shlex.split(command)[1:]], cwd=ROOT, check=True)
 
