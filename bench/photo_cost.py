@@ -2,11 +2,12 @@
 the photo workers and the encoder), the write (each face's chip and lossless source crop encoded, the store's
 transaction, the identity lookup and the cluster join) and reading the photo back as the API answers.
 
-    python bench/photo_cost.py [--photos 20] [--webp-methods 0,4] [--json PATH]
+    python bench/photo_cost.py [--photos 20] [--webp 0:0,0:80] [--json PATH]
 
 Group photos of three LFW people side by side (people 500 on, in name order), into an empty gallery each round;
-``--webp-methods``: the source crop's lossless WebP method per round, alternated (the shipped one is
-``model.analysis.AnalyzedFace.source_image``'s), to measure what the encoding costs. Milliseconds per photo.
+``--webp``: the source crop's lossless WebP ``method:quality`` (effort) settings, alternated in each round (the
+shipped one is ``model.analysis.AnalyzedFace.source_image``'s), to measure what the encoding costs. Milliseconds per
+photo.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from bench.common import command, group_photo, machine  # noqa: E402
 from bench.photos_scale import LFW  # noqa: E402
 
 
-def one_round(groups: list[bytes], webp_method: int) -> dict[str, float]:
+def one_round(groups: list[bytes], webp_method: int, webp_quality: int) -> dict[str, float]:
     import io
 
     from PIL import Image
@@ -39,7 +40,8 @@ def one_round(groups: list[bytes], webp_method: int) -> dict[str, float]:
         if self.source is None:
             return None
         buf = io.BytesIO()
-        Image.fromarray(self.source).save(buf, format="WEBP", lossless=True, method=webp_method)
+        Image.fromarray(self.source).save(buf, format="WEBP", lossless=True, method=webp_method,
+                                          quality=webp_quality)
         return buf.getvalue()
 
     shipped_source, shipped_new_face = AnalyzedFace.source_image, photos.new_face
@@ -82,18 +84,18 @@ def one_round(groups: list[bytes], webp_method: int) -> dict[str, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--photos", type=int, default=20)
-    p.add_argument("--webp-methods", default="0,4")
-    p.add_argument("--rounds", type=int, default=2, help="rounds per method, alternated")
+    p.add_argument("--webp", default="0:0,0:80", help="lossless WebP method:quality settings, alternated")
+    p.add_argument("--rounds", type=int, default=2, help="rounds, each running every setting")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
     ran = machine()  # the commit as the run starts
     names = sorted(d.name for d in LFW.iterdir() if d.is_dir())[500 : 500 + 3 * a.photos]
     groups = [group_photo([LFW / n / f"{n}_0001.jpg" for n in names[k : k + 3]]) for k in range(0, len(names), 3)]
-    methods = [int(m) for m in a.webp_methods.split(",")]
+    settings = [tuple(int(x) for x in s.split(":")) for s in a.webp.split(",")]
     rows = []
     for r in range(a.rounds):
-        for m in methods:
-            rows.append({"round": r, "webp_method": m, **one_round(groups, m)})
+        for m, q in settings:
+            rows.append({"round": r, "webp_method": m, "webp_quality": q, **one_round(groups, m, q)})
             print(json.dumps(rows[-1]), flush=True)
     out = {"command": command(), **ran, "photos": len(groups), "rows": rows}
     if a.json:

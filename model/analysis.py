@@ -34,11 +34,13 @@ class AnalyzedFace:
         JPEG at quality 95 moved re-embedded vectors 0.031-0.043 from those made from the photo (median, 120
         LFW faces, the 112-px MobileNetV2 chip); lossless WebP 0.0009, at about twice the bytes. WebP's fastest
         method: on a 256-px LFW crop 17 ms against method 4's 211 ms (the default, which made indexing a group
-        photo cost a fifth of a second a face) for 20% more bytes, the same pixels."""
+        photo cost a fifth of a second a face) for 20% more bytes, the same pixels. Its least effort (``quality``
+        0; Pillow's default is 80): about a third less time again for the same bytes within 0.1%
+        (bench/photo_cost.py --webp 0:80,0:0)."""
         if self.source is None:
             return None
         buf = io.BytesIO()
-        Image.fromarray(self.source).save(buf, format="WEBP", lossless=True, method=0)
+        Image.fromarray(self.source).save(buf, format="WEBP", lossless=True, method=0, quality=0)
         return buf.getvalue()
 
 
