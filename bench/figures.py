@@ -35,8 +35,8 @@ CELEBA = "../celeba-more/img_align_celeba"
 LFW = "../shared/datasets/lfw"
 CFP = "../cfp/cfp-dataset"
 # what the accuracy of every served answer depends on: the shipped graphs and card, and the code that runs them
-SERVED_MODEL = ["model/weights", "model/pipeline.py", "model/yunet.py", "model/faces.py", "model/embedder.py",
-                "model/calibration.py", "facesearch/decisions.py"]
+# (git pathspecs)
+SERVED_MODEL = ["model", ":(exclude)model/train", "facesearch/decisions.py"]
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class Figure:
 # encoder v2, the last release before v3, for the side-by-side rows: its graph, checkpoint and card as shipped
 V2_COMMIT = "17ecd41"
 V2 = "cache/v2/encoder.pt"
-SERVING_CODE = [m for m in SERVED_MODEL if m != "model/weights"]
+SERVING_CODE = [*SERVED_MODEL, ":(exclude)model/weights"]
 
 FIGURES: dict[str, Figure] = {
     "openset-v3-celeba.json": Figure(
