@@ -85,7 +85,7 @@ def test_a_command_that_reads_never_creates_a_gallery(tmp_path: Path) -> None:
 
 
 def test_routes_only_a_server_answers_are_refused_in_process(tmp_path: Path) -> None:
-    with LocalFaceSearch(Settings(data_dir=tmp_path / "data"), gallery="create") as local:
-        with pytest.raises(ApiError) as e:
-            local.send(Routes.clusters())
+    with LocalFaceSearch(Settings(data_dir=tmp_path / "data"), gallery="create") as local, \
+            pytest.raises(ApiError) as e:
+        local.send(Routes.clusters())
     assert e.value.code == "not_in_process" and "--url" in e.value.detail
