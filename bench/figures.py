@@ -9,7 +9,8 @@
 
 A published number is written between markers that name its file, the value's path in it and its format:
 ``<!--f openset-v3-celeba.json strangers_accepted .2%-->1.23%<!--/f-->`` (the markers do not show once rendered).
-A path is keys and list indexes joined by dots; ``rows[set=lfw folds 1-2].found`` picks the row whose ``set`` is that.
+A path is keys and list indexes joined by dots; ``rows[set=lfw folds 1-2].found`` picks the row whose ``set`` is that,
+``[dlib_whispers_0.5]`` is a key with a dot in it.
 Formats are Python's (``.3f``, ``.2%``, ``,d``, ``,.0f``). The data sets the benches read are found beside the
 project (``../shared/datasets``, ``../celeba-more``, ``../cfp``; README "Train and evaluate" says how to make them).
 """
@@ -81,9 +82,11 @@ FIGURES: dict[str, Figure] = {
 def lookup(data: Any, path: str) -> Any:
     """The value at ``path`` (see the module's docstring)."""
     for part in re.findall(r"[^.\[\]]+|\[[^\]]*\]", path):
-        if part.startswith("["):
+        if part.startswith("[") and "=" in part:
             key, _, want = part[1:-1].partition("=")
             data = next(row for row in data if str(row.get(key)) == want)
+        elif part.startswith("["):  # a key with a dot in it
+            data = data[part[1:-1]]
         elif isinstance(data, list):
             data = data[int(part)]
         else:
