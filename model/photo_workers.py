@@ -91,7 +91,9 @@ class _Worker:
         self.number = number
         ours, theirs = socket.socketpair()
         with theirs:
-            self.process = subprocess.Popen([sys.executable, "-m", "model.photo_workers", str(theirs.fileno())],
+            # -P: the working folder is not put first on the worker's path, so its ``model`` is the service's (ROOT,
+            # by PYTHONPATH), never a folder of that name where the service happened to be started
+            self.process = subprocess.Popen([sys.executable, "-P", "-m", "model.photo_workers", str(theirs.fileno())],
                                             pass_fds=[theirs.fileno()], env=worker_environment())
         self.conn = Connection(ours.detach())
         self.conn.send(spec)

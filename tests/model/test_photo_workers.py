@@ -166,6 +166,21 @@ def test_workers_start_without_the_services_secrets(pipeline, monkeypatch: pytes
         w.close()
 
 
+def test_workers_import_the_services_code_whatever_folder_it_started_in(pipeline, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``model`` folder where the service was started (another checkout, a user's folder) is not what a worker
+    runs: it would be code nobody reviewed decoding untrusted files, or answers the service cannot read."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "__init__.py").write_text("raise ImportError('the folder the service started in')\n")
+    monkeypatch.chdir(tmp_path)
+    w = PhotoWorkers(1, spec_of(pipeline))
+    try:
+        assert w.analyze((LFW / "Colin_Powell" / "Colin_Powell_0001.jpg").read_bytes(), max_faces=5, sources=True,
+                         alone=True).faces[0].source
+    finally:
+        w.close()
+
+
 def test_a_hung_worker_is_replaced_and_the_photo_answered_within_the_timeout(pipeline) -> None:  # type: ignore[no-untyped-def]
     """A worker that stops answering (SIGSTOP: a decoder in an endless loop looks the same) costs its photo the
     timeout, not the service: the call raises AnalysisTimeout, the worker is killed and replaced, the next photo is
