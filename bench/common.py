@@ -5,27 +5,17 @@ from __future__ import annotations
 import io
 import os
 import platform
-import subprocess
+import sys
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from model.train.provenance import command, git_commit  # noqa: E402, F401 (what every bench records)
 
 ROOT = Path(__file__).resolve().parents[1]
 # the address benches give Starlette's TestClient: open mode (no API key) answers only requests addressed to this
 # machine, and TestClient's own "testserver" is not one
 LOCAL = "http://127.0.0.1"
-
-
-def git_commit() -> str:
-    """The commit the bench ran from, ``+dirty`` when the tree had uncommitted changes (results files, what benches
-    write, do not count)."""
-    try:
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":!bench/results"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return commit + ("+dirty" if dirty else "")
 
 
 def blas_info() -> list[dict[str, Any]]:
@@ -43,19 +33,6 @@ def machine() -> dict[str, Any]:
         "cpu": platform.processor() or platform.machine(),
         "python": platform.python_version(),
     }
-
-
-def portable(arg: str) -> str:
-    """An absolute path as a result file records it: relative to the working folder (a reader elsewhere cannot
-    follow this machine's absolute paths); anything else unchanged."""
-    return os.path.relpath(arg) if os.path.isabs(arg) else arg
-
-
-def command() -> str:
-    """The command line that made a result, its paths portable."""
-    import sys
-
-    return "python " + " ".join(portable(a) for a in sys.argv)
 
 
 def group_photo(paths: list[Path]) -> bytes:

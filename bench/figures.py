@@ -56,6 +56,15 @@ V2 = "cache/v2/encoder.pt"
 SERVING_CODE = [*SERVED_MODEL, ":(exclude)model/weights"]
 
 FIGURES: dict[str, Figure] = {
+    "cfp-v3.json": Figure(
+        f"facesearch evaluate-cfp --root {CFP} --splits 9-10 --reference dlib --json bench/results/cfp-v3.json",
+        None,
+        (*SERVED_MODEL, "model/train/cfp.py")),
+    "cfp-v2-same-commit.json": Figure(
+        f"facesearch evaluate-cfp --root {CFP} --splits 9-10 --checkpoint {V2} "
+        "--json bench/results/cfp-v2-same-commit.json",
+        None,
+        (*SERVING_CODE, "model/train/cfp.py")),
     "openset-v3-celeba.json": Figure(
         f"python bench/openset.py --celeba {CELEBA} --json bench/results/openset-v3-celeba.json",
         f"python bench/openset.py --celeba {CELEBA} --people 20 --no-dlib --json {{out}}",
@@ -170,7 +179,9 @@ def run(command: str) -> None:
     if V2 in command:
         materialise_v2()
     print(f"$ {command}", flush=True)
-    subprocess.run([sys.executable, *shlex.split(command)[1:]], cwd=ROOT, check=True)
+    program, *args = shlex.split(command)  # python or facesearch: this interpreter's, or its environment's command
+    exe = sys.executable if program == "python" else str(Path(sys.executable).parent / program)
+    subprocess.run([exe, *args], cwd=ROOT, check=True)
 
 
 def main(argv: list[str] | None = None) -> int:
