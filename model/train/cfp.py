@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"tree": str(a.train_tree), "photos": n, "splits": splits}))
         return 0
     report = evaluate(a.root, parse_splits(a.splits), a.checkpoint, a.flip, a.reference)
-    report.update(git_commit=git_commit(), command=command("facesearch evaluate-cfp"))
+    report.update(git_commit=git_commit(), command=command("facesearch"))
     text = json.dumps(report, indent=2)
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)

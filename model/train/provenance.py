@@ -29,6 +29,9 @@ def portable(arg: str) -> str:
     return os.path.relpath(arg) if os.path.isabs(arg) else arg
 
 
-def command(program: str = "python") -> str:
-    """The command line that made a result, its paths portable."""
-    return program + " " + " ".join(portable(a) for a in sys.argv)
+def command(program: str | None = None) -> str:
+    """The command line that made a result, its paths portable: ``python SCRIPT ...``, or ``program ...`` for a
+    command of the ``facesearch`` CLI (``program``: ``facesearch``)."""
+    if program is None:
+        return "python " + " ".join(portable(a) for a in sys.argv)
+    return program + " " + " ".join(portable(a) for a in sys.argv[1:])
