@@ -8,14 +8,18 @@ accepted three times as often as promised. This command measures it instead:
 - strangers: every photo of people the encoder never saw (``--strangers``, the CFP people of ``--stranger-splits``:
   6-8, people 251-400, for weights that never trained on CFP; 8 for encoder v3, which trained on splits 6-7), and
   with ``--lfw-strangers`` every photo of LFW's held-out folds' people too (in-the-wild photos like the galleries';
-  they are never in a gallery here, and no figure is fitted on them);
+  they are never in a gallery here, and no figure is fitted on them); ``--stranger-people CHIPS PEOPLE``: another
+  population, measured on its own (encoder v3: 100 CelebA people kept out of training, ``bench/celeba_calibration.txt``:
+  strangers from the galleries' own domain, whom CFP's studio photos do not stand for);
 - galleries: random draws of N faces of other people (``--fillers``; LFW outside pairs.txt's folds 1-2, celeba-more
   outside ``bench/celeba_heldout.txt``) for N from a hundred faces to the whole pool;
-- a filler person who is one of the strangers (a celebrity in two datasets) leaves the pool: their photos' mean
-  embeddings lie within the verification threshold of each other;
+- a filler person who is one of the strangers (a celebrity in two datasets) leaves the pool: nine in ten pairs of
+  their photos and the stranger's frontal ones lie within the verification threshold (:func:`same_people`,
+  :func:`frontal`);
 - for each N and each target FPIR: the distance under which that share of the strangers' nearest gallery faces
-  falls. The model card's ``openset`` table keeps them; the service interpolates in log N and log FPIR
-  (:class:`model.calibration.Calibration`) and extrapolates in log N beyond the largest gallery measured.
+  falls, per population; the model card's ``openset`` table keeps the smallest of them (:func:`strictest`); the
+  service interpolates in log N and log FPIR (:class:`model.calibration.Calibration`) and extrapolates in log N
+  beyond the largest gallery measured.
 
 The verification threshold is refitted on pairs that are not reported: CFP's frontal-frontal pairs of the strangers'
 splits (the best accuracy there); LFW folds 1-2 are then measured at it, never fitted on.

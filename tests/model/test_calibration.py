@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from model.calibration import Calibration
-from model.train.openset import Chips, nearest, openset_table, same_people
+from model.train.openset import Chips, filler_pool, nearest, openset_table, same_people, strictest
 
 TABLE = {"gallery_faces": [100, 1000, 10000], "fpir": [0.001, 0.01, 0.1],
          "thresholds": [[0.50, 0.56, 0.64], [0.46, 0.52, 0.60], [0.42, 0.48, 0.56]]}
@@ -89,3 +89,28 @@ def test_a_person_in_both_sets_is_found_by_their_photos() -> None:
                        [f"f{i}" for i in (3, 7, *range(10, 40)) for _ in range(3)])
     assert same_people(strangers, fillers, threshold=0.5) == {"f3", "f7"}
     assert same_people(strangers, fillers, threshold=0.05) == set()  # the same people, photos too far apart
+
+
+def test_a_celebrity_is_judged_on_their_frontal_photos_and_left_out_of_the_galleries() -> None:
+    """Profiles lie beyond a frontal-fitted threshold: judged on all photos a stranger who is also a filler stays in
+    the galleries, nearest to their own photos."""
+    rng = np.random.default_rng(3)
+    person = unit(rng.normal(size=(1, 32)))
+    frontals = unit(person + rng.normal(scale=0.05, size=(10, 32)))
+    profiles = unit(rng.normal(size=(4, 32)))  # far from everything, as a profile is from frontal photos
+    files = [f"cfp351/frontal_{i:02d}.png" for i in range(10)] + [f"cfp351/profile_{i:02d}.png" for i in range(4)]
+    stranger = Chips(np.concatenate([frontals, profiles]), np.array(["cfp351"] * 14), files)
+    fillers = Chips.of(np.concatenate([unit(person + rng.normal(scale=0.05, size=(3, 32))),
+                                       unit(rng.normal(size=(30, 32)))]), ["him"] * 3 + [f"f{i}" for i in range(30)])
+    assert same_people(stranger, fillers, threshold=0.5) == set()  # 10 of 14 photos: under nine in ten
+    pool, twins = filler_pool(stranger, [fillers], verification=0.5)
+    assert twins == [{"him"}] and len(pool) == 30
+
+
+def test_the_shipped_table_keeps_the_promise_for_every_population() -> None:
+    a = {"gallery_faces": [100, 1000], "fpir": [0.01, 0.1], "thresholds": [[1.1, 1.2], [0.9, 1.0]], "draws": [5, 1],
+         "strangers": "a", "fillers": {}}
+    b = {**a, "thresholds": [[1.05, 1.25], [0.95, 0.98]], "strangers": "b"}
+    table = strictest([a, b])
+    assert table["thresholds"] == [[1.05, 1.2], [0.9, 0.98]]
+    assert [p["strangers"] for p in table["populations"]] == ["a", "b"]
