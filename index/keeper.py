@@ -64,7 +64,8 @@ class Keeper(Protocol):
         """Drop what the index keeps of deleted vectors; True if it was rebuilt for that."""
 
     def snapshot(self, *, force: bool = False) -> bool:
-        """Persist the index if it changed (or ``force``), then prune the change log it no longer needs."""
+        """Persist the index if it changed and the last snapshot was long enough ago (or ``force``), then prune the
+        change log it no longer needs."""
 
     def prepare_switch(self, c: Conn, faces: Placed, seq: int) -> int:
         """Inside the re-embedding's switch transaction: make the next generation's indexes of these faces (the log

@@ -20,6 +20,8 @@ import hashlib
 import json
 import mmap
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -100,8 +102,9 @@ class VectorIndex:
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """ids: int64 (n,); vectors: float32 (n, dim), L2-normalised."""
         if len(ids):
-            self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
-                                    np.ascontiguousarray(ids, dtype=np.int64))
+            with _threads_for(len(ids)):  # a photo's few faces: HNSW's insertion, like a search, on this thread
+                self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
+                                        np.ascontiguousarray(ids, dtype=np.int64))
 
     def remove(self, ids: np.ndarray) -> None:
         if not len(ids):
@@ -337,16 +340,25 @@ def _search(index: Any, q: np.ndarray, k: int, params: Any) -> tuple[np.ndarray,
     # faiss.contrib.torch_utils (imported by pytorch-metric-learning) swaps Index.search for a version
     # without `params` and keeps the numpy one as search_numpy
     search = getattr(index, "search_numpy", index.search)
-    if len(q) >= 8:
+    with _threads_for(len(q)):
         return search(q, k, params=params)
-    # HNSW spreads queries over OpenMP threads: a few queries gain nothing from a thread team, and on a
-    # busy machine (the encoder using every core) waiting for the team costs a scheduler slice (8 ms
-    # instead of 0.2 ms measured). omp_set_num_threads applies to the calling thread only (OpenMP's
-    # nthreads-var is per thread), so concurrent searches do not interfere.
+
+
+@contextmanager
+def _threads_for(n: int) -> Iterator[None]:
+    """FAISS's OpenMP threads for ``n`` queries or insertions: one below 8.
+
+    HNSW spreads queries and insertions over a thread team: a few gain nothing from it, and on a busy machine (the
+    encoder using every core) waiting for the team costs a scheduler slice (a search took 8 ms instead of 0.2 ms,
+    measured). omp_set_num_threads applies to the calling thread only (OpenMP's nthreads-var is per thread), so
+    concurrent callers do not interfere."""
+    if n >= 8:
+        yield
+        return
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     try:
-        return search(q, k, params=params)
+        yield
     finally:
         faiss.omp_set_num_threads(threads)
 

@@ -179,6 +179,27 @@ def test_reembed_from_stored_crops_with_the_real_encoder(tmp_path: Path, pipelin
     g.close()
 
 
+def test_snapshots_are_spaced_by_their_cost_but_close_always_saves(tmp_path: Path) -> None:
+    def snapshot_seq() -> int:
+        return int(json.loads((tmp_path / "index" / "g0" / "people" / "meta.json").read_text())["seq"])
+
+    rng = np.random.default_rng(6)
+    g = Gallery(tmp_path, dim=DIM, model_version="m1")
+    fill(g, unit(rng, 20), people=4)
+    assert g.snapshot() and snapshot_seq() == 20
+    g.keeper._snapshot_took = 3600.0  # as if the last snapshot had held writes off for an hour
+    fill(g, unit(rng, 5), people=1)
+    assert not g.snapshot() and snapshot_seq() == 20  # not for another 20 hours
+    assert g.snapshot(force=True) and snapshot_seq() == 25
+    g.keeper._snapshot_took = 3600.0
+    fill(g, unit(rng, 5), people=1)
+    g.close()  # the last chance to shorten the next start: taken whatever the spacing
+    assert snapshot_seq() == 30
+    g = Gallery(tmp_path, dim=DIM, model_version="m1")
+    assert g.keeper.loaded_seq == 30 and g.index.live == 30
+    g.close()
+
+
 def test_snapshot_replay_and_corruption(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     g = Gallery(tmp_path, dim=DIM, model_version="m1")
