@@ -55,6 +55,9 @@ V2_COMMIT = "17ecd41"
 V2 = "cache/v2/encoder.pt"
 SERVING_CODE = [*SERVED_MODEL, ":(exclude)model/weights"]
 
+# what a request's speed depends on: everything the service runs (git pathspecs)
+SERVICE = ("app", "facesearch", "index", *SERVED_MODEL, "bench/photos_scale.py", "pyproject.toml")
+
 FIGURES: dict[str, Figure] = {
     "cfp-v3.json": Figure(
         f"facesearch evaluate-cfp --root {CFP} --splits 9-10 --reference dlib --json bench/results/cfp-v3.json",
@@ -85,6 +88,16 @@ FIGURES: dict[str, Figure] = {
         None,
         (*SERVED_MODEL, "index/clusters.py", "bench/photos.py", "bench/celeba_heldout.txt",
          "bench/celeba_calibration.txt")),
+    "photos-scale-api-hnsw.json": Figure(
+        "python bench/photos_scale.py --sizes 0,100000,1000000 --kind hnsw --work ../scale-work-hnsw "
+        "--json bench/results/photos-scale-api-hnsw.json",
+        "python bench/photos_scale.py --sizes 0,20000 --kind hnsw --json {out}",
+        SERVICE),
+    "photos-scale-api.json": Figure(
+        "python bench/photos_scale.py --sizes 0,100000,1000000 --kind exact --work ../scale-work-exact "
+        "--json bench/results/photos-scale-api.json",
+        None,
+        SERVICE),
 }
 
 
