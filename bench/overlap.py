@@ -1,0 +1,91 @@
+"""Which test and calibration people are also people the encoder was trained on, under another name in another data
+set: CFP's people are celebrities, and many of them are in LFW or CelebA too.
+
+    python bench/overlap.py --cfp ../cfp/cfp-dataset --chips ../cache/aligned/template112-yunet \
+        --json bench/results/overlap.json
+
+For CFP split 8 (people 351-400: the open-set calibration's strangers) and splits 9-10 (401-500: the CFP figures'
+test people), each person's frontal photos against the training sets' people (the card's training data: LFW outside
+folds 1-2, CelebA outside ``bench/celeba_heldout.txt``), judged as the calibration judges its fillers
+(``model.train.openset.same_people``: nine in ten pairs of their photos within the verification threshold). CFP
+splits 6-7 (251-350) were trained on as themselves and are not asked. The CFP photos are aligned into
+``CHIPS/cfp-overlap`` (``facesearch align``'s chips); ``CHIPS/lfw-deepfunneled`` and ``CHIPS/celeba-fillers`` must be
+there (README "Train and evaluate"). Splits 1-5 are never read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import command, machine  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+LFW_PAIRS = ROOT.parent / "shared" / "datasets" / "lfw" / "pairs.txt"
+SPLITS = {"calibration strangers (CFP split 8)": [8], "CFP test people (splits 9-10)": [9, 10]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cfp", type=Path, required=True, help="the CFP dataset's root")
+    p.add_argument("--chips", type=Path, required=True, help="the folder of `facesearch align` outputs")
+    p.add_argument("--cache", type=Path, default=ROOT.parent / "cache" / "openset", help="embeddings, per folder")
+    p.add_argument("--json", type=Path)
+    a = p.parse_args()
+    ran = machine()
+
+    from model.embedder import SHIPPED_CHECKPOINT, load_encoder
+    from model.train.align import align_tree
+    from model.train.cfp import Cfp
+    from model.train.lfw import people_in_folds, read_pairs
+    from model.train.openset import Chips, frontal, only, same_people
+    from model.train.train import read_people
+
+    embedder, card = load_encoder(SHIPPED_CHECKPOINT)
+    version, threshold = str(card["model_version"]), float(card["thresholds"]["verification"])
+    cfp = Cfp(a.cfp)
+    people = sorted({p for splits in SPLITS.values() for p in cfp.people(splits)})
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "cfp-overlap"
+        for person in people:  # frontal photos only: the same-person rule judges on them
+            for n in range(1, 11):
+                dst = tree / f"cfp{person:03d}" / f"frontal_{n:02d}.jpg"
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.symlink_to((a.cfp / cfp.photo(person, "frontal", n)).resolve())
+        align_tree(tree, a.chips / "cfp-overlap", embedder.config)
+    asked = frontal(Chips.load(a.chips / "cfp-overlap", embedder, version, a.cache))
+    lfw_test = people_in_folds(read_pairs(LFW_PAIRS), [1, 2])
+    celeba_test = set(read_people(ROOT / "bench" / "celeba_heldout.txt"))
+    trained = {"lfw-deepfunneled": Chips.load(a.chips / "lfw-deepfunneled", embedder, version, a.cache,
+                                              exclude=lfw_test),
+               "celeba-fillers": Chips.load(a.chips / "celeba-fillers", embedder, version, a.cache,
+                                            exclude=celeba_test)}
+    rows = []
+    for label, splits in SPLITS.items():
+        group = only(asked, [f"cfp{p:03d}" for p in cfp.people(splits)])
+        found: dict[str, list[str]] = {}
+        for name, chips in trained.items():
+            for person in sorted(set(group.people.tolist())):
+                one = group.rows(group.people == person)
+                twins = sorted(same_people(one, chips, threshold))
+                if twins:
+                    found.setdefault(person, []).extend(f"{name}/{t}" for t in twins)
+        rows.append({"set": label, "people": len(set(group.people.tolist())), "photos": len(group),
+                     "also_trained_on": len(found), "who": found})
+        print(f"{label}: {len(found)} of {len(set(group.people.tolist()))} people also among the training people",
+              flush=True)
+    out = {"command": command(), **ran, "model_version": version, "threshold": threshold,
+           "rule": "model.train.openset.same_people on frontal photos: nine in ten pairs within the verification "
+                   "threshold", "trained_on": {k: f"{len(v)} photos of {len(set(v.people.tolist()))} people"
+                                               for k, v in trained.items()},
+           "rows": rows}
+    if a.json:
+        a.json.write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
