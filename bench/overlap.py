@@ -10,7 +10,9 @@ folds 1-2, CelebA outside ``bench/celeba_heldout.txt``), judged as the calibrati
 (``model.train.openset.same_people``: nine in ten pairs of their photos within the verification threshold). CFP
 splits 6-7 (251-350) were trained on as themselves and are not asked. The CFP photos are aligned into
 ``CHIPS/cfp-overlap`` (``facesearch align``'s chips); ``CHIPS/lfw-deepfunneled`` and ``CHIPS/celeba-fillers`` must be
-there (README "Train and evaluate"). Splits 1-5 are never read.
+there (README "Train and evaluate"). Splits 1-5 are never read. Then CFP 9-10's two protocols through the serving
+pipeline (as ``facesearch evaluate-cfp``), the genuine pairs of the people also trained on and of those not each
+scored beside every impostor pair: what the overlap is worth to the CFP figures.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def main() -> None:
 
     from model.embedder import SHIPPED_CHECKPOINT, load_encoder
     from model.train.align import align_tree
-    from model.train.cfp import Cfp
+    from model.train.cfp import Cfp, protocol_metrics, serving_embeddings
     from model.train.lfw import people_in_folds, read_pairs
     from model.train.openset import Chips, frontal, only, same_people
     from model.train.train import read_people
@@ -78,6 +80,22 @@ def main() -> None:
                      "also_trained_on": len(found), "who": found})
         print(f"{label}: {len(found)} of {len(set(group.people.tolist()))} people also among the training people",
               flush=True)
+    # CFP 9-10's protocols as `facesearch evaluate-cfp` measures them (the serving pipeline), with the genuine pairs
+    # of the people also trained on and of those not, each beside every impostor pair: what the overlap is worth
+    test = rows[-1]
+    trained_people = {int(p[3:]) for p in test["who"]}
+    protocols = {name: cfp.pairs(name, SPLITS["CFP test people (splits 9-10)"]) for name in ("FF", "FP")}
+    files = sorted({f for pairs in protocols.values() for q in pairs for f in q.files})
+    emb, _ = serving_embeddings(cfp.root, files, None, None)
+    by_group = {}
+    for name, pairs in protocols.items():
+        impostors = [q for q in pairs if not q.same]
+        for group, keep in (("also trained on", True), ("never trained on", False)):
+            genuine = [q for q in pairs if q.same and (int(Path(q.files[0]).parts[-3]) in trained_people) == keep]
+            by_group[f"{name}, genuine pairs of people {group}"] = protocol_metrics(genuine + impostors, emb)
+    test["cfp_protocols"] = by_group
+    for k, v in by_group.items():
+        print(f"{k}: accuracy {v['accuracy']:.4f}, AUC {v['auc']:.4f} over {v['pairs']} pairs", flush=True)
     out = {"command": command(), **ran, "model_version": version, "threshold": threshold,
            "rule": "model.train.openset.same_people on frontal photos: nine in ten pairs within the verification "
                    "threshold", "trained_on": {k: f"{len(v)} photos of {len(set(v.people.tolist()))} people"
