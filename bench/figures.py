@@ -88,6 +88,12 @@ FIGURES: dict[str, Figure] = {
         None,
         (*SERVED_MODEL, "index/clusters.py", "bench/photos.py", "bench/celeba_heldout.txt",
          "bench/celeba_calibration.txt")),
+    "overlap.json": Figure(
+        f"python bench/overlap.py --cfp {CFP} --chips ../cache/aligned/template112-yunet "
+        "--json bench/results/overlap.json",
+        None,
+        (*SERVED_MODEL, "model/train/openset.py", "model/train/cfp.py", "bench/overlap.py",
+         "bench/celeba_heldout.txt")),
     "photos-scale-api-hnsw.json": Figure(
         "python bench/photos_scale.py --sizes 0,100000,1000000 --kind hnsw --work ../scale-work-hnsw "
         "--json bench/results/photos-scale-api-hnsw.json",
