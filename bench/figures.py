@@ -94,6 +94,8 @@ FIGURES: dict[str, Figure] = {
         None,
         (*SERVED_MODEL, "model/train/openset.py", "model/train/cfp.py", "bench/overlap.py",
          "bench/celeba_heldout.txt")),
+    "sizes.json": Figure("python bench/sizes.py --docker --json bench/results/sizes.json", None,
+                         ("pyproject.toml", "Dockerfile", "model/weights", "bench/sizes.py")),
     "photos-scale-api-hnsw.json": Figure(
         "python bench/photos_scale.py --sizes 0,100000,1000000 --kind hnsw --work ../scale-work-hnsw "
         "--json bench/results/photos-scale-api-hnsw.json",
