@@ -35,7 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import blas_info, machine  # noqa: E402
 
 from index import Gallery, NewFace  # noqa: E402
-from index.vectors import HNSW_EF_SEARCH, HNSW_M  # noqa: E402
+from index.vectors import GRAPHS  # noqa: E402
+
+HNSW_M, HNSW_EF_SEARCH = GRAPHS["people"].m, GRAPHS["people"].ef_search  # the identity search's graph
 
 DIM = 128
 

@@ -33,7 +33,8 @@ def main() -> None:
     ids = np.arange(1, n + 1, dtype=np.int64)
     exact = vectors.VectorIndex(128, "exact")
     exact.add(ids, v)
-    vectors.HNSW_M, vectors.HNSW_EF_CONSTRUCTION = m, efc  # read when the index is made
+    was = vectors.GRAPHS["people"]  # read when the index is made
+    vectors.GRAPHS["people"] = vectors.Graph(m, efc, was.ef_search, was.layout)
     t = time.time()
     h = vectors.VectorIndex(128, "hnsw")
     h.add(ids, v)

@@ -35,7 +35,9 @@ from gallery import decision_agreement, stranger_threshold  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from index.vectors import HNSW_EF_SEARCH, VectorIndex  # noqa: E402
+from index.vectors import GRAPHS, VectorIndex  # noqa: E402
+
+HNSW_EF_SEARCH = GRAPHS["people"].ef_search  # the identity search's graph
 
 TREES = ("lfw-deepfunneled", "img_align_celeba", "celeba_crops")
 

@@ -89,7 +89,7 @@ class LocalKeeper:
                 _remove(p)
 
     def _empty(self) -> Indexes:
-        return {space: VectorIndex(self.dim, self.kind) for space in SPACES}
+        return {space: VectorIndex(self.dim, self.kind, space) for space in SPACES}
 
     def _model_changed(self, c: Conn | None = None) -> bool:
         return model_changed(self.store, self.model_version, self.dim, c)
@@ -105,7 +105,7 @@ class LocalKeeper:
             seqs = set()
             for space in SPACES:
                 indexes[space], seq = VectorIndex.load(snap / space, dim=self.dim, kind=self.kind,
-                                                       model_version=self.model_version)
+                                                       model_version=self.model_version, space=space)
                 seqs.add(seq)
             if len(seqs) != 1:
                 raise SnapshotError("the spaces' snapshots were taken at different changes")

@@ -24,7 +24,7 @@ import numpy as np
 
 from index.errors import StoreUnavailable
 from index.spaces import Space
-from index.vectors import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M
+from index.vectors import GRAPHS
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,6 +66,7 @@ class MilvusIndex:
         from pymilvus import MilvusClient  # the Milvus tier's dependency only
 
         self.uri, self.dim, self.index_type, self.space, self.prefix = uri, dim, index_type, space, prefix
+        self.graph = GRAPHS[space or "people"]  # HNSW's parameters (a collection from before the spaces: people's)
         self.collection = collection_name(model_version, dim, space, prefix)
         self._owns_client = client is None  # the spaces' collections share one client: its first owner closes it
         self.client: Any = client if client is not None else MilvusClient(uri)
@@ -82,7 +83,7 @@ class MilvusIndex:
         schema.add_field("id", DataType.INT64, is_primary=True)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
         params = self.client.prepare_index_params()
-        extra = {"M": HNSW_M, "efConstruction": HNSW_EF_CONSTRUCTION} if self.index_type == "HNSW" else {}
+        extra = {"M": self.graph.m, "efConstruction": self.graph.ef_construction} if self.index_type == "HNSW" else {}
         params.add_index(field_name="vector", index_type=self.index_type, metric_type="IP", params=extra)
         self.client.create_collection(self.collection, schema=schema, index_params=params,
                                       consistency_level="Strong")
@@ -155,7 +156,7 @@ class MilvusIndex:
         q = np.asarray(queries, dtype=np.float32)
         params: dict[str, Any] = {"metric_type": "IP"}
         if self.index_type == "HNSW":
-            params["params"] = {"ef": max(k, ef_search or HNSW_EF_SEARCH)}
+            params["params"] = {"ef": max(k, ef_search or self.graph.ef_search)}
         hits = self.client.search(self.collection, data=q.tolist(), limit=max(1, min(k, 16_384)), search_params=params,
                                   output_fields=["id"], consistency_level="Strong")
         width = max((len(h) for h in hits), default=0)

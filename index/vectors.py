@@ -22,20 +22,38 @@ import mmap
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import faiss  # its bundled stubs are partial: the index objects are typed Any here
 import numpy as np
 
+from index.spaces import Space
+
 Kind = Literal["exact", "hnsw"]
-# M=48, efConstruction=160, efSearch 112: on bench/gallery.py's 1M vectors, decisions equal to exact search's
-# for 99.65% of probes and 99.59% of strangers at p50 0.83 / 0.89 ms (the previous M=32, efConstruction=80 graph
-# over float32 needed efSearch 384, 2.4 ms, for 99.5%; M=64 costs more per step than it gains)
-HNSW_M = 48
-HNSW_EF_CONSTRUCTION = 160
-HNSW_EF_SEARCH = 112
-HNSW_LAYOUT = "refine-flat/hnsw-fp16"  # snapshots of another layout are rebuilt from the store
+
+
+@dataclass(frozen=True)
+class Graph:
+    """An HNSW graph's parameters; ``layout`` names them in its snapshots (one of another layout is rebuilt)."""
+
+    m: int
+    ef_construction: int
+    ef_search: int
+    layout: str
+
+
+GRAPHS: dict[Space, Graph] = {
+    # M=48, efConstruction=160, efSearch 112: on bench/gallery.py's 1M vectors, decisions equal to exact search's
+    # for 99.65% of probes and 99.59% of strangers at p50 0.83 / 0.89 ms (the previous M=32, efConstruction=80
+    # graph over float32 needed efSearch 384, 2.4 ms, for 99.5%; M=64 costs more per step than it gains)
+    "people": Graph(48, 160, 112, "refine-flat/hnsw-fp16"),
+    # every photo face is inserted as it is indexed, under the write lock: M=32, efConstruction=80 inserts a face
+    # in a third of the time, and its cluster joins and photo searches agree with exact search's for 99.8% of real
+    # faces among 100k others (bench/photos_graph.py)
+    "photos": Graph(32, 80, 112, "refine-flat/hnsw-fp16/m32-efc80"),
+}
 # faiss's bundled stubs lack these or type them too narrowly
 _HNSW_PARAMS: Any = getattr(faiss, "SearchParametersHNSW")  # noqa: B009
 _REFINE_PARAMS: Any = getattr(faiss, "IndexRefineSearchParameters")  # noqa: B009
@@ -64,9 +82,6 @@ class Vectors(Protocol):
     def close(self) -> None: ...
 
 
-_LAYOUTS: dict[str, str] = {"exact": "flat", "hnsw": HNSW_LAYOUT}
-
-
 class SnapshotError(Exception):
     """A snapshot that is missing, corrupt or does not fit; the caller rebuilds from the store."""
 
@@ -74,15 +89,16 @@ class SnapshotError(Exception):
 class VectorIndex:
     """A FAISS index in this process; its keeper (:mod:`index.local_keeper`) snapshots it under the data folder."""
 
-    def __init__(self, dim: int, kind: Kind = "exact") -> None:
+    def __init__(self, dim: int, kind: Kind = "exact", space: Space = "people") -> None:
         self.dim = dim
         self.kind: Kind = kind
+        self.graph = GRAPHS[space]  # HNSW's parameters (the space's)
         if kind == "exact":
             base: Any = faiss.IndexFlatIP(dim)
         elif kind == "hnsw":
-            graph = _HNSW_SQ(dim, faiss.ScalarQuantizer.QT_fp16, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-            graph.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
-            graph.hnsw.efSearch = HNSW_EF_SEARCH
+            graph = _HNSW_SQ(dim, faiss.ScalarQuantizer.QT_fp16, self.graph.m, faiss.METRIC_INNER_PRODUCT)
+            graph.hnsw.efConstruction = self.graph.ef_construction
+            graph.hnsw.efSearch = self.graph.ef_search
             base = faiss.IndexRefineFlat(graph)  # keeps the float32 vectors; re-scores the graph's k
             base.k_factor = 1.0
         else:
@@ -212,8 +228,8 @@ class VectorIndex:
     def search(self, queries: np.ndarray, k: int, *, ef_search: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """queries: float32 (n, dim) -> (similarities float32 (n, k), ids int64 (n, k); -1 where none).
 
-        ``ef_search``: HNSW's search breadth (default HNSW_EF_SEARCH; never below k)."""
-        ef = max(ef_search or HNSW_EF_SEARCH, k)
+        ``ef_search``: HNSW's search breadth (default: the space's; never below k)."""
+        ef = max(ef_search or self.graph.ef_search, k)
         k = max(1, min(k, self.live)) if self.live else 1
         q = np.ascontiguousarray(queries, dtype=np.float32)
         if self.live == 0:
@@ -236,13 +252,17 @@ class VectorIndex:
         return np.sort(all_ids)
 
     # --- snapshots -----------------------------------------------------------------------------------
+    @property
+    def layout(self) -> str:
+        return _layout(self.kind, self.graph)
+
     def save(self, folder: Path, seq: int, model_version: str) -> None:
         """Write index + meta atomically (temp file, fsync, rename); meta carries the file's block hashes."""
         folder.mkdir(parents=True, exist_ok=True)
         blob = np.asarray(faiss.serialize_index(self.index)).tobytes()
         _atomic_write(folder / INDEX_FILE, blob)
         meta = {
-            "seq": seq, "kind": self.kind, "layout": _LAYOUTS[self.kind], "dim": self.dim,
+            "seq": seq, "kind": self.kind, "layout": self.layout, "dim": self.dim,
             "model_version": model_version,
             "ntotal": int(self.index.ntotal), "tombstones": sorted(self.tombstones), "size": len(blob),
             "blocks": _block_hashes(blob), "rows": self._locate(blob),
@@ -251,7 +271,8 @@ class VectorIndex:
         _fsync_dir(folder)
 
     @classmethod
-    def load(cls, folder: Path, *, dim: int, kind: Kind, model_version: str) -> tuple[VectorIndex, int]:
+    def load(cls, folder: Path, *, dim: int, kind: Kind, model_version: str, space: Space = "people"
+             ) -> tuple[VectorIndex, int]:
         """Load a snapshot; returns (index, the store change counter it reflects). Raises SnapshotError."""
         try:
             meta = json.loads((folder / META_FILE).read_text())
@@ -261,7 +282,7 @@ class VectorIndex:
         if not isinstance(meta, dict) or meta.get("size") != len(blob) or meta.get("blocks") != _block_hashes(blob):
             raise SnapshotError("snapshot checksum mismatch")
         if (meta.get("dim") != dim or meta.get("kind") != kind or meta.get("model_version") != model_version
-                or meta.get("layout", "flat") != _LAYOUTS[kind]):
+                or meta.get("layout", "flat") != _layout(kind, GRAPHS[space])):
             raise SnapshotError("snapshot made for another dimension, kind, layout or model")
         try:
             index: Any = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
@@ -270,9 +291,13 @@ class VectorIndex:
         if index.d != dim or index.ntotal != meta.get("ntotal"):
             raise SnapshotError("snapshot does not match its meta")
         obj = cls.__new__(cls)
-        obj.dim, obj.kind, obj.index = dim, kind, index
+        obj.dim, obj.kind, obj.index, obj.graph = dim, kind, index, GRAPHS[space]
         obj.tombstones = {int(t) for t in meta.get("tombstones", [])}
         return obj, int(meta["seq"])
+
+
+def _layout(kind: Kind, graph: Graph) -> str:
+    return graph.layout if kind == "hnsw" else "flat"
 
 
 def erase_from_snapshot(folder: Path, ids: np.ndarray, vectors: list[bytes], forms: list[bytes]) -> int:
