@@ -71,12 +71,10 @@ class Photos:
             return pid
 
         unnamed = [n for n, (key, _) in enumerate(faces) if key is None]
-        # the join's search of the whole space runs before the writer's turn, beside other requests' (under the read
-        # lock); in its turn (``locks.mutex``) the faces are compared only with those added since (``_recent``)
+        # the join's search of the whole space runs before the write lock, beside other requests' (under the read
+        # lock); under the write lock the faces are compared only with those added since (``_recent``)
         near = self._nearest(unit_vectors([faces[n][1] for n in unnamed], self.dim)) \
             if cluster_within is not None and unnamed else None
-
-        joined: list[tuple[np.ndarray, np.ndarray]] = []
 
         def cluster(c: Conn, ids: list[int], vecs: np.ndarray) -> None:
             self.store.audit(c, "index_photo", actor=actor, face_ids=ids, photo=photo.key)
@@ -84,13 +82,9 @@ class Photos:
                 new_ids, new_vecs = [ids[n] for n in unnamed], vecs[unnamed]
                 sims, nbrs = self._with_recent(new_vecs, *near)
                 join_clusters(c, new_ids, sims, nbrs, cluster_within)
-                joined.append((np.asarray(new_ids, np.int64), new_vecs))
+                self._remember(np.asarray(new_ids, np.int64), new_vecs)
 
-        def remember() -> None:  # with the index: a join's search under the read lock sees both or neither
-            for new_ids, new_vecs in joined:
-                self._remember(new_ids, new_vecs)
-
-        return self.writes.add(faces, actor=actor, before=insert_photo, after=cluster, searchable=remember)
+        return self.writes.add(faces, actor=actor, before=insert_photo, after=cluster)
 
     def _nearest(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
         """(similarities, ids) of the JOIN_K nearest faces of the ``photos`` space, and the number of the last add
@@ -105,9 +99,8 @@ class Photos:
 
     def _with_recent(self, q: np.ndarray, sims: np.ndarray, ids: np.ndarray, seen: int
                      ) -> tuple[np.ndarray, np.ndarray]:
-        """The nearest faces found before the writer's turn, merged with those among the faces added since (the
-        caller is the writer: it holds ``locks.mutex``, so no index changes meanwhile). When more were added since
-        than are remembered, the space is searched again."""
+        """The nearest faces found before the write lock, merged with those among the faces added since (the
+        caller holds the write lock). When more were added since than are remembered, the space is searched again."""
         with self._recent_lock:
             since = [(i, v) for n, i, v in self._recent if n > seen]
             complete = not self._recent or self._recent[0][0] <= seen + 1

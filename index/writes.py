@@ -34,16 +34,12 @@ class Writes:
         self.dim, self.model_version = dim, model_version
 
     def add(self, items: Sequence[tuple[str | None, NewFace]], *, metadata: dict[str, dict[str, Any]] | None = None,
-            actor: str | None = None, before: Before | None = None, after: After | None = None,
-            searchable: Callable[[], None] | None = None) -> list[int]:
+            actor: str | None = None, before: Before | None = None, after: After | None = None) -> list[int]:
         """Add faces (each of an identity, created if new, or of none: a photo's unnamed face) in one transaction,
-        all or none; returns their ids in order. ``searchable()`` runs as they enter the indexes, under the write
-        lock (what readers must see change together with the indexes)."""
+        all or none; returns their ids in order."""
         items = [(None if key is None else validate_key(key), f) for key, f in items]
         vecs = unit_vectors([f for _, f in items], self.dim) if items else np.zeros((0, self.dim), np.float32)
-        # one writer at a time (``mutex``); searches go on while the store's transaction commits and wait only
-        # while the indexes change (``rw``): nothing but a writer changes an index, and writers hold ``mutex``
-        with self.locks.mutex:
+        with self.locks.writing():
             with self.store.transaction() as c:
                 # inside the transaction: another process (a reembed) may have switched the model meanwhile
                 if model_changed(self.store, self.model_version, self.dim, c):
@@ -55,10 +51,7 @@ class Writes:
                     after(c, ids, vecs)
                 faces = Placed.of(ids, vecs, named=[k is not None for k, _ in rows], in_photo=pid is not None)
                 self.keeper.staged(faces)
-            with self.locks.rw.write():
-                self.keeper.added(faces, seqs)
-                if searchable is not None:
-                    searchable()
+            self.keeper.added(faces, seqs)
         return ids
 
     def name(self, pick: Callable[[Conn], list[int]], identity: str, event: str, actor: str | None,
