@@ -49,9 +49,9 @@ GRAPHS: dict[Space, Graph] = {
     # for 99.65% of probes and 99.59% of strangers at p50 0.83 / 0.89 ms (the previous M=32, efConstruction=80
     # graph over float32 needed efSearch 384, 2.4 ms, for 99.5%; M=64 costs more per step than it gains)
     "people": Graph(48, 160, 112, "refine-flat/hnsw-fp16"),
-    # every photo face is inserted as it is indexed, under the write lock: M=32, efConstruction=80 inserts a face
-    # in a third of the time, and its cluster joins and photo searches agree with exact search's for 99.8% of real
-    # faces among 100k others (bench/photos_graph.py)
+    # every photo face is inserted as its photo is indexed, under the write lock: a cheaper graph inserts a face in
+    # about a third of the time; its cluster joins and photo searches beside exact search's, for real faces among
+    # many others: bench/photos_graph.py (bench/results/photos-graph.json)
     "photos": Graph(32, 80, 112, "refine-flat/hnsw-fp16/m32-efc80"),
 }
 # faiss's bundled stubs lack these or type them too narrowly
