@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -246,6 +247,43 @@ def test_hnsw_snapshot_of_the_float32_layout_is_rebuilt(tmp_path: Path) -> None:
         assert g.keeper.loaded_seq == reloaded and g.verify()["ok"] and g.index.live == 200
         assert [r.identities[0].identity for r in g.search(vecs[:5], k=1)] == [f"person-{i:03d}" for i in range(5)]
         g.close()
+
+
+def test_photos_space_has_its_own_graph_and_a_snapshot_of_the_other_is_rebuilt(tmp_path: Path) -> None:
+    """The photos space's HNSW graph is built with its own parameters (a cheaper insertion than the people space's),
+    and its snapshots say so: one written with the people space's graph (as galleries had before) is rebuilt from the
+    store with the photos graph, not loaded."""
+    from index.records import NewPhoto
+    from index.spaces import SPACES, Space
+    from index.vectors import GRAPHS
+
+    def graph_of(g: Gallery, space: Space) -> Any:
+        index: Any = g.keeper.indexes[space]  # type: ignore[attr-defined]
+        return index._graph().hnsw
+
+    assert GRAPHS["photos"] != GRAPHS["people"]
+    vecs = unit(np.random.default_rng(8), 200)
+    g = Gallery(tmp_path, dim=DIM, model_version="m1", kind="hnsw")
+    g.photos.add(NewPhoto("p1", "a"), [(None, NewFace(v)) for v in vecs], cluster_within=None)
+    g.add_faces("someone", [NewFace(vecs[0])])
+    g.close()
+    g = Gallery(tmp_path, dim=DIM, model_version="m1", kind="hnsw")
+    assert g.keeper.loaded_seq != -1  # loaded, as it was written
+    for space in SPACES:
+        meta = json.loads((tmp_path / "index" / "g0" / space / "meta.json").read_text())
+        assert meta["layout"] == GRAPHS[space].layout
+        assert graph_of(g, space).nb_neighbors(0) == 2 * GRAPHS[space].m
+        assert graph_of(g, space).efConstruction == GRAPHS[space].ef_construction
+    g.close()
+    meta_path = tmp_path / "index" / "g0" / "photos" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta["layout"] = GRAPHS["people"].layout  # as the previous version wrote it
+    meta_path.write_text(json.dumps(meta))
+    g = Gallery(tmp_path, dim=DIM, model_version="m1", kind="hnsw")
+    assert g.keeper.loaded_seq == -1 and g.verify()["ok"]  # rebuilt from the store
+    assert graph_of(g, "photos").nb_neighbors(0) == 2 * GRAPHS["photos"].m
+    assert g.photos.searchable_faces == 200 and [h.photo for h in g.photos.search(vecs[3:4], 0.1)] == ["p1"]
+    g.close()
 
 
 def test_hnsw_recall_tombstones_rebuild_and_kind_switch(tmp_path: Path) -> None:
