@@ -10,6 +10,10 @@ float32 instead of float16 vectors (``hnsw_fp16_time_ratio``, interleaved); bulk
 single-face add latency (with its fsync) and delete latency (with its erasure); start-up from the snapshot and
 from SQLite alone; bytes per face.
 
+The headline HNSW figures (``hnsw_p50_ms``, ``hnsw_exact_p50_ms``: exact search timed beside it on the same probes,
+interleaved; recall and decisions at the service's efSearch) come from draws of their own, not the efSearch sweep's
+on which the service's efSearch was chosen. Every p50 is the best of three passes' medians.
+
 Like for like: numpy gets the same float32 vectors and queries FAISS searches, and one BLAS thread
 (threadpoolctl), as FAISS uses one OpenMP thread for fewer than 8 queries; the BLAS kernel is recorded.
 Each gallery size draws its vectors from its own seeded generator (``data(n)``), so bench/hnsw_own.py can
@@ -120,8 +124,9 @@ def bench_size(folder: Path, n: int, out: dict[str, float], label: str, hnsw: bo
     rate, centres, who = fill(g, n)
     out[f"bulk_add_per_s_{label}"] = rate
     q, _ = vectors(np.random.default_rng(123), 200, 1000)
-    p50, p99 = latency(lambda x: g.index.search(x, 10), q)
-    out[f"exact_p50_ms_{label}"], out[f"exact_p99_ms_{label}"] = p50, p99
+    # the best of three passes' medians, as for HNSW below: the machine is shared, and a pass can lose its core
+    passes = [latency(lambda x: g.index.search(x, 10), q) for _ in range(3)]
+    out[f"exact_p50_ms_{label}"], out[f"exact_p99_ms_{label}"] = min(p[0] for p in passes), min(p[1] for p in passes)
     batches = np.array_split(np.concatenate([q] * 2)[:320], 10)
     t = time.perf_counter()
     for b in batches:
@@ -193,11 +198,26 @@ def bench_size(folder: Path, n: int, out: dict[str, float], label: str, hnsw: bo
                                         more_probes, more_strangers, owner, threshold)
             out[f"hnsw_ef{ef}_decision_agreement_probes"] = dp
             out[f"hnsw_ef{ef}_decision_agreement_strangers"] = ds
-        # the headline figures: the service's default efSearch, from the sweep
+        # the headline figures: the service's default efSearch (chosen on the sweep's draws, bench/hnsw_params.py's
+        # too) on draws of their own, which no choice looked at; exact search timed beside it on the same probes
         out["hnsw_ef_search"] = HNSW_EF_SEARCH
-        for key in ("p50_ms", "p50_ms_strangers", "recall_at_10", "recall_at_10_strangers",
-                    "decision_agreement_probes", "decision_agreement_strangers"):
-            out[f"hnsw_{key}"] = out[f"hnsw_ef{HNSW_EF_SEARCH}_{key}"]
+        rrng = np.random.default_rng(8)
+        fresh = photos(rrng, centres[rrng.integers(0, len(centres), 200)])
+        fresh_strangers = photos(rrng, people(rrng, 200))
+        report_probes = photos(rrng, centres[rrng.integers(0, len(centres), 10_000)])
+        report_strangers = photos(rrng, people(rrng, 10_000))
+        truth.update({id(x): g.index.search(x, 10) for x in (report_probes, report_strangers)})
+        for key, queries in (("", fresh), ("_strangers", fresh_strangers)):
+            hn, ex = [], []
+            for _ in range(3):  # interleaved, the best of three passes' medians each
+                hn.append(latency(lambda x: h.index.search(x, 10), queries)[0])
+                ex.append(latency(lambda x: g.index.search(x, 10), queries)[0])
+            out[f"hnsw_p50_ms{key}"], out[f"hnsw_exact_p50_ms{key}"] = min(hn), min(ex)
+        out["hnsw_recall_at_10"] = recall(h.index.search(fresh, 10)[1], g.index.search(fresh, 10)[1])
+        out["hnsw_recall_at_10_strangers"] = recall(h.index.search(fresh_strangers, 10)[1],
+                                                    g.index.search(fresh_strangers, 10)[1])
+        out["hnsw_decision_agreement_probes"], out["hnsw_decision_agreement_strangers"] = decision_agreement(
+            lambda x, k: h.index.search(x, k), exact, report_probes, report_strangers, owner, threshold)
         # what the float16 copies buy: the very same graph walking float32 vectors (no re-scoring needed),
         # interleaved with the service's index at the default efSearch
         graph = h.index._graph()
