@@ -101,6 +101,16 @@ FIGURES: dict[str, Figure] = {
         "--json bench/results/photos-scale-api-hnsw.json",
         "python bench/photos_scale.py --sizes 0,20000 --kind hnsw --json {out}",
         SERVICE),
+    "photos-graph.json": Figure("python bench/photos_graph.py --bulk 100000 --json bench/results/photos-graph.json",
+                                "python bench/photos_graph.py --bulk 2000 --json {out}",
+                                ("index/vectors.py", "index/photos.py", "facesearch/photos.py", *SERVED_MODEL,
+                                 "bench/photos_graph.py")),
+    "gallery.json": Figure("python bench/gallery.py --json bench/results/gallery.json",
+                           "python bench/gallery.py --quick --json {out}",
+                           ("index", "bench/gallery.py")),
+    "encoder-v3.json": Figure(f"python bench/encoder.py --before {V2} --json bench/results/encoder-v3.json",
+                              "python bench/encoder.py --photos 8 --json {out}",
+                              (*SERVED_MODEL, "bench/encoder.py")),
     "photos-scale-api.json": Figure(
         "python bench/photos_scale.py --sizes 0,100000,1000000 --kind exact --work ../scale-work-exact "
         "--json bench/results/photos-scale-api.json",

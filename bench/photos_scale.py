@@ -12,6 +12,11 @@ group photos of three LFW people side by side (people outside those enrolled; 8 
 photos/s and faces/s. At the largest size, ``DELETE /v1/albums/a0`` (10,000 bulk faces) is timed while one client
 keeps searching (searches answered meanwhile and their slowest latency). Every answer is checked.
 
+Like for like: beside each size's service, a second service on an empty gallery gets the same enrolments, searches
+and photos in the same minutes (searches alternated probe by probe; its photos in two halves, before and after this
+size's), so that ``search_p50_vs_empty`` and ``index_rate_vs_empty`` compare two sides measured together (the
+``empty_*`` fields) rather than two parts of a run a quarter of an hour apart.
+
 ``--library-lfw-folds``: ``facesearch photos index`` (in process, default settings) on every photo of LFW's folds
 1-2 people (a folder of links), into an empty gallery; its summary (photos, faces, rates).
 """
@@ -95,53 +100,69 @@ def one_size(work: Path, n: int, kind: str, people: list[str], strangers: list[l
     row: dict[str, Any] = {"photo_faces": n, "kind": kind, "bulk_s": round(bulk(folder, n, kind), 1)}
     server, url, ready = serve(folder, kind)
     row["ready_s"] = round(ready, 1)
-    fs = FaceSearch(url, retries=0)  # the client library, its connections kept alive (as an app's)
+    # beside it, a service on an empty gallery, measured in the same minutes (alternated): the machine's speed
+    # drifts by a fifth from one quarter of an hour to the next, so a ratio needs both sides in one window
+    empty = serve(work / f"n{n}-empty", kind)[:2] if n else None
+    sides = {"": FaceSearch(url, retries=0)}  # the client library, its connections kept alive (as an app's)
+    if empty is not None:
+        sides["empty_"] = FaceSearch(empty[1], retries=0)
     try:
-        for name in people:
-            fs.enroll(name, LFW / name / f"{name}_0001.jpg", face="largest")
+        for fs in sides.values():
+            for name in people:
+                fs.enroll(name, LFW / name / f"{name}_0001.jpg", face="largest")
         probes = [(LFW / name / f"{name}_0002.jpg").read_bytes() for name in people]
 
-        def search(data: bytes) -> float:
+        def search(fs: FaceSearch, data: bytes) -> float:
             t = time.perf_counter()
             body = fs.search(data)
             assert body.faces and body.faces[0].candidates, body
             return time.perf_counter() - t
 
-        for p in probes[:10]:
-            search(p)
-        lat = [search(p) for p in probes]
-        row["search_p50_ms"] = round(statistics.median(lat) * 1000, 1)
-        row["search_p99_ms"] = round(sorted(lat)[int(0.99 * (len(lat) - 1))] * 1000, 1)
+        for fs in sides.values():
+            for p in probes[:10]:
+                search(fs, p)
+        lat: dict[str, list[float]] = {side: [] for side in sides}
+        for p in probes:
+            for side, fs in sides.items():
+                lat[side].append(search(fs, p))
+        for side, times in lat.items():
+            row[f"{side}search_p50_ms"] = round(statistics.median(times) * 1000, 1)
+            row[f"{side}search_p99_ms"] = round(sorted(times)[int(0.99 * (len(times) - 1))] * 1000, 1)
         groups = [group_photo([LFW / who / f"{who}_0001.jpg" for who in trio]) for trio in strangers]
 
-        def index(data: bytes) -> int:
-            body = fs.index_photo(data)
-            assert body.faces, body
-            return len(body.faces)
+        def index(fs: FaceSearch, photos: list[bytes]) -> tuple[int, float]:
+            t = time.perf_counter()
+            with ThreadPoolExecutor(CLIENTS) as pool:
+                faces = sum(pool.map(lambda data: len(fs.index_photo(data).faces), photos))
+            return faces, time.perf_counter() - t
 
-        t = time.perf_counter()
-        with ThreadPoolExecutor(CLIENTS) as pool:
-            faces = sum(pool.map(index, groups))
-        took = time.perf_counter() - t
+        half = len(groups) // 2
+        if "empty_" in sides:  # the empty side's photos in two halves, before and after this size's
+            before = index(sides["empty_"], groups[:half])
+        faces, took = index(sides[""], groups)
         row["index_photos_per_s_c8"] = round(len(groups) / took, 2)
         row["index_faces_per_s_c8"] = round(faces / took, 2)
         row["indexed_photos"], row["indexed_faces"] = len(groups), faces
+        if "empty_" in sides:
+            after = index(sides["empty_"], groups[half:])
+            row["empty_index_photos_per_s_c8"] = round(len(groups) / (before[1] + after[1]), 2)
+            assert before[0] + after[0] == faces, (before, after, faces)
         if delete_album:
             answered: list[float] = []
             stop = threading.Event()
 
             def keep_searching() -> None:
                 while not stop.is_set():
-                    answered.append(search(probes[len(answered) % len(probes)]))
+                    answered.append(search(sides[""], probes[len(answered) % len(probes)]))
 
             searcher = threading.Thread(target=keep_searching)
             searcher.start()
             time.sleep(1.0)
-            before = len(answered)
+            before_delete = len(answered)
             t = time.perf_counter()
-            deleted = fs.delete_album("a0")
+            deleted = sides[""].delete_album("a0")
             row["delete_album_s"] = round(time.perf_counter() - t, 2)
-            during = answered[before:]
+            during = answered[before_delete:]
             stop.set()
             searcher.join()
             assert deleted.faces_deleted == min(PER_ALBUM, n), deleted
@@ -149,10 +170,16 @@ def one_size(work: Path, n: int, kind: str, people: list[str], strangers: list[l
             row["searches_answered_during_delete"] = len(during)
             row["slowest_search_during_delete_ms"] = round(max(during, default=0.0) * 1000, 1)
     finally:
-        fs.close()
-        server.terminate()
-        server.wait(120)
+        for fs in sides.values():
+            fs.close()
+        for proc in (server, *([empty[0]] if empty else [])):
+            proc.terminate()
+            proc.wait(120)
     shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(work / f"n{n}-empty", ignore_errors=True)
+    if empty is not None:
+        row["search_p50_vs_empty"] = round(row["search_p50_ms"] / row["empty_search_p50_ms"], 3)
+        row["index_rate_vs_empty"] = round(row["index_photos_per_s_c8"] / row["empty_index_photos_per_s_c8"], 3)
     return row
 
 
@@ -199,10 +226,6 @@ def main() -> None:
     for n in sizes:
         rows.append(one_size(work, n, a.kind, people, strangers, delete_album=n == max(sizes) and n >= PER_ALBUM))
         print(json.dumps(rows[-1]), flush=True)
-    empty = next((r for r in rows if r["photo_faces"] == 0), None)
-    if empty:
-        for r in rows:
-            r["search_p50_vs_empty"] = round(r["search_p50_ms"] / empty["search_p50_ms"], 3)
     out = {"command": command(), **ran, "bulk": "synthetic random unit vectors (not faces)", "rows": rows}
     print(json.dumps(out, indent=1))
     if a.json:
