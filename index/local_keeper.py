@@ -41,6 +41,9 @@ SNAPSHOT_SPACING = 20.0
 # faces inserted into a graph per hold of the write lock: searches wait at most that long (64 faces of 512 floats
 # into 1M photo faces: about a quarter of a second on two busy cores)
 SETTLE_BATCH = 64
+# faces a space's queue holds at most (what each search compares exactly beside the graph): a write that leaves more
+# (a bulk load outpacing the settler) settles them itself, under its write lock, as writes did before the queue
+QUEUE_LIMIT = 1024
 
 
 class LocalKeeper:
@@ -208,6 +211,8 @@ class LocalKeeper:
     def added(self, faces: Placed, seqs: list[int]) -> None:
         for space, index in self.indexes.items():
             index.queue(*faces.into(space))
+            if index.queued > QUEUE_LIMIT:
+                index.settle()
         self._own_changes(seqs)
         self._queued.set()
 

@@ -381,9 +381,29 @@ def test_hnsw_queued_faces_are_found_removed_and_settled_before_a_snapshot(tmp_p
     before = index.search(vecs[200:300], 1)[1]
     assert index.settle(40) == 59 and index.settle() == 0 and index.live == 298
     assert (index.search(vecs[200:300], 1)[1] == before).all()  # the graph finds what the queue did
-    index.save(tmp_path, 1, "m1")
-    loaded, _ = VectorIndex.load(tmp_path, dim=DIM, kind="hnsw", model_version="m1", space="photos")
+    index.save(tmp_path / "one", 1, "m1")
+    loaded, _ = VectorIndex.load(tmp_path / "one", dim=DIM, kind="hnsw", model_version="m1", space="photos")
     assert (loaded.ids() == index.ids()).all() and loaded.queued == 0
+
+
+def test_a_write_that_overfills_the_queue_settles_it_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bulk load outpacing the settler: past QUEUE_LIMIT faces the write inserts the queue into the graph itself,
+    so a search never compares more than that many faces exactly."""
+    from index import local_keeper
+    from index.records import NewPhoto
+
+    monkeypatch.setattr(local_keeper, "QUEUE_LIMIT", 50)
+    vecs = unit(np.random.default_rng(12), 60)
+    g = Gallery(tmp_path, dim=DIM, model_version="m1", kind="hnsw")
+    keeper: Any = g.keeper
+    keeper._stop_settling()  # no settler: only the writes themselves settle
+    keeper._settler.join()
+    photos: Any = g.keeper.indexes["photos"]
+    g.photos.add(NewPhoto("p1"), [(None, NewFace(v)) for v in vecs[:30]], cluster_within=None)
+    assert photos.queued == 30 and photos.live == 30
+    g.photos.add(NewPhoto("p2"), [(None, NewFace(v)) for v in vecs[30:]], cluster_within=None)
+    assert photos.queued == 0 and photos.live == 60 and g.verify()["ok"]
+    g.close()
 
 
 @pytest.mark.parametrize("kind", ["exact", "hnsw"])
