@@ -4,9 +4,7 @@
 A snapshot (``index/g<generation>/<space>/``) records the change-log position it reflects; at open valid snapshots
 are loaded and the changes after them replayed, anything else is rebuilt from the store. On a shared store
 (PostgreSQL) a thread applies the other replicas' changes; this process's own writes are in the indexes before they
-are acknowledged and skipped when the log brings them again. Under HNSW a write's faces are queued in the indexes
-(searchable at once) and a thread of the keeper's inserts them into the graphs in batches (``SETTLE_BATCH``), under
-the write lock, before each snapshot and at close. A delete overwrites the face's vectors in the snapshots
+are acknowledged and skipped when the log brings them again. A delete overwrites the face's vectors in the snapshots
 before it returns (on PostgreSQL, in every replica's snapshots as it applies the delete); at open, stray files under
 ``index/`` go.
 """
@@ -38,12 +36,6 @@ REBUILD_TOMBSTONE_FRACTION = 0.1
 # held off at most 1/20th of the time whatever the gallery's size; the change log replays what a snapshot not yet
 # taken would hold.
 SNAPSHOT_SPACING = 20.0
-# faces inserted into a graph per hold of the write lock: searches wait at most that long (64 faces of 512 floats
-# into 1M photo faces: about a quarter of a second on two busy cores)
-SETTLE_BATCH = 64
-# faces a space's queue holds at most (what each search compares exactly beside the graph): a write that leaves more
-# (a bulk load outpacing the settler) settles them itself, under its write lock, as writes did before the queue
-QUEUE_LIMIT = 1024
 
 
 class LocalKeeper:
@@ -69,12 +61,6 @@ class LocalKeeper:
         self._snapshot_took = self._snapshot_done - start if self.loaded_seq >= 0 else 0.0
         if replayed_deletes:  # a kill after a delete committed, before its vector left the snapshot
             self.snapshot(force=True)
-        self._queued = threading.Event()  # set when a write queued faces for the graphs; cleared by the settler
-        self._stopping = False
-        self._settler: threading.Thread | None = None
-        if kind == "hnsw":
-            self._settler = threading.Thread(target=self._settle_queued, name="hnsw-settler", daemon=True)
-            self._settler.start()
 
     @property
     def snapshot_dir(self) -> Path:
@@ -210,35 +196,8 @@ class LocalKeeper:
 
     def added(self, faces: Placed, seqs: list[int]) -> None:
         for space, index in self.indexes.items():
-            index.queue(*faces.into(space))
-            if index.queued > QUEUE_LIMIT:
-                index.settle()
+            index.add(*faces.into(space))
         self._own_changes(seqs)
-        self._queued.set()
-
-    def _settle_queued(self) -> None:
-        """The settler thread: insert queued faces into the graphs, ``SETTLE_BATCH`` at a time, until closed."""
-        while True:
-            self._queued.wait()
-            self._queued.clear()
-            more = True
-            while more:
-                with self.locks.rw.write():  # the index's writers hold the mutex too: none of them is under way
-                    if self._stopping or self._destroyed:
-                        return
-                    left = [index.settle(SETTLE_BATCH) for index in self.indexes.values()]  # every space's
-                    more = any(left)
-
-    def _settle_all(self) -> None:
-        """Every queued face into the graphs (the caller holds the mutex: no write queues more meanwhile)."""
-        if any(index.queued for index in self.indexes.values()):
-            with self.locks.rw.write():
-                for index in self.indexes.values():
-                    index.settle()
-
-    def _stop_settling(self) -> None:
-        self._stopping = True
-        self._queued.set()
 
     def removed(self, ids: np.ndarray, seqs: list[int]) -> None:
         for index in self.indexes.values():
@@ -294,19 +253,17 @@ class LocalKeeper:
         """Write the snapshot if the indexes changed since the last one (or ``force``); then prune the log."""
         if self._destroyed or self._model_changed():
             return False
-        with self.locks.mutex:
+        with self.locks.mutex, self.locks.rw.read():
             if self._destroyed:  # destroyed while this waited (the upkeep's snapshot beside a collection's delete)
                 return False
             seq = self.applied
             if seq == self._snapshot_seq and not force:
                 return False
-            self._settle_all()
-            with self.locks.rw.read():
-                start = time.monotonic()
-                for space, index in self.indexes.items():
-                    index.save(self.snapshot_dir / space, seq, self.model_version)
-                self._snapshot_done = time.monotonic()
-                self._snapshot_took = self._snapshot_done - start
+            start = time.monotonic()
+            for space, index in self.indexes.items():
+                index.save(self.snapshot_dir / space, seq, self.model_version)
+            self._snapshot_done = time.monotonic()
+            self._snapshot_took = self._snapshot_done - start
         self.store.prune_changes(seq - self.store.keep_changes)
         self._snapshot_seq = seq
         return True
@@ -334,21 +291,16 @@ class LocalKeeper:
     def destroy(self) -> None:
         """A deleted collection's (the caller holds the write lock): the indexes are closed without a snapshot, and
         none is taken later (the caller wipes the folder). A background rebuild under way is not waited for (it
-        needs the write lock): it finds the keeper destroyed and drops its work, as the settler does its queue."""
+        needs the write lock): it finds the keeper destroyed and drops its work."""
         self._destroyed = True
-        self._stop_settling()
         for index in self.indexes.values():
             index.close()
 
     def close(self) -> None:
         if self._rebuild_thread is not None:
             self._rebuild_thread.join()
-        self._stop_settling()
-        if self._settler is not None:
-            self._settler.join()
         try:
-            self._save(force=False)  # whenever the last one was (the queue settled first): the last chance to shorten
-            # the next start
+            self._save(force=False)  # whenever the last one was: the last chance to shorten the next start
         except StoreUnavailable as e:  # the snapshot only shortens the next start
             log.warning("no snapshot at close: %s", e)
         finally:

@@ -7,13 +7,6 @@ float32 vectors, so every similarity it reports is exact. HNSW cannot remove vec
 tombstones, filtered out of every search at once, until a rebuild; both copies of their vectors are overwritten
 with zeros at once, so no later snapshot holds them.
 
-Inserting into a graph of a million faces costs milliseconds a face, and no search may run meanwhile. Faces added
-while serving are therefore *queued* (:meth:`VectorIndex.queue`): searchable at once (each search compares them
-exactly, beside the graph's answer) and inserted into the graph later, many at a time on every core
-(:meth:`VectorIndex.settle`, which the keeper calls from a thread of its own): the request that added them does not
-wait for the graph, and the graph's insertion uses the cores the requests leave idle. Snapshots hold no queue: the
-keeper settles it first.
-
 A snapshot's meta carries a SHA-256 per 1 MiB block of the index file, so :func:`erase_from_snapshot` can
 overwrite a deleted face's vector in place and re-hash only the blocks it touched; and where in the file the ids and
 each stored copy of the vectors lie (``layout``), so that erasing a batch of faces reads the ids once and writes
@@ -112,17 +105,11 @@ class VectorIndex:
             raise ValueError(f"unknown index kind {kind!r}")
         self.index: Any = faiss.IndexIDMap2(base)
         self.tombstones: set[int] = set()
-        self._queue_ids, self._queue = _nothing_queued(dim)
 
     @property
     def live(self) -> int:
         """Number of searchable vectors."""
-        return int(self.index.ntotal) - len(self.tombstones) + len(self._queue_ids)
-
-    @property
-    def queued(self) -> int:
-        """Faces searchable but not yet in the graph."""
-        return len(self._queue_ids)
+        return int(self.index.ntotal) - len(self.tombstones)
 
     @property
     def tombstone_fraction(self) -> float:
@@ -135,30 +122,9 @@ class VectorIndex:
                 self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
                                         np.ascontiguousarray(ids, dtype=np.int64))
 
-    def queue(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        """Add faces that searches find at once; under HNSW :meth:`settle` inserts them into the graph later (an
-        exact index adds them now: appending to it is as cheap as queueing)."""
-        if self.kind == "exact" or not len(ids):
-            self.add(ids, vectors)
-            return
-        self._queue_ids = np.concatenate([self._queue_ids, np.asarray(ids, dtype=np.int64)])
-        self._queue = np.concatenate([self._queue, np.asarray(vectors, dtype=np.float32).reshape(-1, self.dim)])
-
-    def settle(self, limit: int | None = None) -> int:
-        """Insert up to ``limit`` queued faces (the oldest; all when None) into the graph; returns how many are
-        still queued. The caller holds the write lock: no search may run while the graph changes."""
-        n = len(self._queue_ids) if limit is None else min(limit, len(self._queue_ids))
-        if n:
-            self.add(self._queue_ids[:n], self._queue[:n])
-            self._queue_ids, self._queue = self._queue_ids[n:], self._queue[n:]
-        return len(self._queue_ids)
-
     def remove(self, ids: np.ndarray) -> None:
         if not len(ids):
             return
-        if len(self._queue_ids):  # a queued face leaves the queue: no stored copy of it exists elsewhere
-            keep = ~np.isin(self._queue_ids, ids)
-            self._queue_ids, self._queue = self._queue_ids[keep], self._queue[keep]
         if self.kind == "exact":
             self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64))
         else:  # ids this index does not hold (a face of the other space) leave no tombstone
@@ -167,9 +133,9 @@ class VectorIndex:
 
     def holds(self, ids: np.ndarray) -> np.ndarray:
         """bool (n,): which of ``ids`` are searchable here; a lookup per id in the id map, not a pass over it."""
-        out = np.isin(ids, self._queue_ids)
+        out = np.zeros(len(ids), dtype=bool)
         for n, i in enumerate(ids.tolist()):
-            if out[n] or i in self.tombstones:
+            if i in self.tombstones:
                 continue
             try:
                 self.index.reconstruct(i)
@@ -186,9 +152,8 @@ class VectorIndex:
         if not len(ids):
             return []
         present = np.intersect1d(faiss.vector_to_array(self.index.id_map), ids)
-        queued = np.isin(self._queue_ids, ids)
         return [self.index.reconstruct(int(i)).astype(np.float32).tobytes() for i in present
-                if int(i) not in self.tombstones] + [v.tobytes() for v in self._queue[queued]]
+                if int(i) not in self.tombstones]
 
     def stored_forms(self, vectors: list[bytes]) -> list[bytes]:
         """Every byte form in which this index stores these float32 vectors: the float32 bytes, and under HNSW
@@ -271,17 +236,6 @@ class VectorIndex:
             return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
         if self.kind == "exact":
             return _search(self.index, q, k, None)
-        in_graph = self.live - len(self._queue_ids)
-        found = self._search_graph(q, min(k, in_graph), ef) if in_graph else \
-            (np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64))
-        if not len(self._queue_ids):
-            return found
-        sims = np.concatenate([found[0], q @ self._queue.T], axis=1)
-        ids = np.concatenate([found[1], np.broadcast_to(self._queue_ids, (len(q), len(self._queue_ids)))], axis=1)
-        order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-        return np.take_along_axis(sims, order, 1), np.take_along_axis(ids, order, 1)
-
-    def _search_graph(self, q: np.ndarray, k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
         graph = _HNSW_PARAMS(efSearch=ef)
         if self.tombstones:  # the graph sees positions: translate them to ids before the tombstone test
             dead = faiss.IDSelectorBatch(np.fromiter(self.tombstones, dtype=np.int64))
@@ -295,7 +249,7 @@ class VectorIndex:
         all_ids = faiss.vector_to_array(self.index.id_map).astype(np.int64)
         if self.tombstones:
             all_ids = all_ids[~np.isin(all_ids, np.fromiter(self.tombstones, dtype=np.int64))]
-        return np.sort(np.concatenate([all_ids, self._queue_ids]))
+        return np.sort(all_ids)
 
     # --- snapshots -----------------------------------------------------------------------------------
     @property
@@ -303,10 +257,7 @@ class VectorIndex:
         return _layout(self.kind, self.graph)
 
     def save(self, folder: Path, seq: int, model_version: str) -> None:
-        """Write index + meta atomically (temp file, fsync, rename); meta carries the file's block hashes. Nothing
-        may be queued (:meth:`settle` first)."""
-        if len(self._queue_ids):
-            raise RuntimeError(f"{len(self._queue_ids)} faces queued: settle them before a snapshot")
+        """Write index + meta atomically (temp file, fsync, rename); meta carries the file's block hashes."""
         folder.mkdir(parents=True, exist_ok=True)
         blob = np.asarray(faiss.serialize_index(self.index)).tobytes()
         _atomic_write(folder / INDEX_FILE, blob)
@@ -342,12 +293,7 @@ class VectorIndex:
         obj = cls.__new__(cls)
         obj.dim, obj.kind, obj.index, obj.graph = dim, kind, index, GRAPHS[space]
         obj.tombstones = {int(t) for t in meta.get("tombstones", [])}
-        obj._queue_ids, obj._queue = _nothing_queued(dim)
         return obj, int(meta["seq"])
-
-
-def _nothing_queued(dim: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
 
 
 def _layout(kind: Kind, graph: Graph) -> str:

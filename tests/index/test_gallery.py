@@ -354,58 +354,6 @@ def test_hnsw_recall_tombstones_rebuild_and_kind_switch(tmp_path: Path) -> None:
     exact.close()
 
 
-def test_hnsw_queued_faces_are_found_removed_and_settled_before_a_snapshot(tmp_path: Path) -> None:
-    """Faces added while serving wait in a queue for the graph: every search, id list and lookup sees them at once
-    (searched exactly), a delete takes them out of the queue, settling moves them into the graph without changing any
-    answer, and no snapshot is written while any is queued."""
-    from index.vectors import VectorIndex
-
-    rng = np.random.default_rng(11)
-    vecs = unit(rng, 300)
-    index = VectorIndex(DIM, "hnsw", "photos")
-    index.add(np.arange(200, dtype=np.int64), vecs[:200])
-    index.queue(np.arange(200, 300, dtype=np.int64), vecs[200:])
-    assert index.queued == 100 and index.live == 300
-    sims, ids = index.search(vecs[[5, 250, 299]], 3)
-    assert ids[:, 0].tolist() == [5, 250, 299] and np.allclose(sims[:, 0], 1.0, atol=1e-5)
-    exact = vecs @ vecs[:40].T  # every query's true 10 nearest, graph and queue alike
-    want = np.argsort(-exact.T, axis=1)[:, :10]
-    assert np.mean([len(set(a) & set(b)) for a, b in zip(index.search(vecs[:40], 10)[1], want, strict=True)]) >= 9.5
-    index.remove(np.array([250, 7], dtype=np.int64))  # one queued face, one in the graph
-    assert index.queued == 99 and index.live == 298
-    assert 250 not in index.search(vecs[250:251], 5)[1] and 250 not in index.ids() and 7 not in index.ids()
-    assert index.holds(np.array([250, 251, 7, 8])).tolist() == [False, True, False, True]
-    assert index.vectors(np.array([251, 250])) == [vecs[251].tobytes()]
-    with pytest.raises(RuntimeError, match="queued"):
-        index.save(tmp_path, 1, "m1")
-    before = index.search(vecs[200:300], 1)[1]
-    assert index.settle(40) == 59 and index.settle() == 0 and index.live == 298
-    assert (index.search(vecs[200:300], 1)[1] == before).all()  # the graph finds what the queue did
-    index.save(tmp_path / "one", 1, "m1")
-    loaded, _ = VectorIndex.load(tmp_path / "one", dim=DIM, kind="hnsw", model_version="m1", space="photos")
-    assert (loaded.ids() == index.ids()).all() and loaded.queued == 0
-
-
-def test_a_write_that_overfills_the_queue_settles_it_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A bulk load outpacing the settler: past QUEUE_LIMIT faces the write inserts the queue into the graph itself,
-    so a search never compares more than that many faces exactly."""
-    from index import local_keeper
-    from index.records import NewPhoto
-
-    monkeypatch.setattr(local_keeper, "QUEUE_LIMIT", 50)
-    vecs = unit(np.random.default_rng(12), 60)
-    g = Gallery(tmp_path, dim=DIM, model_version="m1", kind="hnsw")
-    keeper: Any = g.keeper
-    keeper._stop_settling()  # no settler: only the writes themselves settle
-    keeper._settler.join()
-    photos: Any = g.keeper.indexes["photos"]
-    g.photos.add(NewPhoto("p1"), [(None, NewFace(v)) for v in vecs[:30]], cluster_within=None)
-    assert photos.queued == 30 and photos.live == 30
-    g.photos.add(NewPhoto("p2"), [(None, NewFace(v)) for v in vecs[30:]], cluster_within=None)
-    assert photos.queued == 0 and photos.live == 60 and g.verify()["ok"]
-    g.close()
-
-
 @pytest.mark.parametrize("kind", ["exact", "hnsw"])
 def test_concurrent_readers_and_writers(tmp_path: Path, database_url: str | None, kind: str) -> None:
     gallery = Gallery(tmp_path, dim=DIM, model_version="m1", database_url=database_url, kind=kind)  # type: ignore[arg-type]
@@ -413,7 +361,7 @@ def test_concurrent_readers_and_writers(tmp_path: Path, database_url: str | None
         _readers_and_writers(gallery)
     finally:
         gallery.close()
-    if kind == "hnsw":  # the faces queued while serving were settled into the graph before the last snapshot
+    if kind == "hnsw":  # what the graphs held at close is what the next start loads
         gallery = Gallery(tmp_path, dim=DIM, model_version="m1", database_url=database_url, kind=kind)  # type: ignore[arg-type]
         assert gallery.keeper.loaded_seq != -1 and gallery.verify()["ok"]
         gallery.close()
