@@ -116,6 +116,11 @@ FIGURES: dict[str, Figure] = {
         "--json bench/results/photos-scale-api.json",
         None,
         SERVICE),
+    "photos-library-lfw.json": Figure(
+        "python bench/photos_scale.py --library-lfw-folds --work ../library-work "
+        "--json bench/results/photos-library-lfw.json",
+        None,
+        SERVICE),
 }
 
 
