@@ -116,6 +116,9 @@ FIGURES: dict[str, Figure] = {
         "--json bench/results/photos-scale-api.json",
         None,
         SERVICE),
+    "lfw-served.json": Figure("python bench/lfw_served.py --json bench/results/lfw-served.json", None,
+                              (*SERVED_MODEL, "model/train/served.py", "model/train/lfw.py", "model/train/subject.py",
+                               "bench/lfw_served.py")),
     "photos-library-lfw.json": Figure(
         "python bench/photos_scale.py --library-lfw-folds --work ../library-work "
         "--json bench/results/photos-library-lfw.json",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -15,11 +14,9 @@ from model.embedder import SHIPPED_CHECKPOINT, load_encoder
 from model.faces import FaceDetector
 from model.train.metrics import kfold_accuracy
 from model.train.openset import nearest
+from model.train.served import subjects
 from model.train.train import read_people
 from tests.conftest import ORL, ROOT, SHARED, _require
-
-if TYPE_CHECKING:
-    from model.pipeline import FacePipeline
 
 
 def test_checkpoint_is_self_describing_and_loads_weights_only() -> None:
@@ -164,37 +161,21 @@ def test_shipped_weights_keep_their_lfw_accuracy_through_the_serving_pipeline(lf
     the card's own figure). A retrained or mis-served encoder (embeddings with noise of 0.04 per dimension: 0.970),
     or a threshold that no longer fits it, fails here."""
     from model.pipeline import FacePipeline
-    from model.train.lfw import read_pairs
+    from model.train.served import lfw_as_served
 
-    pairs = [p for p in read_pairs(lfw.parent / "pairs.txt") if p.fold in (1, 2)]
-    assert len(pairs) == 1200
     card = json.loads((SHIPPED_CHECKPOINT.parent / "model_card.json").read_text())
     pipeline = FacePipeline(threads=2)
     try:
-        emb = subjects(pipeline, lfw, sorted({f for p in pairs for f in p.files}))
-        threshold = pipeline.calibration.verify_threshold
+        served = lfw_as_served(pipeline, lfw, (1, 2))
     finally:
         pipeline.close()
-    assert threshold == pytest.approx(card["thresholds"]["verification"], abs=1e-6)
-    missing = sum(v is None for v in emb.values())
-    assert missing <= 3, f"{missing} photos without a face"
-    right = [(e1 is not None and e2 is not None and float(np.linalg.norm(e1 - e2)) <= threshold) == p.same
-             for p in pairs for e1, e2 in [(emb[p.files[0]], emb[p.files[1]])]]
-    accuracy, stated = float(np.mean(right)), card["thresholds"]["verification_accuracy"]
-    print(f"LFW folds 1-2 as served: {accuracy:.4f} of 1,200 pairs at {threshold:.4f} (card: {stated:.4f})")
-    assert accuracy >= stated - 0.005, f"{accuracy:.4f} on LFW folds 1-2 at {threshold:.3f}; the card says {stated:.4f}"
-
-
-def subjects(pipeline: FacePipeline, root: Path, files: list[str]) -> dict[str, np.ndarray | None]:
-    """Each photo's subject (the face nearest the centre) embedded as the service embeds it; None where none."""
-    from model.train.subject import central_face
-
-    out: dict[str, np.ndarray | None] = {}
-    for f in files:
-        a = pipeline.analyze((root / f).read_bytes())
-        face = central_face([x.face for x in a.faces], a.width, a.height)
-        out[f] = next((x.embedding for x in a.faces if x.face is face), None)
-    return out
+    assert served.pairs == 1200
+    assert served.threshold == pytest.approx(card["thresholds"]["verification"], abs=1e-6)
+    assert served.without_face <= 3, f"{served.without_face} photos without a face"
+    accuracy, stated = served.accuracy, card["thresholds"]["verification_accuracy"]
+    print(f"LFW folds 1-2 as served: {accuracy:.4f} of 1,200 pairs at {served.threshold:.4f} (card: {stated:.4f})")
+    assert accuracy >= stated - 0.005, \
+        f"{accuracy:.4f} on LFW folds 1-2 at {served.threshold:.3f}; the card says {stated:.4f}"
 
 
 def test_the_open_set_table_keeps_its_stranger_rate_on_in_domain_strangers() -> None:
