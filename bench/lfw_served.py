@@ -1,6 +1,7 @@
 """LFW folds 1-2 (people never trained on) as the service answers: all 1,200 pairs, each photo through the serving
 pipeline (the face nearest the centre), decided at the card's verification threshold; beside the figures the card
-states (its training run's 10-fold-style accuracy over the same pairs, and its accuracy at that threshold).
+states (its training run's accuracy over the same pairs, each fold's threshold fitted on the other; and its
+accuracy at that threshold).
 
     python bench/lfw_served.py [--json PATH]
 
