@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Path, Query, UploadFile
 from pydantic import AfterValidator
@@ -45,6 +45,9 @@ class PhotoKey(Convertor[str]):
 
 register_url_convertor("photo", PhotoKey())
 RESERVED = {"search"}
+# GET and DELETE of /v1/photos/search: the path is the photo search's (POST only), so Starlette answers 405
+RESERVED_KEY: dict[int | str, dict[str, Any]] = {
+    405: {"model": schemas.ErrorBody, "description": "method_not_allowed: `search` is no photo's key"}}
 router = APIRouter(tags=["photos"])
 PhotoPath = Annotated[str, AfterValidator(str.strip), Path(description="the photo's key: 1-128 printable characters")]
 AlbumField = Annotated[str, Form(max_length=128, description="an album to file the photo under (empty: none)")]
@@ -112,13 +115,13 @@ async def list_photos(
     return schemas.PhotoList(items=[answers.photo_out(r) for r in items], total=total)
 
 
-@router.get("/photos/{photo_id:photo}")
+@router.get("/photos/{photo_id:photo}", responses=RESERVED_KEY)
 async def get_photo(photo_id: PhotoPath, state: State, gallery: GalleryDep, api: ApiPath) -> schemas.PhotoDetail:
     record, faces = await run_cpu(state, gallery.photos.get, photo_id)
     return answers.photo_detail(record, faces, api)
 
 
-@router.delete("/photos/{photo_id:photo}")
+@router.delete("/photos/{photo_id:photo}", responses=RESERVED_KEY)
 async def delete_photo(photo_id: PhotoPath, state: State, gallery: GalleryDep, actor: Actor) -> schemas.Deleted:
     """Deletes the photo and every face found in it, named or not. When this answers, no file of the gallery holds
     their embeddings or crops; the audit keeps the event."""
