@@ -6,7 +6,8 @@ hold; and deleting an album of 10,000 faces from the largest gallery while searc
 
 For each size N: a gallery with N unnamed photo faces (synthetic random unit vectors, the bulk: not faces of
 anyone; written through ``Gallery.photos.add`` as photos of 2,000 faces in albums of 10,000), then the service
-(`facesearch serve`, its own process, default settings) on it, and through its API: 100 LFW people enrolled (their
+(`facesearch serve`, its own process, default settings but ``--kind``: identity search's index; the photo faces are
+in a graph whatever it is, index.local_keeper.space_kind) on it, and through its API: 100 LFW people enrolled (their
 first photo), ``/v1/search`` p50 over 100 of their second photos (one client), and indexing ``POST /v1/photos`` of
 group photos of three LFW people side by side (people outside those enrolled; 8 clients, as an importer would):
 photos/s and faces/s. At the largest size, ``DELETE /v1/albums/a0`` (10,000 bulk faces) is timed while one client

@@ -38,6 +38,16 @@ REBUILD_TOMBSTONE_FRACTION = 0.1
 SNAPSHOT_SPACING = 20.0
 
 
+def space_kind(space: Space, kind: Kind) -> Kind:
+    """The index a space gets: ``people`` the configured kind (identity search exact, or HNSW for large galleries);
+    ``photos`` a graph whatever it is. Every photo indexed searches the photo faces for the clusters its faces join:
+    exactly, a scan of all of them per face (at 1M photo faces 0.12x the empty gallery's indexing rate,
+    bench/results/photos-scale-api.json at 30b3126); in the photos graph the joins equal exact search's for 99.83%
+    of faces and photo search finds all of exact's (bench/results/photos-graph.json), and a small graph is searched
+    whole."""
+    return "hnsw" if space == "photos" else kind
+
+
 class LocalKeeper:
     def __init__(self, store: Store, locks: Locks, folder: Path, *, dim: int, kind: Kind, model_version: str) -> None:
         self.store, self.locks, self.folder = store, locks, folder
@@ -89,7 +99,7 @@ class LocalKeeper:
                 _remove(p)
 
     def _empty(self) -> Indexes:
-        return {space: VectorIndex(self.dim, self.kind, space) for space in SPACES}
+        return {space: VectorIndex(self.dim, space_kind(space, self.kind), space) for space in SPACES}
 
     def _model_changed(self, c: Conn | None = None) -> bool:
         return model_changed(self.store, self.model_version, self.dim, c)
@@ -104,7 +114,7 @@ class LocalKeeper:
             indexes: Indexes = {}
             seqs = set()
             for space in SPACES:
-                indexes[space], seq = VectorIndex.load(snap / space, dim=self.dim, kind=self.kind,
+                indexes[space], seq = VectorIndex.load(snap / space, dim=self.dim, kind=space_kind(space, self.kind),
                                                        model_version=self.model_version, space=space)
                 seqs.add(seq)
             if len(seqs) != 1:
@@ -223,7 +233,7 @@ class LocalKeeper:
     def maybe_rebuild(self) -> None:
         """HNSW: once tombstones pass a fraction, rebuild the graph in the background; the old graph
         (with tombstones filtered) keeps serving until the new one is swapped in."""
-        if self.kind != "hnsw" or max(i.tombstone_fraction for i in self.indexes.values()) < REBUILD_TOMBSTONE_FRACTION:
+        if max(i.tombstone_fraction for i in self.indexes.values() if i.kind == "hnsw") < REBUILD_TOMBSTONE_FRACTION:
             return
         if self._rebuild_thread is not None and self._rebuild_thread.is_alive():
             return

@@ -38,3 +38,25 @@ def test_photos_found_directly_and_through_two_direct_matches(tmp_path: Path) ->
     g.photos.delete("near2")  # one voucher left: the vouched photo goes with it
     assert [h.photo for h in g.photos.search(q[None], t, expand=True)] == ["near1"]
     g.close()
+
+
+def test_the_photos_space_is_a_graph_whatever_identity_search_uses(tmp_path: Path) -> None:
+    """``kind`` (FACESEARCH_INDEX_KIND) picks identity search's index; photo faces are always in a graph, since every
+    photo indexed searches them for its cluster joins (index.local_keeper.space_kind). Photo search finds each photo
+    from a near copy of its face on either kind, and a reopened gallery loads both spaces from its snapshot."""
+    rng = np.random.default_rng(7)
+    faces = rng.standard_normal((300, 16)).astype(np.float32)
+    faces /= np.linalg.norm(faces, axis=1, keepdims=True)
+    probes = faces[:20] + 0.05 * rng.standard_normal((20, 16)).astype(np.float32)
+    probes /= np.linalg.norm(probes, axis=1, keepdims=True)
+    for kind in ("exact", "hnsw"):
+        g = Gallery(tmp_path / kind, dim=16, model_version="m", kind=kind)
+        for i, v in enumerate(faces):
+            g.photos.add(NewPhoto(f"p{i}"), [(None, NewFace(v))], cluster_within=None)
+        for _ in range(2):
+            assert g.index.kind == kind and g.keeper.indexes["photos"].kind == "hnsw"
+            assert [[h.photo for h in g.photos.search(q[None], 0.4)] for q in probes] == [[f"p{i}"] for i in range(20)]
+            g.close()
+            g = Gallery(tmp_path / kind, dim=16, model_version="m", kind=kind)
+            assert g.keeper.loaded_seq >= 0  # from the snapshot, not rebuilt
+        g.close()
