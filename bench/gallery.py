@@ -1,4 +1,4 @@
-"""Gallery speed on synthetic L2-normalised 128-d vectors in clusters (numpy + faiss + sqlite only).
+"""Gallery speed on synthetic L2-normalised 512-d vectors (encoder v3's size) in clusters (numpy + faiss + sqlite only).
 
     python bench/gallery.py [--quick] [--json PATH] [--dir DIR]
 
@@ -16,8 +16,8 @@ on which the service's efSearch was chosen. Every p50 is the best of three passe
 
 Like for like: numpy gets the same float32 vectors and queries FAISS searches, and one BLAS thread
 (threadpoolctl), as FAISS uses one OpenMP thread for fewer than 8 queries; the BLAS kernel is recorded.
-Each gallery size draws its vectors from its own seeded generator (``data(n)``), so bench/hnsw_own.py can
-rebuild exactly the 1M gallery measured here.
+Each gallery size draws its vectors from its own seeded generator (``data(n)``): the same n gives the same gallery
+in every bench that imports it. The bench/results/gallery-*.json files were made at 128-d (encoder v2's size).
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ from index.vectors import GRAPHS  # noqa: E402
 
 HNSW_M, HNSW_EF_SEARCH = GRAPHS["people"].m, GRAPHS["people"].ef_search  # the identity search's graph
 
-DIM = 128
+DIM = 512  # encoder v3's
+NOISE = 0.05 * np.sqrt(128 / DIM)  # per dimension: a same-person cosine of about 0.75 at any DIM
 
 
 def people(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -53,7 +54,7 @@ def people(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def photos(rng: np.random.Generator, centres: np.ndarray) -> np.ndarray:
     """One face vector per row of ``centres``: the centre plus noise (same-person cosine about 0.75)."""
-    v = centres / np.float32(np.sqrt(DIM)) + 0.05 * rng.normal(size=centres.shape).astype(np.float32)
+    v = centres / np.float32(np.sqrt(DIM)) + np.float32(NOISE) * rng.normal(size=centres.shape).astype(np.float32)
     return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
 
 
