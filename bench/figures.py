@@ -96,11 +96,6 @@ FIGURES: dict[str, Figure] = {
          "bench/celeba_heldout.txt")),
     "sizes.json": Figure("python bench/sizes.py --docker --json bench/results/sizes.json", None,
                          ("pyproject.toml", "Dockerfile", "model/weights", "bench/sizes.py")),
-    "photos-scale-api-hnsw.json": Figure(
-        "python bench/photos_scale.py --sizes 0,100000,1000000 --kind hnsw --work ../scale-work-hnsw "
-        "--json bench/results/photos-scale-api-hnsw.json",
-        "python bench/photos_scale.py --sizes 0,20000 --kind hnsw --json {out}",
-        SERVICE),
     "photos-graph.json": Figure("python bench/photos_graph.py --bulk 100000 --json bench/results/photos-graph.json",
                                 "python bench/photos_graph.py --bulk 2000 --json {out}",
                                 ("index/vectors.py", "index/photos.py", "facesearch/photos.py", *SERVED_MODEL,
@@ -114,7 +109,7 @@ FIGURES: dict[str, Figure] = {
     "photos-scale-api.json": Figure(
         "python bench/photos_scale.py --sizes 0,100000,1000000 --kind exact --work ../scale-work-exact "
         "--json bench/results/photos-scale-api.json",
-        None,
+        "python bench/photos_scale.py --sizes 0,20000 --json {out}",
         SERVICE),
     "lfw-served.json": Figure("python bench/lfw_served.py --json bench/results/lfw-served.json", None,
                               (*SERVED_MODEL, "model/train/served.py", "model/train/lfw.py", "model/train/subject.py",
