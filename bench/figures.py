@@ -111,6 +111,11 @@ FIGURES: dict[str, Figure] = {
         "--json bench/results/photos-scale-api.json",
         "python bench/photos_scale.py --sizes 0,20000 --json {out}",
         SERVICE),
+    "real-index-v3.json": Figure(
+        "python bench/real_index.py --checkpoint model/weights/encoder.pt --cache ../cache --no-milvus "
+        "--json bench/results/real-index-v3.json",
+        None,
+        (*SERVED_MODEL, "index/vectors.py", "bench/real_index.py", "bench/gallery.py")),
     "lfw-served.json": Figure("python bench/lfw_served.py --json bench/results/lfw-served.json", None,
                               (*SERVED_MODEL, "model/train/served.py", "model/train/lfw.py", "model/train/subject.py",
                                "bench/lfw_served.py")),
