@@ -17,7 +17,6 @@ Milvus Lite (which serves every index type as FLAT: its figures show the adapter
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -30,7 +29,7 @@ from PIL import Image
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine  # noqa: E402
+from common import report  # noqa: E402
 from gallery import decision_agreement, stranger_threshold  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,12 +155,7 @@ def main() -> None:
             out["milvus_p50_ms"] = p50_ms(milvus.search, probes[:200])
             milvus.close()
     out["exact_p50_ms_again"] = p50_ms(exact.search, probes[:200])  # interleaved in time with the others
-    for k, v in out.items():
-        print(f"{k:42s} {v:,.4f}" if isinstance(v, float) else f"{k:42s} {v}")
-    info = machine()
-    print(json.dumps(info))
-    if a.json:
-        a.json.write_text(json.dumps({**out, **info}, indent=2))
+    report(out, a.json, digits=4)
 
 
 if __name__ == "__main__":
