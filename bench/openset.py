@@ -1,21 +1,23 @@
 """Open-set search through the API on people no encoder here trained on, beside dlib's pipeline, same photos.
 
-    python bench/openset.py --celeba DIR/img_align_celeba [--checkpoint PATH] [--people 200] [--json PATH]
+    python bench/openset.py --celeba DIR/img_align_celeba [--checkpoint PATH] [--people N] [--json PATH]
 
 The people are bench/celeba_heldout.txt (CelebA identities kept out of training with ``facesearch train
 --exclude-people``; dlib's author trained on other sets) less bench/celeba_calibration.txt (the last 100, strangers
-the open-set table is calibrated on, never reported here): the first ``--people`` are enrolled
-with three photos each through ``POST /v1/identities/{id}/faces``, up to three further photos of each are
-searched (``POST /v1/search``, default threshold: FPIR 0.01), and every photo of the next ``--people`` (strangers,
-never enrolled) is searched. Reported: rank-1 (the right person is the first candidate), the share of genuine
-searches answered ``match`` with the right person, and the share of strangers accepted (with its 95% Wilson
-interval). Beside the service's decisions, on the same nearest distances: what the threshold of the first
-calibration (LFW's impostor histogram and independence, used by cards without an ``openset`` table) would have
-decided, and rank-1 when an identity scores by the mean of its two nearest faces instead of its nearest one.
-dlib: its own pipeline (HOG, 5-point chip, ResNet) on the same photos, nearest enrolled photo, its documented
-threshold 0.6 on its raw vectors, and at a threshold calibrated like the service's to accept 1% of strangers: the
-distance under which 1% of the calibration people's photos (bench/celeba_calibration.txt, never reported) find their
-nearest enrolled photo, in this gallery. The celeba-more tree comes from ../shared/datasets/celeba-more (README there).
+the open-set table is calibrated on, never reported here) and less bench/celeba_heldout_trained.txt (the held-out
+people who are someone the encoder trained on under another name, in LFW or elsewhere in CelebA: found by
+bench/overlap.py): the first ``--people`` (default: half of them) are enrolled with three photos each through ``POST
+/v1/identities/{id}/faces``, up to three further photos of each are searched (``POST /v1/search``, default threshold:
+FPIR 0.01), and every photo of the next ``--people`` (strangers, never enrolled) is searched. Reported: rank-1 (the
+right person is the first candidate), the share of genuine searches answered ``match`` with the right person, and the
+share of strangers accepted (with its 95% Wilson interval). Beside the service's decisions, on the same nearest
+distances: what the threshold of the first calibration (LFW's impostor histogram and independence, used by cards
+without an ``openset`` table) would have decided, and rank-1 when an identity scores by the mean of its two nearest
+faces instead of its nearest one. dlib: its own pipeline (HOG, 5-point chip, ResNet) on the same photos, nearest
+enrolled photo, its documented threshold 0.6 on its raw vectors, and at a threshold calibrated like the service's to
+accept 1% of strangers: the distance under which 1% of the calibration people's photos (bench/celeba_calibration.txt
+less the people trained on, as the service's calibration has them; never reported) find their nearest enrolled photo,
+in this gallery. The celeba-more tree comes from ../shared/datasets/celeba-more (README there).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from common import LOCAL, report  # noqa: E402
 
 HELDOUT = Path(__file__).resolve().parent / "celeba_heldout.txt"
 CALIBRATION = Path(__file__).resolve().parent / "celeba_calibration.txt"
+TRAINED = Path(__file__).resolve().parent / "celeba_heldout_trained.txt"
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -45,7 +48,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--celeba", type=Path, required=True, help="celeba-more's img_align_celeba folder")
     p.add_argument("--checkpoint", type=Path)
-    p.add_argument("--people", type=int, default=150)
+    p.add_argument("--people", type=int, help="enrolled, and as many strangers (default: half of the people)")
     p.add_argument("--no-dlib", action="store_true")
     p.add_argument("--json", type=Path)
     a = p.parse_args()
@@ -57,10 +60,14 @@ def main() -> None:
     from model.train.train import read_people
 
     calibration = set(read_people(CALIBRATION))
-    ids = [i for i in read_people(HELDOUT) if i not in calibration]
-    if 2 * a.people > len(ids):
-        p.error(f"--people at most {len(ids) // 2}: {len(ids)} held-out people are not calibration strangers")
-    enrolled, strangers = ids[: a.people], ids[a.people : 2 * a.people]
+    trained = set(read_people(TRAINED))
+    left_out = calibration | trained
+    ids = [i for i in read_people(HELDOUT) if i not in left_out]
+    people = len(ids) // 2 if a.people is None else a.people
+    if 2 * people > len(ids):
+        p.error(f"--people at most {len(ids) // 2}: {len(ids)} held-out people are neither calibration strangers nor "
+                "trained on")
+    enrolled, strangers = ids[:people], ids[people : 2 * people]
     photos = {i: sorted((a.celeba / i).glob("*.jpg")) for i in enrolled + strangers}
     r: dict[str, Any] = {"enrolled_people": len(enrolled), "stranger_people": len(strangers)}
     with tempfile.TemporaryDirectory() as tmp, TestClient(create_app(
@@ -137,7 +144,7 @@ def main() -> None:
         d_hits = [h for i in strangers for f in photos[i] if (h := nearest(f)) is not None]
         # dlib also at a threshold calibrated like ours, to accept 1% of strangers: the calibration people's photos
         # (never reported) searched in this gallery; the distance under which 1% of their nearest faces fall
-        held = [h[1] for i in sorted(calibration) for f in sorted((a.celeba / i).glob("*.jpg"))
+        held = [h[1] for i in sorted(calibration - trained) for f in sorted((a.celeba / i).glob("*.jpg"))
                 if (h := nearest(f)) is not None]
         tuned = float(np.quantile(held, 0.01))
         tuned_accepted = sum(h[1] < tuned for h in d_hits)

@@ -142,7 +142,10 @@ def _openset(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stranger-people", nargs=2, action="append", default=[], metavar=("CHIPS", "PEOPLE"),
                    help="another stranger population: the chips in CHIPS of the people listed in the file PEOPLE "
                         "(never trained on; e.g. celeba-more's aligned chips and bench/celeba_calibration.txt)")
-    p.add_argument("--fillers", type=Path, action="append", required=True, help="chips of other people (repeat)")
+    p.add_argument("--fillers", type=Path, action="append", required=True,
+                   help="chips of the people the encoder trained on (repeat): the galleries' faces")
+    p.add_argument("--exclude-people", type=Path, action="append", default=[],
+                   help="people listed in this file are not fillers (never trained on: bench/celeba_heldout.txt)")
     p.add_argument("--exclude-pairs", type=Path, required=True, help="LFW pairs.txt: its folds' people are kept out")
     p.add_argument("--exclude-folds", default="1-2")
     p.add_argument("--cfp", type=Path, required=True, help="CFP tree: splits 6-8 frontal pairs fit verification")
