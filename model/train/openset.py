@@ -18,7 +18,7 @@ accepted three times as often as promised. This command measures it instead:
   and the filler's lie within the verification threshold, :func:`twins`, :func:`frontal`) was trained on under
   another name, and is no stranger: they leave the strangers (:func:`trained_on`) and the galleries keep every
   filler. (Calibrations before encoder v3's second took the filler out of the galleries instead, and kept as a
-  stranger someone the encoder had learnt to tell apart: CFP split 8's 36 of 50 people and 18 of the 100 CelebA
+  stranger someone the encoder had learnt to tell apart: CFP split 8's 36 of 50 people and 19 of the 100 CelebA
   calibration people.)
 - for each N and each target FPIR: the distance under which that share of the strangers' nearest gallery faces
   falls, per population; the model card's ``openset`` table keeps the smallest of them (:func:`strictest`); the
@@ -220,7 +220,8 @@ def strictest(tables: list[dict[str, Any]]) -> dict[str, Any]:
             "draws": tables[0]["draws"],
             "strangers": "; ".join(t["strangers"] for t in tables),
             "fillers": tables[0]["fillers"],
-            "populations": [{k: t[k] for k in ("strangers", "fillers", "thresholds")} for t in tables],
+            "populations": [{k: t[k] for k in ("strangers", "fillers", "trained_on_left_out", "thresholds") if k in t}
+                            for t in tables],
             "method": "per gallery size and target, the smallest of the stranger populations' thresholds; each is "
                       "the quantile of its strangers' nearest distances over random galleries "
                       "(model/train/openset.py)"}
