@@ -64,10 +64,6 @@ def bcubed(labels: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     return {"precision": round(p, 4), "recall": round(r, 4), "f1": round(2 * p * r / (p + r), 4)}
 
 
-def centre_face(faces: list[Any], w: int, h: int) -> Any:
-    return min(faces, key=lambda f: ((f.box[0] + f.box[2]) / 2 - w / 2) ** 2 + ((f.box[1] + f.box[3]) / 2 - h / 2) ** 2)
-
-
 def embed_set(name: str, files: list[Path], people: list[str]) -> dict[str, np.ndarray]:
     """Both pipelines' embeddings of each photo's centre face (NaN rows where none was found), cached."""
     out = CACHE / f"{name}.npz"
@@ -76,6 +72,7 @@ def embed_set(name: str, files: list[Path], people: list[str]) -> dict[str, np.n
     from tqdm import tqdm
 
     from model.pipeline import FacePipeline
+    from model.train.subject import central_face
     from model.train.teacher import dlib_embedding
 
     pipe = FacePipeline(runtime="onnx")  # what the service runs
@@ -84,7 +81,7 @@ def embed_set(name: str, files: list[Path], people: list[str]) -> dict[str, np.n
     for n, f in enumerate(tqdm(files, desc=name)):
         a = pipe.analyze(f.read_bytes(), max_faces=20)
         if a.faces:
-            face = centre_face([x.face for x in a.faces], a.width, a.height)
+            face = central_face([x.face for x in a.faces], a.width, a.height)
             ours[n] = next(x.embedding for x in a.faces if x.face is face)
         emb, found = dlib_embedding(f)  # dlib's pipeline, the face nearest the centre
         if found:

@@ -37,23 +37,18 @@ WIDE = 64  # a photo search's first fetch (index.photos.Photos._within)
 
 
 def lfw_faces() -> np.ndarray:
-    """float32 (n, D): the centre face of each photo of LFW folds 1-2's people that has one."""
+    """float32 (n, D): the subject (the face nearest the centre) of each photo of LFW folds 1-2's people that has a
+    face, embedded as the service embeds it."""
     out = CACHE / "lfw-folds-1-2.npy"
-    if out.exists():
-        return np.load(out)
-    from bench.photos import centre_face, lfw_set
-    from model.pipeline import FacePipeline
+    if not out.exists():
+        from bench.photos import lfw_set
+        from model.pipeline import FacePipeline
+        from model.train.served import subjects
 
-    files, _ = lfw_set(LFW)
-    pipe = FacePipeline(runtime="onnx")
-    rows = []
-    for f in files:
-        a = pipe.analyze(f.read_bytes(), max_faces=20)
-        if a.faces:
-            face = centre_face([x.face for x in a.faces], a.width, a.height)
-            rows.append(next(x.embedding for x in a.faces if x.face is face))
-    CACHE.mkdir(parents=True, exist_ok=True)
-    np.save(out, np.asarray(rows, np.float32))
+        files, _ = lfw_set(LFW)
+        faces = subjects(FacePipeline(runtime="onnx"), LFW, [str(f.relative_to(LFW)) for f in files])
+        CACHE.mkdir(parents=True, exist_ok=True)
+        np.save(out, np.asarray([e for e in faces.values() if e is not None], np.float32))
     return np.load(out)
 
 
