@@ -1,4 +1,5 @@
-"""Every figure the README and docs/figures.md publish from a results file: made by one command, rendered, checked.
+"""Every figure README.md, docs/figures.md and docs/model-card.md publish from a results file: made by one command,
+rendered, checked.
 
     python bench/figures.py                 # run every registered bench at this commit (a clean tree), then render
     python bench/figures.py --only NAME     # one results file's bench (NAME: its file name under bench/results/)
@@ -30,7 +31,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-PUBLISHED = [ROOT / "README.md", ROOT / "docs" / "figures.md"]
+PUBLISHED = [ROOT / "README.md", ROOT / "docs" / "figures.md", ROOT / "docs" / "model-card.md"]
 MARK = re.compile(r"<!--f (?P<file>\S+) (?P<path>.+?) (?P<fmt>\S+?)-->(?P<value>.*?)<!--/f-->")
 CELEBA = "../celeba-more/img_align_celeba"
 LFW = "../shared/datasets/lfw"

@@ -1,5 +1,5 @@
-"""The published figures: each number marked in README.md and docs/figures.md is what its results file says, and
-each such file was made at a commit whose measured code is still this one's (bench/figures.py)."""
+"""The published figures: each number marked in README.md, docs/figures.md and docs/model-card.md is what its results
+file says, and each such file was made at a commit whose measured code is still this one's (bench/figures.py)."""
 
 from __future__ import annotations
 
