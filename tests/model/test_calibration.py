@@ -122,3 +122,13 @@ def test_the_shipped_table_keeps_the_promise_for_every_population() -> None:
     table = strictest([a, b])
     assert table["thresholds"] == [[1.05, 1.2], [0.9, 0.98]]
     assert [p["strangers"] for p in table["populations"]] == ["a", "b"]
+
+
+def test_a_population_of_a_few_people_is_reported_but_sets_nothing() -> None:
+    big = {"gallery_faces": [100, 1000], "fpir": [0.01], "thresholds": [[1.1], [0.9]], "draws": [5, 1],
+           "strangers": "big", "fillers": {}, "people": 81}
+    few = {**big, "thresholds": [[1.0], [0.7]], "strangers": "few", "people": 14}
+    table = strictest([few, big])
+    assert table["thresholds"] == [[1.1], [0.9]]
+    assert [(p["strangers"], p["sets_the_table"]) for p in table["populations"]] == [("few", False), ("big", True)]
+    assert table["strangers"] == "big"

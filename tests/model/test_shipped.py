@@ -178,6 +178,9 @@ def test_shipped_weights_keep_their_lfw_accuracy_through_the_serving_pipeline(lf
         f"{accuracy:.4f} on LFW folds 1-2 at {served.threshold:.3f}; the card says {stated:.4f}"
 
 
+STRANGER_PHOTOS = 92  # ../shared's CelebA photos of the calibration strangers never trained on (46 people)
+
+
 def test_the_open_set_table_keeps_its_stranger_rate_on_in_domain_strangers() -> None:
     """The card's open-set table, read as search reads it (1% of strangers at the gallery's size), on a fixed set
     that CI has: the photos in ../shared's CelebA subset of the calibration strangers (bench/celeba_calibration.txt:
@@ -190,10 +193,11 @@ def test_the_open_set_table_keeps_its_stranger_rate_on_in_domain_strangers() -> 
     celeba = _require(SHARED / "datasets" / "celeba" / "img_align_celeba")
     held_out = set(read_people(ROOT / "bench" / "celeba_heldout.txt"))
     calibration = set(read_people(ROOT / "bench" / "celeba_calibration.txt"))
+    calibration -= set(read_people(ROOT / "bench" / "celeba_heldout_trained.txt"))  # as the calibration has them
     people = sorted(d.name for d in celeba.iterdir() if d.is_dir())
     strangers = [f"{p}/{f.name}" for p in people if p in calibration for f in sorted((celeba / p).iterdir())]
     fillers = [f"{p}/{f.name}" for p in people if p not in held_out for f in sorted((celeba / p).iterdir())]
-    assert len(strangers) == 122
+    assert len(strangers) == STRANGER_PHOTOS
     rng = np.random.default_rng(0)
     draws = {size: [sorted(rng.choice(len(fillers), size, replace=False)) for _ in range(10)] for size in (1000, 3000)}
     needed = sorted({int(i) for ds in draws.values() for d in ds for i in d})
@@ -204,7 +208,7 @@ def test_the_open_set_table_keeps_its_stranger_rate_on_in_domain_strangers() -> 
     finally:
         pipeline.close()
     probes = np.stack([e for f in strangers if (e := emb[f]) is not None])
-    assert len(probes) >= 120
+    assert len(probes) >= STRANGER_PHOTOS - 2
     accepted, trials = 0, 0
     for size, ds in draws.items():
         threshold, _ = calibration_table.search_threshold(0.01, size)
