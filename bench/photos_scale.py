@@ -194,8 +194,10 @@ def library_lfw_folds(work: Path) -> dict[str, Any]:
         link = tree / f.parent.name / f.name
         if not link.exists():
             os.symlink(f, link)
+    data = work / "library-data"
+    shutil.rmtree(data, ignore_errors=True)  # an empty library: a run before would have every photo skipped
     exe = str(Path(sys.executable).parent / "facesearch")
-    done = subprocess.run([exe, "photos", "index", str(tree), "--data-dir", str(work / "library-data")],
+    done = subprocess.run([exe, "photos", "index", str(tree), "--data-dir", str(data)],
                           capture_output=True, text=True, check=True)
     return {"set": "lfw folds 1-2", **json.loads(done.stdout.strip().splitlines()[-1])}
 

@@ -17,9 +17,9 @@ accepted three times as often as promised. This command measures it instead:
 - a stranger who is one of the fillers (a celebrity in two datasets: nine in ten of the pairs of their frontal photos
   and the filler's lie within the verification threshold, :func:`twins`, :func:`frontal`) was trained on under
   another name, and is no stranger: they leave the strangers (:func:`trained_on`) and the galleries keep every
-  filler. (Calibrations before encoder v3's second took the filler out of the galleries instead, and kept as a
-  stranger someone the encoder had learnt to tell apart: CFP split 8's 36 of 50 people and 19 of the 100 CelebA
-  calibration people.)
+  filler. (Until issue 40 the calibration took the filler out of the galleries instead, and kept as a stranger
+  someone the encoder had learnt to tell apart: CFP split 8's 36 of 50 people and 19 of the 100 CelebA calibration
+  people.)
 - for each N and each target FPIR: the distance under which that share of the strangers' nearest gallery faces
   falls, per population; the model card's ``openset`` table keeps the smallest of them, of the populations of at
   least :data:`MIN_POPULATION` people (:func:`strictest`); the
