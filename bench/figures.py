@@ -56,8 +56,8 @@ V2_COMMIT = "17ecd41"
 V2 = "cache/v2/encoder.pt"
 SERVING_CODE = [*SERVED_MODEL, ":(exclude)model/weights"]
 
-# who bench/openset.py enrols and searches as strangers
-OPENSET_PEOPLE = ("bench/celeba_heldout.txt", "bench/celeba_calibration.txt", "bench/celeba_heldout_trained.txt")
+# the held-out CelebA people bench/openset.py and bench/photos.py measure on
+CELEBA_PEOPLE = ("bench/celeba_heldout.txt", "bench/celeba_calibration.txt", "bench/celeba_heldout_trained.txt")
 
 # what a request's speed depends on: everything the service runs (git pathspecs)
 SERVICE = ("app", "facesearch", "index", *SERVED_MODEL, "bench/photos_scale.py", "pyproject.toml")
@@ -75,23 +75,21 @@ FIGURES: dict[str, Figure] = {
     "openset-v3-celeba.json": Figure(
         f"python bench/openset.py --celeba {CELEBA} --json bench/results/openset-v3-celeba.json",
         f"python bench/openset.py --celeba {CELEBA} --people 20 --no-dlib --json {{out}}",
-        (*SERVED_MODEL, "bench/openset.py", *OPENSET_PEOPLE)),
+        (*SERVED_MODEL, "bench/openset.py", *CELEBA_PEOPLE)),
     "openset-v2-celeba300.json": Figure(
         f"python bench/openset.py --celeba {CELEBA} --checkpoint {V2} --no-dlib "
         "--json bench/results/openset-v2-celeba300.json",
         None,
-        (*SERVING_CODE, "bench/openset.py", *OPENSET_PEOPLE)),
+        (*SERVING_CODE, "bench/openset.py", *CELEBA_PEOPLE)),
     "photos-find-v3-celeba.json": Figure(
         f"python bench/photos.py --find --lfw {LFW} --celeba {CELEBA} --cfp {CFP} "
         "--json bench/results/photos-find-v3-celeba.json",
         None,
-        (*SERVED_MODEL, "facesearch/photos.py", "index/photos.py", "bench/photos.py", "bench/celeba_heldout.txt",
-         "bench/celeba_calibration.txt")),
+        (*SERVED_MODEL, "facesearch/photos.py", "index/photos.py", "bench/photos.py", *CELEBA_PEOPLE)),
     "photos-clusters-v3-celeba.json": Figure(
         f"python bench/photos.py --lfw {LFW} --celeba {CELEBA} --json bench/results/photos-clusters-v3-celeba.json",
         None,
-        (*SERVED_MODEL, "index/clusters.py", "bench/photos.py", "bench/celeba_heldout.txt",
-         "bench/celeba_calibration.txt")),
+        (*SERVED_MODEL, "index/clusters.py", "bench/photos.py", *CELEBA_PEOPLE)),
     "overlap.json": Figure(
         f"python bench/overlap.py --cfp {CFP} --chips ../cache/aligned/template112-yunet "
         "--trained-list bench/celeba_heldout_trained.txt --json bench/results/overlap.json",
