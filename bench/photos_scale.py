@@ -98,6 +98,8 @@ def serve(data_dir: Path, kind: str) -> tuple[subprocess.Popen, str, float]:
 def one_size(work: Path, n: int, kind: str, people: list[str], strangers: list[list[str]],
              delete_album: bool) -> dict[str, Any]:
     folder = work / f"n{n}"
+    for stale in (folder, work / f"n{n}-empty"):  # what a run stopped before its end left
+        shutil.rmtree(stale, ignore_errors=True)
     row: dict[str, Any] = {"photo_faces": n, "kind": kind, "bulk_s": round(bulk(folder, n, kind), 1)}
     server, url, ready = serve(folder, kind)
     row["ready_s"] = round(ready, 1)
