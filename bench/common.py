@@ -35,6 +35,20 @@ def machine() -> dict[str, Any]:
     }
 
 
+def celeba_people() -> tuple[list[str], list[str]]:
+    """The held-out CelebA people the checks measure on (bench/celeba_heldout.txt, kept out of training by identity,
+    less the calibration strangers), and the calibration strangers (bench/celeba_calibration.txt, never reported):
+    each less the people who are someone the encoder trained on under another name
+    (bench/celeba_heldout_trained.txt, written by bench/overlap.py), as the calibration has them. In file order."""
+    from model.train.train import read_people
+
+    here = Path(__file__).resolve().parent
+    calibration = read_people(here / "celeba_calibration.txt")
+    trained = set(read_people(here / "celeba_heldout_trained.txt"))
+    checks = [p for p in read_people(here / "celeba_heldout.txt") if p not in trained and p not in calibration]
+    return checks, [p for p in calibration if p not in trained]
+
+
 def group_photo(paths: list[Path]) -> bytes:
     """Photos side by side on a grey canvas (20 px apart), as one JPEG: a group photo of their people."""
     from PIL import Image

@@ -56,8 +56,9 @@ V2_COMMIT = "17ecd41"
 V2 = "cache/v2/encoder.pt"
 SERVING_CODE = [*SERVED_MODEL, ":(exclude)model/weights"]
 
-# the held-out CelebA people bench/openset.py and bench/photos.py measure on
-CELEBA_PEOPLE = ("bench/celeba_heldout.txt", "bench/celeba_calibration.txt", "bench/celeba_heldout_trained.txt")
+# the held-out CelebA people bench/openset.py and bench/photos.py measure on, and what picks them
+CELEBA_PEOPLE = ("bench/celeba_heldout.txt", "bench/celeba_calibration.txt", "bench/celeba_heldout_trained.txt",
+                 "bench/common.py")
 
 # what a request's speed depends on: everything the service runs (git pathspecs)
 SERVICE = ("app", "facesearch", "index", *SERVED_MODEL, "bench/photos_scale.py", "pyproject.toml")

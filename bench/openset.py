@@ -31,11 +31,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import LOCAL, report  # noqa: E402
-
-HELDOUT = Path(__file__).resolve().parent / "celeba_heldout.txt"
-CALIBRATION = Path(__file__).resolve().parent / "celeba_calibration.txt"
-TRAINED = Path(__file__).resolve().parent / "celeba_heldout_trained.txt"
+from common import LOCAL, celeba_people, report  # noqa: E402
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -57,12 +53,8 @@ def main() -> None:
     from app.main import create_app
     from facesearch.settings import Settings
     from model.calibration import Calibration
-    from model.train.train import read_people
 
-    calibration = set(read_people(CALIBRATION))
-    trained = set(read_people(TRAINED))
-    left_out = calibration | trained
-    ids = [i for i in read_people(HELDOUT) if i not in left_out]
+    ids, calibration = celeba_people()
     people = len(ids) // 2 if a.people is None else a.people
     if 2 * people > len(ids):
         p.error(f"--people at most {len(ids) // 2}: {len(ids)} held-out people are neither calibration strangers nor "
@@ -144,7 +136,7 @@ def main() -> None:
         d_hits = [h for i in strangers for f in photos[i] if (h := nearest(f)) is not None]
         # dlib also at a threshold calibrated like ours, to accept 1% of strangers: the calibration people's photos
         # (never reported) searched in this gallery; the distance under which 1% of their nearest faces fall
-        held = [h[1] for i in sorted(calibration - trained) for f in sorted((a.celeba / i).glob("*.jpg"))
+        held = [h[1] for i in sorted(calibration) for f in sorted((a.celeba / i).glob("*.jpg"))
                 if (h := nearest(f)) is not None]
         tuned = float(np.quantile(held, 0.01))
         tuned_accepted = sum(h[1] < tuned for h in d_hits)

@@ -45,12 +45,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.common import LOCAL, command, group_photo, machine  # noqa: E402
+from bench.common import LOCAL, celeba_people, command, group_photo, machine  # noqa: E402
 from index.clusters import cluster  # noqa: E402
 
-HELDOUT = Path(__file__).resolve().parent / "celeba_heldout.txt"
-CALIBRATION = Path(__file__).resolve().parent / "celeba_calibration.txt"
-TRAINED = Path(__file__).resolve().parent / "celeba_heldout_trained.txt"
 CELEBA_SET = "celeba held-out, never trained on"
 CACHE = ROOT / "cache" / "photos-bench"
 
@@ -108,13 +105,8 @@ def lfw_set(lfw: Path) -> tuple[list[Path], list[str]]:
 
 
 def celeba_set(celeba: Path) -> tuple[list[Path], list[str]]:
-    def listed(path: Path) -> list[str]:
-        return [ln.split()[0] for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-
-    left_out = set(listed(CALIBRATION)) | set(listed(TRAINED))
-    people = [p for p in listed(HELDOUT) if p not in left_out]
     files, who = [], []
-    for p in people:
+    for p in celeba_people()[0]:
         for f in sorted((celeba / p).glob("*.jpg")):
             files.append(f)
             who.append(p)
